@@ -1,0 +1,32 @@
+"""LoRa signal processing: pure functions on arrays, no I/O.
+
+Chirp synthesis, packet detection, preamble alignment, CFO estimation and compensation, spectrograms.
+This subpackage imports nothing of lora-rffi's other subpackages (only the leaf :mod:`lorarffi.errors`).
+"""
+
+from lorarffi.dsp.chirp import (
+    PacketLayout,
+    downchirp,
+    modulate,
+    packet_layout,
+    packet_waveform,
+    sync_word_from_symbols,
+    sync_word_symbols,
+    upchirp,
+)
+from lorarffi.dsp.config import SYNC_WORD_LORAWAN, SYNC_WORD_PRIVATE, VALID_BW_HZ, LoRaConfig
+
+__all__ = [
+    "LoRaConfig",
+    "VALID_BW_HZ",
+    "SYNC_WORD_PRIVATE",
+    "SYNC_WORD_LORAWAN",
+    "PacketLayout",
+    "packet_layout",
+    "packet_waveform",
+    "upchirp",
+    "downchirp",
+    "modulate",
+    "sync_word_symbols",
+    "sync_word_from_symbols",
+]

@@ -1,0 +1,76 @@
+"""The ``lora-rffi`` command line.
+
+Each subcommand lives in its own module of this package and defines ``register(subparsers)``, which adds its
+parser and sets ``func`` to a callable ``(args) -> int``. Modules whose name starts with ``_`` are helpers.
+Subcommand modules import heavy dependencies (torch, h5py, zmq) inside their ``run`` function, so
+``lora-rffi --help`` stays fast.
+
+Errors: a :class:`~lorarffi.errors.LoraRffiError` becomes one line on stderr and exit code 2; argparse usage
+errors also exit 2; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+from lorarffi import __version__
+from lorarffi.errors import LoraRffiError
+
+__all__ = ["main", "build_parser"]
+
+PROG = "lora-rffi"
+
+
+def _subcommand_modules() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="LoRa RF fingerprint identification: detect packets, build datasets, train, evaluate, "
+        "and authenticate devices live.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _subcommand_modules():
+        module = importlib.import_module(f"{__name__}.{name}")
+        module.register(sub)
+    return parser
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.INFO if verbose == 0 else logging.DEBUG)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    _configure_logging(args.verbose, args.quiet)
+    try:
+        return int(args.func(args) or 0)
+    except LoraRffiError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # stdout closed early (e.g. `| head`): not an error of ours
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

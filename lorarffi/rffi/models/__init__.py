@@ -1,0 +1,1 @@
+"""Neural network models, one file per family, registered by name."""
