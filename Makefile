@@ -11,9 +11,13 @@ export SOAPY_SDR_PLUGIN_PATH := $(SOAPY_MODULE_DIR)$(if $(SOAPY_SDR_PLUGIN_PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 export MPLBACKEND := Agg
 
-.PHONY: install test demo bench lint clean system-packages
+.PHONY: install test demo bench lint clean system-packages native
 
-install: system-packages $(STAMPS)/python
+install: system-packages $(STAMPS)/python native
+
+# The C++ SoapySDR 'replay' device module (native/), built with g++ against Debian's libsoapysdr-dev.
+native:
+	@if [ -f native/Makefile ]; then $(MAKE) -s -C native; fi
 
 # Debian packages, installed only when one is missing (apt-get needs root; sudo is used when present).
 system-packages:
