@@ -2,3 +2,32 @@
 
 May use :mod:`lorarffi.dsp`; never :mod:`lorarffi.capture` or :mod:`lorarffi.rffi`.
 """
+
+from lorarffi.datasets.native import (
+    PreambleFile,
+    PreambleWriter,
+    convert,
+    detect_layout,
+    load_dataset,
+    open_preamble_file,
+)
+from lorarffi.datasets.public import load_public
+from lorarffi.datasets.recording import RAW_FORMATS, SIGMF_DATATYPES, Recording, open_recording
+from lorarffi.datasets.sigmf_io import SigMFRecorder, make_annotation, write_sigmf
+
+__all__ = [
+    "Recording",
+    "open_recording",
+    "RAW_FORMATS",
+    "SIGMF_DATATYPES",
+    "load_public",
+    "load_dataset",
+    "open_preamble_file",
+    "PreambleFile",
+    "PreambleWriter",
+    "convert",
+    "detect_layout",
+    "write_sigmf",
+    "SigMFRecorder",
+    "make_annotation",
+]

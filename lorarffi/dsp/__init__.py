@@ -15,6 +15,14 @@ from lorarffi.dsp.chirp import (
     upchirp,
 )
 from lorarffi.dsp.config import SYNC_WORD_LORAWAN, SYNC_WORD_PRIVATE, VALID_BW_HZ, LoRaConfig
+from lorarffi.dsp.representation import (
+    RepresentationConfig,
+    available_representations,
+    output_shape,
+    register_representation,
+    represent,
+)
+from lorarffi.dsp.spectrogram import channel_independent_spectrogram, spectrogram
 
 __all__ = [
     "LoRaConfig",
@@ -29,4 +37,11 @@ __all__ = [
     "modulate",
     "sync_word_symbols",
     "sync_word_from_symbols",
+    "spectrogram",
+    "channel_independent_spectrogram",
+    "RepresentationConfig",
+    "represent",
+    "output_shape",
+    "register_representation",
+    "available_representations",
 ]

@@ -1,1 +1,53 @@
-"""Neural network models, one file per family, registered by name."""
+"""Neural network models, one file per family, registered by name.
+
+>>> from lorarffi.rffi.models import build_model, list_models
+>>> "infocom_cnn" in list_models()
+True
+>>> model = build_model("infocom_cnn", n_classes=20, input_shape=(102, 62))
+
+Each builder takes architecture hyper-parameters only (``n_classes``, ``in_channels``, ``input_shape``,
+widths) and returns an ``nn.Module`` whose ``forward`` maps a float32 batch ``(N, C, F, T)`` (or ``(N, C, L)``
+for IQ/FFT input) to logits ``(N, n_classes)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from lorarffi.errors import ConfigError
+
+__all__ = ["register_model", "build_model", "list_models"]
+
+_REGISTRY: dict[str, Callable[..., Any]] = {}
+
+
+def register_model(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator registering a model builder under ``name``; a second builder with the same name is refused."""
+
+    def deco(builder: Callable[..., Any]) -> Callable[..., Any]:
+        if name in _REGISTRY:
+            raise ConfigError(f"model name {name!r} is already registered (by {_REGISTRY[name].__qualname__})")
+        _REGISTRY[name] = builder
+        return builder
+
+    return deco
+
+
+def build_model(name: str, **hparams: Any):
+    """Build the registered model ``name`` with architecture hyper-parameters ``hparams``."""
+    if name not in _REGISTRY:
+        raise ConfigError(f"model={name!r} is not registered; valid are {list_models()}")
+    try:
+        return _REGISTRY[name](**hparams)
+    except TypeError as exc:
+        raise ConfigError(f"model={name!r}: bad hyper-parameters {sorted(hparams)}: {exc}") from None
+
+
+def list_models() -> list[str]:
+    """Names of the registered models, sorted."""
+    return sorted(_REGISTRY)
+
+
+# Families register themselves on import (kept at the end: they need register_model).
+from lorarffi.rffi.models import infocom_cnn, rffi_net, tifs_resnet  # noqa: E402, F401

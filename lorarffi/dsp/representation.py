@@ -1,0 +1,315 @@
+"""Model input representations of packets, by name: IQ, FFT, spectrogram, channel-independent spectrogram.
+
+Shen et al. (INFOCOM 2021, §IV-C, Table II) feed a CNN three representations of the same RMS-normalised
+8-up-chirp preamble: the IQ samples, their FFT and a spectrogram; the TIFS 2022 extractor takes the
+channel-independent spectrogram. A :class:`RepresentationConfig` names one and its parameters, is saved as
+JSON beside a model, and :func:`represent` turns packets into the model's float32 input.
+
+Adding a representation (CQT, wavelets, ...) is one registered function with keyword-only, defaulted
+parameters::
+
+    @register_representation("name", shape=lambda n_samples, *, param: (channels, ...))
+    def _name(iq, *, param=default):          # iq: (N, L) complex64 ndarray or tensor
+        return ...                            # (N, C, ...) float32, same kind and device as iq
+
+(and, for static type checkers, its name added to :data:`RepresentationName`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import scipy.fft
+
+from lorarffi.dsp.spectrogram import (
+    _as_packets,
+    _is_tensor,
+    channel_independent_spectrogram,
+    crop_rows,
+    spectrogram,
+    stft_frame_count,
+)
+from lorarffi.errors import ConfigError
+
+__all__ = [
+    "RepresentationName",
+    "RepresentationConfig",
+    "represent",
+    "output_shape",
+    "register_representation",
+    "available_representations",
+]
+
+RepresentationName = Literal["iq", "fft", "spectrogram", "channel_independent_spectrogram"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Representation:
+    fn: Callable[..., Any]
+    shape: Callable[..., tuple[int, ...]]
+    defaults: Mapping[str, Any]
+
+
+_REGISTRY: dict[str, _Representation] = {}
+
+
+def register_representation(name: str, *, shape: Callable[..., tuple[int, ...]]) -> Callable:
+    """Register a representation function under ``name`` (a decorator); a name can be registered once.
+
+    Parameters
+    ----------
+    name : str
+        Name used in :class:`RepresentationConfig`.
+    shape : callable
+        ``shape(n_samples, **params) -> (C, ...)``: the per-packet output shape for packets of ``n_samples``
+        samples, computed without computing the representation; receives every parameter (defaults filled in).
+
+    The decorated function takes ``(iq, **params)`` with ``iq`` an ``(N, L)`` complex64 numpy array or torch
+    tensor and returns an ``(N, C, ...)`` float32 array or tensor of the same kind on the same device. Its
+    parameters must be keyword-only with defaults; they are the names a config's ``params`` may hold.
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"representation name {name!r} is not valid: use a non-empty string")
+
+    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if name in _REGISTRY:
+            raise ConfigError(f"representation {name!r} is already registered: choose another name")
+        sig = inspect.signature(fn)
+        defaults = {}
+        for p in list(sig.parameters.values())[1:]:
+            if p.kind is not inspect.Parameter.KEYWORD_ONLY or p.default is inspect.Parameter.empty:
+                raise ConfigError(f"representation {name!r}: parameter {p.name!r} must be keyword-only "
+                                  "with a default")
+            defaults[p.name] = p.default
+        _REGISTRY[name] = _Representation(fn, shape, types.MappingProxyType(defaults))
+        return fn
+
+    return decorator
+
+
+def available_representations() -> tuple[str, ...]:
+    """Names of the registered representations, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def _frozen_value(value: Any, where: str) -> Any:
+    """A JSON-compatible parameter value with sequences as tuples (so configs compare equal after JSON)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}={value!r} is not valid: use a finite number")
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen_value(v, where) for v in value)
+    raise ConfigError(f"{where}={value!r} is not valid: use numbers, strings, booleans, None or lists")
+
+
+def _json_value(value: Any) -> Any:
+    return [_json_value(v) for v in value] if isinstance(value, tuple) else value
+
+
+@dataclass(frozen=True, slots=True)
+class RepresentationConfig:
+    """A model input representation: its registered name and parameters.
+
+    Parameters
+    ----------
+    name : {"iq", "fft", "spectrogram", "channel_independent_spectrogram"} or another registered name
+        ``"iq"``: real and imaginary rows of the RMS-normalised packet, ``(2, L)``. ``"fft"``: real and
+        imaginary rows of the fftshift-ed FFT of the normalised packet scaled by ``1/sqrt(L)`` (unit mean
+        power), ``(2, L)``. ``"spectrogram"``: :func:`~lorarffi.dsp.spectrogram.spectrogram`, ``(1, F, M)``.
+        ``"channel_independent_spectrogram"``:
+        :func:`~lorarffi.dsp.spectrogram.channel_independent_spectrogram`, ``(1, 102, 62)`` for 8192-sample
+        packets at the defaults.
+    params : dict
+        Keyword parameters of the representation (for the spectrograms ``n_fft``, ``hop``, ``crop``,
+        ``top_db``); omitted ones take the function's defaults. Stored read-only, sequences as tuples.
+
+    Examples
+    --------
+    >>> cfg = RepresentationConfig("spectrogram", {"crop": [0.3, 0.7]})
+    >>> cfg.to_dict()
+    {'name': 'spectrogram', 'params': {'crop': [0.3, 0.7]}}
+    >>> RepresentationConfig.from_dict(cfg.to_dict()) == cfg
+    True
+    """
+
+    name: RepresentationName
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.name not in _REGISTRY:
+            raise ConfigError(f"representation name={self.name!r} is not valid: use one of "
+                              f"{', '.join(_REGISTRY)}")
+        if not isinstance(self.params, Mapping):
+            raise ConfigError(f"params={self.params!r} is not valid: use a dict of keyword parameters")
+        allowed = _REGISTRY[self.name].defaults
+        unknown = sorted(set(self.params) - set(allowed))
+        if unknown:
+            raise ConfigError(f"params {unknown} are not parameters of representation {self.name!r}: "
+                              f"valid are {sorted(allowed) or 'none'}")
+        frozen = {k: _frozen_value(v, f"params[{k!r}]") for k, v in self.params.items()}
+        object.__setattr__(self, "params", types.MappingProxyType(frozen))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RepresentationConfig):
+            return NotImplemented
+        return self.name == other.name and dict(self.params) == dict(other.params)
+
+    def __hash__(self) -> int:
+        return hash((self.name, json.dumps(self.to_dict()["params"], sort_keys=True)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible ``{"name": ..., "params": {...}}`` (tuples become lists)."""
+        return {"name": self.name, "params": {k: _json_value(v) for k, v in self.params.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RepresentationConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are refused."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"representation config {data!r} is not valid: expected a JSON object")
+        unknown = sorted(set(data) - {"name", "params"})
+        if unknown or "name" not in data:
+            raise ConfigError(f"representation config keys {sorted(data)} are not valid: expected 'name' and "
+                              "optionally 'params'")
+        return cls(name=data["name"], params=data.get("params") or {})
+
+
+def _resolved(rep_cfg: RepresentationConfig) -> tuple[_Representation, dict[str, Any]]:
+    if not isinstance(rep_cfg, RepresentationConfig):
+        raise ConfigError(f"rep_cfg={rep_cfg!r} is not valid: expected a RepresentationConfig")
+    entry = _REGISTRY[rep_cfg.name]
+    return entry, {**entry.defaults, **rep_cfg.params}
+
+
+def output_shape(rep_cfg: RepresentationConfig, n_samples: int) -> tuple[int, ...]:
+    """Per-packet shape ``(C, ...)`` of :func:`represent` for ``n_samples``-sample packets, not computed.
+
+    Examples
+    --------
+    >>> output_shape(RepresentationConfig("channel_independent_spectrogram"), 8192)
+    (1, 102, 62)
+    >>> output_shape(RepresentationConfig("iq"), 8192)
+    (2, 8192)
+    """
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+        raise ConfigError(f"n_samples={n_samples!r} is not valid: use a positive number of samples")
+    entry, params = _resolved(rep_cfg)
+    return tuple(int(d) for d in entry.shape(int(n_samples), **params))
+
+
+def represent(iq: Any, rep_cfg: RepresentationConfig) -> Any:
+    """Packets as the float32 model input named by ``rep_cfg``.
+
+    Parameters
+    ----------
+    iq : ndarray or torch.Tensor, complex64, shape (N, L) or (L,)
+        Packets (aligned, CFO-compensated preambles), any scale; other numeric dtypes are converted.
+    rep_cfg : RepresentationConfig
+        Which representation, and its parameters.
+
+    Returns
+    -------
+    x : ndarray or torch.Tensor of float32, shape (N, C, F, T) or (N, C, L); without N for 1-D input
+        Same kind and device as ``iq``; per-packet shape :func:`output_shape`.
+
+    Examples
+    --------
+    >>> iq = np.exp(2j * np.pi * 0.01 * np.arange(8192)).astype(np.complex64)
+    >>> represent(iq[None], RepresentationConfig("iq")).shape
+    (1, 2, 8192)
+    >>> represent(iq, RepresentationConfig("channel_independent_spectrogram")).shape
+    (1, 102, 62)
+    """
+    entry, params = _resolved(rep_cfg)
+    x, squeeze = _as_packets(iq)
+    out = entry.fn(x, **params)
+    return out[0] if squeeze else out
+
+
+def _rms_normalised(x: Any) -> Any:
+    """``x / rms(x)`` per packet (an all-zero packet stays zero); complex64, (N, L)."""
+    if _is_tensor(x):
+        import torch
+
+        power = torch.view_as_real(x).square().sum(dim=(-1, -2), dtype=torch.float64) / x.shape[-1]
+        scale = torch.where(power > 0, power.rsqrt(), torch.ones_like(power)).to(torch.float32)
+        return x * scale[:, None]
+    v = x.view(np.float32)
+    power = np.einsum("ij,ij->i", v, v, dtype=np.float64) / x.shape[-1]
+    scale = np.ones_like(power)
+    np.divide(1.0, np.sqrt(power), out=scale, where=power > 0)
+    return x * scale.astype(np.float32)[:, None]
+
+
+def _real_imag_rows(z: Any) -> Any:
+    if _is_tensor(z):
+        import torch
+
+        return torch.stack((z.real, z.imag), dim=1).contiguous()
+    return np.stack((z.real, z.imag), axis=1).astype(np.float32, copy=False)
+
+
+def _two_rows(n_samples: int) -> tuple[int, ...]:
+    return (2, n_samples)
+
+
+@register_representation("iq", shape=_two_rows)
+def _iq(iq: Any) -> Any:
+    """Real and imaginary parts of the RMS-normalised packet as two rows: (N, 2, L) float32."""
+    return _real_imag_rows(_rms_normalised(iq))
+
+
+@register_representation("fft", shape=_two_rows)
+def _fft(iq: Any) -> Any:
+    """Real, imaginary rows of ``fftshift(fft(x / rms(x))) / sqrt(L)``, lowest frequency first: (N, 2, L)."""
+    z = _rms_normalised(iq)
+    scale = 1.0 / math.sqrt(z.shape[-1])
+    if _is_tensor(z):
+        import torch
+
+        spec = torch.fft.fftshift(torch.fft.fft(z, dim=-1), dim=-1) * scale
+    else:
+        spec = np.fft.fftshift(scipy.fft.fft(z, axis=-1), axes=-1) * np.float32(scale)
+    return _real_imag_rows(spec)
+
+
+def _spectrogram_shape(n_samples: int, *, n_fft: int, hop: int, crop: Any, top_db: float) -> tuple[int, ...]:
+    first, stop = crop_rows(n_fft, crop)
+    n_frames = stft_frame_count(n_samples, n_fft=n_fft, hop=hop)
+    if n_frames < 1:
+        raise ConfigError(f"n_samples={n_samples} is shorter than one frame of n_fft={n_fft}")
+    return (1, stop - first, n_frames)
+
+
+def _channel_independent_shape(n_samples: int, *, n_fft: int, hop: int, crop: Any,
+                               top_db: float) -> tuple[int, ...]:
+    first, stop = crop_rows(n_fft, crop)
+    n_frames = stft_frame_count(n_samples, n_fft=n_fft, hop=hop)
+    if n_frames < 2:
+        raise ConfigError(f"n_samples={n_samples} is shorter than two frames (n_fft={n_fft}, hop={hop})")
+    return (1, stop - first, n_frames - 1)
+
+
+@register_representation("spectrogram", shape=_spectrogram_shape)
+def _spectrogram(iq: Any, *, n_fft: int = 256, hop: int = 128, crop: Any = None,
+                 top_db: float = 120.0) -> Any:
+    """:func:`~lorarffi.dsp.spectrogram.spectrogram` with a channel axis: (N, 1, F, M)."""
+    return spectrogram(iq, n_fft=n_fft, hop=hop, crop=crop, top_db=top_db)[:, None]
+
+
+@register_representation("channel_independent_spectrogram", shape=_channel_independent_shape)
+def _channel_independent_spectrogram(iq: Any, *, n_fft: int = 256, hop: int = 128, crop: Any = (0.3, 0.7),
+                                     top_db: float = 120.0) -> Any:
+    """:func:`~lorarffi.dsp.spectrogram.channel_independent_spectrogram` with a channel axis: (N, 1, F, T)."""
+    return channel_independent_spectrogram(iq, n_fft=n_fft, hop=hop, crop=crop, top_db=top_db)[:, None]

@@ -1,0 +1,227 @@
+"""Evaluate a model directory on stored preambles: CNN alone vs hybrid, per-device precision/recall, plots.
+
+Stored packets go through the same preprocessing as training (:func:`~lorarffi.rffi.preprocess.preprocess_preambles`),
+then through :meth:`Classifier.classify` in file order, ``batch_size`` packets at a time, so drift tracking (when
+on) sees the packets in the order they were captured. Accuracy counts the packets of devices the model knows;
+packets of other devices are counted apart (``unknown_devices``; how many the gate rejected), never scored.
+A rejected packet counts as wrong in the hybrid accuracy.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from lorarffi.errors import ConfigError
+from lorarffi.rffi.inference import Classifier, Decision
+from lorarffi.rffi.preprocess import preprocess_preambles
+
+__all__ = ["EvalResult", "evaluate", "write_plots"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Scores of a model on labelled packets (see the module docstring)."""
+
+    n_packets: int
+    accuracy_cnn: float
+    accuracy_hybrid: float
+    rejected: int
+    per_device: list[dict[str, Any]]
+    device_ids: list[int]
+    confusion_cnn: npt.NDArray[np.int64]
+    confusion_hybrid: npt.NDArray[np.int64]
+    unknown_devices: list[int] = field(default_factory=list)
+    n_unknown_device_packets: int = 0
+    unknown_device_rejected: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON object (confusion matrices as nested lists; the hybrid's last column = rejected)."""
+        return {
+            "n_packets": self.n_packets,
+            "accuracy_cnn": self.accuracy_cnn,
+            "accuracy_hybrid": self.accuracy_hybrid,
+            "rejected": self.rejected,
+            "device_ids": self.device_ids,
+            "per_device": self.per_device,
+            "unknown_devices": self.unknown_devices,
+            "n_unknown_device_packets": self.n_unknown_device_packets,
+            "unknown_device_rejected": self.unknown_device_rejected,
+            "confusion_cnn": self.confusion_cnn.tolist(),
+            "confusion_hybrid": self.confusion_hybrid.tolist(),
+        }
+
+
+def _prec_rec(conf: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    k = conf.shape[0]
+    tp = np.diag(conf[:, :k]).astype(np.float64)
+    pred = conf[:, :k].sum(axis=0)
+    true = conf.sum(axis=1)
+    precision = np.divide(tp, pred, out=np.full(k, np.nan), where=pred > 0)
+    recall = np.divide(tp, true, out=np.full(k, np.nan), where=true > 0)
+    return precision, recall
+
+
+def score(decision: Decision, true_ids: npt.ArrayLike, model_device_ids: list[int]) -> EvalResult:
+    """Score decisions against the true device ids (the file's labels)."""
+    truth = np.asarray(true_ids, dtype=np.int64).reshape(-1)
+    if truth.size != len(decision):
+        raise ConfigError(f"{truth.size} labels for {len(decision)} decisions")
+    ids = np.asarray(model_device_ids, dtype=np.int64)
+    k = ids.size
+    known = np.isin(truth, ids)
+    unknown = sorted(set(truth[~known].tolist()))
+    t = np.searchsorted(ids, truth[known]) if np.all(np.diff(ids) > 0) else \
+        np.array([model_device_ids.index(int(v)) for v in truth[known]], dtype=np.int64)
+    cnn_idx = np.searchsorted(ids, decision.cnn_device_id[known]) if np.all(np.diff(ids) > 0) else \
+        np.array([model_device_ids.index(int(v)) for v in decision.cnn_device_id[known]], dtype=np.int64)
+    hyb_idx = decision.class_index[known]
+    conf_cnn = np.zeros((k, k), np.int64)
+    np.add.at(conf_cnn, (t, cnn_idx), 1)
+    conf_hyb = np.zeros((k, k + 1), np.int64)
+    np.add.at(conf_hyb, (t, np.where(hyb_idx >= 0, hyb_idx, k)), 1)
+    n = int(known.sum())
+    p_cnn, r_cnn = _prec_rec(conf_cnn)
+    p_hyb, r_hyb = _prec_rec(conf_hyb)
+    per_device = [
+        {"device": int(ids[i]), "n": int(conf_cnn[i].sum()),
+         "precision_cnn": _f(p_cnn[i]), "recall_cnn": _f(r_cnn[i]),
+         "precision_hybrid": _f(p_hyb[i]), "recall_hybrid": _f(r_hyb[i]), "rejected": int(conf_hyb[i, k])}
+        for i in range(k)
+    ]
+    return EvalResult(
+        n_packets=n,
+        accuracy_cnn=float(np.trace(conf_cnn) / n) if n else float("nan"),
+        accuracy_hybrid=float(np.trace(conf_hyb[:, :k]) / n) if n else float("nan"),
+        rejected=int(conf_hyb[:, k].sum()),
+        per_device=per_device,
+        device_ids=ids.tolist(),
+        confusion_cnn=conf_cnn,
+        confusion_hybrid=conf_hyb,
+        unknown_devices=unknown,
+        n_unknown_device_packets=int((~known).sum()),
+        unknown_device_rejected=int(np.sum(decision.class_index[~known] < 0)),
+    )
+
+
+def _f(x: float) -> float | None:
+    return None if not np.isfinite(x) else float(x)
+
+
+def evaluate(
+    clf: Classifier,
+    iq: npt.ArrayLike,
+    device_ids: npt.ArrayLike,
+    *,
+    batch_size: int = 64,
+    track: bool = True,
+    source: object = "data",
+) -> tuple[EvalResult, Decision]:
+    """Classify stored (not compensated) preambles in order and score them.
+
+    Parameters
+    ----------
+    clf : Classifier
+        From :func:`~lorarffi.rffi.inference.load_classifier`; its gate's drift tracking (when on) is updated.
+    iq : array_like of complex64, shape (N, L)
+        Aligned preambles as stored (CFO not compensated).
+    device_ids : array_like of int, shape (N,)
+        True device id of every packet.
+    batch_size : int
+        Packets classified per call (drift tracking updates between calls).
+    track : bool
+        Let drift tracking learn from the packets (when the gate's tracking is on).
+    source : object
+        Named in error messages.
+
+    Returns
+    -------
+    result : EvalResult
+    decision : Decision
+        Per-packet decisions, in input order.
+    """
+    truth = np.asarray(device_ids, dtype=np.int64).reshape(-1)
+    pre = preprocess_preambles(iq, clf.cfg, compensate=True, source=source)
+    if pre.iq.shape[0] != truth.size:
+        raise ConfigError(f"{truth.size} labels for {pre.iq.shape[0]} preambles")
+    logits = clf.logits(pre.iq, pre.cfo_hz)
+    parts = [clf.decide(logits[s : s + batch_size], pre.cfo_hz[s : s + batch_size], track=track)
+             for s in range(0, truth.size, batch_size)]
+    decision = Decision(
+        np.concatenate([d.device_id for d in parts]), sum((d.verdict for d in parts), []),
+        np.concatenate([d.cnn_device_id for d in parts]), np.concatenate([d.confidence for d in parts]),
+        np.concatenate([d.cnn_confidence for d in parts]), np.concatenate([d.cfo_hz for d in parts]),
+        np.concatenate([d.class_index for d in parts]),
+    )
+    result = score(decision, truth, clf.device_ids)
+    if result.unknown_devices:
+        log.warning("%s: device(s) %s are not known to the model (%d packets, not scored)", source,
+                    result.unknown_devices, result.n_unknown_device_packets)
+    return result, decision
+
+
+def write_plots(
+    out_dir: str | os.PathLike, result: EvalResult, decision: Decision, true_ids: npt.ArrayLike, clf: Classifier
+) -> list[pathlib.Path]:
+    """Confusion-matrix PNGs (CNN, hybrid) and a CFO-versus-packet plot per device with its gate band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    labels = [str(d) for d in result.device_ids]
+    for name, conf, cols in (("cnn", result.confusion_cnn, labels), ("hybrid", result.confusion_hybrid,
+                                                                      labels + ["unknown"])):
+        fig, ax = plt.subplots(figsize=(1 + 0.35 * len(cols), 1 + 0.35 * len(labels)))
+        norm = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
+        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(len(cols)), cols, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.set_xlabel("predicted device")
+        ax.set_ylabel("true device")
+        acc = result.accuracy_cnn if name == "cnn" else result.accuracy_hybrid
+        ax.set_title(f"{name}: accuracy {acc:.4f}")
+        fig.tight_layout()
+        path = out / f"confusion_{name}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    truth = np.asarray(true_ids, dtype=np.int64).reshape(-1)
+    devices = sorted(set(truth.tolist()))
+    n_cols = min(5, len(devices))
+    n_rows = -(-len(devices) // n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.2 * n_cols, 2.4 * n_rows), squeeze=False)
+    gate = clf.gate
+    for ax, dev in zip(axes.flat, devices):
+        rows = np.flatnonzero(truth == dev)
+        ok = decision.device_id[rows] == dev
+        ax.plot(np.arange(rows.size)[ok], decision.cfo_hz[rows][ok], ".", ms=2, color="tab:blue", label="correct")
+        ax.plot(np.arange(rows.size)[~ok], decision.cfo_hz[rows][~ok], ".", ms=3, color="tab:red", label="wrong")
+        if gate is not None and dev in clf.device_ids:
+            k = clf.device_ids.index(dev)
+            lam = gate.lambda_hz[k]
+            for y in (gate.mean_hz[k] - lam, gate.mean_hz[k] + lam):
+                ax.axhline(y, color="gray", lw=0.8, ls="--")
+        ax.set_title(f"device {dev}", fontsize=8)
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(devices):]:
+        ax.axis("off")
+    fig.supxlabel("packet")
+    fig.supylabel("CFO (Hz)")
+    fig.tight_layout()
+    path = out / "cfo_per_device.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    written.append(path)
+    return written

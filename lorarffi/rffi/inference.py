@@ -1,0 +1,209 @@
+"""Classify preambles with a trained model directory: CNN, then the CFO-gated hybrid decision.
+
+>>> clf = load_classifier("runs/model")                      # doctest: +SKIP
+>>> dec = clf.classify(packet_preambles, packet_cfo_hz)     # doctest: +SKIP
+>>> dec.device_id, dec.verdict                               # doctest: +SKIP
+
+Input is what the packet detector hands out: aligned, CFO-compensated, RMS-normalised preambles (N, L) and
+their CFO estimates (N,). The batch goes through the representation and the network at once (no loop over
+packets), on the model's device.
+
+Drift tracking: when the model's gate has tracking on (``GateParams.tracking``, default), every call of
+:meth:`Classifier.classify` feeds its confidently accepted packets to the gate (``track=False`` skips that);
+:meth:`Classifier.update_drift` feeds a decision explicitly; :meth:`Classifier.save_state` persists the tracked
+statistics in the model directory (``hybrid_state.json``), where the next :func:`load_classifier` finds them.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from lorarffi.dsp.cfo import compensate_cfo
+from lorarffi.dsp.config import LoRaConfig
+from lorarffi.errors import ConfigError
+from lorarffi.rffi._features import compute_features
+from lorarffi.rffi.checkpoint import ModelDirConfig, load_model, save_hybrid_state
+from lorarffi.rffi.hybrid import CfoGate, GateResult
+from lorarffi.rffi.preprocess import rms_normalize
+
+__all__ = ["Decision", "Classifier", "load_classifier"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Decisions for a batch of N packets.
+
+    Attributes
+    ----------
+    device_id : ndarray of int64, shape (N,)
+        Hybrid decision (device id), -1 when the packet is rejected as unknown.
+    verdict : list of str
+        ``"accept"`` or ``"unknown"`` (every device ruled out by the CFO gate).
+    cnn_device_id : ndarray of int64, shape (N,)
+        The CNN's decision alone.
+    confidence : ndarray of float32, shape (N,)
+        Renormalised probability of the hybrid decision (0 when rejected).
+    cnn_confidence : ndarray of float32, shape (N,)
+        Softmax probability of the CNN's decision.
+    cfo_hz : ndarray of float64, shape (N,)
+        The packets' CFO estimates, Hz.
+    class_index : ndarray of int64, shape (N,)
+        Hybrid decision as class index (-1 when rejected).
+    """
+
+    device_id: npt.NDArray[np.int64]
+    verdict: list[str]
+    cnn_device_id: npt.NDArray[np.int64]
+    confidence: npt.NDArray[np.float32]
+    cnn_confidence: npt.NDArray[np.float32]
+    cfo_hz: npt.NDArray[np.float64]
+    class_index: npt.NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return int(self.device_id.size)
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One plain dict per packet: ``device``, ``verdict``, ``cnn_device``, ``confidence``, ``cfo_hz``."""
+        return [
+            {"device": int(d), "verdict": v, "cnn_device": int(c), "confidence": float(p), "cfo_hz": float(f)}
+            for d, v, c, p, f in zip(self.device_id, self.verdict, self.cnn_device_id, self.confidence, self.cfo_hz)
+        ]
+
+
+class Classifier:
+    """A loaded model directory ready to classify detector preambles (see :func:`load_classifier`).
+
+    Attributes
+    ----------
+    cfg : LoRaConfig
+        LoRa parameters the model was trained for.
+    device_ids : list of int
+        Device id of each class.
+    gate : CfoGate or None
+        The CFO gate (None for a model saved without CFO statistics: the hybrid then equals the CNN).
+    hybrid : bool
+        Apply the gate (True by default when there is one).
+    """
+
+    def __init__(self, model, config: ModelDirConfig, model_dir: pathlib.Path | None = None) -> None:
+        import torch
+
+        self.model = model
+        self.config = config
+        self.model_dir = model_dir
+        self.cfg: LoRaConfig = config.lora
+        self.device_ids: list[int] = list(config.device_ids)
+        self._ids = np.asarray(self.device_ids, dtype=np.int64)
+        self.gate: CfoGate | None = CfoGate.from_dict(config.hybrid) if config.hybrid else None
+        self.hybrid = self.gate is not None
+        self.torch_device = next(model.parameters()).device
+        self._torch = torch
+
+    # -- the network -----------------------------------------------------------------------------------------
+    def features(self, preambles: npt.ArrayLike, cfo_hz: npt.ArrayLike | None = None) -> npt.NDArray[np.float32]:
+        """Model input (float32, (N, C, F, T) or (N, 2, L)) of compensated, normalised preambles (N, L)."""
+        x = np.asarray(preambles)
+        if x.ndim == 1:
+            x = x[None, :]
+        n_samples = self.cfg.preamble_samples
+        if x.ndim != 2 or x.shape[1] < n_samples:
+            raise ConfigError(
+                f"preambles have shape {np.shape(preambles)}, expected (N, L) with L >= {n_samples} "
+                f"(the model's {self.cfg.preamble_symbols} symbols at SF{self.cfg.sf})"
+            )
+        x = x[:, :n_samples].astype(np.complex64, copy=False)
+        if not self.config.cfo_compensation:
+            # A model trained without compensation sees the CFO: put it back into the compensated preamble.
+            if cfo_hz is None:
+                raise ConfigError("this model was trained without CFO compensation: pass cfo_hz to put the CFO back")
+            x = np.asarray(compensate_cfo(x, -np.asarray(cfo_hz, np.float64).reshape(-1), self.cfg.fs_hz), np.complex64)
+        return compute_features(rms_normalize(x), self.config.representation)
+
+    def logits(self, preambles: npt.ArrayLike, cfo_hz: npt.ArrayLike | None = None, *, batch_size: int = 512):
+        """CNN logits, float32 numpy (N, K), of compensated, normalised preambles (N, L)."""
+        torch = self._torch
+        feats = self.features(preambles, cfo_hz)
+        out = []
+        with torch.inference_mode():
+            for s in range(0, feats.shape[0], batch_size):
+                x = torch.from_numpy(feats[s : s + batch_size]).to(self.torch_device)
+                out.append(self.model(x).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.device_ids)), np.float32)
+
+    # -- decisions ---------------------------------------------------------------------------------------------
+    def decide(self, logits: npt.ArrayLike, cfo_hz: npt.ArrayLike, *, track: bool = True) -> Decision:
+        """Hybrid decision from CNN logits (N, K) and CFO estimates (N,); optionally feeds drift tracking."""
+        z = np.asarray(logits, dtype=np.float64)
+        cfo = np.asarray(cfo_hz, dtype=np.float64).reshape(-1)
+        if cfo.size != z.shape[0]:
+            raise ConfigError(f"cfo_hz has {cfo.size} entries but there are {z.shape[0]} preambles")
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        cnn_idx = p.argmax(axis=1)
+        cnn_conf = p.max(axis=1).astype(np.float32)
+        if self.hybrid and self.gate is not None:
+            res = self.gate.apply(z, cfo)
+            if track:
+                self.gate.update(cfo, res.index, res.confidence)
+        else:
+            res = GateResult(cnn_idx.astype(np.int64), cnn_conf, np.ones_like(p, dtype=bool), p.astype(np.float32))
+        device = np.where(res.index >= 0, self._ids[np.maximum(res.index, 0)], -1).astype(np.int64)
+        verdict = ["accept" if i >= 0 else "unknown" for i in res.index.tolist()]
+        return Decision(device, verdict, self._ids[cnn_idx], res.confidence, cnn_conf, cfo, res.index)
+
+    def classify(self, preambles: npt.ArrayLike, cfo_hz: npt.ArrayLike, *, track: bool = True) -> Decision:
+        """Classify detector preambles.
+
+        Parameters
+        ----------
+        preambles : array_like of complex64, shape (N, L)
+            ``Packet.preamble`` rows: aligned, CFO-compensated, RMS-normalised, ``L >= cfg.preamble_samples``.
+        cfo_hz : array_like of float, shape (N,)
+            ``Packet.cfo_hz`` of each row, Hz.
+        track : bool
+            Feed confidently accepted packets to drift tracking (when the gate's tracking is on).
+
+        Returns
+        -------
+        Decision
+        """
+        return self.decide(self.logits(preambles, cfo_hz), cfo_hz, track=track)
+
+    # -- drift tracking ----------------------------------------------------------------------------------------
+    def update_drift(self, decision: Decision) -> npt.NDArray[np.int64]:
+        """Feed a decision (made with ``track=False``) to drift tracking; returns packets used per class."""
+        if self.gate is None:
+            return np.zeros(len(self.device_ids), np.int64)
+        return self.gate.update(decision.cfo_hz, decision.class_index, decision.confidence)
+
+    def set_tracking(self, on: bool) -> None:
+        """Switch drift tracking on or off (persisted by :meth:`save_state`)."""
+        if self.gate is not None:
+            self.gate.set_tracking(on)
+
+    def save_state(self, model_dir: str | os.PathLike | None = None) -> None:
+        """Persist the gate's (tracked) state into the model directory."""
+        target = model_dir or self.model_dir
+        if self.gate is None or target is None:
+            return
+        save_hybrid_state(target, self.gate.to_dict())
+
+
+def load_classifier(model_dir: str | os.PathLike, device=None) -> Classifier:
+    """Load a model directory for inference.
+
+    Parameters
+    ----------
+    model_dir : path-like
+        Written by ``lora-rffi train``.
+    device : torch.device or str, optional
+        None: CUDA when available, else CPU.
+    """
+    model, config = load_model(model_dir, device=device)
+    return Classifier(model, config, pathlib.Path(model_dir))

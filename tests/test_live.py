@@ -1,0 +1,377 @@
+"""The live pipeline: same decisions from file, ZeroMQ (GNU Radio format) and SoapySDR (replay module)
+sources; overflow accounting; sinks; the ``live`` command; a short soak.
+
+Truth: a simulated stream (known packet starts) written to a raw cf32 file; the offline detector run over it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from lorarffi.capture.base import ThreadedSource
+from lorarffi.capture.sinks import ConsoleSink, JsonlSink, Sink, ZmqPublishSink, bind_endpoint
+from lorarffi.capture.sources import open_source
+from lorarffi.dsp.config import LoRaConfig
+from lorarffi.errors import CaptureError, ConfigError
+from lorarffi.rffi.cli import main
+from lorarffi.rffi.live import DetectionOnly, LatencyHistogram, LivePipeline
+
+CFG = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1e6)
+N_SECONDS = 2.5
+
+
+class Collect(Sink):
+    """Keeps every record and packet."""
+
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+        self.packets: list = []
+        self.closed_with = None
+
+    def on_decisions(self, records, packets) -> None:
+        self.records += records
+        self.packets += packets
+
+    def close(self, summary=None) -> None:
+        self.closed_with = summary
+
+
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory):
+    """A 2.5 s simulated 1 MS/s stream of 3 devices as a cf32 file, with its ground truth."""
+    from lorarffi.datasets.simulate import StreamSimulator, make_fleet
+
+    sim = StreamSimulator(make_fleet(3, seed=0), CFG, seed=4, snr_db=(20.0, 30.0), mean_interval_s=0.15)
+    _, iq = sim.read(int(N_SECONDS * CFG.fs_hz))
+    path = tmp_path_factory.mktemp("live") / "stream.cf32"
+    iq.tofile(path)
+    truth = [e for e in sim.events if e.start + e.n_samples <= iq.size]
+    return path, iq, truth
+
+
+@pytest.fixture(scope="module")
+def offline(stream):
+    """Packets the detector finds in one pass over the whole stream."""
+    from lorarffi.dsp.detect import StreamDetector
+
+    _, iq, _ = stream
+    det = StreamDetector(CFG)
+    return det.process(iq) + det.flush()
+
+
+def key(records) -> list[tuple]:
+    return [(r["start"], round(r["cfo_hz"], 3), r["device"], r["verdict"]) for r in records]
+
+
+def run_pipeline(source, **kw):
+    sink = Collect()
+    summary = LivePipeline(source, CFG, sinks=[sink, *kw.pop("sinks", [])], **kw).run()
+    return summary, sink
+
+
+def test_file_source_decisions_match_the_offline_detector_and_the_truth(stream, offline) -> None:
+    path, iq, truth = stream
+    summary, sink = run_pipeline(open_source(f"file:{path}", format="cf32", fs_hz=1e6, chunk_samples=20_000))
+    assert len(truth) >= 8
+    assert [r["start"] for r in sink.records] == [p.start for p in offline]
+    assert len(sink.records) == summary.n_packets == len(truth)  # exactly one decision per packet
+    starts = np.array([r["start"] for r in sink.records])
+    assert np.all(np.abs(starts - np.array([e.start for e in truth])) <= 2)
+    assert summary.n_samples == iq.size and summary.n_lost_samples == 0
+    rec = sink.records[0]
+    for field in ("start", "cfo_hz", "snr_db", "device", "verdict", "latency_ms"):
+        assert field in rec
+    assert rec["verdict"] == "detected" and rec["device"] is None
+    assert all(r["latency_ms"] >= 0 for r in sink.records)
+    assert sink.closed_with["n_packets"] == len(truth)
+
+
+# -- the same recording through ZeroMQ (GNU Radio wire format) and SoapySDR --------------------------------
+def publish_gr(
+    endpoint_holder: dict, iq: np.ndarray, *, tagged: bool, key_frame: bytes | None, ready: threading.Event
+):
+    import zmq
+    from test_capture_zmq import gr_message, pmt_double, pmt_symbol
+
+    sock = zmq.Context.instance().socket(zmq.XPUB)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.LINGER, 2000)
+    sock.bind("tcp://127.0.0.1:*")
+    endpoint_holder["endpoint"] = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+    ready.set()
+    try:
+        if not sock.poll(10_000):
+            return
+        sock.recv()  # the subscription
+        rng = np.random.default_rng(0)
+        pos = 0
+        while pos < iq.size:
+            n = int(rng.integers(500, 20_000))
+            tags = [(pos, pmt_symbol("rx_freq"), pmt_double(868.1e6))] if tagged and pos == 0 else []
+            msg = gr_message(iq[pos : pos + n], offset=pos if tagged else None, tags=tags)
+            sock.send_multipart([key_frame, msg] if key_frame else [msg])
+            pos += n
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize(
+    ("tagged", "key_frame"), [(False, None), (True, None), (True, b"iq")], ids=["raw", "tagged", "tagged_key"]
+)
+def test_zmq_source_gives_the_same_decisions_as_the_file(stream, offline, tagged, key_frame) -> None:
+    from lorarffi.capture.zmq_source import ZmqSource
+
+    path, iq, _ = stream
+    holder: dict = {}
+    ready = threading.Event()
+    pub = threading.Thread(
+        target=publish_gr, args=(holder, iq), kwargs=dict(tagged=tagged, key_frame=key_frame, ready=ready)
+    )
+    pub.start()
+    assert ready.wait(10)
+    source = ZmqSource(holder["endpoint"], fs_hz=1e6, buffer_s=4.0, idle_timeout_s=5.0)
+    summary, sink = run_pipeline(source, duration_s=N_SECONDS)
+    pub.join(10)
+    assert summary.n_samples == iq.size and summary.n_lost_samples == 0 and summary.n_bad_frames == 0
+    assert [r["start"] for r in sink.records] == [p.start for p in offline]
+    assert [round(r["cfo_hz"], 3) for r in sink.records] == [round(p.cfo_hz, 3) for p in offline]
+
+
+@pytest.fixture(scope="module")
+def replay_module():
+    from test_native_replay import build_replay_module
+
+    from lorarffi.capture.soapy import import_soapysdr
+
+    build_replay_module()
+    try:
+        import_soapysdr()
+    except CaptureError as exc:
+        pytest.skip(str(exc))
+
+
+def test_soapy_replay_source_gives_the_same_decisions_as_the_file(stream, offline, replay_module) -> None:
+    path, iq, _ = stream
+    summary, sink = run_pipeline(
+        open_source(f"soapy:driver=replay,file={path},rate=1e6,mtu=4096", fs_hz=1e6, center_freq_hz=868.1e6)
+    )
+    assert summary.n_samples == iq.size and summary.n_overflows == 0
+    assert key(sink.records) == key(
+        [{"start": p.start, "cfo_hz": p.cfo_hz, "device": None, "verdict": "detected"} for p in offline]
+    )
+
+
+def test_soapy_overflows_flush_the_detector_and_keep_packet_indices_absolute(
+    stream, offline, replay_module
+) -> None:
+    path, iq, _ = stream
+    summary, sink = run_pipeline(
+        open_source(
+            f"soapy:driver=replay,file={path},rate=1e6,mtu=4096,overflow_every=40,overflow_samples=30000"
+        )
+    )
+    lost = summary.n_lost_samples
+    assert summary.n_overflows >= 3 and lost == 30_000 * summary.n_gaps
+    assert summary.n_samples + lost == iq.size
+    clean = {p.start: p for p in offline}
+    assert sink.records, "packets away from the gaps are still found"
+    for r in sink.records:  # every packet reported is a real one, at its true absolute index
+        assert r["start"] in clean
+        assert abs(r["cfo_hz"] - clean[r["start"]].cfo_hz) < 1.0
+    assert len(sink.records) < len(offline)  # packets that straddle a gap are not stitched together
+
+
+# -- gaps from a dropping source, through the pipeline ------------------------------------------------------
+class GappySource(ThreadedSource):
+    """Delivers a stream with a hole cut out of it at known indices."""
+
+    def __init__(self, iq: np.ndarray, hole: tuple[int, int]) -> None:
+        super().__init__(fs_hz=CFG.fs_hz, buffer_s=4.0)
+        self.name = "gappy"
+        self.iq, self.hole = iq, hole
+
+    def _produce(self) -> None:
+        a, b = self.hole
+        for lo, hi in ((0, a), (b, self.iq.size)):
+            for s in range(lo, hi, 50_000):
+                self._emit(s, self.iq[s : min(s + 50_000, hi)])
+
+
+def test_a_gap_is_counted_and_packets_after_it_keep_their_true_starts(stream, offline) -> None:
+    _, iq, _ = stream
+    victim = offline[len(offline) // 2]
+    hole = (victim.start + 1000, victim.start + 41_000)  # cuts one packet's preamble
+    summary, sink = run_pipeline(GappySource(iq, hole))
+    assert summary.n_lost_samples == 40_000 and summary.n_gaps == 1
+    starts = [r["start"] for r in sink.records]
+    assert victim.start not in starts
+    expected = [p.start for p in offline if p.stop <= hole[0] or p.start >= hole[1]]
+    assert starts == expected
+
+
+# -- short soak: paced source, full pipeline, nothing lost -------------------------------------------------
+def test_short_soak_at_ten_times_real_time_loses_nothing(stream, offline) -> None:
+    path, iq, _ = stream
+    source = open_source(f"file:{path}", format="cf32", fs_hz=1e6, speed=10.0, loop=True, chunk_samples=8192)
+    summary, sink = run_pipeline(source, duration_s=2 * N_SECONDS)
+    assert summary.n_lost_samples == 0 and summary.n_overflows == 0
+    assert summary.n_samples == 2 * iq.size
+    assert len(sink.records) == summary.n_packets
+    assert abs(summary.n_packets - 2 * len(offline)) <= 1  # a packet may straddle the loop point
+    assert summary.latency_ms["p99"] < 1000.0
+    second = [r["start"] - iq.size for r in sink.records if r["start"] >= iq.size]
+    assert set(second) <= {p.start for p in offline} | {0}
+
+
+# -- sinks -------------------------------------------------------------------------------------------------
+def test_bind_endpoint_defaults_to_localhost() -> None:
+    assert bind_endpoint("5556") == "tcp://127.0.0.1:5556"
+    assert bind_endpoint("tcp://:5556") == "tcp://127.0.0.1:5556"
+    assert bind_endpoint("tcp://0.0.0.0:5556") == "tcp://0.0.0.0:5556"  # the user named it
+    with pytest.raises(ConfigError, match="endpoint"):
+        bind_endpoint("localhost")
+
+
+def test_zmq_publisher_sends_one_json_message_per_decision(stream) -> None:
+    import zmq
+
+    path, _, _ = stream
+    pub = ZmqPublishSink("tcp://127.0.0.1:0")
+    assert pub.endpoint.startswith("tcp://127.0.0.1:")
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(pub.endpoint)
+    deadline = time.monotonic() + 10
+    while True:  # PUB drops until the subscription has arrived: probe until one gets through
+        pub.on_decisions([{"probe": True}], [])
+        if sub.poll(50):
+            sub.recv()
+            break
+        assert time.monotonic() < deadline
+    while sub.poll(50):
+        sub.recv()
+    summary, sink = run_pipeline(open_source(f"file:{path}", format="cf32", fs_hz=1e6), sinks=[pub])
+    got = []
+    while sub.poll(1000) and len(got) < summary.n_packets:
+        got.append(json.loads(sub.recv()))
+    sub.close()
+    assert [g["start"] for g in got] == [r["start"] for r in sink.records]
+    assert {"start", "cfo_hz", "snr_db", "device", "verdict", "latency_ms"} <= set(got[0])
+
+
+def test_record_and_preamble_sinks_write_what_was_detected(stream, tmp_path) -> None:
+    from lorarffi.capture.sinks import PreambleSink, SigMFSink
+    from lorarffi.datasets.native import open_preamble_file
+    from lorarffi.datasets.recording import open_recording
+
+    path, iq, _ = stream
+    out = tmp_path / "live.sigmf-meta"
+    h5 = tmp_path / "pre.h5"
+    for run in range(2):  # the preamble file is appended to
+        src = open_source(f"file:{path}", format="cf32", fs_hz=1e6)
+        sinks = [PreambleSink(h5, CFG, source=src.name, fs_hz=1e6)]
+        if run == 0:
+            sinks.append(SigMFSink(out, fs_hz=1e6, center_freq_hz=868.1e6, cfg=CFG))
+        summary, sink = run_pipeline(src, sinks=sinks)
+    with open_recording(out) as rec:
+        np.testing.assert_array_equal(rec.read(0, rec.n_samples), iq)
+        assert [a["core:sample_start"] for a in rec.annotations] == [r["start"] for r in sink.records]
+    with open_preamble_file(h5) as pf:
+        assert len(pf) == 2 * summary.n_packets
+        rows = np.arange(summary.n_packets)
+        meta = pf.meta(rows)
+        np.testing.assert_array_equal(meta["start"], [r["start"] for r in sink.records])
+        np.testing.assert_array_equal(meta["device_id"], -1)  # detection only: unknown devices
+        np.testing.assert_allclose(pf.read_rows(rows[:1])[0], sink.packets[0].preamble, atol=1e-6)
+
+
+def test_console_view_renders_counts_devices_and_latency(stream) -> None:
+    from rich.console import Console
+
+    path, _, _ = stream
+    buf = io.StringIO()
+    console = ConsoleSink("test", console=Console(file=buf, width=100, force_terminal=False), refresh_hz=1e6)
+    summary, _ = run_pipeline(open_source(f"file:{path}", format="cf32", fs_hz=1e6), sinks=[console])
+    text = buf.getvalue()
+    assert "packets" in text and f"{summary.n_packets}" in text
+    assert "dropped samples" in text and "latency" in text and "MS/s" in text
+
+
+def test_jsonl_sink_and_latency_histogram(tmp_path) -> None:
+    out = tmp_path / "d.jsonl"
+    sink = JsonlSink(out, summary=True)
+    sink.on_decisions([{"start": np.int64(5), "cfo_hz": np.float64(1.5), "snr_db": float("nan")}], [])
+    sink.close({"n_packets": 1})
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert lines == [{"start": 5, "cfo_hz": 1.5, "snr_db": None}, {"summary": {"n_packets": 1}}]
+    h = LatencyHistogram(resolution_ms=0.1, max_ms=100.0)
+    h.add(np.arange(1, 101, dtype=float))  # 1..100 ms
+    assert h.percentile(50) == pytest.approx(50.0, abs=0.11)
+    assert h.percentile(99) == pytest.approx(99.0, abs=0.11)
+    h.add([500.0])
+    assert h.percentile(100) == 500.0 and h.max_ms == 500.0
+
+
+def test_pipeline_refuses_a_rate_mismatch(stream) -> None:
+    path, _, _ = stream
+    src = open_source(f"file:{path}", format="cf32", fs_hz=1e6)
+    with pytest.raises(ConfigError, match="fs_hz"):
+        LivePipeline(src, CFG.replace(fs_hz=2e6), decider=DetectionOnly())
+    src.close()
+
+
+# -- the command -------------------------------------------------------------------------------------------
+def test_live_command_prints_one_json_line_per_packet_and_a_summary(stream, offline, capsys) -> None:
+    path, _, _ = stream
+    rc = main(["live", "--source", f"file:{path}", "--format", "cf32", "--fs-hz", "1M", "--json"])
+    assert rc == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    decisions, summary = lines[:-1], lines[-1]["summary"]
+    assert [d["start"] for d in decisions] == [p.start for p in offline]
+    assert summary["n_packets"] == len(offline) and summary["n_lost_samples"] == 0
+    assert summary["latency_ms"]["p99"] is not None
+
+
+def test_live_command_on_the_virtual_radio_with_duration(capsys) -> None:
+    rc = main(
+        ["live", "--source", "sim", "--devices", "2", "--seed", "3", "--duration-s", "1.5", "--no-view"]
+    )
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "1,500,000 samples" in out and "packets:" in out
+
+
+def test_live_command_errors_are_one_line(stream, capsys) -> None:
+    path, _, _ = stream
+    assert main(["live", "--source", f"file:{path}"]) == 2  # raw file without --format/--fs-hz
+    assert main(["live", "--source", f"file:{path}", "--format", "cf32", "--fs-hz", "1M", "-g", "30"]) == 2
+    assert main(["live", "--source", "radio"]) == 2
+    errs = capsys.readouterr().err.strip().splitlines()
+    assert len(errs) == 3 and all(e.startswith("lora-rffi: error:") for e in errs)
+
+
+class StopAfter(Sink):
+    """Calls ``source.stop()`` from another thread once enough samples went by, as a SIGTERM handler would."""
+
+    def __init__(self, source, n_samples: int) -> None:
+        self.source, self.n_samples, self.seen = source, n_samples, 0
+
+    def on_samples(self, start, iq) -> None:
+        self.seen += iq.size
+        if self.seen >= self.n_samples and not self.source.stopping:
+            threading.Thread(target=self.source.stop).start()
+
+
+def test_an_endless_stream_ends_cleanly_when_stopped(stream) -> None:
+    path, _, _ = stream
+    source = open_source(f"file:{path}", format="cf32", fs_hz=1e6, loop=True, speed=20.0)
+    summary, sink = run_pipeline(source, sinks=[StopAfter(source, 3_000_000)])
+    assert source.stopping and summary.n_samples >= 3_000_000 and summary.n_lost_samples == 0
+    assert sink.closed_with is not None  # sinks were closed with the summary
+    assert source._thread is not None and not source._thread.is_alive()

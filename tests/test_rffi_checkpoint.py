@@ -1,0 +1,119 @@
+"""Model directories: safetensors + JSON round trip, nothing unpickled, errors a user can act on."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from lorarffi.dsp.config import LoRaConfig
+from lorarffi.errors import ModelError
+from lorarffi.rffi.checkpoint import (
+    CONFIG_FILE,
+    HYBRID_STATE_FILE,
+    WEIGHTS_FILE,
+    ModelDirConfig,
+    fingerprint_arrays,
+    load_model,
+    read_config,
+    save_hybrid_state,
+    save_model_dir,
+)
+from lorarffi.rffi.hybrid import CfoGate, GateParams
+from lorarffi.rffi.models import build_model
+
+
+def _config(gate: CfoGate) -> ModelDirConfig:
+    return ModelDirConfig(
+        model_name="infocom_cnn", model_hparams={"n_classes": 3, "input_shape": [102, 62], "in_channels": 1},
+        representation={"name": "channel_independent_spectrogram", "params": {}},
+        lora=LoRaConfig(sf=8, bw_hz=250e3, fs_hz=1e6), device_ids=(4, 9, 17), hybrid=gate.to_dict(),
+        training={"epochs": 3, "augment": ["awgn"]}, data_fingerprint="sha256:abc",
+    )
+
+
+@pytest.fixture()
+def saved(tmp_path: pathlib.Path):
+    torch.manual_seed(3)
+    model = build_model("infocom_cnn", n_classes=3, input_shape=(102, 62), in_channels=1)
+    with torch.no_grad():  # non-default BN statistics must survive too
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2)
+    model.eval()
+    gate = CfoGate.fit([0.0, 5.0, 900.0, 910.0, -700.0, -690.0], [0, 0, 1, 1, 2, 2], [4, 9, 17],
+                       GateParams(margin_hz=123.0))
+    config = _config(gate)
+    save_model_dir(tmp_path / "m", model, config)
+    return tmp_path / "m", model, config
+
+
+def test_round_trip_restores_weights_config_and_outputs(saved, monkeypatch) -> None:
+    path, model, config = saved
+    assert {p.name for p in path.iterdir()} == {WEIGHTS_FILE, CONFIG_FILE}
+
+    def no_unpickling(*a, **k):
+        raise AssertionError("a model directory must never be unpickled")
+
+    monkeypatch.setattr(pickle, "load", no_unpickling)
+    monkeypatch.setattr(pickle, "loads", no_unpickling)
+    monkeypatch.setattr(torch, "load", no_unpickling)
+    loaded, cfg = load_model(path, device="cpu")
+    assert not loaded.training
+    x = torch.randn(4, 1, 102, 62)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+    assert cfg == config
+    assert cfg.lora == LoRaConfig(sf=8, bw_hz=250e3, fs_hz=1e6) and cfg.device_ids == (4, 9, 17)
+    gate = CfoGate.from_dict(cfg.hybrid)
+    np.testing.assert_allclose(gate.mean_hz, [2.5, 905.0, -695.0])
+    doc = json.loads((path / CONFIG_FILE).read_text())
+    assert doc["format"] == "lora-rffi-model" and doc["software_version"] and len(doc["weights_sha256"]) == 64
+    # Negative control: a different model's weights give different outputs.
+    other = build_model("infocom_cnn", n_classes=3, input_shape=(102, 62), in_channels=1).eval()
+    with torch.no_grad():
+        assert not torch.allclose(other(x), model(x))
+
+
+def test_tracked_hybrid_state_persists_and_a_new_save_clears_it(saved) -> None:
+    path, model, config = saved
+    gate = CfoGate.from_dict(read_config(path).hybrid)
+    gate.set_tracking(False)
+    gate.update([50.0], [0], [1.0])  # tracking off: no change
+    gate.set_tracking(True)
+    gate.update([50.0] * 10, [0] * 10, [1.0] * 10)
+    save_hybrid_state(path, gate.to_dict())
+    back = CfoGate.from_dict(read_config(path).hybrid)
+    assert back.center_hz[0] == pytest.approx(gate.center_hz[0]) and back.center_hz[0] > 2.5
+    assert json.loads((path / CONFIG_FILE).read_text())["hybrid"]["center_hz"][0] == 2.5  # training stats kept
+    save_model_dir(path, model, config)
+    assert not (path / HYBRID_STATE_FILE).exists()
+
+
+def test_errors_name_the_problem(saved, tmp_path: pathlib.Path) -> None:
+    path, _, _ = saved
+    with pytest.raises(ModelError, match="not a model directory"):
+        load_model(tmp_path / "nowhere")
+    doc = json.loads((path / CONFIG_FILE).read_text())
+    doc["model"]["hparams"]["widths"] = [4, 8, 16]
+    (path / CONFIG_FILE).write_text(json.dumps(doc))
+    with pytest.raises(ModelError, match="weights do not fit"):
+        load_model(path, device="cpu")
+    doc["format_version"] = 99
+    (path / CONFIG_FILE).write_text(json.dumps(doc))
+    with pytest.raises(ModelError, match="newer than this software"):
+        load_model(path, device="cpu")
+
+
+def test_fingerprint_depends_on_content_and_selection() -> None:
+    a = np.arange(10, dtype=np.complex64)
+    b = a.copy()
+    b[3] += 1e-3
+    assert fingerprint_arrays(a) == fingerprint_arrays(a.copy())
+    assert fingerprint_arrays(a) != fingerprint_arrays(b)
+    assert fingerprint_arrays(a, extra={"packets": [0, 5]}) != fingerprint_arrays(a, extra={"packets": [0, 6]})

@@ -1,0 +1,126 @@
+"""The CFO gate: statistics, which devices it rules out, renormalisation, rejection, drift tracking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lorarffi.errors import ConfigError
+from lorarffi.rffi.hybrid import CfoGate, GateParams
+
+
+@pytest.fixture()
+def gate() -> CfoGate:
+    rng = np.random.default_rng(1)
+    means = np.array([-3000.0, 0.0, 400.0, 5000.0])
+    cfo = np.concatenate([m + rng.normal(0, 20, 200) for m in means])
+    cls = np.repeat(np.arange(4), 200)
+    return CfoGate.fit(cfo, cls, device_ids=[11, 12, 13, 14], params=GateParams(margin_hz=300.0, k_sigma=4.0))
+
+
+def test_fit_learns_each_devices_statistics(gate: CfoGate) -> None:
+    np.testing.assert_allclose(gate.mean_hz, [-3000, 0, 400, 5000], atol=5)
+    np.testing.assert_allclose(gate.std_hz, 20, rtol=0.2)
+    assert np.all(gate.min_hz < gate.mean_hz) and np.all(gate.max_hz > gate.mean_hz)
+    # lambda = max(k sigma, half range) + margin: the half range of 200 Gaussian draws is about 2.7 sigma.
+    half = np.maximum(gate.max_hz - gate.mean_hz, gate.mean_hz - gate.min_hz)
+    np.testing.assert_allclose(gate.lambda_hz, np.maximum(4 * gate.std_hz, half) + 300.0)
+
+
+def test_gate_rules_out_exactly_the_devices_whose_interval_excludes_the_cfo(gate: CfoGate) -> None:
+    lam = gate.lambda_hz
+    cfo = np.array([0.0, 200.0, -3000.0 + lam[0] + 1, 5000.0 - lam[3] + 1, 2500.0])
+    allowed = gate.allowed(cfo)
+    expected = np.abs(cfo[:, None] - gate.mean_hz[None, :]) <= lam[None, :]
+    np.testing.assert_array_equal(allowed, expected)
+    assert allowed[0].tolist() == [False, True, False, False]
+    assert allowed[1].tolist() == [False, True, True, False]  # between two devices: both stay possible
+    assert allowed[2].tolist() == [False, False, False, False]
+    assert allowed[3].tolist() == [False, False, False, True]
+
+
+def test_apply_renormalises_the_remaining_probabilities_and_rejects_when_all_are_out(gate: CfoGate) -> None:
+    logits = np.log(np.array([[0.7, 0.1, 0.15, 0.05], [0.7, 0.1, 0.15, 0.05], [0.7, 0.1, 0.15, 0.05]]))
+    res = gate.apply(logits, [200.0, 0.0, 2500.0])
+    # Packet 0: devices 12 and 13 possible -> 0.1 / 0.25 and 0.15 / 0.25.
+    np.testing.assert_allclose(res.probs[0], [0, 0.4, 0.6, 0], atol=1e-6)
+    assert res.index[0] == 2 and res.confidence[0] == pytest.approx(0.6)
+    # Packet 1: only device 12 left -> certainty, although the CNN preferred device 11.
+    assert res.index[1] == 1 and res.confidence[1] == pytest.approx(1.0)
+    # Packet 2: every device ruled out -> rejected, probabilities all zero, never silently assigned.
+    assert res.index[2] == -1 and res.rejected.tolist() == [False, False, True]
+    assert res.confidence[2] == 0 and not res.probs[2].any()
+
+
+def test_apply_survives_extreme_logits(gate: CfoGate) -> None:
+    logits = np.array([[1000.0, -1000.0, -1000.0, -1000.0]])
+    res = gate.apply(logits, [0.0])  # the CNN's favourite (device 11) is ruled out; device 12 is left
+    assert res.index[0] == 1 and np.isfinite(res.probs).all() and res.confidence[0] == pytest.approx(1.0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(cfo=st.lists(st.floats(-9000, 9000), min_size=1, max_size=8), seed=st.integers(0, 1000))
+def test_gated_prediction_is_the_best_allowed_device(cfo: list[float], seed: int) -> None:
+    g = CfoGate.fit([-3000, -2990, 0, 10, 400, 420, 5000, 5010], [0, 0, 1, 1, 2, 2, 3, 3], [1, 2, 3, 4],
+                    GateParams(margin_hz=500.0))
+    logits = np.random.default_rng(seed).normal(size=(len(cfo), 4))
+    res = g.apply(logits, cfo)
+    ok = g.allowed(cfo)
+    for i in range(len(cfo)):
+        if ok[i].any():
+            assert res.index[i] == np.flatnonzero(ok[i])[np.argmax(logits[i, ok[i]])]
+            assert res.probs[i].sum() == pytest.approx(1.0, abs=1e-5)
+        else:
+            assert res.index[i] == -1
+
+
+def test_drift_tracking_follows_a_slow_cfo_ramp_and_off_rejects() -> None:
+    g0 = CfoGate.fit(np.r_[np.zeros(100) + np.linspace(-10, 10, 100), 3000 + np.linspace(-10, 10, 100)],
+                     np.repeat([0, 1], 100), [1, 2],
+                     GateParams(margin_hz=100.0, track_alpha=0.05, max_step_hz=5.0, track_min_confidence=0.5))
+    ramp = np.linspace(0, 800, 800)  # device 1 drifts by 1 Hz per packet: far beyond lambda (110 Hz)
+    logits = np.tile([3.0, 0.0], (1, 1))
+    results = {}
+    for tracking in (True, False):
+        g = g0.copy()
+        g.set_tracking(tracking)
+        rejected = 0
+        for f in ramp:
+            res = g.apply(logits, [f])
+            g.update([f], res.index, res.confidence)
+            rejected += int(res.index[0] < 0)
+        results[tracking] = (rejected, g.center_hz[0])
+    assert results[True][0] == 0 and abs(results[True][1] - 800) < 60
+    assert results[False][0] > 500 and results[False][1] == g0.mean_hz[0]
+    assert g0.center_hz[0] == g0.mean_hz[0]  # copies are independent
+
+
+def test_drift_step_is_bounded_and_low_confidence_packets_are_ignored() -> None:
+    g = CfoGate.fit([0.0, 1.0, 1000.0, 1001.0], [0, 0, 1, 1], [1, 2],
+                    GateParams(margin_hz=500.0, track_alpha=1.0, max_step_hz=3.0, track_min_confidence=0.9))
+    used = g.update([400.0, 400.0], [0, 0], [0.95, 0.95])
+    assert used.tolist() == [2, 0]
+    assert g.center_hz[0] == pytest.approx(0.5 + 6.0)  # bounded: 2 packets x 3 Hz
+    before = g.center_hz.copy()
+    g.update([300.0], [0], [0.5])  # not confident enough
+    g.update([300.0], [-1], [1.0])  # rejected packets never update
+    np.testing.assert_array_equal(g.center_hz, before)
+
+
+def test_state_round_trips_through_a_dict(gate: CfoGate) -> None:
+    gate.update([10.0] * 5, [1] * 5, [1.0] * 5)
+    back = CfoGate.from_dict(gate.to_dict())
+    np.testing.assert_array_equal(back.center_hz, gate.center_hz)
+    np.testing.assert_array_equal(back.lambda_hz, gate.lambda_hz)
+    assert back.params == gate.params and back.n_updates.tolist() == gate.n_updates.tolist()
+
+
+def test_bad_parameters_are_refused() -> None:
+    with pytest.raises(ConfigError, match="margin_hz=-1"):
+        GateParams(margin_hz=-1)
+    with pytest.raises(ConfigError, match="track_alpha=0"):
+        GateParams(track_alpha=0)
+    with pytest.raises(ConfigError, match="no training packets for device"):
+        CfoGate.fit([1.0, 2.0], [0, 0], [5, 6])
