@@ -91,7 +91,8 @@ def run() -> str:
             "| loader | time (s) | RSS growth (MB) |",
             "|---|---|---|",
             f"| `load_public` (sorted selective reads) | {med['s']:.3f} | {med['rss_mb']:.1f} |",
-            f"| authors' `load_iq_samples` (whole file, then select) | {rmed['s']:.3f} | {rmed['rss_mb']:.1f} |",
+            f"| authors' `load_iq_samples` (whole file, then select) | {rmed['s']:.3f} | "
+            f"{rmed['rss_mb']:.1f} |",
             "",
             f"Target (issue 3): RSS growth < 100 MB: **{'met' if med['rss_mb'] < 100 else 'NOT met'}** "
             f"({med['rss_mb']:.1f} MB).",
@@ -112,7 +113,7 @@ def run() -> str:
                 ms = _median_ms(lambda pf=pf, it=it: pf.read_rows(next(it)), 20)
             lines.append(f"| {name} | {path.stat().st_size / 1e6:.0f} | {ms:.1f} | {64 / ms * 1e3:.0f} |")
         lines.append("")
-        lines.append("The random-noise rows of this file barely compress; real captures (ADC-quantised) do better.")
+        lines.append("The random-noise rows of this file barely compress; ADC-quantised captures do better.")
         lines.append("")
 
         # writing simulated preambles
@@ -149,7 +150,8 @@ def run() -> str:
         lines += ["### Reading a 200 MB cu8 recording (100 M samples) to complex64", "",
                   "| reader | MS/s | memory |", "|---|---|---|",
                   f"| `Recording.iter_chunks(2**20)` | {n / t_chunks / 1e6:.0f} | one 8 MB chunk |",
-                  f"| `np.fromfile` + arithmetic, whole file | {1e8 / t_whole / 1e6:.0f} | whole file (> 1 GB) |",
+                  f"| `np.fromfile` + arithmetic, whole file | {1e8 / t_whole / 1e6:.0f} | "
+                  "whole file (> 1 GB) |",
                   ""]
     return "\n".join(lines)
 

@@ -321,3 +321,24 @@ def test_truncated_wav_reads_what_is_there(tmp_path: pathlib.Path, caplog) -> No
     expect = (comps[0:148:2] - 127.5 + 1j * (comps[1:148:2] - 127.5)) / 127.5
     np.testing.assert_allclose(rec.read(0, 100), expect, rtol=1e-6)
     rec.close()
+
+
+def test_iterating_a_large_recording_keeps_memory_flat(tmp_path: pathlib.Path) -> None:
+    import psutil
+
+    path = tmp_path / "big.cu8"
+    block = np.random.default_rng(8).integers(0, 256, 8 << 20, dtype=np.uint8)
+    with open(path, "wb") as fh:
+        for _ in range(10):  # 80 MB, 40 M samples (320 MB as complex64)
+            block.tofile(fh)
+    del block
+    proc = psutil.Process()
+    with open_recording(path, format="cu8", fs_hz=2.4e6) as rec:
+        before = proc.memory_info().rss
+        peak, total, last = 0, 0, None
+        for start, chunk in rec.iter_chunks(1 << 20):
+            total += chunk.size
+            last = (start, chunk[-1])
+            peak = max(peak, proc.memory_info().rss - before)
+    assert total == 40 << 20 and last[0] == (40 << 20) - (1 << 20)
+    assert peak < 64e6, f"resident memory grew by {peak / 1e6:.0f} MB while streaming"

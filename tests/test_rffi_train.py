@@ -21,12 +21,12 @@ from lorarffi.rffi.train import TrainConfig, train
 CFG = LoRaConfig()
 
 
-def small_sets(n_devices: int = 4, n_train: int = 40, n_test: int = 20, seed: int = 5, spread: float = 3.0):
-    """Train (day 1) and test (day 2) preamble sets of a small simulated fleet (true CFO known)."""
+def small_sets(n_devices: int = 4, n_train: int = 40, n_test: int = 20, seed: int = 5, spread: float = 5.0):
+    """Train and later test preamble sets (day 1, one place) of a small simulated fleet (true CFO known)."""
     fleet = make_fleet(n_devices, seed=seed, spread=spread)
     tr = simulate_preamble_set(fleet, CFG, n_train, session=Session(day=1, minutes_since_power_on=20, place=1),
                                rng=np.random.default_rng(seed), snr_db=(20, 30))
-    te = simulate_preamble_set(fleet, CFG, n_test, session=Session(day=2, minutes_since_power_on=30, place=1),
+    te = simulate_preamble_set(fleet, CFG, n_test, session=Session(day=1, minutes_since_power_on=40, place=1),
                                rng=np.random.default_rng(seed + 1), snr_db=(20, 30))
     return tr, te
 
@@ -45,13 +45,13 @@ FAST = TrainConfig(epochs=3, batch_size=16, seed=3, lr=3e-3)
 
 def test_training_learns_the_devices_and_writes_a_complete_model_dir(sets, tmp_path: pathlib.Path) -> None:
     tr, te = sets
-    res = train(tr.preambles, tr.device_ids, CFG, tmp_path / "m", TrainConfig(epochs=6, batch_size=16, seed=1,
-                                                                                lr=3e-3))
+    tc = TrainConfig(model="rffi_net", epochs=6, batch_size=16, seed=1, lr=3e-3)
+    res = train(tr.preambles, tr.device_ids, CFG, tmp_path / "m", tc)
     assert len(res.history) == 6 and res.stopped == "epochs"
     assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
     cfg = read_config(tmp_path / "m")
     assert cfg.device_ids == (1, 2, 3, 4) and cfg.lora == CFG and cfg.data_fingerprint.startswith("sha256:")
-    assert cfg.model_name == "infocom_cnn" and cfg.representation["name"] == "channel_independent_spectrogram"
+    assert cfg.model_name == "rffi_net" and cfg.representation["name"] == "channel_independent_spectrogram"
     assert cfg.training["best_epoch"] == res.best_epoch and cfg.training["seed"] == 1
     # The CFO statistics are those of the training packets (true CFO known from the simulator).
     hyb = cfg.hybrid

@@ -65,7 +65,7 @@ META_FIELDS: dict[str, tuple[str, Any]] = {
     "capture_time_s": ("float64", math.nan),
     "source_index": ("int32", 0),
 }
-_CHUNK_BYTES = 256 << 10  # preamble chunk target: 4 rows of 8192 complex64
+_CHUNK_BYTES = 64 << 10  # preamble chunk target: 1 row of 8192 complex64 (random reads decompress 1 row)
 _META_CHUNK = 4096
 _RDCC_BYTES = 16 << 20
 _PUBLIC_ATTR = "lorarffi_conversion"  # root attribute we add to public files we write (LoRa parameters)

@@ -87,26 +87,26 @@ class ChipModel:
 
 
 CHIPS: dict[str, ChipModel] = {
-    "sx1276": ChipModel(0.0, 0.0, 0.6, 30e3, (0.0, 120.0, -40.0), 0.03, 2.0e-6, 120e3, 0.3, 90e3, 1.4, 2.0, 4.0,
+    "sx1276": ChipModel(0.0, 0.0, 0.6, 30e3, (0.0, 300.0, -100.0), 0.05, 2.0e-6, 120e3, 0.5, 90e3, 1.4, 2.0, 4.0,
                         40e-6),
-    "sx1272": ChipModel(0.1, 0.5, 0.8, 25e3, (0.0, 80.0, 60.0), 0.05, 3.0e-6, 90e3, 0.4, 70e3, 1.3, 2.5, 6.0,
+    "sx1272": ChipModel(0.3, 1.0, 0.8, 25e3, (0.0, 200.0, 150.0), 0.08, 3.0e-6, 90e3, 0.7, 70e3, 1.3, 2.5, 6.0,
                         40e-6),
-    "sx1261": ChipModel(-0.05, -0.3, 0.5, 40e3, (0.0, -60.0, 30.0), 0.02, 1.5e-6, 150e3, 0.2, 110e3, 1.5, 3.0, 3.0,
+    "sx1261": ChipModel(-0.2, -1.0, 0.5, 40e3, (0.0, -150.0, 80.0), 0.03, 1.5e-6, 150e3, 0.4, 110e3, 1.5, 3.0, 3.0,
                         10e-6),
 }
 
 # Per-device standard deviations around the chip's nominal values at spread = 1.
 _DEVICE_STD: dict[str, Any] = {
-    "iq_gain_db": 0.1,
-    "iq_phase_deg": 0.7,
-    "dc_offset": 0.01,
+    "iq_gain_db": 0.35,
+    "iq_phase_deg": 2.0,
+    "dc_offset": 0.03,
     "phase_noise_rms_deg": 0.15,
     "phase_noise_corner_hz": 5e3,
-    "sweep_coeffs_hz": (25.0, 50.0, 40.0),
-    "transient_overshoot": 0.01,
-    "transient_time_constant_s": 0.4e-6,
+    "sweep_coeffs_hz": (100.0, 250.0, 200.0),
+    "transient_overshoot": 0.03,
+    "transient_time_constant_s": 0.5e-6,
     "transient_ring_hz": 20e3,
-    "ripple_db": 0.1,
+    "ripple_db": 0.3,
     "ripple_period_hz": 15e3,
     "ripple_phase_rad": 0.6,
     "pa_saturation": 0.05,

@@ -13,8 +13,8 @@ How it works (paper_notes §3 leaves the synchroniser to us; this is our design)
    fixed grid. Each window is dechirped (times the conjugate up-chirp) and transformed; a preamble up-chirp gives
    one peak at bin ``cfo - timing`` (mod ``2**sf``) in every window. The periodograms of the last 4 windows are
    summed non-coherently and a window passes when the best pair of adjacent bins exceeds 5.1 times its share of
-   the mean (false-alarm probability 1e-10 per bin in Gaussian noise) and at least 2 of the 4 windows have a
-   strong bin there. Passing windows with the same bin (within 2) form a cluster.
+   the mean (false-alarm probability 1e-10 per bin in Gaussian noise) and at least 3 of the 4 windows have a
+   strong bin there (a payload symbol straddles at most 2 windows). Passing windows with the same bin (within 2) form a cluster.
 3. **SFD and the timing/CFO ambiguity.** After a cluster, the windows around its end are dechirped with the
    up-chirp: the start-of-frame delimiter (2.25 down-chirps) peaks at ``cfo + timing``. Half the sum of the two
    peaks is the coarse CFO (within ``±bw/4``: ±31 kHz at 125 kHz), half the difference the timing. Candidate
@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 _J = 4  # windows summed non-coherently
 _SEARCH_RATIO = 5.1  # scipy.stats.gamma.isf(1e-10, 2 * _J) / (2 * _J) = 5.08: per-bin false-alarm probability 1e-10
 _BIN_HIT = 6.0  # a window supports a bin when its pair power there exceeds 6x its mean bin power
-_MIN_SUPPORT = 2  # windows (of _J) that must support the peak bin
+_MIN_SUPPORT = 3  # windows (of _J) that must support the peak bin (a payload symbol spans at most 2)
 _GAP = 2  # windows a cluster may skip
 _BIN_TOL = 2  # chip bins (circular) between consecutive windows of a cluster
 _BLOCK_SAMPLES = 1 << 18  # internal-rate samples per processing block (rounded to whole windows)
@@ -68,6 +68,7 @@ _RHO = 0.3  # an aligned up-chirp (or SFD down-chirp) holds at least this share 
 _KAPPA = 8.0  # ... and at least this many times its window's mean bin power
 _MIN_PREAMBLE = 5  # up-chirps counted before the sync word
 _K_FINE = 64  # preamble symbols (at most) for the fine CFO
+_K_ALIGNED = 8  # preamble symbols (at most) for the aligned coarse re-estimate
 _K_TIME = 16  # preamble symbols (at most) for the fine timing and the SNR
 _HEAD_BEFORE = _J + 6  # windows before a cluster's first window kept in its head snapshot
 _HEAD_AFTER = 4  # ... and from its first window on
@@ -259,12 +260,12 @@ class StreamDetector:
             block, owned = self._take(self._block_len)
             out += self._process_block(block, owned)
         # never keep views of caller memory past this call
-        for item in self._pending:
+        for i, item in enumerate(self._pending):
             if not item[1]:
-                item[0] = item[0][self._pending_off :].copy() if item is self._pending[0] else item[0].copy()
-                if item is self._pending[0]:
+                if i == 0 and self._pending_off:
+                    item[0] = item[0][self._pending_off :]
                     self._pending_off = 0
-                item[1] = True
+                item[0], item[1] = item[0].copy(), True
         keep_full = self._full.end - self._keep_full
         self._full.trim(keep_full)
         self._full.own(keep_full)
@@ -274,19 +275,22 @@ class StreamDetector:
     def _process_block(self, x: npt.NDArray[np.complex64], owned: bool) -> list[Packet]:
         N, B = self._N, self._block_w
         chips = x.reshape(-1, self._osr) @ self._ones if self._osr > 1 else x.copy()
-        if not np.isfinite(chips).all():
+        if not np.isfinite(chips.sum()):  # cheap test first: any NaN/inf sample makes the sum non-finite
             bad = ~np.isfinite(x)
             self.n_nonfinite += int(np.count_nonzero(bad))
-            x = np.where(bad, np.complex64(0), x)
-            owned = True
-            chips = x.reshape(-1, self._osr) @ self._ones if self._osr > 1 else x.copy()
+            if bad.any():
+                x = np.where(bad, np.complex64(0), x)
+                owned = True
+                chips = x.reshape(-1, self._osr) @ self._ones if self._osr > 1 else x.copy()
             chips[~np.isfinite(chips)] = 0  # finite samples so large that their sum overflows
         self._full.append(x, owned=owned)
         self._chips.append(chips, owned=True)
 
-        spec = scipy.fft.fft(chips.reshape(B, N) * self._down_chip, axis=1)
-        p = spec.real * spec.real + spec.imag * spec.imag  # (B, N) float32
-        p2 = p + np.roll(p, -1, axis=1)
+        a = np.abs(scipy.fft.fft(chips.reshape(B, N) * self._down_chip, axis=1))
+        p = a * a  # (B, N) float32 periodograms
+        p2 = np.empty_like(p)  # power of bin pairs (k, k+1)
+        np.add(p[:, :-1], p[:, 1:], out=p2[:, :-1])
+        np.add(p[:, -1], p[:, 0], out=p2[:, -1])
         m = p.mean(axis=1)
         ext2 = np.concatenate([self._tail_p2, p2])
         extm = np.concatenate([self._tail_m, m])
@@ -297,22 +301,21 @@ class StreamDetector:
             ms += extm[_J - 1 - i : _J - 1 - i + B]
         self._tail_p2 = ext2[-(_J - 1) :].copy()
         self._tail_m = extm[-(_J - 1) :].copy()
-        k = np.argmax(s2, axis=1)
-        peak = s2[np.arange(B), k]
+        peak = s2.max(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(ms > 0, peak / (2 * ms), 0.0)
-        idx = np.flatnonzero(ratio >= _SEARCH_RATIO)
+            idx = np.flatnonzero(peak >= _SEARCH_RATIO * 2 * ms)
+        k = np.argmax(s2[idx], axis=1)
         if idx.size:
-            kk = k[idx]
             support = np.zeros(idx.size, dtype=np.int64)
             for i in range(_J):
                 rows = idx + _J - 1 - i
-                support += ext2[rows, kk] >= _BIN_HIT * extm[rows]
-            idx = idx[support >= _MIN_SUPPORT]
+                support += ext2[rows, k] >= _BIN_HIT * extm[rows]
+            keep = support >= _MIN_SUPPORT
+            idx, k = idx[keep], k[keep]
         w0 = self._n_win
         self._n_win += B
-        for w in idx:
-            self._cluster_step(w0 + int(w), int(k[w]))
+        for w, b in zip(idx.tolist(), k.tolist()):
+            self._cluster_step(w0 + w, b)
         last = self._n_win - 1
         cl = self._cluster
         if cl is not None and last - cl.wlast > _GAP:
@@ -434,9 +437,19 @@ class StreamDetector:
             log.debug("candidate at window %d: weak SFD", cand.w0)
             return None
 
+        # 5b. coarse CFO and timing again, from aligned windows (no chirp wrap inside them, so no bias)
+        p_sync = p_sfd - 2 * N
+        k_a = min(n_pre - 1, _K_ALIGNED)
+        s_up, s_down = int(round(p_sync)), int(round(p_sfd))
+        e = s_up - p_sync
+        k_up = self._tone_near(self._chips.get(s_up - k_a * N, s_up), self._down_chip, cfo_b + e)
+        k_down = self._tone_near(self._chips.get(s_down, s_down + 2 * N), self._up_chip, cfo_b - e)
+        cfo_b = 0.5 * (k_up + k_down)
+        p_sync = s_up - 0.5 * (k_up - k_down)
+        p_sfd = p_sync + 2 * N
+
         # 6. fine CFO: eq. 13 over the preamble at the chip rate (all pairs of consecutive symbols)
         k_f = min(n_pre - 1, _K_FINE)
-        p_sync = p_sfd - 2 * N
         c = self._chips.get(int(math.ceil(p_sync - k_f * N)) + 1, int(math.floor(p_sync)) - 1)
         corr = np.sum(c[:-N] * np.conj(c[N:]), dtype=np.complex128)
         fine_b = -float(np.angle(corr)) / (2 * np.pi)
@@ -516,9 +529,26 @@ class StreamDetector:
         p_first = p_last - (n_ok - 1) * N
         return int(round((p_sfd - p_first) / N)) - 2
 
+    def _tone_near(self, seg: npt.NDArray[np.complex64], ref: npt.NDArray[np.complex64], center: float) -> float:
+        """Frequency in chip bins (within 1.25 of ``center``) of the tone left by dechirping ``seg`` with ``ref``."""
+        N = self._N
+        k = seg.size // N
+        d = seg * np.tile(ref, k)
+        spec = np.abs(np.fft.fft(d, n=4 * seg.size)) ** 2
+        fine = 4 * k  # fine bins per chip bin
+        idx = (int(round(center * fine)) + np.arange(-5 * k, 5 * k + 1)) % spec.size
+        i = int(idx[np.argmax(spec[idx])])
+        f = _log_parabola(spec.astype(np.float64), i) / fine
+        return center + ((f - center + N / 2) % N - N / 2)
+
     def _rotation(self, cfo_hz: float, n: int) -> npt.NDArray[np.complex64]:
-        cycles = np.mod(cfo_hz / self._fs_int * np.arange(n, dtype=np.float64), 1.0)
-        return np.exp(-2j * np.pi * cycles).astype(np.complex64)
+        """``exp(-2j*pi*cfo_hz*k/fs)`` for ``k < n`` (one symbol of phases times a per-symbol step)."""
+        L = self._L
+        step = cfo_hz / self._fs_int
+        k_sym = -(-n // L)
+        one = np.exp(-2j * np.pi * np.mod(step * np.arange(L, dtype=np.float64), 1.0))
+        per = np.exp(-2j * np.pi * np.mod(step * L * np.arange(k_sym, dtype=np.float64), 1.0))
+        return np.outer(per.astype(np.complex64), one.astype(np.complex64)).ravel()[:n]
 
     def _tone_bins(self, d: npt.NDArray[np.complex64]) -> float:
         """Frequency of the tone in ``d`` (one symbol at the full rate) in bins of ``fs/L``, within ±1.5."""

@@ -241,6 +241,8 @@ class LivePipeline:
         :class:`~lorarffi.dsp.detect.StreamDetector`).
     clock : callable
         Monotonic clock in seconds, shared with the source's arrival times.
+    progress_period_s : float
+        Sinks' :meth:`~lorarffi.capture.sinks.Sink.on_progress` is called at most this often (wall clock).
     """
 
     def __init__(
@@ -253,6 +255,7 @@ class LivePipeline:
         duration_s: float | None = None,
         detector_factory: Callable[[LoRaConfig], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        progress_period_s: float = 0.25,
     ) -> None:
         if not math.isclose(cfg.fs_hz, source.fs_hz, rel_tol=1e-9):
             raise ConfigError(
@@ -271,6 +274,7 @@ class LivePipeline:
         self.duration_s = duration_s
         self._make_detector = detector_factory
         self._clock = clock
+        self.progress_period_s = float(progress_period_s)
         # stream samples from a packet's fingerprint_start to its last preamble sample
         self._preamble_span = int(round(cfg.preamble_symbols * cfg.n_chips * cfg.fs_hz / cfg.bw_hz))
         self.latency = LatencyHistogram()
@@ -342,6 +346,7 @@ class LivePipeline:
         offset = 0  # stream index of the detector's sample 0
         expected = None
         first = None
+        next_progress = t0
         try:
             for start, iq in source:
                 if first is None:
@@ -361,8 +366,12 @@ class LivePipeline:
                     expected = start + iq.shape[0]
                     if packets:
                         self._decide([_shift(p, offset) for p in packets])
-                for sink in self.sinks:
-                    sink.on_progress(self._status(t0))
+                now = self._clock()
+                if now >= next_progress:
+                    next_progress = now + self.progress_period_s
+                    status = self._status(t0)
+                    for sink in self.sinks:
+                        sink.on_progress(status)
                 if limit is not None and expected is not None and expected - first >= limit:
                     break
             if detector is not None:

@@ -224,8 +224,6 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"summary": _finite(summary.to_dict())}), flush=True)
     else:
         print(summary.format(), flush=True)
-    if classifier is not None:
-        classifier.save_state()
     return 0
 
 

@@ -1,0 +1,157 @@
+"""The live pipeline with a model: file, ZeroMQ and SoapySDR sources give the decisions the classifier gives
+offline to the offline detector's packets; the ``live`` command with ``--model``.
+
+A tiny model is trained here through :func:`lorarffi.rffi.train.train` on simulated preambles of the fleet that
+transmits in the test stream (its accuracy does not matter: the decisions are compared, not graded).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from lorarffi.capture.sources import open_source
+from lorarffi.dsp.config import LoRaConfig
+from lorarffi.rffi.cli import main
+from lorarffi.rffi.live import ClassifierStage, LivePipeline
+
+pytestmark = pytest.mark.slow
+
+CFG = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1e6)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from lorarffi.datasets.simulate import Session, make_fleet, simulate_preamble_set
+    from lorarffi.rffi.train import TrainConfig, train
+
+    ps = simulate_preamble_set(
+        make_fleet(3, seed=0), CFG, 24, session=Session(), rng=np.random.default_rng(3), snr_db=(20.0, 30.0)
+    )
+    out = tmp_path_factory.mktemp("model") / "m"
+    train(ps.preambles, ps.device_ids, CFG, out, TrainConfig(epochs=2, batch_size=16, seed=0))
+    return out
+
+
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory):
+    from lorarffi.datasets.simulate import StreamSimulator, make_fleet
+
+    sim = StreamSimulator(make_fleet(3, seed=0), CFG, seed=8, snr_db=(20.0, 30.0), mean_interval_s=0.15)
+    _, iq = sim.read(2_000_000)
+    path = tmp_path_factory.mktemp("live_model") / "stream.cf32"
+    iq.tofile(path)
+    return path, iq
+
+
+@pytest.fixture(scope="module")
+def reference(stream, model_dir):
+    """Offline: the detector over the whole stream, then one classify call on all its packets."""
+    from lorarffi.dsp.detect import StreamDetector
+    from lorarffi.rffi.inference import load_classifier
+
+    _, iq = stream
+    det = StreamDetector(CFG)
+    packets = det.process(iq) + det.flush()
+    clf = load_classifier(model_dir)
+    dec = clf.classify(
+        np.stack([p.preamble for p in packets]), np.array([p.cfo_hz for p in packets]), track=False
+    )
+    return [(p.start, int(d), v) for p, d, v in zip(packets, dec.device_id, dec.verdict, strict=True)]
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+
+    def on_samples(self, start, iq) -> None:
+        pass
+
+    def on_decisions(self, records, packets) -> None:
+        self.records += records
+
+    def on_progress(self, status) -> None:
+        pass
+
+    def close(self, summary=None) -> None:
+        pass
+
+
+def decisions(source, model_dir, **kw) -> list[tuple]:
+    from lorarffi.rffi.inference import load_classifier
+
+    clf = load_classifier(model_dir)
+    clf.set_tracking(False)  # so every run decides from the same state as the offline reference
+    sink = Collect()
+    summary = LivePipeline(source, CFG, decider=ClassifierStage(clf), sinks=[sink], **kw).run()
+    assert summary.n_lost_samples == 0 and summary.n_packets == len(sink.records)
+    return [(r["start"], r["device"], r["verdict"]) for r in sink.records]
+
+
+def test_file_soapy_and_zmq_sources_give_the_offline_decisions(stream, model_dir, reference) -> None:
+    from test_capture_zmq import gr_message
+    from test_native_replay import build_replay_module
+
+    path, iq = stream
+    assert len(reference) >= 5
+    assert (
+        decisions(open_source(f"file:{path}", format="cf32", fs_hz=1e6, chunk_samples=30_000), model_dir)
+        == reference
+    )
+
+    build_replay_module()
+    from lorarffi.capture.soapy import import_soapysdr
+
+    import_soapysdr()
+    assert decisions(open_source(f"soapy:driver=replay,file={path},rate=1e6"), model_dir) == reference
+
+    import zmq
+
+    from lorarffi.capture.zmq_source import ZmqSource
+
+    pub = zmq.Context.instance().socket(zmq.PUSH)
+    pub.setsockopt(zmq.LINGER, 2000)
+    pub.bind("tcp://127.0.0.1:*")
+    endpoint = pub.getsockopt(zmq.LAST_ENDPOINT).decode()
+
+    def send() -> None:
+        for pos in range(0, iq.size, 16_384):
+            pub.send(gr_message(iq[pos : pos + 16_384], offset=pos))
+
+    source = ZmqSource(endpoint, fs_hz=1e6, pattern="pull", idle_timeout_s=5.0)
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        assert decisions(source, model_dir, duration_s=iq.size / 1e6) == reference
+    finally:
+        sender.join(10)
+        pub.close()
+
+
+def test_live_command_with_a_model(stream, model_dir, reference, capsys) -> None:
+    path, _ = stream
+    rc = main(
+        [
+            "live",
+            "--source",
+            f"file:{path}",
+            "--format",
+            "cf32",
+            "--fs-hz",
+            "1M",
+            "--model",
+            str(model_dir),
+            "--json",
+        ]
+    )
+    assert rc == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    got = lines[:-1]
+    assert [g["start"] for g in got] == [r[0] for r in reference]
+    assert all(g["verdict"] in ("accept", "unknown") for g in got)
+    assert all((g["device"] == -1) == (g["verdict"] == "unknown") for g in got)
+    assert {"confidence", "cnn_device", "latency_ms"} <= set(got[0])
+    assert lines[-1]["summary"]["n_packets"] == len(reference)
