@@ -136,3 +136,55 @@ def test_capture_bad_device_is_one_line_exit_2(replay_module, tmp_path, capsys) 
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("lora-rffi: error:") and "cannot open" in err[0]
+
+
+@pytest.mark.slow
+def test_capture_stops_cleanly_on_sigterm(replay_module, recording, tmp_path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from lorarffi.datasets.recording import open_recording
+
+    path, x = recording
+    out = tmp_path / "term.sigmf-meta"
+    data = tmp_path / "term.sigmf-data"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lorarffi",
+            "capture",
+            "--args",
+            f"driver=replay,file={path},rate=1e6,loop=true,realtime=true",
+            "-f",
+            "868M",
+            "-s",
+            "1M",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (data.exists() and data.stat().st_size >= 8 * 200_000):  # 0.2 s of signal recorded
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "capture wrote nothing"
+            time.sleep(0.05)  # polling the file system, not waiting for a fixed time
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "samples at 1e+06 Hz" in stdout
+    with open_recording(out) as rec:
+        n = rec.n_samples
+        assert n >= 200_000
+        np.testing.assert_array_equal(rec.read(0, n), np.tile(x, n // x.size + 1)[:n])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import threading
 import time
 
@@ -296,3 +297,30 @@ def test_soapy_errors_are_clear(replay_module, raw_file) -> None:
         open_source(f"soapy:driver=replay,file={path},rate=1e6", fs_hz=2e6)
     with pytest.raises(ConfigError, match="key=value"):
         open_source("soapy:driver")
+
+
+def test_missing_soapysdr_bindings_are_a_clear_capture_error(monkeypatch) -> None:
+    import sys
+
+    from lorarffi.capture import soapy
+
+    monkeypatch.setitem(sys.modules, "SoapySDR", None)  # as if python3-soapysdr were not installed
+    with pytest.raises(CaptureError, match="python3-soapysdr"):
+        soapy.import_soapysdr()
+
+
+def test_the_replay_module_directory_is_put_on_the_plugin_path(monkeypatch) -> None:
+    import os
+
+    from lorarffi.capture import soapy
+
+    monkeypatch.setenv("SOAPY_SDR_PLUGIN_PATH", "/opt/other")
+    monkeypatch.setattr(soapy, "native_module_dir", lambda: pathlib.Path(__file__).parent)  # an existing dir
+    try:
+        soapy.import_soapysdr()
+    except CaptureError:
+        pass  # the bindings may be absent here; the path is set before importing them
+    assert os.environ["SOAPY_SDR_PLUGIN_PATH"].split(os.pathsep) == [
+        str(pathlib.Path(__file__).parent),
+        "/opt/other",
+    ]

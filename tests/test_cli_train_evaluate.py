@@ -21,10 +21,22 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
     fleet = make_fleet(4, seed=9, spread=5.0)  # devices 1-4
     extra = make_fleet(1, seed=9, spread=5.0, first_device=5)  # a device the model never sees
-    tr = simulate_preamble_set(fleet, CFG, 30, session=Session(day=1, minutes_since_power_on=20),
-                               rng=np.random.default_rng(1), snr_db=(20, 30))
-    te = simulate_preamble_set(fleet + extra, CFG, 15, session=Session(day=1, minutes_since_power_on=40),
-                               rng=np.random.default_rng(2), snr_db=(20, 30))
+    tr = simulate_preamble_set(
+        fleet,
+        CFG,
+        30,
+        session=Session(day=1, minutes_since_power_on=20),
+        rng=np.random.default_rng(1),
+        snr_db=(20, 30),
+    )
+    te = simulate_preamble_set(
+        fleet + extra,
+        CFG,
+        15,
+        session=Session(day=1, minutes_since_power_on=40),
+        rng=np.random.default_rng(2),
+        snr_db=(20, 30),
+    )
     for name, ps in (("train.h5", tr), ("test.h5", te)):
         with PreambleWriter(d / name, CFG, source="test") as w:
             w.append(ps.preambles, ps.device_ids, cfo_hz=ps.cfo_hz)
@@ -33,16 +45,41 @@ def files(tmp_path_factory):
 
 def test_train_then_evaluate_then_export(files: pathlib.Path, capsys) -> None:
     model = files / "model"
-    rc = main(["-q", "train", str(files / "train.h5"), "--out", str(model), "--model", "rffi_net", "--epochs", "5",
-               "--batch-size", "16", "--lr", "3e-3", "--devices", "1-4", "--packets", "0:30", "--seed", "2",
-               "--no-progress", "--augment", "awgn"])
+    rc = main(
+        [
+            "-q",
+            "train",
+            str(files / "train.h5"),
+            "--out",
+            str(model),
+            "--model",
+            "rffi_net",
+            "--epochs",
+            "5",
+            "--batch-size",
+            "16",
+            "--lr",
+            "3e-3",
+            "--devices",
+            "1-4",
+            "--packets",
+            "0:30",
+            "--seed",
+            "2",
+            "--no-progress",
+            "--augment",
+            "awgn",
+        ]
+    )
     assert rc == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["epochs_run"] == 5 and summary["model_dir"] == str(model)
     cfg = json.loads((model / "config.json").read_text())
     assert cfg["training"]["data"]["devices"] == [1, 2, 3, 4] and cfg["training"]["augment"] == ["awgn"]
 
-    rc = main(["-q", "evaluate", str(model), str(files / "test.h5"), "--json", "--plots", str(files / "plots")])
+    rc = main(
+        ["-q", "evaluate", str(model), str(files / "test.h5"), "--json", "--plots", str(files / "plots")]
+    )
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert {"accuracy_cnn", "accuracy_hybrid", "n_packets", "rejected"} <= set(out)
@@ -63,8 +100,18 @@ def test_train_then_evaluate_then_export(files: pathlib.Path, capsys) -> None:
 
 def test_resume_continues_an_interrupted_run(files: pathlib.Path, capsys) -> None:
     model = files / "resumed"
-    base = ["-q", "train", str(files / "train.h5"), "--out", str(model), "--model", "rffi_net", "--batch-size", "32",
-            "--no-progress"]
+    base = [
+        "-q",
+        "train",
+        str(files / "train.h5"),
+        "--out",
+        str(model),
+        "--model",
+        "rffi_net",
+        "--batch-size",
+        "32",
+        "--no-progress",
+    ]
     assert main(base + ["--epochs", "1"]) == 0
     assert main(base + ["--epochs", "2", "--resume"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -75,8 +122,22 @@ def test_errors_are_one_line_and_exit_2(files: pathlib.Path, tmp_path: pathlib.P
     assert main(["evaluate", str(tmp_path / "nomodel"), str(files / "test.h5")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a model directory" in err[0]
-    assert main(["train", str(files / "train.h5"), "--out", str(tmp_path / "m"), "--model", "nope",
-                 "--epochs", "1", "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                str(files / "train.h5"),
+                "--out",
+                str(tmp_path / "m"),
+                "--model",
+                "nope",
+                "--epochs",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "model='nope' is not registered" in capsys.readouterr().err
     assert main(["train", str(files / "train.h5"), "--out", str(tmp_path / "m"), "--augment", "rain"]) == 2
     assert "augment=" in capsys.readouterr().err

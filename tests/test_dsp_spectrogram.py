@@ -84,6 +84,7 @@ def test_channel_independent_spectrogram_matches_authors_recipe_on_random_packet
     assert out.shape == (40, 102, 62) and out.dtype == np.float32
     ref = per_packet(authors_channel_ind_spectrogram, x)
     assert np.abs(out - ref).max() <= TOL
+    np.testing.assert_allclose(channel_independent_spectrogram(x, workers=2), out, atol=1e-5)
 
 
 @pytest.mark.parametrize("snr_db", [None, 20.0, 0.0])
@@ -318,6 +319,7 @@ def test_dsp_does_not_import_torch():
     ({"crop": (0.5, 0.501)}, "keeps no row"),
     ({"crop": "wide"}, "crop='wide'"),
     ({"top_db": -3.0}, "top_db=-3.0"),
+    ({"workers": 0}, "workers=0"),
 ])
 def test_bad_parameters_are_config_errors(kwargs, match):
     with pytest.raises(ConfigError, match=match):

@@ -378,3 +378,51 @@ def test_an_endless_stream_ends_cleanly_when_stopped(stream) -> None:
     assert source.stopping and summary.n_samples >= 3_000_000 and summary.n_lost_samples == 0
     assert sink.closed_with is not None  # sinks were closed with the summary
     assert source._thread is not None and not source._thread.is_alive()
+
+
+@pytest.mark.slow
+def test_live_command_stops_cleanly_on_ctrl_c_with_a_summary(stream) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    path, _, _ = stream
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lorarffi",
+            "live",
+            "--source",
+            f"file:{path}",
+            "--format",
+            "cf32",
+            "--fs-hz",
+            "1M",
+            "--loop",
+            "--speed",
+            "2",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    guard = threading.Timer(60.0, proc.kill)  # a hung process fails the test instead of hanging it
+    guard.start()
+    try:
+        first = proc.stdout.readline()  # blocks until the first decision (the pipe polls for us)
+        assert "start" in first, proc.stderr.read() if proc.poll() is not None else first
+        proc.send_signal(signal.SIGINT)
+        rest, stderr = proc.communicate(timeout=30)
+    finally:
+        guard.cancel()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    lines = [json.loads(x) for x in [first, *rest.splitlines()]]
+    summary = lines[-1]["summary"]
+    assert summary["n_packets"] == len(lines) - 1 and summary["n_lost_samples"] == 0
+    assert "stopping (SIGINT)" in stderr

@@ -1,8 +1,8 @@
-"""The live pipeline with a model: file, ZeroMQ and SoapySDR sources give the decisions the classifier gives
-offline to the offline detector's packets; the ``live`` command with ``--model``.
+"""The live pipeline with a model: file, ZeroMQ and SoapySDR sources give the decisions the classifier
+gives offline to the offline detector's packets; the ``live`` command with ``--model``.
 
-A tiny model is trained here through :func:`lorarffi.rffi.train.train` on simulated preambles of the fleet that
-transmits in the test stream (its accuracy does not matter: the decisions are compared, not graded).
+A tiny model is trained here through :func:`lorarffi.rffi.train.train` on simulated preambles of the fleet
+that transmits in the test stream (its accuracy does not matter: the decisions are compared, not graded).
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def model_dir(tmp_path_factory):
 def stream(tmp_path_factory):
     from lorarffi.datasets.simulate import StreamSimulator, make_fleet
 
-    sim = StreamSimulator(make_fleet(3, seed=0), CFG, seed=8, snr_db=(20.0, 30.0), mean_interval_s=0.15)
-    _, iq = sim.read(2_000_000)
+    sim = StreamSimulator(make_fleet(3, seed=0), CFG, seed=4, snr_db=(20.0, 30.0), mean_interval_s=0.15)
+    _, iq = sim.read(2_500_000)
     path = tmp_path_factory.mktemp("live_model") / "stream.cf32"
     iq.tofile(path)
     return path, iq

@@ -29,10 +29,14 @@ from lorarffi.rffi.models import build_model
 
 def _config(gate: CfoGate) -> ModelDirConfig:
     return ModelDirConfig(
-        model_name="infocom_cnn", model_hparams={"n_classes": 3, "input_shape": [102, 62], "in_channels": 1},
+        model_name="infocom_cnn",
+        model_hparams={"n_classes": 3, "input_shape": [102, 62], "in_channels": 1},
         representation={"name": "channel_independent_spectrogram", "params": {}},
-        lora=LoRaConfig(sf=8, bw_hz=250e3, fs_hz=1e6), device_ids=(4, 9, 17), hybrid=gate.to_dict(),
-        training={"epochs": 3, "augment": ["awgn"]}, data_fingerprint="sha256:abc",
+        lora=LoRaConfig(sf=8, bw_hz=250e3, fs_hz=1e6),
+        device_ids=(4, 9, 17),
+        hybrid=gate.to_dict(),
+        training={"epochs": 3, "augment": ["awgn"]},
+        data_fingerprint="sha256:abc",
     )
 
 
@@ -46,8 +50,9 @@ def saved(tmp_path: pathlib.Path):
                 m.running_mean.normal_()
                 m.running_var.uniform_(0.5, 2)
     model.eval()
-    gate = CfoGate.fit([0.0, 5.0, 900.0, 910.0, -700.0, -690.0], [0, 0, 1, 1, 2, 2], [4, 9, 17],
-                       GateParams(margin_hz=123.0))
+    gate = CfoGate.fit(
+        [0.0, 5.0, 900.0, 910.0, -700.0, -690.0], [0, 0, 1, 1, 2, 2], [4, 9, 17], GateParams(margin_hz=123.0)
+    )
     config = _config(gate)
     save_model_dir(tmp_path / "m", model, config)
     return tmp_path / "m", model, config
@@ -90,7 +95,9 @@ def test_tracked_hybrid_state_persists_and_a_new_save_clears_it(saved) -> None:
     save_hybrid_state(path, gate.to_dict())
     back = CfoGate.from_dict(read_config(path).hybrid)
     assert back.center_hz[0] == pytest.approx(gate.center_hz[0]) and back.center_hz[0] > 2.5
-    assert json.loads((path / CONFIG_FILE).read_text())["hybrid"]["center_hz"][0] == 2.5  # training stats kept
+    assert (
+        json.loads((path / CONFIG_FILE).read_text())["hybrid"]["center_hz"][0] == 2.5
+    )  # training stats kept
     save_model_dir(path, model, config)
     assert not (path / HYBRID_STATE_FILE).exists()
 
@@ -116,4 +123,6 @@ def test_fingerprint_depends_on_content_and_selection() -> None:
     b[3] += 1e-3
     assert fingerprint_arrays(a) == fingerprint_arrays(a.copy())
     assert fingerprint_arrays(a) != fingerprint_arrays(b)
-    assert fingerprint_arrays(a, extra={"packets": [0, 5]}) != fingerprint_arrays(a, extra={"packets": [0, 6]})
+    assert fingerprint_arrays(a, extra={"packets": [0, 5]}) != fingerprint_arrays(
+        a, extra={"packets": [0, 6]}
+    )

@@ -29,8 +29,9 @@ def _free_port() -> int:
 def _worker(rank: int, world: int, port: int, data: str, out: str, augment: tuple[str, ...]) -> None:
     torch.set_num_threads(1)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                         world_size=world)
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     try:
         d = np.load(data)
         train(d["iq"], d["ids"], CFG, out, TrainConfig(**TC, augment=augment), device="cpu")
@@ -42,13 +43,20 @@ def _worker(rank: int, world: int, port: int, data: str, out: str, augment: tupl
 @pytest.mark.parametrize("augment", [(), ("awgn",)])
 def test_two_gloo_processes_train_the_same_model_as_one(tmp_path: pathlib.Path, augment) -> None:
     fleet = make_fleet(3, seed=2, spread=3.0)
-    ps = simulate_preamble_set(fleet, CFG, 22, session=Session(day=1, minutes_since_power_on=20),
-                               rng=np.random.default_rng(0), snr_db=(20, 30))
+    ps = simulate_preamble_set(
+        fleet,
+        CFG,
+        22,
+        session=Session(day=1, minutes_since_power_on=20),
+        rng=np.random.default_rng(0),
+        snr_db=(20, 30),
+    )
     data = tmp_path / "data.npz"
     np.savez(data, iq=ps.preambles, ids=ps.device_ids)
     mp.spawn(_worker, args=(2, _free_port(), str(data), str(tmp_path / "ddp"), augment), nprocs=2, join=True)
-    single = train(ps.preambles, ps.device_ids, CFG, tmp_path / "one", TrainConfig(**TC, augment=augment),
-                   device="cpu")
+    single = train(
+        ps.preambles, ps.device_ids, CFG, tmp_path / "one", TrainConfig(**TC, augment=augment), device="cpu"
+    )
     w_ddp = load_file(str(tmp_path / "ddp" / "weights.safetensors"))
     w_one = load_file(str(tmp_path / "one" / "weights.safetensors"))
     assert w_ddp.keys() == w_one.keys()

@@ -63,8 +63,12 @@ def test_apply_survives_extreme_logits(gate: CfoGate) -> None:
 @settings(max_examples=25, deadline=None)
 @given(cfo=st.lists(st.floats(-9000, 9000), min_size=1, max_size=8), seed=st.integers(0, 1000))
 def test_gated_prediction_is_the_best_allowed_device(cfo: list[float], seed: int) -> None:
-    g = CfoGate.fit([-3000, -2990, 0, 10, 400, 420, 5000, 5010], [0, 0, 1, 1, 2, 2, 3, 3], [1, 2, 3, 4],
-                    GateParams(margin_hz=500.0))
+    g = CfoGate.fit(
+        [-3000, -2990, 0, 10, 400, 420, 5000, 5010],
+        [0, 0, 1, 1, 2, 2, 3, 3],
+        [1, 2, 3, 4],
+        GateParams(margin_hz=500.0),
+    )
     logits = np.random.default_rng(seed).normal(size=(len(cfo), 4))
     res = g.apply(logits, cfo)
     ok = g.allowed(cfo)
@@ -77,9 +81,12 @@ def test_gated_prediction_is_the_best_allowed_device(cfo: list[float], seed: int
 
 
 def test_drift_tracking_follows_a_slow_cfo_ramp_and_off_rejects() -> None:
-    g0 = CfoGate.fit(np.r_[np.zeros(100) + np.linspace(-10, 10, 100), 3000 + np.linspace(-10, 10, 100)],
-                     np.repeat([0, 1], 100), [1, 2],
-                     GateParams(margin_hz=100.0, track_alpha=0.05, max_step_hz=5.0, track_min_confidence=0.5))
+    g0 = CfoGate.fit(
+        np.r_[np.zeros(100) + np.linspace(-10, 10, 100), 3000 + np.linspace(-10, 10, 100)],
+        np.repeat([0, 1], 100),
+        [1, 2],
+        GateParams(margin_hz=100.0, track_alpha=0.05, max_step_hz=5.0, track_min_confidence=0.5),
+    )
     ramp = np.linspace(0, 800, 800)  # device 1 drifts by 1 Hz per packet: far beyond lambda (110 Hz)
     logits = np.tile([3.0, 0.0], (1, 1))
     results = {}
@@ -98,8 +105,12 @@ def test_drift_tracking_follows_a_slow_cfo_ramp_and_off_rejects() -> None:
 
 
 def test_drift_step_is_bounded_and_low_confidence_packets_are_ignored() -> None:
-    g = CfoGate.fit([0.0, 1.0, 1000.0, 1001.0], [0, 0, 1, 1], [1, 2],
-                    GateParams(margin_hz=500.0, track_alpha=1.0, max_step_hz=3.0, track_min_confidence=0.9))
+    g = CfoGate.fit(
+        [0.0, 1.0, 1000.0, 1001.0],
+        [0, 0, 1, 1],
+        [1, 2],
+        GateParams(margin_hz=500.0, track_alpha=1.0, max_step_hz=3.0, track_min_confidence=0.9),
+    )
     used = g.update([400.0, 400.0], [0, 0], [0.95, 0.95])
     assert used.tolist() == [2, 0]
     assert g.center_hz[0] == pytest.approx(0.5 + 6.0)  # bounded: 2 packets x 3 Hz

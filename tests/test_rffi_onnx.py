@@ -35,8 +35,9 @@ def test_onnxruntime_matches_torch(name: str, tmp_path: pathlib.Path) -> None:
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
     rep = {"name": "iq" if name == "infocom_iq_cnn" else "channel_independent_spectrogram", "params": {}}
-    save_model_dir(tmp_path, model, ModelDirConfig(name, {**hp, "n_classes": 6}, rep, LoRaConfig(),
-                                                   (1, 2, 3, 4, 5, 6)))
+    save_model_dir(
+        tmp_path, model, ModelDirConfig(name, {**hp, "n_classes": 6}, rep, LoRaConfig(), (1, 2, 3, 4, 5, 6))
+    )
     path = export_onnx(tmp_path)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     loaded, _ = load_model(tmp_path, device="cpu")

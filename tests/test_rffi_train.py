@@ -24,10 +24,22 @@ CFG = LoRaConfig()
 def small_sets(n_devices: int = 4, n_train: int = 40, n_test: int = 20, seed: int = 5, spread: float = 5.0):
     """Train and later test preamble sets (day 1, one place) of a small simulated fleet (true CFO known)."""
     fleet = make_fleet(n_devices, seed=seed, spread=spread)
-    tr = simulate_preamble_set(fleet, CFG, n_train, session=Session(day=1, minutes_since_power_on=20, place=1),
-                               rng=np.random.default_rng(seed), snr_db=(20, 30))
-    te = simulate_preamble_set(fleet, CFG, n_test, session=Session(day=1, minutes_since_power_on=40, place=1),
-                               rng=np.random.default_rng(seed + 1), snr_db=(20, 30))
+    tr = simulate_preamble_set(
+        fleet,
+        CFG,
+        n_train,
+        session=Session(day=1, minutes_since_power_on=20, place=1),
+        rng=np.random.default_rng(seed),
+        snr_db=(20, 30),
+    )
+    te = simulate_preamble_set(
+        fleet,
+        CFG,
+        n_test,
+        session=Session(day=1, minutes_since_power_on=40, place=1),
+        rng=np.random.default_rng(seed + 1),
+        snr_db=(20, 30),
+    )
     return tr, te
 
 
@@ -80,7 +92,9 @@ def test_an_interrupted_run_resumes_to_the_same_model(sets, tmp_path: pathlib.Pa
     tr, _ = sets
     tc = TrainConfig(**{**FAST.__dict__, "augment": ("awgn", "cfo"), "epochs": 3})
     full = train(tr.preambles, tr.device_ids, CFG, tmp_path / "full", tc)
-    part = train(tr.preambles, tr.device_ids, CFG, tmp_path / "part", TrainConfig(**{**tc.__dict__, "epochs": 1}))
+    part = train(
+        tr.preambles, tr.device_ids, CFG, tmp_path / "part", TrainConfig(**{**tc.__dict__, "epochs": 1})
+    )
     assert len(part.history) == 1
     resumed = train(tr.preambles, tr.device_ids, CFG, tmp_path / "part", tc, resume=True)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
@@ -95,13 +109,21 @@ def test_an_interrupted_run_resumes_to_the_same_model(sets, tmp_path: pathlib.Pa
 def test_early_stopping_and_lr_reduction_follow_the_validation_loss(sets, tmp_path: pathlib.Path) -> None:
     tr, _ = sets
     # A learning rate this large makes the validation loss stall: the LR must drop, then training stops.
-    tc = TrainConfig(epochs=40, batch_size=16, seed=0, lr=0.5, lr_patience=1, lr_factor=0.5, early_stop_patience=3,
-                     optimizer="rmsprop")
+    tc = TrainConfig(
+        epochs=40,
+        batch_size=16,
+        seed=0,
+        lr=0.5,
+        lr_patience=1,
+        lr_factor=0.5,
+        early_stop_patience=3,
+        optimizer="rmsprop",
+    )
     res = train(tr.preambles, tr.device_ids, CFG, tmp_path / "m", tc)
     assert res.stopped == "early_stop" and len(res.history) < 40
     best = min(h["val_loss"] for h in res.history)
     assert res.best_val_loss == best
-    assert all(h["val_loss"] >= best for h in res.history[res.best_epoch:])
+    assert all(h["val_loss"] >= best for h in res.history[res.best_epoch :])
     assert len(res.history) - res.best_epoch == 3
     lrs = [h["lr"] for h in res.history]
     assert lrs[0] == 0.5 and min(lrs) < 0.5

@@ -78,8 +78,8 @@ class FileSource(ThreadedSource):
         while not self.stopping:
             for pos, iq in rec.iter_chunks(self.read_samples):
                 start = offset + pos
-                due = pacer.wait_until(start + iq.shape[0], self._stop)
-                if self.stopping or not self._emit(start, iq, due):
+                pacer.wait_until(start + iq.shape[0], self._stop)
+                if self.stopping or not self._emit(start, iq):  # arrives now (late if the pace was not kept)
                     return
             if not self.loop:
                 return

@@ -118,6 +118,6 @@ class SimSource(ThreadedSource):
                 return
             start, iq = self.simulator.read(n)
             made = int(start) + iq.shape[0]
-            due = pacer.wait_until(made, self._stop)
-            if self.stopping or not self._emit(int(start), iq, due):
+            pacer.wait_until(made, self._stop)
+            if self.stopping or not self._emit(int(start), iq):  # arrives now, late if the pace was not kept
                 return

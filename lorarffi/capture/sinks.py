@@ -384,7 +384,7 @@ class ConsoleSink(Sink):
         for rec in records:
             self._verdicts[str(rec.get("verdict"))] += 1
             dev = rec.get("device")
-            self._devices["unknown" if dev is None or dev < 0 else str(dev)] += 1
+            self._devices["-" if dev is None else "unknown" if dev < 0 else str(dev)] += 1
             if rec.get("latency_ms") is not None:
                 self._latencies.append(float(rec["latency_ms"]))
         self._latencies = self._latencies[-1000:]
@@ -416,8 +416,8 @@ class ConsoleSink(Sink):
         )
         head.add_row(
             "packets",
-            f"{s.get('n_packets', 0):,}  accepted {self._verdicts.get('accept', 0):,}  "
-            f"unknown {self._verdicts.get('unknown', 0):,}",
+            f"{sum(self._verdicts.values()):,}  "
+            + "  ".join(f"{v} {n:,}" for v, n in sorted(self._verdicts.items())),
         )
         if self._latencies:
             lat = np.asarray(self._latencies)

@@ -1,12 +1,12 @@
 """Private: the frequency trajectory of a LoRa packet as linear pieces, for synthesis with a perturbed phase.
 
-:mod:`lorarffi.dsp.chirp` synthesises the ideal packet from phase-continuous chirp segments. Hardware effects that
-act on the *frequency* (PLL sweep nonlinearity, settling transients after each frequency jump) need the same
-segment model split at every frequency jump: a *piece* is a stretch where the ideal instantaneous frequency rises
-or falls linearly, ``f(t) = f_start + rate * (t - t_start)``; pieces start at each symbol boundary and at the
-+bw/2 -> -bw/2 wrap inside a modulated up-chirp. The ideal phase computed here equals
-:func:`lorarffi.dsp.chirp.packet_waveform` (the test suite checks it); perturbations are integrated analytically,
-so they are exact at any sample rate even when their time constants are shorter than a sample.
+:mod:`lorarffi.dsp.chirp` synthesises the ideal packet from phase-continuous chirp segments. Hardware effects
+that act on the *frequency* (PLL sweep nonlinearity, settling transients after each frequency jump) need the
+same segment model split at every frequency jump: a *piece* is a stretch where the ideal instantaneous
+frequency rises or falls linearly, ``f(t) = f_start + rate * (t - t_start)``; pieces start at each symbol
+boundary and at the +bw/2 -> -bw/2 wrap inside a modulated up-chirp. The ideal phase computed here equals
+:func:`lorarffi.dsp.chirp.packet_waveform` (the test suite checks it); perturbations are integrated
+analytically, so they are exact at any sample rate even when their time constants are shorter than a sample.
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ def packet_pieces(cfg: LoRaConfig, payload: npt.NDArray[np.int64], n_preamble: i
     s1, s2 = sync_word_symbols(sync_word)
     values = np.concatenate([np.zeros(n_preamble), [s1, s2], [0, 0, 0], payload]).astype(np.float64)
     up = np.concatenate([np.ones(n_preamble + 2, bool), np.zeros(3, bool), np.ones(payload.size, bool)])
-    dur = np.concatenate([np.full(n_preamble + 2, sym_s), [sym_s, sym_s, sym_s / 4], np.full(payload.size, sym_s)])
+    dur = np.concatenate(
+        [np.full(n_preamble + 2, sym_s), [sym_s, sym_s, sym_s / 4], np.full(payload.size, sym_s)]
+    )
     seg_t0 = np.concatenate(([0.0], np.cumsum(dur)[:-1]))
     f0 = np.where(up, -bw / 2 + values * bw / n_chips, bw / 2)
     rate = np.where(up, slope, -slope)
@@ -60,7 +62,7 @@ def packet_pieces(cfg: LoRaConfig, payload: npt.NDArray[np.int64], n_preamble: i
 
 @dataclass(frozen=True)
 class Located:
-    """Sample times located on the pieces: piece index ``k`` and time into it ``tau_s`` (same shape as ``t``)."""
+    """Times located on the pieces: piece index ``k`` and time into it ``tau_s`` (same shape as ``t``)."""
 
     k: npt.NDArray[np.intp]
     tau_s: npt.NDArray[np.float64]
@@ -84,12 +86,14 @@ def ideal_phase(pieces: Pieces, loc: Located) -> npt.NDArray[np.float64]:
 def sweep_phase(
     pieces: Pieces, loc: Located, coeffs_hz: npt.NDArray[np.float64], bw_hz: float
 ) -> npt.NDArray[np.float64]:
-    """Phase (rad) of a frequency deviation ``sum_k c_k P_k(f/(bw/2))`` (Legendre ``P_1, P_2, ...``) along the sweep.
+    """Phase (rad) of a frequency deviation ``sum_k c_k P_k(f/(bw/2))`` (Legendre ``P_1, P_2, ...``).
 
-    ``loc`` has shape (N, L) and ``coeffs_hz`` shape (N, K): one polynomial per row. The deviation depends on the
-    ideal instantaneous frequency ``f``, as a VCO/PLL tuning nonlinearity does, and is integrated exactly.
+    ``loc`` has shape (N, L) and ``coeffs_hz`` shape (N, K): one polynomial per row. The deviation depends on
+    the ideal instantaneous frequency ``f``, as a VCO/PLL tuning nonlinearity does, and is integrated exactly.
     """
-    coeffs = np.concatenate([np.zeros((coeffs_hz.shape[0], 1)), coeffs_hz], axis=1)  # no P_0 term: that is CFO
+    coeffs = np.concatenate(
+        [np.zeros((coeffs_hz.shape[0], 1)), coeffs_hz], axis=1
+    )  # no P_0 term: that is CFO
     anti = np.stack([legendre.legint(c) for c in coeffs])  # (N, K+2): antiderivative Q(u) in Legendre basis
     half = bw_hz / 2
     dur = np.diff(np.append(pieces.t_start_s, pieces.duration_s))
@@ -131,8 +135,8 @@ def transient_phase(
 
     After a jump of ``J`` Hz at ``t_j`` the output frequency misses its target by
     ``-overshoot * J * exp(-(t - t_j)/tau) * cos(2 pi ring_hz (t - t_j))``: the loop lags by a fraction
-    ``overshoot`` of the jump and rings while it settles. Per-row parameters have shape (N, 1); ``loc`` (N, L).
-    Earlier jumps are taken as fully settled (time constants are microseconds, jumps a symbol apart).
+    ``overshoot`` of the jump and rings while it settles. Per-row parameters have shape (N, 1); ``loc`` (N,
+    L). Earlier jumps are taken as fully settled (time constants are microseconds, jumps a symbol apart).
     """
     a = 1.0 / time_constant_s - 2j * np.pi * ring_hz  # (N, 1)
     settled_cycles = np.real(1.0 / a)  # integral of exp(-t/tau) cos(w t) from 0 to infinity, in s
@@ -146,5 +150,3 @@ def transient_phase(
     partial[near] = np.real((1.0 - np.exp(-a_near * dt[near])) / a_near)
     cycles = -overshoot * (before * settled_cycles + pieces.jump_hz[k] * partial)
     return 2 * np.pi * cycles
-
-

@@ -1,13 +1,14 @@
-"""Propagation channel: AWGN (in-band or full-band SNR), Rician multipath with Jakes Doppler, CFO and timing shifts.
+"""Propagation channel: AWGN (in-band or full-band SNR), Rician multipath, Jakes Doppler, CFO, timing.
 
-All functions are vectorised over a batch (N, L) of complex64 IQ (a single (L,) row works too), take per-packet
-parameters as scalars or arrays of shape (N,), return new arrays and draw randomness from an explicit ``rng``.
+All functions are vectorised over a batch (N, L) of complex64 IQ (a single (L,) row works too), take
+per-packet parameters as scalars or arrays of shape (N,), return new arrays and draw randomness from an
+explicit ``rng``.
 
-Multipath follows Shen et al. 2022 (paper_notes §9.4): an exponential power-delay profile with RMS delay spread
-10-300 ns, Rician first path with K-factor 0-10 (linear), Jakes Doppler 0-100 Hz. Unlike the authors' MATLAB
-augmentation, which puts paths on the 1 us sample grid (so 10-300 ns spreads collapse to one or two taps), the
-paths here lie on a fine delay grid and reach the sample grid through band-limited (Kaiser-windowed sinc)
-interpolation, so a 50 ns spread really is 50 ns.
+Multipath follows Shen et al. 2022 (paper_notes §9.4): an exponential power-delay profile with RMS delay
+spread 10-300 ns, Rician first path with K-factor 0-10 (linear), Jakes Doppler 0-100 Hz. Unlike the authors'
+MATLAB augmentation, which puts paths on the 1 us sample grid (so 10-300 ns spreads collapse to one or two
+taps), the paths here lie on a fine delay grid and reach the sample grid through band-limited
+(Kaiser-windowed sinc) interpolation, so a 50 ns spread really is 50 ns.
 """
 
 from __future__ import annotations
@@ -63,14 +64,14 @@ def _out(y: npt.NDArray, single: bool) -> npt.NDArray[np.complex64]:
     return y[0] if single else y
 
 
-# -- AWGN ------------------------------------------------------------------------------------------------------
+# -- AWGN ----------------------------------------------------------------------------------------------------
 
 
 def in_band_to_full_band_snr_db(snr_db: float | npt.ArrayLike, *, bw_hz: float, fs_hz: float) -> npt.NDArray:
     """Convert an in-band SNR (noise counted within ``bw_hz``) to the full-band SNR (noise over ``fs_hz``).
 
-    White noise spreads over ``fs_hz``; only ``bw_hz/fs_hz`` of it falls in the LoRa band, so the full-band SNR
-    is lower by ``10*log10(fs_hz/bw_hz)`` dB (9.03 dB for 125 kHz at 1 MS/s).
+    White noise spreads over ``fs_hz``; only ``bw_hz/fs_hz`` of it falls in the LoRa band, so the full-band
+    SNR is lower by ``10*log10(fs_hz/bw_hz)`` dB (9.03 dB for 125 kHz at 1 MS/s).
 
     Examples
     --------
@@ -138,7 +139,7 @@ def add_awgn(
     return _out(x + sigma.astype(np.float32) * noise, single)
 
 
-# -- multipath ---------------------------------------------------------------------------------------------------
+# -- multipath -----------------------------------------------------------------------------------------------
 
 
 def _unit_pdp() -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], float]:
@@ -169,9 +170,13 @@ class MultipathChannel:
     doppler_hz : ndarray of float64, shape (N,)
         Maximum Doppler shift in Hz.
     los_phase_rad, los_cos : ndarray of float64, shape (N,)
-        Phase of the line-of-sight component and cosine of its arrival angle (its Doppler is ``doppler_hz * cos``).
-    sos_cos, sos_phase_rad : ndarray of float64, shape (N, P, M)
-        Cosines of the arrival angles and phases of the sum-of-sinusoids terms of each scattered path.
+        Phase of the line-of-sight component and cosine of its arrival angle (its Doppler is ``doppler_hz *
+        cos``).
+    sos_cos : ndarray of float64, shape (N, P, M)
+        Cosines of the arrival angles of the sum-of-sinusoids terms of each scattered path.
+    sos_gain : ndarray of complex128, shape (N, P, M)
+        Complex Gaussian weights (unit variance) of those terms: each path gain is then exactly complex
+        Gaussian at any instant (Rayleigh envelope), not only for many terms.
     """
 
     path_delays_s: npt.NDArray[np.float64]
@@ -181,7 +186,7 @@ class MultipathChannel:
     los_phase_rad: npt.NDArray[np.float64]
     los_cos: npt.NDArray[np.float64]
     sos_cos: npt.NDArray[np.float64]
-    sos_phase_rad: npt.NDArray[np.float64]
+    sos_gain: npt.NDArray[np.complex128]
 
     def __len__(self) -> int:
         return self.path_delays_s.shape[0]
@@ -193,16 +198,17 @@ class MultipathChannel:
         return np.sqrt(np.sum(self.path_powers * (self.path_delays_s - mean) ** 2, axis=1))
 
     def take(self, rows: npt.ArrayLike) -> MultipathChannel:
-        """The realisations at ``rows`` (indices, repeats allowed), e.g. one device's channel for many packets."""
+        """The realisations at ``rows`` (repeats allowed), e.g. one device's channel for many packets."""
         idx = np.asarray(rows, dtype=np.intp)
         return MultipathChannel(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
 
     def path_gains(self, t_s: npt.ArrayLike) -> npt.NDArray[np.complex128]:
         """Complex path gains at absolute times ``t_s`` (shape (N, T) or (T,)): shape (N, P, T).
 
-        The first path is ``sqrt(K/(K+1) p_0) e^{j(2 pi f_d cos(a_0) t + phi_0)}`` plus a scattered part; every
-        scattered part is a sum of ``M`` sinusoids with stratified random arrival angles (Clarke/Jakes), whose
-        autocorrelation is ``J_0(2 pi f_d tau)`` on average over realisations.
+        The first path is ``sqrt(K/(K+1) p_0) e^{j(2 pi f_d cos(a_0) t + phi_0)}`` plus a scattered part;
+        every scattered part is a sum of ``M`` sinusoids with stratified random arrival angles (Clarke/Jakes)
+        and complex Gaussian weights, whose autocorrelation is ``J_0(2 pi f_d tau)`` on average over
+        realisations.
         """
         t = np.asarray(t_s, dtype=np.float64)
         t = np.broadcast_to(t, (len(self), t.shape[-1]))[:, None, None, :]  # (N, 1, 1, T)
@@ -211,8 +217,9 @@ class MultipathChannel:
         scatter_power = self.path_powers.copy()
         scatter_power[:, :1] /= k + 1.0
         w = (2 * np.pi * self.doppler_hz)[:, None, None, None]
-        arg = w * self.sos_cos[..., None] * t + self.sos_phase_rad[..., None]
-        gains = np.sqrt(scatter_power / n_sin)[..., None] * np.exp(1j * arg).sum(axis=2)  # (N, P, T)
+        arg = w * self.sos_cos[..., None] * t
+        terms = self.sos_gain[..., None] * np.exp(1j * arg)
+        gains = np.sqrt(scatter_power / n_sin)[..., None] * terms.sum(axis=2)  # (N, P, T)
         los_amp = np.sqrt(k / (k + 1.0) * self.path_powers[:, :1])  # (N, 1)
         los = los_amp[..., None] * np.exp(
             1j * (w[:, :, 0] * self.los_cos[:, None, None] * t[:, 0] + self.los_phase_rad[:, None, None])
@@ -241,7 +248,7 @@ def draw_multipath(
     k_factor : float or (n,)
         Rician K-factor of the first path (linear, 0 = Rayleigh; Shen et al.: 0-10).
     doppler_hz : float or (n,)
-        Maximum Doppler shift in Hz (Shen et al.: 0-10 training, up to 100 emulated; 10 Hz = 12.4 km/h at 868 MHz).
+        Maximum Doppler shift in Hz (Shen et al.: 0-10 training, up to 100 emulated; 10 Hz = 12.4 km/h).
     rng : numpy.random.Generator
 
     Returns
@@ -266,14 +273,20 @@ def draw_multipath(
         los_phase_rad=rng.uniform(0, 2 * np.pi, n),
         los_cos=np.cos(rng.uniform(0, 2 * np.pi, n)),
         sos_cos=np.cos(angles),
-        sos_phase_rad=rng.uniform(0, 2 * np.pi, (n, _N_PATHS, _N_SINUSOIDS)),
+        sos_gain=(
+            rng.standard_normal((n, _N_PATHS, _N_SINUSOIDS))
+            + 1j * rng.standard_normal((n, _N_PATHS, _N_SINUSOIDS))
+        )
+        / np.sqrt(2),
     )
 
 
 def _sinc_taps(delay_samples: npt.NDArray[np.float64], n_taps: int) -> npt.NDArray[np.float64]:
     """Kaiser-windowed sinc weights ``(..., n_taps)`` of tap ``k`` (lag ``k - _SINC_HALF``) for each delay."""
     lag = np.arange(n_taps) - _SINC_HALF - delay_samples[..., None]
-    win = np.i0(_KAISER_BETA * np.sqrt(np.clip(1 - (lag / (_SINC_HALF + 1)) ** 2, 0, None))) / np.i0(_KAISER_BETA)
+    win = np.i0(_KAISER_BETA * np.sqrt(np.clip(1 - (lag / (_SINC_HALF + 1)) ** 2, 0, None))) / np.i0(
+        _KAISER_BETA
+    )
     return np.sinc(lag) * win
 
 
@@ -323,7 +336,7 @@ def apply_multipath(
         taps = np.einsum("npk,np->nk", kernel, channel.path_gains(t0[:, None])[..., 0])
         y = signal.fftconvolve(xp, taps.astype(np.complex64), mode="valid", axes=-1)
         return _out(y, single)
-    # Gains change by at most 0.05 rad of Doppler phase between grid points (and at least every block_samples).
+    # Gains change by at most 0.05 rad of Doppler phase between grid points (at least every block_samples).
     step = 0.05 * fs_hz / (2 * np.pi * channel.doppler_hz.max())
     if step >= length:  # slow fading: linear interpolation between the gains at both ends of the row
         t_ends = t0[:, None] + np.array([0.0, length / fs_hz])
@@ -339,7 +352,10 @@ def apply_multipath(
     xp = np.concatenate([xp, np.zeros((n, padded_len - length), np.complex64)], axis=1)
     s0, s1 = xp.strides
     windows = np.lib.stride_tricks.as_strided(
-        xp, shape=(n, n_blocks, block_samples, n_taps), strides=(s0, block_samples * s1, s1, s1), writeable=False
+        xp,
+        shape=(n, n_blocks, block_samples, n_taps),
+        strides=(s0, block_samples * s1, s1, s1),
+        writeable=False,
     )
     rev = taps[..., ::-1]
     y_a = np.matmul(windows, rev[:, :-1, :, None])[..., 0]  # (N, B, S)
@@ -349,7 +365,7 @@ def apply_multipath(
     return _out(y, single)
 
 
-# -- CFO and timing ---------------------------------------------------------------------------------------------
+# -- CFO and timing ------------------------------------------------------------------------------------------
 
 
 def frequency_shift(

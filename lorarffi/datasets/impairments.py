@@ -1,8 +1,8 @@
-"""Transmitter hardware impairments: pure, vectorised functions on complex64 IQ, each with physical parameters.
+"""Transmitter hardware impairments: pure vectorised functions on complex64 IQ with physical parameters.
 
 Every function takes IQ of shape (N, L) or (L,) and per-packet parameters as scalars or arrays of shape (N,),
-returns a new complex64 array of the same shape and never writes into its argument. Randomness (phase noise) comes
-from an explicit ``rng``.
+returns a new complex64 array of the same shape and never writes into its argument. Randomness (phase noise)
+comes from an explicit ``rng``.
 
 The transmitter model (used by :mod:`lorarffi.datasets.simulate`), in signal order:
 
@@ -19,8 +19,8 @@ The transmitter model (used by :mod:`lorarffi.datasets.simulate`), in signal ord
 5. :func:`pa_nonlinearity`: Rapp AM/AM and Saleh-type AM/PM. A LoRa chirp has a constant envelope, so the PA
    acts only where steps 1-4 make the envelope vary; that is physically right, not an omission.
 
-The carrier frequency offset is applied after all of these (the offset LO up-converts the impaired baseband), see
-:func:`lorarffi.datasets.channel.frequency_shift`.
+The carrier frequency offset is applied after all of these (the offset LO up-converts the impaired baseband),
+see :func:`lorarffi.datasets.channel.frequency_shift`.
 
 Ranges and sources are documented in :func:`lorarffi.datasets.simulate.make_fleet`.
 """
@@ -104,8 +104,8 @@ def pll_packet_waveform(
         Preamble up-chirps and sync word sent.
     sweep_coeffs_hz : array_like, shape (K,) or (N, K)
         Frequency deviation along each sweep, in Hz, as Legendre coefficients ``c_1..c_K`` of the normalised
-        ideal instantaneous frequency ``u = f / (bw/2)`` in [-1, 1]: ``delta_f = sum_k c_k P_k(u)``. ``c_1`` is
-        a chirp-rate error, ``c_2`` a bow, ``c_3`` an S-shape. No ``c_0``: a constant deviation is CFO.
+        ideal instantaneous frequency ``u = f / (bw/2)`` in [-1, 1]: ``delta_f = sum_k c_k P_k(u)``. ``c_1``
+        is a chirp-rate error, ``c_2`` a bow, ``c_3`` an S-shape. No ``c_0``: a constant deviation is CFO.
     transient_overshoot : float or (N,)
         Fraction of each frequency jump the PLL does not follow instantly (0 = ideal two-point modulation).
     transient_time_constant_s : float or (N,)
@@ -188,8 +188,8 @@ def phase_noise(
 ) -> npt.NDArray[np.complex64]:
     """Multiply by ``exp(j*phi)``, phi a stationary PLL phase-noise process (Ornstein-Uhlenbeck).
 
-    ``phi`` is white noise through a one-pole low-pass with corner ``corner_hz`` (the loop bandwidth: its PSD is
-    flat below and falls 20 dB/decade above), scaled so its standard deviation is ``phase_noise_rms_deg``.
+    ``phi`` is white noise through a one-pole low-pass with corner ``corner_hz`` (the loop bandwidth: its PSD
+    is flat below and falls 20 dB/decade above), scaled so its standard deviation is ``phase_noise_rms_deg``.
 
     Parameters
     ----------
@@ -220,13 +220,15 @@ def phase_noise(
     return _out(x * _cis(sigma * phi), single)
 
 
-def iq_imbalance(iq: npt.ArrayLike, *, iq_gain_db: ArrayLikeF, iq_phase_deg: ArrayLikeF) -> npt.NDArray[np.complex64]:
+def iq_imbalance(
+    iq: npt.ArrayLike, *, iq_gain_db: ArrayLikeF, iq_phase_deg: ArrayLikeF
+) -> npt.NDArray[np.complex64]:
     """IQ gain and phase imbalance of an I/Q modulator, applied to the Q branch only.
 
     ``y = I + j*g*(Q*cos(phi) + I*sin(phi))`` with ``g = 10**(iq_gain_db/20)``: equivalently
     ``y = mu*x + nu*conj(x)``, ``mu = (1 + g e^{j phi})/2``, ``nu = (1 - g e^{-j phi})/2``, an image at
-    ``|nu/mu|**2`` (about -36 dB for 0.2 dB and 1 deg). TorchSig's ``iq_imbalance`` scales both branches by the
-    same factor, which is a gain, not an imbalance (ecosystem notes §4); this one does not.
+    ``|nu/mu|**2`` (about -36 dB for 0.2 dB and 1 deg). TorchSig's ``iq_imbalance`` scales both branches by
+    the same factor, which is a gain, not an imbalance (ecosystem notes §4); this one does not.
 
     Parameters
     ----------
@@ -242,9 +244,9 @@ def iq_imbalance(iq: npt.ArrayLike, *, iq_gain_db: ArrayLikeF, iq_phase_deg: Arr
 
     Examples
     --------
-    >>> x = np.exp(1j * np.linspace(0, 200, 4000)).astype(np.complex64)
+    >>> x = np.exp(2j * np.pi * 50 * np.arange(4000) / 4000).astype(np.complex64)
     >>> y = iq_imbalance(x, iq_gain_db=1.0, iq_phase_deg=0.0)
-    >>> round(10 * np.log10(np.mean(y.imag**2) / np.mean(y.real**2)), 2)
+    >>> round(float(10 * np.log10(np.mean(y.imag**2) / np.mean(y.real**2))), 2)
     1.0
     """
     x, single = _as_batch(iq)
@@ -256,7 +258,7 @@ def iq_imbalance(iq: npt.ArrayLike, *, iq_gain_db: ArrayLikeF, iq_phase_deg: Arr
 
 
 def dc_offset(iq: npt.ArrayLike, *, dc_offset: complex | npt.ArrayLike) -> npt.NDArray[np.complex64]:
-    """Add a complex DC offset (carrier leakage), in units of the signal amplitude (0.01 = -40 dBc for unit IQ).
+    """Add a complex DC offset (carrier leakage), in units of the signal amplitude (0.01 = -40 dBc).
 
     Parameters
     ----------
@@ -310,7 +312,11 @@ def tx_filter_ripple(
         raise ConfigError("ripple_period_hz must be > 0")
     n_fft = _fast_len(length + length // 2)
     f = np.fft.fftfreq(n_fft, 1 / fs_hz)
-    gain_db = _col(ripple_db, n, "ripple_db") / 2 * np.cos(2 * np.pi * f / period + _col(ripple_phase_rad, n, "phase"))
+    gain_db = (
+        _col(ripple_db, n, "ripple_db")
+        / 2
+        * np.cos(2 * np.pi * f / period + _col(ripple_phase_rad, n, "phase"))
+    )
     gain = (10 ** (gain_db / 20)).astype(np.float32)
     y = sp_fft.ifft(sp_fft.fft(x, n_fft, axis=-1) * gain, axis=-1)[:, :length]
     return _out(y, single)
@@ -330,8 +336,8 @@ def pa_nonlinearity(
     """Memoryless power-amplifier model: Rapp AM/AM and Saleh-type AM/PM.
 
     ``|y| = r / (1 + (r/A)**(2p))**(1/(2p))`` and ``arg y = arg x + am_pm * (r/A)**2 / (1 + (r/A)**2)``,
-    with ``r = |x|``, ``A = saturation`` (input amplitude at saturation, relative to the unit signal amplitude)
-    and ``p = smoothness``. The output is not renormalised.
+    with ``r = |x|``, ``A = saturation`` (input amplitude at saturation, relative to the unit signal
+    amplitude) and ``p = smoothness``. The output is not renormalised.
 
     Parameters
     ----------

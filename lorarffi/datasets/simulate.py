@@ -1,21 +1,21 @@
-"""Synthetic LoRa devices: persistent per-device fingerprints, sessions, aligned preamble sets and packet streams.
+"""Synthetic LoRa devices: persistent fingerprints, sessions, aligned preamble sets and packet streams.
 
-A *device* (:class:`DeviceProfile`) is a frozen set of physical parameters: its crystal's carrier offset and how
-it drifts (warm-up after power-on, day to day, packet to packet), and its transmitter hardware impairments
-(:mod:`lorarffi.datasets.impairments`). A *fleet* (:func:`make_fleet`) is look-alike devices of one chip model: a
-nominal chip plus per-device deviations scaled by ``spread``. A *session* (:class:`Session`) is one capture: a
-day, how long the devices have been on, and a place (which fixes each device's multipath channel). A train session
-and a later test session thus differ as real captures do (Shen et al. 2021 §VI: CFO falls over the first ~20 min
-after power-on and moves by hundreds of Hz between days; another room is another channel), while each device's
-hardware fingerprint persists.
+A *device* (:class:`DeviceProfile`) is a frozen set of physical parameters: its crystal's carrier offset and
+how it drifts (warm-up after power-on, day to day, packet to packet), and its transmitter hardware impairments
+(:mod:`lorarffi.datasets.impairments`). A *fleet* (:func:`make_fleet`) is look-alike devices of one chip
+model: a nominal chip plus per-device deviations scaled by ``spread``. A *session* (:class:`Session`) is one
+capture: a day, how long the devices have been on, and a place (which fixes each device's multipath channel).
+A train session and a later test session thus differ as real captures do (Shen et al. 2021 §VI: CFO falls
+over the first ~20 min after power-on and moves by hundreds of Hz between days; another room is another
+channel), while each device's hardware fingerprint persists.
 
-Outputs: :func:`simulate_preamble_set` gives aligned fingerprint windows like the public LoRa_RFFI dataset (not
-CFO-compensated), :class:`StreamSimulator` a continuous, chunk-independent stream of whole packets in noise with
-ground truth (the ``sim`` virtual radio), :func:`simulate_stream` the same as one array.
+Outputs: :func:`simulate_preamble_set` gives aligned fingerprint windows like the public LoRa_RFFI dataset
+(not CFO-compensated), :class:`StreamSimulator` a continuous, chunk-independent stream of whole packets in
+noise with ground truth (the ``sim`` virtual radio), :func:`simulate_stream` the same as one array.
 
-Signal chain per packet (receiver frame): PLL chirps with sweep nonlinearity and settling transients, PA ramps ->
-phase noise -> IQ imbalance, DC offset -> TX filter ripple -> PA AM/AM, AM/PM -> carrier offset (CFO, random
-carrier phase) -> multipath with Doppler -> AWGN at an in-band SNR.
+Signal chain per packet (receiver frame): PLL chirps with sweep nonlinearity and settling transients, PA
+ramps -> phase noise -> IQ imbalance, DC offset -> TX filter ripple -> PA AM/AM, AM/PM -> carrier offset
+(CFO, random carrier phase) -> multipath with Doppler -> AWGN at an in-band SNR.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ class ChipModel:
     Units as in :class:`DeviceProfile`. The values are plausible engineering guesses, not measurements (no
     public measurement of these chips' PLL nonlinearity or transients exists that we know of); their orders of
     magnitude follow TorchSig's default impairment ranges (IQ imbalance up to +-1 dB / +-2 deg, phase noise
-    0.25-1 deg RMS, passband ripple 1-2 dB, tanh/Rapp PA) scaled down to what a narrow-band LoRa transmitter shows,
-    and Semtech's SX1276 datasheet for the PA ramp (RegPaRamp default 40 us) and crystal tolerance.
+    0.25-1 deg RMS, passband ripple 1-2 dB, tanh/Rapp PA) scaled down to what a narrow-band LoRa transmitter
+    shows, and Semtech's SX1276 datasheet for the PA ramp (RegPaRamp default 40 us) and crystal tolerance.
     """
 
     iq_gain_db: float
@@ -87,12 +87,15 @@ class ChipModel:
 
 
 CHIPS: dict[str, ChipModel] = {
-    "sx1276": ChipModel(0.0, 0.0, 0.6, 30e3, (0.0, 300.0, -100.0), 0.05, 2.0e-6, 120e3, 0.5, 90e3, 1.4, 2.0, 4.0,
-                        40e-6),
-    "sx1272": ChipModel(0.3, 1.0, 0.8, 25e3, (0.0, 200.0, 150.0), 0.08, 3.0e-6, 90e3, 0.7, 70e3, 1.3, 2.5, 6.0,
-                        40e-6),
-    "sx1261": ChipModel(-0.2, -1.0, 0.5, 40e3, (0.0, -150.0, 80.0), 0.03, 1.5e-6, 150e3, 0.4, 110e3, 1.5, 3.0, 3.0,
-                        10e-6),
+    "sx1276": ChipModel(
+        0.0, 0.0, 0.6, 30e3, (0.0, 300.0, -100.0), 0.05, 2.0e-6, 120e3, 0.5, 90e3, 1.4, 2.0, 4.0, 40e-6
+    ),
+    "sx1272": ChipModel(
+        0.3, 1.0, 0.8, 25e3, (0.0, 200.0, 150.0), 0.08, 3.0e-6, 90e3, 0.7, 70e3, 1.3, 2.5, 6.0, 40e-6
+    ),
+    "sx1261": ChipModel(
+        -0.2, -1.0, 0.5, 40e3, (0.0, -150.0, 80.0), 0.03, 1.5e-6, 150e3, 0.4, 110e3, 1.5, 3.0, 3.0, 10e-6
+    ),
 }
 
 # Per-device standard deviations around the chip's nominal values at spread = 1.
@@ -115,10 +118,16 @@ _DEVICE_STD: dict[str, Any] = {
     "pa_ramp_s": 2e-6,
 }
 
-# Carrier-offset behaviour (crystal and its thermal behaviour: not a property of the chip, so not scaled by spread).
-_CRYSTAL_PPM_STD = 2.0  # per device; clipped to the +-10 ppm tolerance (Semtech AN1200.14: 8.68 kHz at 868 MHz)
+# Carrier-offset behaviour (crystal and its thermal behaviour: not a property of the chip, so not scaled by
+# spread).
+_CRYSTAL_PPM_STD = (
+    2.0  # per device; clipped to the +-10 ppm tolerance (Semtech AN1200.14: 8.68 kHz at 868 MHz)
+)
 _CRYSTAL_PPM_LIMIT = 10.0
-_WARMUP_DRIFT_HZ = (200.0, 900.0)  # CFO at power-on minus settled CFO (Shen et al. 2021 Fig. 10: ~700 Hz fall)
+_WARMUP_DRIFT_HZ = (
+    200.0,
+    900.0,
+)  # CFO at power-on minus settled CFO (Shen et al. 2021 Fig. 10: ~700 Hz fall)
 _WARMUP_TAU_S = (240.0, 420.0)  # settles within ~20 min (3-5 time constants), Shen et al. 2021 §VI
 _DAY_SHIFT_STD_HZ = (80.0, 250.0)  # per-device scale of day-to-day shifts ("hundreds of Hz", §VI)
 _JITTER_HZ = (5.0, 20.0)  # per-packet CFO jitter, RMS
@@ -135,7 +144,8 @@ class DeviceProfile:
     chip : str
         Chip model name (a key of :data:`CHIPS`).
     seed : int
-        Seed of the device's own random draws across sessions (its day-to-day shifts, its channel at each place).
+        Seed of the device's own random draws across sessions (its day-to-day shifts, its channel at each
+        place).
     carrier_freq_hz : float
         Nominal carrier frequency in Hz (868.1 MHz).
     crystal_ppm : float
@@ -201,7 +211,9 @@ class DeviceProfile:
 
     def day_offset_hz(self, day: int) -> float:
         """The device's CFO shift on ``day`` (a fixed draw per device and day), in Hz."""
-        return float(self.day_shift_std_hz * np.random.default_rng([self.seed, _SALT_DAY, int(day)]).standard_normal())
+        return float(
+            self.day_shift_std_hz * np.random.default_rng([self.seed, _SALT_DAY, int(day)]).standard_normal()
+        )
 
     def mean_cfo_hz(self, day: int, time_since_power_on_s: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Expected CFO (without packet jitter) on ``day`` at ``time_since_power_on_s`` (any shape), in Hz.
@@ -223,8 +235,10 @@ class DeviceProfile:
         """Inverse of :meth:`to_dict`."""
         names = {f.name for f in dataclasses.fields(cls)}
         if set(d) != names:
-            raise ConfigError(f"DeviceProfile fields differ: missing {sorted(names - set(d))}, "
-                              f"unknown {sorted(set(d) - names)}")
+            raise ConfigError(
+                f"DeviceProfile fields differ: missing {sorted(names - set(d))}, "
+                f"unknown {sorted(set(d) - names)}"
+            )
         return cls(**{**d, "sweep_coeffs_hz": tuple(float(c) for c in d["sweep_coeffs_hz"])})
 
 
@@ -237,25 +251,31 @@ def make_fleet(
     first_device: int = 1,
     carrier_freq_hz: float = CARRIER_FREQ_HZ,
 ) -> list[DeviceProfile]:
-    """Look-alike devices of one chip model: nominal chip parameters plus per-device deviations times ``spread``.
+    """Look-alike devices of one chip model: nominal chip parameters plus per-device deviations.
 
     Ranges (per device) and their sources:
 
     - crystal: ``N(0, 2 ppm)`` clipped to +-10 ppm (Semtech AN1200.14: +-10 ppm = +-8.68 kHz at 868.1 MHz;
-      Shen et al. 2021 measured CFOs of -5 to +5.5 kHz). Twenty devices therefore share a few kHz, and with the
-      drifts below their CFO ranges overlap: CFO alone cannot identify them.
-    - warm-up drift: CFO falls by U(200, 900) Hz with a time constant U(240, 420) s after power-on, settling within
-      ~20 min (Shen et al. 2021 §VI, Fig. 10: ~700 Hz over 15 min).
+      Shen et al. 2021 measured CFOs of -5 to +5.5 kHz). Twenty devices therefore share a few kHz, and with
+      the drifts below their CFO ranges overlap: CFO alone cannot identify them.
+    - warm-up drift: CFO falls by U(200, 900) Hz with a time constant U(240, 420) s after power-on,
+      settling within ~20 min (Shen et al. 2021 §VI, Fig. 10: ~700 Hz over 15 min).
     - day-to-day shift: ``N(0, s)`` per day with ``s`` ~ U(80, 250) Hz per device ("hundreds of Hz", §VI).
     - packet jitter: U(5, 20) Hz RMS.
-    - hardware (nominal from :data:`CHIPS`, per-device standard deviation at ``spread=1``): IQ gain 0.1 dB,
-      IQ phase 0.7 deg, DC offset 0.01 per component (-37 dBc), phase noise 0.15 deg RMS (TorchSig range
-      0.25-1 deg), sweep nonlinearity Legendre coefficients (25, 50, 40) Hz, transient overshoot 0.01 of the jump,
-      time constant 0.4 us, ringing 20 kHz, ripple 0.1 dB (TorchSig 1-2 dB is for wide-band filters), ripple
-      period 15 kHz, PA saturation 0.05, Rapp smoothness 0.2, AM/PM 1 deg, PA ramp 2 us.
+    - hardware: nominal values from :data:`CHIPS` plus a normal deviation per device with these standard
+      deviations at ``spread=1``: IQ gain 0.35 dB and phase 2 deg (TorchSig ``IQImbalance`` defaults +-1 dB,
+      +-2 deg), DC offset 0.03 per component (-27 dBc), phase noise 0.15 deg RMS (TorchSig 0.25-1 deg) and its
+      corner 5 kHz, sweep nonlinearity Legendre coefficients (100, 250, 200) Hz (0.1-0.4 % of the 125 kHz
+      sweep), settling overshoot 0.03 of the jump, time constant 0.5 us, ringing 20 kHz, ripple 0.3 dB
+      (TorchSig ``PassbandRipple`` 1-2 dB is for wide-band filters), ripple period 15 kHz and phase 0.6 rad,
+      PA saturation 0.05, Rapp smoothness 0.2, AM/PM 1 deg, PA ramp 2 us (SX1276 ``RegPaRamp`` 40 us).
+      These are engineering guesses sized so that ``spread=1`` devices are told apart mainly by these subtle
+      effects with a realistic, not perfect, accuracy (see ``spread``).
 
     The crystal and drift parameters do not scale with ``spread`` (a crystal is not part of the chip model);
-    ``spread=0`` gives devices that differ only in carrier offset.
+    ``spread=0`` gives devices that differ only in carrier offset. The per-device random draws do not depend
+    on ``spread`` either: the same seed at another spread gives the same devices with their hardware
+    deviations scaled.
 
     Parameters
     ----------
@@ -267,8 +287,8 @@ def make_fleet(
         Chip model (LoPy4/Dragino, FiPy/SX1272 shield, SX1261 shield in Shen et al.).
     spread : float
         Scale of the per-device hardware deviations (>= 0). 1.0 is the default calibration: see
-        docs and the report of the simulator (a nearest-centroid classifier on channel-independent spectrograms
-        separates devices well but not perfectly).
+        docs and the report of the simulator (a nearest-centroid classifier on channel-independent
+        spectrograms separates devices well but not perfectly).
     first_device : int
         Id of the first device; ids are consecutive.
     carrier_freq_hz : float
@@ -302,7 +322,9 @@ def make_fleet(
         jitter = rng.uniform(*_JITTER_HZ)
         dev_seed = int(rng.integers(2**62))
 
-        def dev(name: str, base: float, lo: float | None = None, hi: float | None = None) -> float:
+        def dev(
+            name: str, base: float, lo: float | None = None, hi: float | None = None, rng=rng
+        ) -> float:
             v = base + spread * _DEVICE_STD[name] * rng.standard_normal()
             return float(np.clip(v, lo if lo is not None else -np.inf, hi if hi is not None else np.inf))
 
@@ -310,27 +332,38 @@ def make_fleet(
             float(c + spread * s * rng.standard_normal())
             for c, s in zip(nominal.sweep_coeffs_hz, _DEVICE_STD["sweep_coeffs_hz"], strict=True)
         )
-        fleet.append(DeviceProfile(
-            device_id=device_id, chip=chip, seed=dev_seed, carrier_freq_hz=float(carrier_freq_hz),
-            crystal_ppm=crystal, warmup_drift_hz=float(drift), warmup_time_constant_s=float(tau),
-            day_shift_std_hz=float(day_std), cfo_jitter_hz=float(jitter),
-            iq_gain_db=dev("iq_gain_db", nominal.iq_gain_db),
-            iq_phase_deg=dev("iq_phase_deg", nominal.iq_phase_deg),
-            dc_offset_i=dev("dc_offset", 0.0), dc_offset_q=dev("dc_offset", 0.0),
-            phase_noise_rms_deg=dev("phase_noise_rms_deg", nominal.phase_noise_rms_deg, 0.0),
-            phase_noise_corner_hz=dev("phase_noise_corner_hz", nominal.phase_noise_corner_hz, 1e3),
-            sweep_coeffs_hz=sweep,
-            transient_overshoot=dev("transient_overshoot", nominal.transient_overshoot, 0.0, 1.0),
-            transient_time_constant_s=dev("transient_time_constant_s", nominal.transient_time_constant_s, 0.2e-6),
-            transient_ring_hz=dev("transient_ring_hz", nominal.transient_ring_hz, 0.0),
-            ripple_db=dev("ripple_db", nominal.ripple_db, 0.0),
-            ripple_period_hz=dev("ripple_period_hz", nominal.ripple_period_hz, 20e3),
-            ripple_phase_rad=dev("ripple_phase_rad", 0.0),
-            pa_saturation=dev("pa_saturation", nominal.pa_saturation, 1.0),
-            pa_smoothness=dev("pa_smoothness", nominal.pa_smoothness, 0.5),
-            pa_am_pm_deg=dev("pa_am_pm_deg", nominal.pa_am_pm_deg),
-            pa_ramp_s=dev("pa_ramp_s", nominal.pa_ramp_s, 0.0),
-        ))
+        fleet.append(
+            DeviceProfile(
+                device_id=device_id,
+                chip=chip,
+                seed=dev_seed,
+                carrier_freq_hz=float(carrier_freq_hz),
+                crystal_ppm=crystal,
+                warmup_drift_hz=float(drift),
+                warmup_time_constant_s=float(tau),
+                day_shift_std_hz=float(day_std),
+                cfo_jitter_hz=float(jitter),
+                iq_gain_db=dev("iq_gain_db", nominal.iq_gain_db),
+                iq_phase_deg=dev("iq_phase_deg", nominal.iq_phase_deg),
+                dc_offset_i=dev("dc_offset", 0.0),
+                dc_offset_q=dev("dc_offset", 0.0),
+                phase_noise_rms_deg=dev("phase_noise_rms_deg", nominal.phase_noise_rms_deg, 0.0),
+                phase_noise_corner_hz=dev("phase_noise_corner_hz", nominal.phase_noise_corner_hz, 1e3),
+                sweep_coeffs_hz=sweep,
+                transient_overshoot=dev("transient_overshoot", nominal.transient_overshoot, 0.0, 1.0),
+                transient_time_constant_s=dev(
+                    "transient_time_constant_s", nominal.transient_time_constant_s, 0.2e-6
+                ),
+                transient_ring_hz=dev("transient_ring_hz", nominal.transient_ring_hz, 0.0),
+                ripple_db=dev("ripple_db", nominal.ripple_db, 0.0),
+                ripple_period_hz=dev("ripple_period_hz", nominal.ripple_period_hz, 20e3),
+                ripple_phase_rad=dev("ripple_phase_rad", 0.0),
+                pa_saturation=dev("pa_saturation", nominal.pa_saturation, 1.0),
+                pa_smoothness=dev("pa_smoothness", nominal.pa_smoothness, 0.5),
+                pa_am_pm_deg=dev("pa_am_pm_deg", nominal.pa_am_pm_deg),
+                pa_ramp_s=dev("pa_ramp_s", nominal.pa_ramp_s, 0.0),
+            )
+        )
     return fleet
 
 
@@ -355,14 +388,16 @@ class Session:
 
     def __post_init__(self) -> None:
         if not np.isfinite(self.minutes_since_power_on) or self.minutes_since_power_on < 0:
-            raise ConfigError(f"minutes_since_power_on={self.minutes_since_power_on!r} is not valid: use >= 0")
+            raise ConfigError(
+                f"minutes_since_power_on={self.minutes_since_power_on!r} is not valid: use >= 0"
+            )
 
 
 def place_channel(device: DeviceProfile, place: int, *, doppler_hz: float) -> channel.MultipathChannel:
     """The multipath channel of ``device`` at ``place``: one realisation, the same in every session there.
 
-    RMS delay spread U(10, 300) ns and K-factor U(0, 10) (Shen et al. 2022 Table I), drawn per device and place.
-    Its Jakes process evolves with absolute session time at ``doppler_hz`` (people moving in the room).
+    RMS delay spread U(10, 300) ns and K-factor U(0, 10) (Shen et al. 2022 Table I), drawn per device and
+    place. Its Jakes process evolves with absolute session time at ``doppler_hz`` (people moving in the room).
     """
     rng = np.random.default_rng([device.seed, _SALT_PLACE, int(place)])
     tau = rng.uniform(10e-9, 300e-9)
@@ -370,7 +405,7 @@ def place_channel(device: DeviceProfile, place: int, *, doppler_hz: float) -> ch
     return channel.draw_multipath(1, rms_delay_spread_s=tau, k_factor=k, doppler_hz=doppler_hz, rng=rng)
 
 
-# -- synthesis ---------------------------------------------------------------------------------------------------
+# -- synthesis -----------------------------------------------------------------------------------------------
 
 
 def _rows_of(profiles: Sequence[DeviceProfile]) -> dict[str, npt.NDArray[np.float64]]:
@@ -394,21 +429,39 @@ def _transmit(
     """Transmitted packets in the receiver's frame (impaired, CFO applied, no channel): (N, n_samples)."""
     p = _rows_of(profiles)
     x = impairments.pll_packet_waveform(
-        cfg, payload, n_samples=n_samples, t0_s=t0_s, n_preamble=n_preamble, sync_word=sync_word,
-        sweep_coeffs_hz=p["sweep_coeffs_hz"], transient_overshoot=p["transient_overshoot"],
-        transient_time_constant_s=p["transient_time_constant_s"], transient_ring_hz=p["transient_ring_hz"],
+        cfg,
+        payload,
+        n_samples=n_samples,
+        t0_s=t0_s,
+        n_preamble=n_preamble,
+        sync_word=sync_word,
+        sweep_coeffs_hz=p["sweep_coeffs_hz"],
+        transient_overshoot=p["transient_overshoot"],
+        transient_time_constant_s=p["transient_time_constant_s"],
+        transient_ring_hz=p["transient_ring_hz"],
         pa_ramp_s=p["pa_ramp_s"],
     )
     x = np.atleast_2d(x)
     on = np.abs(x) > 0
-    x = impairments.phase_noise(x, phase_noise_rms_deg=p["phase_noise_rms_deg"],
-                                corner_hz=p["phase_noise_corner_hz"], fs_hz=cfg.fs_hz, rng=rng)
+    x = impairments.phase_noise(
+        x,
+        phase_noise_rms_deg=p["phase_noise_rms_deg"],
+        corner_hz=p["phase_noise_corner_hz"],
+        fs_hz=cfg.fs_hz,
+        rng=rng,
+    )
     x = impairments.iq_imbalance(x, iq_gain_db=p["iq_gain_db"], iq_phase_deg=p["iq_phase_deg"])
     x = x + (p["dc_offset_i"] + 1j * p["dc_offset_q"])[:, None].astype(np.complex64) * on
-    x = impairments.tx_filter_ripple(x, ripple_db=p["ripple_db"], ripple_period_hz=p["ripple_period_hz"],
-                                     ripple_phase_rad=p["ripple_phase_rad"], fs_hz=cfg.fs_hz)
-    x = impairments.pa_nonlinearity(x, saturation=p["pa_saturation"], smoothness=p["pa_smoothness"],
-                                    am_pm_deg=p["pa_am_pm_deg"])
+    x = impairments.tx_filter_ripple(
+        x,
+        ripple_db=p["ripple_db"],
+        ripple_period_hz=p["ripple_period_hz"],
+        ripple_phase_rad=p["ripple_phase_rad"],
+        fs_hz=cfg.fs_hz,
+    )
+    x = impairments.pa_nonlinearity(
+        x, saturation=p["pa_saturation"], smoothness=p["pa_smoothness"], am_pm_deg=p["pa_am_pm_deg"]
+    )
     x = channel.frequency_shift(x, cfo_hz, fs_hz=cfg.fs_hz, t0_s=t0_s)
     return x * np.exp(1j * rng.uniform(0, 2 * np.pi, (x.shape[0], 1))).astype(np.complex64)
 
@@ -472,10 +525,10 @@ def simulate_preamble_set(
     """Aligned preamble windows of every device, cut from fully synthesised packets.
 
     Each device sends ``n_packets_per_device`` packets every ``packet_interval_s`` starting
-    ``session.minutes_since_power_on`` after its power-on (devices recorded one after another, as in the public
-    dataset). Each packet gets its CFO (drift curve + day shift + jitter), a random carrier phase, a random
-    sub-sample arrival time (+-0.5 sample: the window start is the nearest sample), the device's channel at
-    ``session.place`` at that time, and AWGN at an in-band SNR drawn uniformly from ``snr_db``.
+    ``session.minutes_since_power_on`` after its power-on (devices recorded one after another, as in the
+    public dataset). Each packet gets its CFO (drift curve + day shift + jitter), a random carrier phase, a
+    random sub-sample arrival time (+-0.5 sample: the window start is the nearest sample), the device's
+    channel at ``session.place`` at that time, and AWGN at an in-band SNR drawn uniformly from ``snr_db``.
 
     Parameters
     ----------
@@ -512,8 +565,11 @@ def simulate_preamble_set(
     out = np.empty((len(rows), length), np.complex64)
     cfo = np.empty(len(rows))
     snr_all = np.empty(len(rows))
-    channels = {d.device_id: place_channel(d, session.place, doppler_hz=doppler_hz) for d in fleet} if multipath \
+    channels = (
+        {d.device_id: place_channel(d, session.place, doppler_hz=doppler_hz) for d in fleet}
+        if multipath
         else {}
+    )
     for b0 in range(0, len(rows), _BATCH_ROWS):
         batch = rows[b0 : b0 + _BATCH_ROWS]
         n = len(batch)
@@ -524,15 +580,18 @@ def simulate_preamble_set(
         cfo_b = mean + jitter * rng.standard_normal(n)
         frac = rng.uniform(-0.5, 0.5, n)
         t0 = (lay.fingerprint_start - _MARGIN - frac) / cfg.fs_hz
-        x = _transmit(profiles, cfg, np.zeros(0, np.int64), t0_s=t0, n_samples=n_samples, cfo_hz=cfo_b, rng=rng)
+        x = _transmit(
+            profiles, cfg, np.zeros(0, np.int64), t0_s=t0, n_samples=n_samples, cfo_hz=cfo_b, rng=rng
+        )
         if multipath:
             ch = _stack_channels([channels[dev.device_id] for dev in profiles])
             x = channel.apply_multipath(x, ch, fs_hz=cfg.fs_hz, t0_s=t_cap)
         window = x[:, _MARGIN : _MARGIN + length]
         power = np.mean(np.abs(window) ** 2, axis=1, dtype=np.float64)
         snr = rng.uniform(lo, hi, n)
-        out[b0 : b0 + n] = channel.add_awgn(window, snr, reference="in_band", rng=rng, bw_hz=cfg.bw_hz,
-                                            fs_hz=cfg.fs_hz, signal_power=power)
+        out[b0 : b0 + n] = channel.add_awgn(
+            window, snr, reference="in_band", rng=rng, bw_hz=cfg.bw_hz, fs_hz=cfg.fs_hz, signal_power=power
+        )
         cfo[b0 : b0 + n] = cfo_b
         snr_all[b0 : b0 + n] = snr
     t_all = np.tile(t_packets, len(fleet))
@@ -552,7 +611,7 @@ def _stack_channels(chans: Sequence[channel.MultipathChannel]) -> channel.Multip
     return channel.MultipathChannel(*(np.concatenate([getattr(c, f) for c in chans]) for f in fields))
 
 
-# -- continuous stream -------------------------------------------------------------------------------------------
+# -- continuous stream ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -601,9 +660,10 @@ _NOISE_BLOCK = 1 << 16
 class StreamSimulator:
     """A continuous IQ stream of whole LoRa packets from a fleet (and rogues) at random times, in noise.
 
-    The stream is a pure function of its parameters and ``seed``: ``read`` returns the same samples whatever the
-    chunk sizes (noise comes in fixed blocks seeded by block index, each packet from a generator seeded by its
-    index). Packets do not overlap: after each packet comes an exponential gap with mean ``mean_interval_s``.
+    The stream is a pure function of its parameters and ``seed``: ``read`` returns the same samples whatever
+    the chunk sizes (noise comes in fixed blocks seeded by block index, each packet from a generator seeded
+    by its index). Packets do not overlap: after each packet comes an exponential gap with mean
+    ``mean_interval_s``.
 
     Parameters
     ----------
@@ -663,7 +723,9 @@ class StreamSimulator:
         if not mean_interval_s > 0:
             raise ConfigError(f"mean_interval_s={mean_interval_s!r} is not valid: use > 0")
         if not 0 <= payload_symbols[0] <= payload_symbols[1]:
-            raise ConfigError(f"payload_symbols={payload_symbols!r} is not valid: use (low, high), 0 <= low <= high")
+            raise ConfigError(
+                f"payload_symbols={payload_symbols!r} is not valid: use (low, high), 0 <= low <= high"
+            )
         if not noise_power > 0:
             raise ConfigError(f"noise_power={noise_power!r} is not valid: use > 0")
         self.cfg = cfg
@@ -671,9 +733,18 @@ class StreamSimulator:
         self.seed = int(seed)
         self.fleet = list(fleet)
         last = max(d.device_id for d in self.fleet)
-        self.rogues = make_fleet(int(rogues), seed=self.seed ^ _SALT_ROGUE, chip=self.fleet[0].chip,  # type: ignore
-                                 spread=spread, first_device=last + 1,
-                                 carrier_freq_hz=self.fleet[0].carrier_freq_hz) if rogues else []
+        self.rogues = (
+            make_fleet(
+                int(rogues),
+                seed=self.seed ^ _SALT_ROGUE,
+                chip=self.fleet[0].chip,  # type: ignore
+                spread=spread,
+                first_device=last + 1,
+                carrier_freq_hz=self.fleet[0].carrier_freq_hz,
+            )
+            if rogues
+            else []
+        )
         self._senders = self.fleet + self.rogues
         self._lo, self._hi = _check_snr(snr_db)
         self.mean_interval_s = float(mean_interval_s)
@@ -681,10 +752,15 @@ class StreamSimulator:
         self.n_preamble = cfg.preamble_symbols if n_preamble is None else int(n_preamble)
         self.payload_symbols = (int(payload_symbols[0]), int(payload_symbols[1]))
         self.noise_power = float(noise_power)
-        self._channels = {d.device_id: place_channel(d, self.session.place, doppler_hz=doppler_hz)
-                          for d in self._senders} if multipath else {}
+        self._channels = (
+            {d.device_id: place_channel(d, self.session.place, doppler_hz=doppler_hz) for d in self._senders}
+            if multipath
+            else {}
+        )
         self._plan_rng = np.random.default_rng([self.seed, 1])
-        self._planned: list[tuple[TransmissionEvent, float, npt.NDArray[np.int64]]] = []  # event, exact pos, payload
+        self._planned: list[
+            tuple[TransmissionEvent, float, npt.NDArray[np.int64]]
+        ] = []  # event, exact pos, payload
         self._next_free_s = 0.0
         self._cache: dict[int, npt.NDArray[np.complex64]] = {}
         self._position = 0
@@ -716,8 +792,14 @@ class StreamSimulator:
             cfo = float(dev.mean_cfo_hz(self.session.day, t_on))
             cfo += dev.cfo_jitter_hz * float(rng.standard_normal())
             ev = TransmissionEvent(
-                start=int(np.round(pos)), device_id=dev.device_id, is_rogue=dev in self.rogues, cfo_hz=cfo,
-                snr_db=snr, n_preamble=self.n_preamble, sync_word=self.cfg.sync_word, n_payload_symbols=n_pay,
+                start=int(np.round(pos)),
+                device_id=dev.device_id,
+                is_rogue=dev in self.rogues,
+                cfo_hz=cfo,
+                snr_db=snr,
+                n_preamble=self.n_preamble,
+                sync_word=self.cfg.sync_word,
+                n_payload_symbols=n_pay,
                 n_samples=n_samples,
             )
             self._planned.append((ev, pos, payload))
@@ -733,8 +815,17 @@ class StreamSimulator:
         first = ev.start - _MARGIN
         n_samples = ev.n_samples + 2 * _MARGIN
         t0 = np.array([(first - pos) / self.cfg.fs_hz])
-        x = _transmit([dev], self.cfg, payload, t0_s=t0, n_samples=n_samples, cfo_hz=np.array([ev.cfo_hz]),
-                      rng=rng, n_preamble=ev.n_preamble, sync_word=ev.sync_word)
+        x = _transmit(
+            [dev],
+            self.cfg,
+            payload,
+            t0_s=t0,
+            n_samples=n_samples,
+            cfo_hz=np.array([ev.cfo_hz]),
+            rng=rng,
+            n_preamble=ev.n_preamble,
+            sync_word=ev.sync_word,
+        )
         if self.multipath:
             t_abs = self.session.minutes_since_power_on * 60.0 + first / self.cfg.fs_hz
             x = channel.apply_multipath(x, self._channels[dev.device_id], fs_hz=self.cfg.fs_hz, t0_s=t_abs)
@@ -758,7 +849,7 @@ class StreamSimulator:
         return out
 
     def read(self, n_samples: int) -> tuple[int, npt.NDArray[np.complex64]]:
-        """The next ``n_samples`` samples: ``(start, chunk)``, ``start`` the absolute index of ``chunk[0]``."""
+        """The next samples as ``(start, chunk)``; ``start`` is the absolute index of ``chunk[0]``."""
         n = int(n_samples)
         if n < 0:
             raise ConfigError(f"n_samples={n_samples!r} is not valid: use >= 0")
@@ -805,7 +896,15 @@ def simulate_stream(
     """
     if not duration_s > 0:
         raise ConfigError(f"duration_s={duration_s!r} is not valid: use > 0")
-    sim = StreamSimulator(fleet, cfg, session=session, rogues=rogues, snr_db=snr_db,
-                          mean_interval_s=mean_interval_s, seed=seed, **kwargs)
+    sim = StreamSimulator(
+        fleet,
+        cfg,
+        session=session,
+        rogues=rogues,
+        snr_db=snr_db,
+        mean_interval_s=mean_interval_s,
+        seed=seed,
+        **kwargs,
+    )
     _, iq = sim.read(int(round(duration_s * cfg.fs_hz)))
     return iq, sim.events

@@ -302,8 +302,7 @@ class StreamDetector:
         self._tail_p2 = ext2[-(_J - 1) :].copy()
         self._tail_m = extm[-(_J - 1) :].copy()
         peak = s2.max(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            idx = np.flatnonzero(peak >= _SEARCH_RATIO * 2 * ms)
+        idx = np.flatnonzero((peak >= _SEARCH_RATIO * 2 * ms) & (ms > 0))
         k = np.argmax(s2[idx], axis=1)
         if idx.size:
             support = np.zeros(idx.size, dtype=np.int64)
@@ -418,7 +417,9 @@ class StreamDetector:
 
         # 5. count the preamble: aligned up-chirps back from the sync word
         first_needed = (cand.w0 - _HEAD_BEFORE) * N
-        n_hist = int((p_sfd - 2 * N - max(first_needed, self._chips.start)) // N)
+        held_from = self._chips.start if self._chips.start > 0 else -math.inf  # before sample 0: known zeros
+        truncated = first_needed < held_from
+        n_hist = int((p_sfd - 2 * N - max(first_needed, held_from)) // N)
         if n_hist < 3:
             return None
         starts = np.round(p_sfd - N * np.arange(3, n_hist + 3)).astype(np.int64)
@@ -426,7 +427,7 @@ class StreamDetector:
         e_ref = float(np.median(e0[:4]))
         ok = (e0 >= _RHO * e_ref) & (e0 >= _KAPPA * mean_p)
         n_pre = int(np.argmin(ok)) if not ok.all() else ok.size
-        if n_pre == ok.size and first_needed < self._chips.start:
+        if n_pre == ok.size and truncated:
             n_pre = self._count_from_head(cand, p_sfd, cfo_b, delta)
             if n_pre is None:
                 return None

@@ -2,8 +2,8 @@
 
 Applied to stored preambles before :func:`~lorarffi.rffi.preprocess.preprocess_preambles`, so the network sees
 what the detector would hand out for the augmented packet: a random multipath channel (exponential power
-delay profile, Rician first path, slow Jakes Doppler; TIFS 2022 §V-A), a CFO shift, and white noise at a random
-in-band SNR. The impairments themselves are :mod:`lorarffi.datasets.channel`'s.
+delay profile, Rician first path, slow Jakes Doppler; TIFS 2022 §V-A), a CFO shift, and white noise at a
+random in-band SNR. The impairments themselves are :mod:`lorarffi.datasets.channel`'s.
 """
 
 from __future__ import annotations
@@ -52,7 +52,9 @@ class Augmenter:
     def __post_init__(self) -> None:
         bad = [k for k in self.kinds if k not in AUGMENTATIONS]
         if bad:
-            raise ConfigError(f"augment={list(self.kinds)} has unknown kind(s) {bad}; valid are {list(AUGMENTATIONS)}")
+            raise ConfigError(
+                f"augment={list(self.kinds)} has unknown kind(s) {bad}; valid are {list(AUGMENTATIONS)}"
+            )
 
     @classmethod
     def from_kinds(cls, kinds: Sequence[str], fs_hz: float, **kw) -> Augmenter:
@@ -63,12 +65,23 @@ class Augmenter:
         x = np.asarray(iq, dtype=np.complex64)
         n = x.shape[0]
         if "multipath" in self.kinds:
-            ch = draw_multipath(n, rms_delay_spread_s=rng.uniform(*self.delay_spread_s, n),
-                                k_factor=rng.uniform(0, 10, n), doppler_hz=rng.uniform(0, 10, n), rng=rng)
+            ch = draw_multipath(
+                n,
+                rms_delay_spread_s=rng.uniform(*self.delay_spread_s, n),
+                k_factor=rng.uniform(0, 10, n),
+                doppler_hz=rng.uniform(0, 10, n),
+                rng=rng,
+            )
             x = apply_multipath(x, ch, fs_hz=self.fs_hz)
         if "cfo" in self.kinds:
             x = frequency_shift(x, rng.uniform(-self.cfo_shift_hz, self.cfo_shift_hz, n), fs_hz=self.fs_hz)
         if "awgn" in self.kinds:
-            x = add_awgn(x, rng.uniform(*self.snr_db, n), reference="in_band", rng=rng, bw_hz=self.bw_hz,
-                         fs_hz=self.fs_hz)
+            x = add_awgn(
+                x,
+                rng.uniform(*self.snr_db, n),
+                reference="in_band",
+                rng=rng,
+                bw_hz=self.bw_hz,
+                fs_hz=self.fs_hz,
+            )
         return np.asarray(x, dtype=np.complex64)

@@ -66,15 +66,15 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
 
 
 def convert_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm1d/2d in ``module`` (in place) by a :class:`GlobalBatchNorm` with the same state."""
+    """Replace each BatchNorm1d/2d in ``module`` (in place) by a :class:`GlobalBatchNorm` with its state."""
     for name, child in module.named_children():
         if isinstance(child, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            new = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            new = GlobalBatchNorm(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            )
             new.load_state_dict(child.state_dict())
             new.to(next(child.parameters(), torch.empty(0)).device)
             setattr(module, name, new)
         else:
             convert_batchnorm(child)
     return module
-
-

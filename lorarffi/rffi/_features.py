@@ -20,7 +20,9 @@ def rep_config(rep: dict[str, Any] | RepresentationConfig) -> RepresentationConf
     return RepresentationConfig.from_dict(dict(rep))
 
 
-def compute_features(iq: npt.NDArray[np.complex64], rep: dict[str, Any] | RepresentationConfig) -> npt.NDArray[np.float32]:
+def compute_features(
+    iq: npt.NDArray[np.complex64], rep: dict[str, Any] | RepresentationConfig
+) -> npt.NDArray[np.float32]:
     """(N, L) complex64 preprocessed preambles -> float32 (N, C, F, T) or (N, 2, L), finite."""
     feats = np.asarray(represent(np.asarray(iq, dtype=np.complex64), rep_config(rep)), dtype=np.float32)
     if not np.all(np.isfinite(feats)):
@@ -32,7 +34,10 @@ def compute_features(iq: npt.NDArray[np.complex64], rep: dict[str, Any] | Repres
 def shape_hparams(sample_shape: tuple[int, ...]) -> dict[str, Any]:
     """Architecture hyper-parameters (``in_channels``, ``input_shape``) fitting one sample's feature shape."""
     if len(sample_shape) == 3:
-        return {"in_channels": int(sample_shape[0]), "input_shape": [int(sample_shape[1]), int(sample_shape[2])]}
+        return {
+            "in_channels": int(sample_shape[0]),
+            "input_shape": [int(sample_shape[1]), int(sample_shape[2])],
+        }
     if len(sample_shape) == 2:
         return {"input_shape": [int(sample_shape[0]), int(sample_shape[1])]}
     raise ConfigError(f"feature shape {sample_shape} is neither (C, F, T) nor (2, L)")

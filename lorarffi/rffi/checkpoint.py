@@ -1,4 +1,4 @@
-"""Model directories: ``weights.safetensors`` + ``config.json`` (+ ``hybrid_state.json`` once drift is tracked).
+"""Model directories: ``weights.safetensors``, ``config.json`` (+ ``hybrid_state.json`` once drift is tracked).
 
 ``config.json`` holds everything inference needs, in plain JSON::
 
@@ -31,8 +31,15 @@ from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import ConfigError, InputDataError, ModelError
 
 __all__ = [
-    "ModelDirConfig", "save_model_dir", "load_model", "read_config", "save_hybrid_state",
-    "fingerprint_arrays", "WEIGHTS_FILE", "CONFIG_FILE", "HYBRID_STATE_FILE",
+    "ModelDirConfig",
+    "save_model_dir",
+    "load_model",
+    "read_config",
+    "save_hybrid_state",
+    "fingerprint_arrays",
+    "WEIGHTS_FILE",
+    "CONFIG_FILE",
+    "HYBRID_STATE_FILE",
 ]
 
 FORMAT = "lora-rffi-model"
@@ -123,7 +130,7 @@ def _write_json_atomic(path: pathlib.Path, obj: Any) -> None:
 
 
 def fingerprint_arrays(*arrays: npt.ArrayLike, extra: dict[str, Any] | None = None) -> str:
-    """``"sha256:<hex>"`` of the arrays' dtypes, shapes and bytes plus ``extra`` (JSON): the training data's identity."""
+    """``"sha256:<hex>"`` of the arrays' dtypes, shapes and bytes plus ``extra`` (JSON): the data's identity."""
     h = hashlib.sha256()
     for a in arrays:
         a = np.ascontiguousarray(a)

@@ -1,7 +1,7 @@
 """Evaluate a model directory on stored preambles: CNN alone vs hybrid, per-device precision/recall, plots.
 
-Stored packets go through the same preprocessing as training (:func:`~lorarffi.rffi.preprocess.preprocess_preambles`),
-then through :meth:`Classifier.classify` in file order, ``batch_size`` packets at a time, so drift tracking (when
+Stored packets go through the same preprocessing as training
+(:func:`~lorarffi.rffi.preprocess.preprocess_preambles`), then through :meth:`Classifier.classify` in file order, ``batch_size`` packets at a time, so drift tracking (when
 on) sees the packets in the order they were captured. Accuracy counts the packets of devices the model knows;
 packets of other devices are counted apart (``unknown_devices``; how many the gate rejected), never scored.
 A rejected packet counts as wrong in the hybrid accuracy.
@@ -79,10 +79,16 @@ def score(decision: Decision, true_ids: npt.ArrayLike, model_device_ids: list[in
     k = ids.size
     known = np.isin(truth, ids)
     unknown = sorted(set(truth[~known].tolist()))
-    t = np.searchsorted(ids, truth[known]) if np.all(np.diff(ids) > 0) else \
-        np.array([model_device_ids.index(int(v)) for v in truth[known]], dtype=np.int64)
-    cnn_idx = np.searchsorted(ids, decision.cnn_device_id[known]) if np.all(np.diff(ids) > 0) else \
-        np.array([model_device_ids.index(int(v)) for v in decision.cnn_device_id[known]], dtype=np.int64)
+    t = (
+        np.searchsorted(ids, truth[known])
+        if np.all(np.diff(ids) > 0)
+        else np.array([model_device_ids.index(int(v)) for v in truth[known]], dtype=np.int64)
+    )
+    cnn_idx = (
+        np.searchsorted(ids, decision.cnn_device_id[known])
+        if np.all(np.diff(ids) > 0)
+        else np.array([model_device_ids.index(int(v)) for v in decision.cnn_device_id[known]], dtype=np.int64)
+    )
     hyb_idx = decision.class_index[known]
     conf_cnn = np.zeros((k, k), np.int64)
     np.add.at(conf_cnn, (t, cnn_idx), 1)
@@ -92,9 +98,15 @@ def score(decision: Decision, true_ids: npt.ArrayLike, model_device_ids: list[in
     p_cnn, r_cnn = _prec_rec(conf_cnn)
     p_hyb, r_hyb = _prec_rec(conf_hyb)
     per_device = [
-        {"device": int(ids[i]), "n": int(conf_cnn[i].sum()),
-         "precision_cnn": _f(p_cnn[i]), "recall_cnn": _f(r_cnn[i]),
-         "precision_hybrid": _f(p_hyb[i]), "recall_hybrid": _f(r_hyb[i]), "rejected": int(conf_hyb[i, k])}
+        {
+            "device": int(ids[i]),
+            "n": int(conf_cnn[i].sum()),
+            "precision_cnn": _f(p_cnn[i]),
+            "recall_cnn": _f(r_cnn[i]),
+            "precision_hybrid": _f(p_hyb[i]),
+            "recall_hybrid": _f(r_hyb[i]),
+            "rejected": int(conf_hyb[i, k]),
+        }
         for i in range(k)
     ]
     return EvalResult(
@@ -153,23 +165,36 @@ def evaluate(
     if pre.iq.shape[0] != truth.size:
         raise ConfigError(f"{truth.size} labels for {pre.iq.shape[0]} preambles")
     logits = clf.logits(pre.iq, pre.cfo_hz)
-    parts = [clf.decide(logits[s : s + batch_size], pre.cfo_hz[s : s + batch_size], track=track)
-             for s in range(0, truth.size, batch_size)]
+    parts = [
+        clf.decide(logits[s : s + batch_size], pre.cfo_hz[s : s + batch_size], track=track)
+        for s in range(0, truth.size, batch_size)
+    ]
     decision = Decision(
-        np.concatenate([d.device_id for d in parts]), sum((d.verdict for d in parts), []),
-        np.concatenate([d.cnn_device_id for d in parts]), np.concatenate([d.confidence for d in parts]),
-        np.concatenate([d.cnn_confidence for d in parts]), np.concatenate([d.cfo_hz for d in parts]),
+        np.concatenate([d.device_id for d in parts]),
+        sum((d.verdict for d in parts), []),
+        np.concatenate([d.cnn_device_id for d in parts]),
+        np.concatenate([d.confidence for d in parts]),
+        np.concatenate([d.cnn_confidence for d in parts]),
+        np.concatenate([d.cfo_hz for d in parts]),
         np.concatenate([d.class_index for d in parts]),
     )
     result = score(decision, truth, clf.device_ids)
     if result.unknown_devices:
-        log.warning("%s: device(s) %s are not known to the model (%d packets, not scored)", source,
-                    result.unknown_devices, result.n_unknown_device_packets)
+        log.warning(
+            "%s: device(s) %s are not known to the model (%d packets, not scored)",
+            source,
+            result.unknown_devices,
+            result.n_unknown_device_packets,
+        )
     return result, decision
 
 
 def write_plots(
-    out_dir: str | os.PathLike, result: EvalResult, decision: Decision, true_ids: npt.ArrayLike, clf: Classifier
+    out_dir: str | os.PathLike,
+    result: EvalResult,
+    decision: Decision,
+    true_ids: npt.ArrayLike,
+    clf: Classifier,
 ) -> list[pathlib.Path]:
     """Confusion-matrix PNGs (CNN, hybrid) and a CFO-versus-packet plot per device with its gate band."""
     import matplotlib
@@ -181,8 +206,10 @@ def write_plots(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     labels = [str(d) for d in result.device_ids]
-    for name, conf, cols in (("cnn", result.confusion_cnn, labels), ("hybrid", result.confusion_hybrid,
-                                                                      labels + ["unknown"])):
+    for name, conf, cols in (
+        ("cnn", result.confusion_cnn, labels),
+        ("hybrid", result.confusion_hybrid, labels + ["unknown"]),
+    ):
         fig, ax = plt.subplots(figsize=(1 + 0.35 * len(cols), 1 + 0.35 * len(labels)))
         norm = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
         ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
@@ -203,11 +230,15 @@ def write_plots(
     n_rows = -(-len(devices) // n_cols)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.2 * n_cols, 2.4 * n_rows), squeeze=False)
     gate = clf.gate
-    for ax, dev in zip(axes.flat, devices):
+    for ax, dev in zip(axes.flat, devices, strict=False):
         rows = np.flatnonzero(truth == dev)
         ok = decision.device_id[rows] == dev
-        ax.plot(np.arange(rows.size)[ok], decision.cfo_hz[rows][ok], ".", ms=2, color="tab:blue", label="correct")
-        ax.plot(np.arange(rows.size)[~ok], decision.cfo_hz[rows][~ok], ".", ms=3, color="tab:red", label="wrong")
+        ax.plot(
+            np.arange(rows.size)[ok], decision.cfo_hz[rows][ok], ".", ms=2, color="tab:blue", label="correct"
+        )
+        ax.plot(
+            np.arange(rows.size)[~ok], decision.cfo_hz[rows][~ok], ".", ms=3, color="tab:red", label="wrong"
+        )
         if gate is not None and dev in clf.device_ids:
             k = clf.device_ids.index(dev)
             lam = gate.lambda_hz[k]
@@ -215,7 +246,7 @@ def write_plots(
                 ax.axhline(y, color="gray", lw=0.8, ls="--")
         ax.set_title(f"device {dev}", fontsize=8)
         ax.tick_params(labelsize=6)
-    for ax in list(axes.flat)[len(devices):]:
+    for ax in list(axes.flat)[len(devices) :]:
         ax.axis("off")
     fig.supxlabel("packet")
     fig.supylabel("CFO (Hz)")

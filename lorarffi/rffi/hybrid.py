@@ -10,8 +10,8 @@ From the training packets each device ``k`` gets CFO statistics: mean ``mu_k``, 
 i.e. the device's whole training range (warm-up drift included), widened by ``margin_hz`` for the day-to-day
 drift that the training day cannot show (Shen et al. measured "hundreds of Hz" between days; the default
 600 Hz is about 0.7 ppm at 868 MHz). A packet with CFO estimate ``f`` rules out every device with
-``|f - c_k| > lambda_k``, where ``c_k`` is the device's centre (``mu_k`` until drift tracking moves it). The CNN's
-probabilities of the remaining devices are renormalised to sum to one and the best one is predicted; when
+``|f - c_k| > lambda_k``, where ``c_k`` is the device's centre (``mu_k`` until drift tracking moves it). The
+CNN's probabilities of the remaining devices are renormalised to sum to one and the best one is predicted; when
 every device is ruled out the packet is rejected as ``unknown`` (never silently assigned).
 
 Drift tracking
@@ -87,7 +87,9 @@ class GateParams:
     def from_dict(cls, d: dict[str, Any]) -> GateParams:
         names = {f.name for f in dataclasses.fields(cls)}
         if set(d) - names:
-            raise ConfigError(f"unknown GateParams field(s) {sorted(set(d) - names)}; valid are {sorted(names)}")
+            raise ConfigError(
+                f"unknown GateParams field(s) {sorted(set(d) - names)}; valid are {sorted(names)}"
+            )
         return cls(**d)
 
 
@@ -161,12 +163,16 @@ class CfoGate:
         self.n_train = np.asarray(n_train, dtype=np.int64).reshape(-1)
         self.params = params or GateParams()
         self.center_hz = self.mean_hz.copy() if center_hz is None else _f64(center_hz, "center_hz", k)
-        self.tracked_std_hz = self.std_hz.copy() if tracked_std_hz is None else _f64(tracked_std_hz, "tracked_std_hz", k)
-        self.n_updates = np.zeros(k, np.int64) if n_updates is None else np.asarray(n_updates, np.int64).reshape(-1)
+        self.tracked_std_hz = (
+            self.std_hz.copy() if tracked_std_hz is None else _f64(tracked_std_hz, "tracked_std_hz", k)
+        )
+        self.n_updates = (
+            np.zeros(k, np.int64) if n_updates is None else np.asarray(n_updates, np.int64).reshape(-1)
+        )
         if not np.all(np.isfinite(self.mean_hz)):
             raise ConfigError("CFO gate: a device has no finite training CFO mean (no training packets?)")
 
-    # -- construction -----------------------------------------------------------------------------------
+    # -- construction ------------------------------------------------------------------------------
     @classmethod
     def fit(
         cls,
@@ -207,7 +213,7 @@ class CfoGate:
         np.maximum.at(hi, idx, cfo)
         return cls(ids, mean, np.sqrt(var), lo, hi, n, params)
 
-    # -- the gate -----------------------------------------------------------------------------------------
+    # -- the gate ----------------------------------------------------------------------------------
     @property
     def lambda_hz(self) -> npt.NDArray[np.float64]:
         """(K,) gate half-width of every device, in Hz (module docstring)."""
@@ -247,7 +253,7 @@ class CfoGate:
         conf = np.where(any_ok, probs.max(axis=1), 0.0).astype(np.float32)
         return GateResult(index, conf, mask, probs.astype(np.float32))
 
-    # -- drift tracking -------------------------------------------------------------------------------------
+    # -- drift tracking ----------------------------------------------------------------------------
     def update(
         self, cfo_hz: npt.ArrayLike, index: npt.ArrayLike, confidence: npt.ArrayLike
     ) -> npt.NDArray[np.int64]:
@@ -304,7 +310,7 @@ class CfoGate:
         self.tracked_std_hz = self.std_hz.copy()
         self.n_updates[:] = 0
 
-    # -- persistence -------------------------------------------------------------------------------------------
+    # -- persistence -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Plain-typed dict for JSON (training statistics, tracked state, parameters)."""
         return {
@@ -325,9 +331,16 @@ class CfoGate:
         """Inverse of :meth:`to_dict`."""
         try:
             return cls(
-                d["device_ids"], d["mean_hz"], d["std_hz"], d["min_hz"], d["max_hz"], d["n_train"],
+                d["device_ids"],
+                d["mean_hz"],
+                d["std_hz"],
+                d["min_hz"],
+                d["max_hz"],
+                d["n_train"],
                 GateParams.from_dict(d["params"]),
-                center_hz=d.get("center_hz"), tracked_std_hz=d.get("tracked_std_hz"), n_updates=d.get("n_updates"),
+                center_hz=d.get("center_hz"),
+                tracked_std_hz=d.get("tracked_std_hz"),
+                n_updates=d.get("n_updates"),
             )
         except (KeyError, TypeError) as exc:
             raise ModelError(f"CFO gate state is incomplete or malformed: {exc}") from None

@@ -10,8 +10,8 @@ packets), on the model's device.
 
 Drift tracking: when the model's gate has tracking on (``GateParams.tracking``, default), every call of
 :meth:`Classifier.classify` feeds its confidently accepted packets to the gate (``track=False`` skips that);
-:meth:`Classifier.update_drift` feeds a decision explicitly; :meth:`Classifier.save_state` persists the tracked
-statistics in the model directory (``hybrid_state.json``), where the next :func:`load_classifier` finds them.
+:meth:`Classifier.update_drift` feeds a decision explicitly; :meth:`Classifier.save_state` persists the
+tracked statistics in the model directory (``hybrid_state.json``), where the next :func:`load_classifier` finds them.
 """
 
 from __future__ import annotations
@@ -72,7 +72,9 @@ class Decision:
         """One plain dict per packet: ``device``, ``verdict``, ``cnn_device``, ``confidence``, ``cfo_hz``."""
         return [
             {"device": int(d), "verdict": v, "cnn_device": int(c), "confidence": float(p), "cfo_hz": float(f)}
-            for d, v, c, p, f in zip(self.device_id, self.verdict, self.cnn_device_id, self.confidence, self.cfo_hz)
+            for d, v, c, p, f in zip(  # noqa: B905 (equal lengths by construction)
+                self.device_id, self.verdict, self.cnn_device_id, self.confidence, self.cfo_hz
+            )
         ]
 
 
@@ -105,8 +107,10 @@ class Classifier:
         self.torch_device = next(model.parameters()).device
         self._torch = torch
 
-    # -- the network -----------------------------------------------------------------------------------------
-    def features(self, preambles: npt.ArrayLike, cfo_hz: npt.ArrayLike | None = None) -> npt.NDArray[np.float32]:
+    # -- the network -------------------------------------------------------------------------------
+    def features(
+        self, preambles: npt.ArrayLike, cfo_hz: npt.ArrayLike | None = None
+    ) -> npt.NDArray[np.float32]:
         """Model input (float32, (N, C, F, T) or (N, 2, L)) of compensated, normalised preambles (N, L)."""
         x = np.asarray(preambles)
         if x.ndim == 1:
@@ -121,8 +125,12 @@ class Classifier:
         if not self.config.cfo_compensation:
             # A model trained without compensation sees the CFO: put it back into the compensated preamble.
             if cfo_hz is None:
-                raise ConfigError("this model was trained without CFO compensation: pass cfo_hz to put the CFO back")
-            x = np.asarray(compensate_cfo(x, -np.asarray(cfo_hz, np.float64).reshape(-1), self.cfg.fs_hz), np.complex64)
+                raise ConfigError(
+                    "this model was trained without CFO compensation: pass cfo_hz to put the CFO back"
+                )
+            x = np.asarray(
+                compensate_cfo(x, -np.asarray(cfo_hz, np.float64).reshape(-1), self.cfg.fs_hz), np.complex64
+            )
         return compute_features(rms_normalize(x), self.config.representation)
 
     def logits(self, preambles: npt.ArrayLike, cfo_hz: npt.ArrayLike | None = None, *, batch_size: int = 512):
@@ -136,7 +144,7 @@ class Classifier:
                 out.append(self.model(x).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.device_ids)), np.float32)
 
-    # -- decisions ---------------------------------------------------------------------------------------------
+    # -- decisions ---------------------------------------------------------------------------------
     def decide(self, logits: npt.ArrayLike, cfo_hz: npt.ArrayLike, *, track: bool = True) -> Decision:
         """Hybrid decision from CNN logits (N, K) and CFO estimates (N,); optionally feeds drift tracking."""
         z = np.asarray(logits, dtype=np.float64)
@@ -152,7 +160,9 @@ class Classifier:
             if track:
                 self.gate.update(cfo, res.index, res.confidence)
         else:
-            res = GateResult(cnn_idx.astype(np.int64), cnn_conf, np.ones_like(p, dtype=bool), p.astype(np.float32))
+            res = GateResult(
+                cnn_idx.astype(np.int64), cnn_conf, np.ones_like(p, dtype=bool), p.astype(np.float32)
+            )
         device = np.where(res.index >= 0, self._ids[np.maximum(res.index, 0)], -1).astype(np.int64)
         verdict = ["accept" if i >= 0 else "unknown" for i in res.index.tolist()]
         return Decision(device, verdict, self._ids[cnn_idx], res.confidence, cnn_conf, cfo, res.index)
@@ -175,7 +185,7 @@ class Classifier:
         """
         return self.decide(self.logits(preambles, cfo_hz), cfo_hz, track=track)
 
-    # -- drift tracking ----------------------------------------------------------------------------------------
+    # -- drift tracking ----------------------------------------------------------------------------
     def update_drift(self, decision: Decision) -> npt.NDArray[np.int64]:
         """Feed a decision (made with ``track=False``) to drift tracking; returns packets used per class."""
         if self.gate is None:

@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 ONNX_FILE = "model.onnx"
 
 
-def export_onnx(model_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, opset: int = 17) -> pathlib.Path:
+def export_onnx(
+    model_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, opset: int = 17
+) -> pathlib.Path:
     """Write ``model_dir``'s network as ONNX (default ``MODEL_DIR/model.onnx``); returns the path.
 
     Parameters
@@ -50,8 +52,14 @@ def export_onnx(model_dir: str | os.PathLike, out: str | os.PathLike | None = No
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
-                model, (x,), str(path), input_names=["features"], output_names=["logits"], opset_version=opset,
-                dynamic_axes={"features": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
+                model,
+                (x,),
+                str(path),
+                input_names=["features"],
+                output_names=["logits"],
+                opset_version=opset,
+                dynamic_axes={"features": {0: "batch"}, "logits": {0: "batch"}},
+                dynamo=False,
             )
         except Exception as exc:  # the exporter raises many types; all mean the same to the user
             raise ModelError(f"{model_dir}: ONNX export failed: {exc}") from exc

@@ -76,8 +76,9 @@ def preprocess_preambles(
     n_samples = cfg.preamble_samples
     if x.shape[1] < n_samples:
         raise InputDataError(
-            source, f"preambles hold {x.shape[1]} samples, fewer than the {n_samples} of "
-            f"{cfg.preamble_symbols} symbols at SF{cfg.sf}, {cfg.bw_hz:g} Hz, fs {cfg.fs_hz:g} Hz"
+            source,
+            f"preambles hold {x.shape[1]} samples, fewer than the {n_samples} of "
+            f"{cfg.preamble_symbols} symbols at SF{cfg.sf}, {cfg.bw_hz:g} Hz, fs {cfg.fs_hz:g} Hz",
         )
     x = x[:, :n_samples]
     cfo_hz = np.asarray(estimate_cfo(x, cfg), dtype=np.float64).reshape(x.shape[0])

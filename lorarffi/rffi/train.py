@@ -70,7 +70,7 @@ class TrainConfig:
     batch_size : int
         Global mini-batch size (over all processes).
     lr_factor, lr_patience : float, int
-        Multiply the learning rate by ``lr_factor`` after ``lr_patience`` epochs without a lower validation loss.
+        Multiply the learning rate by ``lr_factor`` after ``lr_patience`` epochs without a lower val. loss.
     early_stop_patience : int
         Stop after this many epochs without a lower validation loss.
     val_split : float
@@ -192,7 +192,9 @@ def _save_train_state(out: pathlib.Path, model, optimizer, scheduler, meta: dict
                 opt_plain.setdefault(str(pid), {})[name] = val
     save_file(tensors, str(d / "state.safetensors.tmp"))
     os.replace(d / "state.safetensors.tmp", d / "state.safetensors")
-    sched = {k: v for k, v in scheduler.state_dict().items() if isinstance(v, (int, float, str, list, type(None)))}
+    sched = {
+        k: v for k, v in scheduler.state_dict().items() if isinstance(v, (int, float, str, list, type(None)))
+    }
     doc = {"meta": meta, "param_groups": opt["param_groups"], "opt_plain": opt_plain, "scheduler": sched}
     (d / "state.json.tmp").write_text(json.dumps(doc))
     os.replace(d / "state.json.tmp", d / "state.json")
@@ -314,7 +316,11 @@ def train(
     gate = CfoGate.fit(pre.cfo_hz[train_idx], labels[train_idx], classes, tc.gate)
     feats = compute_features(pre.iq, tc.representation)
     del pre
-    augmenter = Augmenter.from_kinds(tc.augment, cfg.fs_hz, bw_hz=cfg.bw_hz, snr_db=tuple(tc.aug_snr_db)) if tc.augment else None
+    augmenter = (
+        Augmenter.from_kinds(tc.augment, cfg.fs_hz, bw_hz=cfg.bw_hz, snr_db=tuple(tc.aug_snr_db))
+        if tc.augment
+        else None
+    )
 
     hparams = {**shape_hparams(feats.shape[1:]), **tc.model_hparams, "n_classes": int(classes.size)}
     with torch.random.fork_rng(devices=[]):
@@ -326,11 +332,16 @@ def train(
         model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     if tc.optimizer == "adam":
-        optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay) if tc.weight_decay \
+        optimizer = (
+            torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+            if tc.weight_decay
             else torch.optim.Adam(params, lr=tc.lr)
+        )
     else:
         optimizer = torch.optim.RMSprop(params, lr=tc.lr, alpha=0.9, eps=1e-7, weight_decay=tc.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=tc.lr_factor, patience=tc.lr_patience)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, factor=tc.lr_factor, patience=tc.lr_patience
+    )
     train_model = model
     if world_size > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(
@@ -339,15 +350,34 @@ def train(
 
     def model_config(training_extra: dict[str, Any]) -> ModelDirConfig:
         return ModelDirConfig(
-            model_name=tc.model, model_hparams=hparams, representation=dict(tc.representation), lora=cfg,
-            device_ids=tuple(int(c) for c in classes), cfo_compensation=tc.compensate_cfo, hybrid=gate.to_dict(),
-            training={**tc.to_dict(), **training_extra, "data": data_info or {}, "n_train": int(train_idx.size),
-                      "n_val": int(val_idx.size), "world_size": world_size},
+            model_name=tc.model,
+            model_hparams=hparams,
+            representation=dict(tc.representation),
+            lora=cfg,
+            device_ids=tuple(int(c) for c in classes),
+            cfo_compensation=tc.compensate_cfo,
+            hybrid=gate.to_dict(),
+            training={
+                **tc.to_dict(),
+                **training_extra,
+                "data": data_info or {},
+                "n_train": int(train_idx.size),
+                "n_val": int(val_idx.size),
+                "world_size": world_size,
+            },
             data_fingerprint=fingerprint,
         )
 
-    meta: dict[str, Any] = {"epoch": 0, "best_val_loss": math.inf, "best_val_acc": 0.0, "best_epoch": 0,
-                            "bad_epochs": 0, "history": [], "fingerprint": fingerprint, "elapsed_s": 0.0}
+    meta: dict[str, Any] = {
+        "epoch": 0,
+        "best_val_loss": math.inf,
+        "best_val_acc": 0.0,
+        "best_epoch": 0,
+        "bad_epochs": 0,
+        "history": [],
+        "fingerprint": fingerprint,
+        "elapsed_s": 0.0,
+    }
     if resume and (out / STATE_DIR / "state.json").is_file():
         meta = _load_train_state(out, model, optimizer, scheduler)
         if meta.get("fingerprint") != fingerprint:
@@ -364,8 +394,14 @@ def train(
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        bar = Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=Console(stderr=True))
+        bar = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+        )
         bar.start()
         task = bar.add_task("train", total=steps, epoch=meta["epoch"] + 1, info="")
     stopped = "epochs"
@@ -409,9 +445,15 @@ def train(
                 val_loss, val_acc = _evaluate(model, feats[val_idx], labels[val_idx], device)
                 scheduler.step(val_loss)
                 lr = optimizer.param_groups[0]["lr"]
-                rec = {"epoch": epoch, "train_loss": tot_loss / max(tot_n * world_size, 1),
-                       "train_acc": tot_correct / max(tot_n, 1), "val_loss": val_loss, "val_acc": val_acc,
-                       "lr": lr, "time_s": time.perf_counter() - t_epoch}
+                rec = {
+                    "epoch": epoch,
+                    "train_loss": tot_loss / max(tot_n * world_size, 1),
+                    "train_acc": tot_correct / max(tot_n, 1),
+                    "val_loss": val_loss,
+                    "val_acc": val_acc,
+                    "lr": lr,
+                    "time_s": time.perf_counter() - t_epoch,
+                }
                 meta["history"].append(rec)
                 meta["epoch"] = epoch
                 improved = val_loss < meta["best_val_loss"]
@@ -422,14 +464,30 @@ def train(
                 meta["elapsed_s"] = time.perf_counter() - t_run
                 if rank == 0:
                     if improved:
-                        save_model_dir(out, model, model_config({"best_epoch": epoch, "best_val_loss": val_loss,
-                                                                 "best_val_acc": val_acc}))
+                        save_model_dir(
+                            out,
+                            model,
+                            model_config(
+                                {"best_epoch": epoch, "best_val_loss": val_loss, "best_val_acc": val_acc}
+                            ),
+                        )
                     _save_train_state(out, model, optimizer, scheduler, meta)
                 if bar is not None:
-                    bar.update(task, info=f"loss {rec['train_loss']:.4f} acc {rec['train_acc']:.3f} "
-                               f"val {val_loss:.4f}/{val_acc:.3f} lr {lr:.2g}")
-                log.info("epoch %d: loss %.4f acc %.4f val_loss %.4f val_acc %.4f lr %.3g (%.1f s)", epoch,
-                         rec["train_loss"], rec["train_acc"], val_loss, val_acc, lr, rec["time_s"])
+                    bar.update(
+                        task,
+                        info=f"loss {rec['train_loss']:.4f} acc {rec['train_acc']:.3f} "
+                        f"val {val_loss:.4f}/{val_acc:.3f} lr {lr:.2g}",
+                    )
+                log.info(
+                    "epoch %d: loss %.4f acc %.4f val_loss %.4f val_acc %.4f lr %.3g (%.1f s)",
+                    epoch,
+                    rec["train_loss"],
+                    rec["train_acc"],
+                    val_loss,
+                    val_acc,
+                    lr,
+                    rec["time_s"],
+                )
                 if meta["bad_epochs"] >= tc.early_stop_patience:
                     stopped = "early_stop"
                     break
@@ -441,5 +499,12 @@ def train(
             bar.stop()
     if world_size > 1:
         torch.distributed.barrier()
-    return TrainResult(out, meta["history"], meta["best_epoch"], meta["best_val_loss"], meta["best_val_acc"],
-                       stopped, time.perf_counter() - t_start)
+    return TrainResult(
+        out,
+        meta["history"],
+        meta["best_epoch"],
+        meta["best_val_loss"],
+        meta["best_val_acc"],
+        stopped,
+        time.perf_counter() - t_start,
+    )

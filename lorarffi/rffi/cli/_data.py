@@ -16,7 +16,9 @@ log = logging.getLogger(__name__)
 def lora_config_for(args: argparse.Namespace, file_cfg: LoRaConfig | None) -> LoRaConfig:
     """The file's LoRa parameters (or SF7 / 125 kHz / 1 MS/s, the public dataset's), overridden by flags."""
     base = file_cfg or LoRaConfig()
-    changes = {k: v for k, v in (("sf", args.sf), ("bw_hz", args.bw_hz), ("fs_hz", args.fs_hz)) if v is not None}
+    changes = {
+        k: v for k, v in (("sf", args.sf), ("bw_hz", args.bw_hz), ("fs_hz", args.fs_hz)) if v is not None
+    }
     return base.replace(**changes) if changes else base
 
 
@@ -27,7 +29,9 @@ def load_selection(args: argparse.Namespace):
     with open_preamble_file(args.data) as pf:
         rows = pf.select(args.devices, args.packets)
         if rows.size == 0:
-            raise ConfigError(f"{args.data}: the selection devices={args.devices} packets={args.packets} is empty")
+            raise ConfigError(
+                f"{args.data}: the selection devices={args.devices} packets={args.packets} is empty"
+            )
         iq = pf.read_rows(rows)
         ids = pf.device_ids[rows]
         cfg = lora_config_for(args, pf.cfg)

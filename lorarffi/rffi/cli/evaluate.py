@@ -11,8 +11,9 @@ __all__ = ["register", "run"]
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("evaluate", help="score a model on a labelled preamble file",
-                              description=__doc__.splitlines()[0])
+    p = subparsers.add_parser(
+        "evaluate", help="score a model on a labelled preamble file", description=__doc__.splitlines()[0]
+    )
     p.add_argument("model_dir", help="model directory written by `lora-rffi train`")
     p.add_argument("data", help="preamble file (HDF5, ours or the public layout)")
     p.add_argument("--devices", type=int_range, default=None, help="device ids, e.g. 1-10 (default all)")
@@ -20,7 +21,9 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--plots", default=None, metavar="DIR", help="write confusion-matrix and CFO plots here")
     p.add_argument("--no-tracking", action="store_true", help="evaluate with drift tracking off")
-    p.add_argument("--save-tracking", action="store_true", help="keep the drift-tracked gate state in MODEL_DIR")
+    p.add_argument(
+        "--save-tracking", action="store_true", help="keep the drift-tracked gate state in MODEL_DIR"
+    )
     p.add_argument("--batch-size", type=int, default=64, help="packets per classification call (default 64)")
     p.add_argument("--device", default=None, help="torch device (default CUDA if available, else CPU)")
     p.set_defaults(func=run, sf=None, bw_hz=None, fs_hz=None)
@@ -46,17 +49,28 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict()))
         return 0
-    print(f"packets {result.n_packets}  accuracy CNN {result.accuracy_cnn:.4f}  hybrid {result.accuracy_hybrid:.4f}"
-          f"  rejected {result.rejected}")
-    print(f"{'device':>6} {'n':>6} {'prec_cnn':>9} {'rec_cnn':>8} {'prec_hyb':>9} {'rec_hyb':>8} {'rejected':>8}")
+    print(
+        f"packets {result.n_packets}  accuracy CNN {result.accuracy_cnn:.4f}  "
+        f"hybrid {result.accuracy_hybrid:.4f}"
+        f"  rejected {result.rejected}"
+    )
+    print(
+        f"{'device':>6} {'n':>6} {'prec_cnn':>9} {'rec_cnn':>8} {'prec_hyb':>9} {'rec_hyb':>8} "
+        f"{'rejected':>8}"
+    )
 
     def fmt(v):
         return "-" if v is None else f"{v:.4f}"
 
     for d in result.per_device:
-        print(f"{d['device']:>6} {d['n']:>6} {fmt(d['precision_cnn']):>9} {fmt(d['recall_cnn']):>8} "
-              f"{fmt(d['precision_hybrid']):>9} {fmt(d['recall_hybrid']):>8} {d['rejected']:>8}")
+        print(
+            f"{d['device']:>6} {d['n']:>6} {fmt(d['precision_cnn']):>9} {fmt(d['recall_cnn']):>8} "
+            f"{fmt(d['precision_hybrid']):>9} {fmt(d['recall_hybrid']):>8} {d['rejected']:>8}"
+        )
     if result.unknown_devices:
-        print(f"devices not known to the model: {result.unknown_devices} ({result.n_unknown_device_packets} packets, "
-              f"{result.unknown_device_rejected} rejected by the CFO gate)")
+        print(
+            f"devices not known to the model: {result.unknown_devices} "
+            f"({result.n_unknown_device_packets} packets, "
+            f"{result.unknown_device_rejected} rejected by the CFO gate)"
+        )
     return 0

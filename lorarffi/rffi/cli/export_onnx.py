@@ -8,8 +8,9 @@ __all__ = ["register", "run"]
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("export-onnx", help="export a model directory's network to ONNX",
-                              description=__doc__.splitlines()[0])
+    p = subparsers.add_parser(
+        "export-onnx", help="export a model directory's network to ONNX", description=__doc__.splitlines()[0]
+    )
     p.add_argument("model_dir", help="model directory written by `lora-rffi train`")
     p.add_argument("--out", default=None, help="output file (default MODEL_DIR/model.onnx)")
     p.add_argument("--opset", type=int, default=17)

@@ -23,11 +23,13 @@ _REGISTRY: dict[str, Callable[..., Any]] = {}
 
 
 def register_model(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator registering a model builder under ``name``; a second builder with the same name is refused."""
+    """Decorator registering a model builder under ``name``; a second builder of that name is refused."""
 
     def deco(builder: Callable[..., Any]) -> Callable[..., Any]:
         if name in _REGISTRY:
-            raise ConfigError(f"model name {name!r} is already registered (by {_REGISTRY[name].__qualname__})")
+            raise ConfigError(
+                f"model name {name!r} is already registered (by {_REGISTRY[name].__qualname__})"
+            )
         _REGISTRY[name] = builder
         return builder
 

@@ -54,8 +54,10 @@ class InfocomCNN(nn.Module):
             raise ConfigError(f"n_classes={n_classes} is not valid: a classifier needs at least 2 classes")
         w1, w2, w3 = widths
         layers = [
-            *_conv_bn_relu(in_channels, w1, (3, 3)), nn.MaxPool2d(2),
-            *_conv_bn_relu(w1, w2, (3, 3)), nn.MaxPool2d(2),
+            *_conv_bn_relu(in_channels, w1, (3, 3)),
+            nn.MaxPool2d(2),
+            *_conv_bn_relu(w1, w2, (3, 3)),
+            nn.MaxPool2d(2),
             *_conv_bn_relu(w2, w3, (3, 3)),
         ]
         f, t = input_shape[0] // 4, input_shape[1] // 4
@@ -63,7 +65,9 @@ class InfocomCNN(nn.Module):
             layers.append(nn.MaxPool2d(2))
             f, t = f // 2, t // 2
         if f < 1 or t < 1:
-            raise ConfigError(f"input_shape={tuple(input_shape)} is too small for this CNN (need at least 4 x 4)")
+            raise ConfigError(
+                f"input_shape={tuple(input_shape)} is too small for this CNN (need at least 4 x 4)"
+            )
         self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(w3 * f * t, n_classes)
@@ -93,8 +97,10 @@ class InfocomIQCNN(nn.Module):
         rows, length = input_shape
         w1, w2, w3 = widths
         self.features = nn.Sequential(
-            *_conv_bn_relu(in_channels, w1, (1, kernel_len)), nn.MaxPool2d((1, 4)),
-            *_conv_bn_relu(w1, w2, (2, kernel_len)), nn.MaxPool2d((1, 4)),
+            *_conv_bn_relu(in_channels, w1, (1, kernel_len)),
+            nn.MaxPool2d((1, 4)),
+            *_conv_bn_relu(w1, w2, (2, kernel_len)),
+            nn.MaxPool2d((1, 4)),
             *_conv_bn_relu(w2, w3, (2, kernel_len)),
         )
         self.classifier = nn.Linear(w3 * rows * (length // 16), n_classes)

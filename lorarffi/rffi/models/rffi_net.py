@@ -19,8 +19,12 @@ __all__ = ["RffiNet", "rffi_net"]
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
         nn.MaxPool2d(2),
     )
 
@@ -55,7 +59,9 @@ class RffiNet(nn.Module):
             raise ConfigError(f"n_classes={n_classes} is not valid: a classifier needs at least 2 classes")
         f = input_shape[0] // 8
         if f < 1 or input_shape[1] < 8:
-            raise ConfigError(f"input_shape={tuple(input_shape)} is too small for rffi_net (need at least 8 x 8)")
+            raise ConfigError(
+                f"input_shape={tuple(input_shape)} is too small for rffi_net (need at least 8 x 8)"
+            )
         w1, w2, w3 = widths
         self.features = nn.Sequential(_block(in_channels, w1), _block(w1, w2), _block(w2, w3))
         self.dropout = nn.Dropout(dropout)

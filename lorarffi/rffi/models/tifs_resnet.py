@@ -29,7 +29,8 @@ class _ResBlock(nn.Module):
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=not batch_norm)
         self.bn2 = _norm(c_out, batch_norm)
         self.shortcut = (
-            nn.Identity() if c_in == c_out
+            nn.Identity()
+            if c_in == c_out
             else nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=not batch_norm), _norm(c_out, batch_norm))
         )
 
@@ -47,7 +48,7 @@ class TifsResNet(nn.Module):
     n_classes : int
         Number of devices.
     input_shape : tuple of int
-        ``(F, T)``, ``(102, 62)`` for the channel-independent spectrogram (24,000 features into the dense layer).
+        ``(F, T)``; ``(102, 62)`` for the channel-independent spectrogram (24,000 features into the dense).
     in_channels : int
         Input channels.
     embedding_dim : int
@@ -73,8 +74,10 @@ class TifsResNet(nn.Module):
             nn.ReLU(inplace=True),
         )
         self.blocks = nn.Sequential(
-            _ResBlock(32, 32, batch_norm), _ResBlock(32, 32, batch_norm),
-            _ResBlock(32, 64, batch_norm), _ResBlock(64, 64, batch_norm),
+            _ResBlock(32, 32, batch_norm),
+            _ResBlock(32, 32, batch_norm),
+            _ResBlock(32, 64, batch_norm),
+            _ResBlock(64, 64, batch_norm),
         )
         self.pool = nn.AvgPool2d(2)
         f = (input_shape[0] + 1) // 2 // 2

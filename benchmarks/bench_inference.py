@@ -1,0 +1,143 @@
+"""Inference cost per model: MACs per packet, batched throughput on 2 threads, single-packet latency.
+
+Every model goes through the real path: a model directory is written (random weights: speed does not depend
+on them), loaded with :func:`lorarffi.rffi.inference.load_classifier` and fed detector-style preambles, so the
+times include the representation (channel-independent spectrogram, or IQ rows) and the CFO gate.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+
+import numpy as np
+
+N_THREADS = 2
+BATCH = 256
+MIN_TIME_S = float(os.environ.get("LORARFFI_BENCH_MIN_TIME_S", "4"))
+MODELS = {  # name -> (representation, targets: packets/s, p99 ms)
+    "infocom_cnn": ("channel_independent_spectrogram", (2000, 5.0)),
+    "rffi_net": ("channel_independent_spectrogram", (2000, 5.0)),
+    "tifs_resnet": ("channel_independent_spectrogram", (150, None)),
+    "infocom_iq_cnn": ("iq", (None, None)),
+}
+
+
+def count_macs(model, sample) -> int:
+    """Multiply-accumulates of one forward pass of a one-packet batch (convolutions and dense layers)."""
+    import torch
+
+    macs = 0
+
+    def hook(mod, inp, out):
+        nonlocal macs
+        if isinstance(mod, torch.nn.Conv2d):
+            kh, kw = mod.kernel_size
+            macs += out.numel() * (mod.in_channels // mod.groups) * kh * kw
+        elif isinstance(mod, torch.nn.Linear):
+            macs += out.numel() * mod.in_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        model(sample)
+    for h in handles:
+        h.remove()
+    return macs
+
+
+def _timed(fn, min_time_s: float, min_calls: int) -> list[float]:
+    times = []
+    t_end = time.perf_counter() + min_time_s
+    while len(times) < min_calls or time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _model_dir(name: str, rep: str, cfg, tmp: str) -> str:
+    import torch
+
+    from lorarffi.dsp.representation import RepresentationConfig, output_shape
+    from lorarffi.rffi._features import shape_hparams
+    from lorarffi.rffi.checkpoint import ModelDirConfig, save_model_dir
+    from lorarffi.rffi.hybrid import CfoGate
+    from lorarffi.rffi.models import build_model
+
+    n_classes = 20
+    shape = output_shape(RepresentationConfig(rep), cfg.preamble_samples)
+    hp = {**shape_hparams(shape), "n_classes": n_classes}
+    torch.manual_seed(0)
+    model = build_model(name, **hp)
+    ids = np.arange(1, n_classes + 1)
+    cfo = np.repeat(np.linspace(-3000, 3000, n_classes), 2) + np.tile([-10.0, 10.0], n_classes)
+    gate = CfoGate.fit(cfo, np.repeat(np.arange(n_classes), 2), ids)
+    path = os.path.join(tmp, name)
+    save_model_dir(path, model, ModelDirConfig(name, hp, {"name": rep, "params": {}}, cfg, tuple(ids.tolist()),
+                                               hybrid=gate.to_dict()))
+    return path
+
+
+def run() -> str:
+    import torch
+
+    from lorarffi.datasets.simulate import Session, make_fleet, simulate_preamble_set
+    from lorarffi.dsp.config import LoRaConfig
+    from lorarffi.rffi.inference import load_classifier
+    from lorarffi.rffi.preprocess import preprocess_preambles
+
+    torch.set_num_threads(N_THREADS)
+    cfg = LoRaConfig()
+    ps = simulate_preamble_set(make_fleet(4, seed=1), cfg, BATCH // 4, session=Session(),
+                               rng=np.random.default_rng(0))
+    pre = preprocess_preambles(ps.preambles, cfg)  # what the detector hands out
+    iq, cfo = pre.iq, pre.cfo_hz
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (rep, (target_pps, target_p99)) in MODELS.items():
+            clf = load_classifier(_model_dir(name, rep, cfg, tmp), device="cpu")
+            feats = torch.from_numpy(clf.features(iq[:1], cfo[:1]))
+            macs = count_macs(clf.model, feats)
+            clf.classify(iq, cfo, track=False)  # warm-up
+            heavy = macs > 1e8
+            batch_t = _timed(lambda: clf.classify(iq, cfo, track=False), MIN_TIME_S, 3 if heavy else 5)
+            pps = BATCH / statistics.median(batch_t)
+            x_all = torch.from_numpy(clf.features(iq, cfo))
+
+            def model_only(x=x_all, m=clf.model):
+                with torch.inference_mode():
+                    m(x)
+
+            model_t = _timed(model_only, MIN_TIME_S / 2, 3)
+            model_pps = BATCH / statistics.median(model_t)
+            one = _timed(lambda: clf.classify(iq[:1], cfo[:1], track=False), MIN_TIME_S, 30 if heavy else 200)
+            lat = np.array(one) * 1e3
+            p50, p99 = float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+            ok = []
+            if target_pps:
+                ok.append(f"{'met' if pps >= target_pps else 'MISSED'} (>= {target_pps} pkt/s)")
+            if target_p99:
+                ok.append(f"{'met' if p99 <= target_p99 else 'MISSED'} (p99 <= {target_p99} ms)")
+            rows.append(
+                f"| {name} | {rep} | {sum(p.numel() for p in clf.model.parameters()) / 1e6:.2f} M | "
+                f"{macs / 1e6:.1f} | {pps:,.0f} | {2 * macs * pps / 1e9:.1f} | {model_pps:,.0f} | "
+                f"{2 * macs * model_pps / 1e9:.1f} | {p50:.2f} | {p99:.2f} | {'; '.join(ok) or '-'} |"
+            )
+    head = (
+        f"End to end through `load_classifier(...).classify(preambles, cfo_hz)` (representation + network + CFO "
+        f"gate), CPU, `torch.set_num_threads({N_THREADS})`, batch {BATCH} for throughput, one packet per call for "
+        f"latency; medians over >= {MIN_TIME_S:g} s. GFLOP/s = 2 x MAC x packets/s (network only). "
+        "\"network only\" runs the model on precomputed features.\n\n"
+        "Reproduce: `OMP_NUM_THREADS=2 .venv/bin/python benchmarks/run.py --only inference`\n\n"
+        "| model | input | params | MMAC/packet | packets/s (end to end) | GFLOP/s | packets/s (network only) "
+        "| GFLOP/s | latency p50 ms | latency p99 ms | targets |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    return head + "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(run())

@@ -1,0 +1,265 @@
+"""``lora-rffi simulate``: synthetic devices as aligned preamble sets (HDF5) or a recording with truth.
+
+- ``lora-rffi simulate --devices N --packets M --out FILE.h5 [--seed S] [--snr-db A:B] [--multipath]
+  [--session K] [--first-device D] [--spread X]``: each device's packets in our preamble schema.
+- ``lora-rffi simulate --stream OUT.sigmf-meta --devices N --duration-s T [--rogues R]``: a SigMF recording
+  whose annotations are the ground truth (``core:sample_start`` = first preamble sample, ``core:label`` =
+  device id or ``rogue``, ``lorarffi:cfo_hz``/``lorarffi:snr_db``).
+
+The same ``--seed`` gives the same devices in every file, so ``--session 1`` (day 1, cold start, place 1) and
+``--session 2`` (day 2, place 2) make a train and a test set of one fleet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from lorarffi.errors import ConfigError
+from lorarffi.rffi.cli._common import add_lora_args, si_float
+
+__all__ = ["register", "run", "parse_snr_range"]
+
+log = logging.getLogger(__name__)
+
+_EPOCH_S = 1735689600.0  # 2025-01-01T00:00:00Z: day 1 of simulated captures (capture_time_s is Unix time)
+
+
+def parse_snr_range(text: str) -> tuple[float, float]:
+    """Parse ``A:B`` (or one number ``A``) into an SNR range in dB."""
+    parts = text.split(":")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an SNR range like 10:25") from None
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or values[1] < values[0]:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an SNR range like 10:25 (low:high)")
+    return values[0], values[1]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "simulate",
+        help="make synthetic LoRa devices' preamble sets or a recording with ground truth",
+        description="Simulate look-alike LoRa devices with persistent hardware fingerprints (CFO drift, IQ "
+        "imbalance, PLL sweep nonlinearity and transients, filter ripple, PA) through a channel. "
+        "Either aligned preamble sets in our HDF5 schema (--out) or a continuous SigMF recording "
+        "with one annotation per packet (--stream).",
+    )
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", type=Path, help="write aligned preamble sets to this HDF5 file")
+    out.add_argument(
+        "--stream", type=Path, help="write a SigMF recording (NAME.sigmf-meta) of packets in noise"
+    )
+    p.add_argument("--devices", type=int, required=True, help="number of devices in the fleet")
+    p.add_argument("--packets", type=int, default=None, help="packets per device (--out)")
+    p.add_argument("--duration-s", type=float, default=None, help="recording length in s (--stream)")
+    p.add_argument("--rogues", type=int, default=0, help="extra devices outside the fleet (--stream)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fleet and the packets (default 0)")
+    p.add_argument(
+        "--snr-db",
+        type=parse_snr_range,
+        default=(10.0, 25.0),
+        help="in-band SNR range in dB, low:high (default 10:25)",
+    )
+    p.add_argument(
+        "--multipath",
+        action="store_true",
+        help="pass packets through each device's multipath channel at the session's place",
+    )
+    p.add_argument(
+        "--doppler-hz",
+        type=float,
+        default=0.2,
+        help="maximum Doppler of the multipath channels in Hz (default 0.2)",
+    )
+    p.add_argument(
+        "--session",
+        type=int,
+        default=1,
+        help="session K: day K at place K (default 1); the devices stay the same",
+    )
+    p.add_argument(
+        "--minutes-since-power-on",
+        type=float,
+        default=0.0,
+        help="time from the devices' power-on to the first packet, minutes (default 0: warm-up "
+        "drift included)",
+    )
+    p.add_argument("--first-device", type=int, default=1, help="id of the first device (default 1)")
+    p.add_argument(
+        "--spread",
+        type=float,
+        default=1.0,
+        help="scale of the per-device hardware differences (default 1.0; 0 = identical hardware)",
+    )
+    p.add_argument("--chip", choices=["sx1276", "sx1272", "sx1261"], default="sx1276", help="chip model")
+    p.add_argument(
+        "--packet-interval-s",
+        type=float,
+        default=0.3,
+        help="time between a device's packets in s (--out, default 0.3)",
+    )
+    p.add_argument(
+        "--mean-interval-s",
+        type=float,
+        default=0.3,
+        help="mean idle time between packets in s (--stream, default 0.3)",
+    )
+    p.add_argument("--center-freq-hz", type=si_float, default=868.1e6, help="carrier frequency (868.1M)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+    add_lora_args(p)
+    p.set_defaults(func=run)
+
+
+def _cfg(args: argparse.Namespace):
+    from lorarffi.dsp.config import LoRaConfig
+
+    return LoRaConfig(sf=args.sf or 7, bw_hz=args.bw_hz or 125e3, fs_hz=args.fs_hz or 1e6)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from lorarffi.datasets.simulate import Session, make_fleet
+
+    if args.devices < 1:
+        raise ConfigError(f"--devices {args.devices} is not valid: use 1 or more")
+    if args.session < 0:
+        raise ConfigError(f"--session {args.session} is not valid: use 0 or more")
+    cfg = _cfg(args)
+    fleet = make_fleet(
+        args.devices,
+        seed=args.seed,
+        chip=args.chip,
+        spread=args.spread,
+        first_device=args.first_device,
+        carrier_freq_hz=args.center_freq_hz,
+    )
+    session = Session(
+        day=args.session, minutes_since_power_on=args.minutes_since_power_on, place=args.session
+    )
+    provenance = {
+        "command": "lora-rffi simulate",
+        "seed": args.seed,
+        "devices": args.devices,
+        "first_device": args.first_device,
+        "spread": args.spread,
+        "chip": args.chip,
+        "session": {
+            "day": session.day,
+            "minutes_since_power_on": session.minutes_since_power_on,
+            "place": session.place,
+        },
+        "snr_db": list(args.snr_db),
+        "multipath": args.multipath,
+        "doppler_hz": args.doppler_hz,
+        "devices_profiles": [d.to_dict() for d in fleet],
+    }
+    if args.out is not None:
+        if args.packets is None or args.packets < 1:
+            raise ConfigError("--out needs --packets M (1 or more packets per device)")
+        return _run_set(args, cfg, fleet, session, provenance, np)
+    if args.duration_s is None or not args.duration_s > 0:
+        raise ConfigError("--stream needs --duration-s T (> 0)")
+    if args.rogues < 0:
+        raise ConfigError(f"--rogues {args.rogues} is not valid: use 0 or more")
+    return _run_stream(args, cfg, fleet, session, provenance)
+
+
+def _run_set(args, cfg, fleet, session, provenance, np) -> int:
+    from lorarffi.datasets.native import PreambleWriter
+    from lorarffi.datasets.simulate import simulate_preamble_set
+
+    provenance = {
+        **provenance,
+        "packets_per_device": args.packets,
+        "packet_interval_s": args.packet_interval_s,
+    }
+    source = f"simulate seed={args.seed} session={args.session}"
+    with PreambleWriter(args.out, cfg, source=source, provenance=provenance, overwrite=args.overwrite) as w:
+        for dev in fleet:
+            rng = np.random.default_rng([args.seed, args.session, dev.device_id])
+            ps = simulate_preamble_set(
+                [dev],
+                cfg,
+                args.packets,
+                session=session,
+                rng=rng,
+                snr_db=args.snr_db,
+                multipath=args.multipath,
+                doppler_hz=args.doppler_hz,
+                packet_interval_s=args.packet_interval_s,
+            )
+            w.append(
+                ps.preambles,
+                ps.device_ids,
+                cfo_hz=ps.cfo_hz,
+                snr_db=ps.snr_db,
+                start=ps.start,
+                capture_time_s=_EPOCH_S + (session.day - 1) * 86400.0 + ps.capture_time_s,
+            )
+            log.info("device %d: %d packets", dev.device_id, len(ps))
+    print(
+        f"{args.out}: {args.devices * args.packets} packets of {args.devices} devices "
+        f"(ids {fleet[0].device_id}-{fleet[-1].device_id}), session {args.session}"
+    )
+    return 0
+
+
+def _run_stream(args, cfg, fleet, session, provenance) -> int:
+    from lorarffi.datasets.sigmf_io import make_annotation, write_sigmf
+    from lorarffi.datasets.simulate import simulate_stream
+
+    iq, events = simulate_stream(
+        fleet,
+        cfg,
+        duration_s=args.duration_s,
+        session=session,
+        rogues=args.rogues,
+        snr_db=args.snr_db,
+        mean_interval_s=args.mean_interval_s,
+        seed=args.seed,
+        multipath=args.multipath,
+        doppler_hz=args.doppler_hz,
+        spread=args.spread,
+    )
+    annotations = [
+        make_annotation(
+            ev.start,
+            min(ev.n_samples, iq.size - ev.start),
+            label="rogue" if ev.is_rogue else str(ev.device_id),
+            device_id=ev.device_id,
+            cfo_hz=ev.cfo_hz,
+            snr_db=ev.snr_db,
+            is_rogue=ev.is_rogue,
+            n_preamble=ev.n_preamble,
+            sync_word=ev.sync_word,
+            n_payload_symbols=ev.n_payload_symbols,
+        )
+        for ev in events
+    ]
+    peak = float(max(abs(iq.real).max(), abs(iq.imag).max())) if iq.size else 0.0
+    if peak > 1.0:
+        log.warning("samples reach %.2f: beyond full scale of integer SigMF types", peak)
+    path = write_sigmf(
+        args.stream,
+        iq,
+        cfg.fs_hz,
+        center_freq_hz=args.center_freq_hz,
+        annotations=annotations,
+        description=f"lora-rffi simulate: {args.devices} devices, {args.rogues} rogues, seed "
+        f"{args.seed}, session {args.session}",
+        cfg=cfg,
+        overwrite=args.overwrite,
+        datetime=_EPOCH_S + (session.day - 1) * 86400.0,
+    )
+    n_rogue = sum(ev.is_rogue for ev in events)
+    print(
+        f"{path}: {args.duration_s:g} s, {len(events)} packets ({n_rogue} from rogues) of "
+        f"{args.devices} devices"
+    )
+    return 0
