@@ -125,10 +125,12 @@ class DroppingSource(ThreadedSource):
         super().__init__(fs_hz=1000.0, buffer_s=1.0, overflow="drop", chunk_samples=10_000)  # 1000 samples
         self.name = "dropping"
         self.consumer_read = threading.Event()
+        self.first_batch_written = threading.Event()
 
     def _produce(self) -> None:
         for k in range(5):  # runs 0-2 fit (900 samples), 3 and 4 are dropped
             self._emit(300 * k, ramp(300, 300 * k))
+        self.first_batch_written.set()
         assert self.consumer_read.wait(10)
         for k in range(5, 8):
             self._emit(300 * k, ramp(300, 300 * k))
@@ -136,6 +138,8 @@ class DroppingSource(ThreadedSource):
 
 def test_source_counts_dropped_runs_and_keeps_indices_true() -> None:
     src = DroppingSource()
+    src._start()
+    assert src.first_batch_written.wait(10)  # the consumer starts reading only now
     chunks = []
     with src:
         for start, iq in src:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import io
 import json
+import pathlib
 import threading
 import time
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lorarffi.capture.base import ThreadedSource
 from lorarffi.capture.sinks import ConsoleSink, JsonlSink, Sink, ZmqPublishSink, bind_endpoint
@@ -343,7 +346,20 @@ def test_live_command_prints_one_json_line_per_packet_and_a_summary(stream, offl
 
 def test_live_command_on_the_virtual_radio_with_duration(capsys) -> None:
     rc = main(
-        ["live", "--source", "sim", "--devices", "2", "--seed", "3", "--duration-s", "1.5", "--no-view"]
+        [
+            "live",
+            "--source",
+            "sim",
+            "--devices",
+            "2",
+            "--seed",
+            "3",
+            "--duration-s",
+            "1.5",
+            "--no-view",
+            "--speed",
+            "0",
+        ]
     )
     assert rc == 0
     out = capsys.readouterr().out
@@ -426,3 +442,92 @@ def test_live_command_stops_cleanly_on_ctrl_c_with_a_summary(stream) -> None:
     summary = lines[-1]["summary"]
     assert summary["n_packets"] == len(lines) - 1 and summary["n_lost_samples"] == 0
     assert "stopping (SIGINT)" in stderr
+
+
+REAL = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "grlora_sdr"
+
+
+@pytest.mark.parametrize(
+    ("name", "sf", "bw_hz"),
+    [("sf8_bw125k_fs1M_sync12_pre8", 8, 125e3), ("sf7_bw500k_fs2M_sync12_pre8", 7, 500e3)],
+)
+def test_real_recordings_give_the_same_packets_through_file_and_soapysdr(
+    name, sf, bw_hz, replay_module
+) -> None:
+    from lorarffi.datasets.recording import open_recording
+
+    meta = REAL / f"{name}.sigmf-meta"
+    if not meta.exists():
+        pytest.skip("shared test data not present")
+    with open_recording(meta) as rec:
+        truth = [a["core:sample_start"] for a in rec.annotations]
+        cfg = CFG.replace(sf=sf, bw_hz=bw_hz, fs_hz=rec.fs_hz)
+    runs = []
+    for spec in (f"file:{meta}", f"soapy:driver=replay,file={meta}"):
+        sink = Collect()
+        summary = LivePipeline(open_source(spec), cfg, sinks=[sink]).run()
+        assert summary.n_lost_samples == 0
+        runs.append(key(sink.records))
+    assert runs[0] == runs[1]
+    assert len(runs[0]) == len(truth)
+    assert all(abs(r[0] - t) <= 2 for r, t in zip(runs[0], truth, strict=True))
+
+
+def test_classifier_stage_refuses_preambles_at_another_rate_than_the_model(offline) -> None:
+    from types import SimpleNamespace
+
+    from lorarffi.rffi.live import ClassifierStage
+
+    fake = SimpleNamespace(cfg=CFG.replace(fs_hz=2e6), classify=None)  # trained at 2 MS/s
+    with pytest.raises(ConfigError, match="preambles at 1e\\+06 Hz"):
+        ClassifierStage(fake).decide(offline[:1])
+
+
+class FailingSource(ThreadedSource):
+    """Delivers some samples, then the 'device' fails."""
+
+    def __init__(self, iq: np.ndarray) -> None:
+        super().__init__(fs_hz=CFG.fs_hz)
+        self.name, self.iq = "failing", iq
+
+    def _produce(self) -> None:
+        self._emit(0, self.iq[:300_000])
+        raise CaptureError("failing: readStream failed: STREAM_ERROR (-2)")
+
+
+def test_a_device_failure_ends_the_run_with_its_error_and_sinks_closed(stream, tmp_path) -> None:
+    from lorarffi.capture.sinks import SigMFSink
+    from lorarffi.datasets.recording import open_recording
+
+    _, iq, _ = stream
+    out = tmp_path / "partial.sigmf-meta"
+    collect = Collect()
+    sinks = [collect, SigMFSink(out, fs_hz=1e6)]
+    with pytest.raises(CaptureError, match="STREAM_ERROR"):
+        LivePipeline(FailingSource(iq), CFG, sinks=sinks).run()
+    assert collect.closed_with is not None and collect.closed_with["n_samples"] == 300_000
+    with open_recording(out) as rec:  # the samples before the failure are on disk with valid metadata
+        np.testing.assert_array_equal(rec.read(0, rec.n_samples), iq[:300_000])
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chunk=st.integers(500, 400_000))
+def test_decisions_do_not_depend_on_how_the_source_chunks_the_stream(chunk, stream, offline) -> None:
+    path, _, _ = stream
+    _, sink = run_pipeline(open_source(f"file:{path}", format="cf32", fs_hz=1e6, chunk_samples=chunk))
+    assert [(r["start"], r["cfo_hz"]) for r in sink.records] == [(p.start, p.cfo_hz) for p in offline]
+
+
+def test_virtual_radio_packets_are_found_where_the_simulator_sent_them() -> None:
+    from lorarffi.capture.sim import SimSource
+
+    src = SimSource(
+        CFG, n_devices=3, n_rogues=1, seed=21, duration_s=2.0, snr_db=(20.0, 30.0), mean_interval_s=0.2
+    )
+    summary, sink = run_pipeline(src)
+    sent = [e for e in src.events if e.start + e.n_samples <= 2_000_000]
+    assert summary.n_samples == 2_000_000 and len(sent) >= 5
+    found = np.array([r["start"] for r in sink.records])
+    assert len(found) == len(sent)
+    assert np.all(np.abs(found - np.array([e.start for e in sent])) <= 2)
+    np.testing.assert_allclose([r["cfo_hz"] for r in sink.records], [e.cfo_hz for e in sent], atol=60.0)

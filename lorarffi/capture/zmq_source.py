@@ -331,7 +331,7 @@ class ZmqSource(ThreadedSource):
                     index = start
                 if iq.size == 0:
                     continue
-                if not self._emit(index, iq.copy(), last_rx):
+                if not self._emit(index, iq, last_rx):  # the ring copies
                     return
                 index += iq.size
         finally:

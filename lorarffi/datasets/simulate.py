@@ -763,6 +763,8 @@ class StreamSimulator:
         ] = []  # event, exact pos, payload
         self._next_free_s = 0.0
         self._cache: dict[int, npt.NDArray[np.complex64]] = {}
+        self._first_active = 0  # planned packets before this one lie wholly before the read position
+        self._noise_block: tuple[int, npt.NDArray[np.complex64]] = (-1, np.zeros(0, np.complex64))
         self._position = 0
 
     @property
@@ -842,8 +844,13 @@ class StreamSimulator:
         sigma = np.float32(np.sqrt(self.noise_power / 2))
         for block in range(start // _NOISE_BLOCK, (stop - 1) // _NOISE_BLOCK + 1):
             b0 = block * _NOISE_BLOCK
-            rng = np.random.default_rng([self.seed, 3, block])
-            noise = rng.standard_normal((_NOISE_BLOCK, 2), dtype=np.float32).view(np.complex64)[:, 0] * sigma
+            if self._noise_block[0] == block:  # small reads reuse the block they are in
+                noise = self._noise_block[1]
+            else:
+                rng = np.random.default_rng([self.seed, 3, block])
+                noise = rng.standard_normal((_NOISE_BLOCK, 2), dtype=np.float32).view(np.complex64)[:, 0]
+                noise *= sigma
+                self._noise_block = (block, noise)
             lo, hi = max(start, b0), min(stop, b0 + _NOISE_BLOCK)
             out[lo - start : hi - start] = noise[lo - b0 : hi - b0]
         return out
@@ -858,10 +865,12 @@ class StreamSimulator:
             return start, np.zeros(0, np.complex64)
         self._plan_until(stop + _MARGIN)
         chunk = self._noise(start, stop)
-        for index, (ev, _, _) in enumerate(self._planned):
+        for index in range(self._first_active, len(self._planned)):
+            ev = self._planned[index][0]
             lo, hi = ev.start - _MARGIN, ev.stop + _MARGIN
             if hi <= start:
                 self._cache.pop(index, None)
+                self._first_active = index + 1
                 continue
             if lo >= stop:
                 break

@@ -4,6 +4,7 @@ Chirp synthesis, packet detection, preamble alignment, CFO estimation and compen
 This subpackage imports nothing of lora-rffi's other subpackages (only the leaf :mod:`lorarffi.errors`).
 """
 
+from lorarffi.dsp.cfo import compensate_cfo, estimate_cfo, estimate_coarse_cfo, estimate_fine_cfo
 from lorarffi.dsp.chirp import (
     PacketLayout,
     downchirp,
@@ -15,6 +16,8 @@ from lorarffi.dsp.chirp import (
     upchirp,
 )
 from lorarffi.dsp.config import SYNC_WORD_LORAWAN, SYNC_WORD_PRIVATE, VALID_BW_HZ, LoRaConfig
+from lorarffi.dsp.detect import StreamDetector, detect
+from lorarffi.dsp.packet import Packet
 from lorarffi.dsp.representation import (
     RepresentationConfig,
     available_representations,
@@ -37,6 +40,13 @@ __all__ = [
     "modulate",
     "sync_word_symbols",
     "sync_word_from_symbols",
+    "Packet",
+    "StreamDetector",
+    "detect",
+    "estimate_cfo",
+    "estimate_coarse_cfo",
+    "estimate_fine_cfo",
+    "compensate_cfo",
     "spectrogram",
     "channel_independent_spectrogram",
     "RepresentationConfig",

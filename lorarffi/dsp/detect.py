@@ -43,6 +43,7 @@ import scipy.fft
 
 from lorarffi.dsp._resample import StreamResampler
 from lorarffi.dsp._store import SampleStore
+from lorarffi.dsp.cfo import _phase_slope
 from lorarffi.dsp.chirp import sync_word_from_symbols, upchirp
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.dsp.packet import Packet
@@ -63,12 +64,14 @@ _BLOCK_SAMPLES = 1 << 18  # internal-rate samples per processing block (rounded 
 # -- resolution ---------------------------------------------------------------------------------------------
 _Z = 4  # zero-padding of the resolution spectra
 _SFD_LOOKAHEAD = 8  # windows after the last cluster window searched for the SFD
-_SFD_RATIO = 10.4  # gamma.isf(1e-8, 2) / 2: peak over mean of two summed zero-padded window periodograms
+_SFD_RATIO = 7.4  # gamma.isf(1e-5, 2) / 2: peak over mean of two summed zero-padded window periodograms
 _RHO = 0.3  # an aligned up-chirp (or SFD down-chirp) holds at least this share of the preamble's energy
-_KAPPA = 8.0  # ... and at least this many times its window's mean bin power
+_PROJ_SPLIT = 0.47  # coherent count: share of the preamble amplitude that splits up-chirp from noise
+_KAPPA_SURE = 25.0  # noise alone exceeds this many times its expectation with probability 1e-11
+_KAPPA = 8.0  # ... and at least this many times its window's noise-only expectation (Exp(1): P = 3e-4)
 _MIN_PREAMBLE = 5  # up-chirps counted before the sync word
 _K_FINE = 64  # preamble symbols (at most) for the fine CFO
-_K_ALIGNED = 8  # preamble symbols (at most) for the aligned coarse re-estimate
+_K_ALIGNED = 4  # preamble symbols for the aligned coarse re-estimate
 _K_TIME = 16  # preamble symbols (at most) for the fine timing and the SNR
 _HEAD_BEFORE = _J + 6  # windows before a cluster's first window kept in its head snapshot
 _HEAD_AFTER = 4  # ... and from its first window on
@@ -150,13 +153,15 @@ class StreamDetector:
         self._block_w = max(1, _BLOCK_SAMPLES // self._L)
         self._block_len = self._block_w * self._L
         up = upchirp(self.internal_cfg)
+        self._up_full = up
         self._down_full = np.conj(up)
         dec = up.reshape(self._N, self._osr).sum(axis=1)
         self._up_chip = np.exp(1j * np.angle(dec)).astype(np.complex64)
         self._down_chip = np.conj(self._up_chip)
         self._ones = np.ones(self._osr, dtype=np.complex64)
         self._time_dtft: npt.NDArray[np.complex64] | None = None
-        self._keep_full = self._block_len + (max(cfg.preamble_symbols, _K_TIME) + _J + _SFD_LOOKAHEAD + 16) * self._L
+        n_keep = max(cfg.preamble_symbols, _K_FINE) + _J + _HEAD_BEFORE + _SFD_LOOKAHEAD + 16
+        self._keep_full = self._block_len + n_keep * self._L
         self._keep_chip = (self._block_w + _HISTORY_WINDOWS) * self._N
         self.reset()
 
@@ -360,15 +365,6 @@ class StreamDetector:
                 seg[lo - a : hi - a] = arr[lo - off : hi - off]
         return seg[(starts - a)[:, None] + np.arange(n)[None, :]]
 
-    def _upchirp_energy(self, source, starts: npt.NDArray[np.int64], cfo_bins: float):
-        """Aligned up-chirp test at the chip rate: energy near bin 0 and the mean bin power of each window."""
-        N = self._N
-        ref = self._down_chip * np.exp(-2j * np.pi * cfo_bins * np.arange(N) / N).astype(np.complex64)
-        spec = np.fft.fft(self._aligned(source, starts, N) * ref, axis=1)
-        p = spec.real**2 + spec.imag**2
-        e0 = p[:, 0] + np.maximum(p[:, 1], p[:, -1])
-        return e0, p.mean(axis=1)
-
     def _resolve(self, cand: _Cluster) -> Packet | None:
         self.n_candidates += 1
         N, L, osr, Z = self._N, self._L, self._osr, _Z
@@ -398,8 +394,8 @@ class StreamDetector:
         k_down = _log_parabola(best, int(np.argmax(best))) / Z
 
         # 3. coarse CFO and timing (chip units), the ambiguous half-period resolved towards |cfo| < N/4
-        a = 0.5 * (k_up + k_down)
-        cfo_b = (a + N / 4) % (N / 2) - N / 4
+        mid = 0.5 * (k_up + k_down)
+        cfo_b = (mid + N / 4) % (N / 2) - N / 4
         delta = (cfo_b - k_up) % N  # preamble symbols start at chips delta + j*N
 
         # 4. SFD boundary: the aligned candidate with the most down-chirp energy
@@ -411,54 +407,81 @@ class StreamDetector:
         sp = np.fft.fft(self._aligned(self._chips, starts, N) * ref_up, axis=1)
         pw = sp.real**2 + sp.imag**2
         e_down = (pw[:, 0] + np.maximum(pw[:, 1], pw[:, -1])).reshape(3, 2)
-        j_sfd = int(np.argmax(e_down.sum(axis=1)))
-        p_sfd = float(bounds[j_sfd])
-        e_sfd = e_down[j_sfd]
+        p_sfd = float(bounds[int(np.argmax(e_down.sum(axis=1)))])
 
-        # 5. count the preamble: aligned up-chirps back from the sync word
-        first_needed = (cand.w0 - _HEAD_BEFORE) * N
-        held_from = self._chips.start if self._chips.start > 0 else -math.inf  # before sample 0: known zeros
+        # 5. from here on, aligned windows at the full rate (at the chip rate a fractional-chip offset breaks
+        #    the dechirped tone: up to half its energy is lost), on a local copy with the coarse CFO removed.
+        #    First the coarse CFO and timing again, from the last up-chirps and the SFD down-chirps.
+        cfo0 = cfo_b
+        bin_hz = self._fs_int / L
+        first_needed = (cand.w0 - _HEAD_BEFORE) * L
+        held_from = self._full.start if self._full.start > 0 else -math.inf  # before sample 0: known zeros
         truncated = first_needed < held_from
-        n_hist = int((p_sfd - 2 * N - max(first_needed, held_from)) // N)
-        if n_hist < 3:
+        a = first_needed if not truncated else int(held_from)
+        b = int(math.ceil(p_sfd * osr)) + 3 * L
+        local = (self._full.get(a, b) * self._rotation(cfo0 * bin_hz, b - a), a)
+        x_sync = (p_sfd - 2 * N) * osr
+        s_up = int(round(x_sync))
+        s_down = s_up + 2 * L
+        e = (s_up - x_sync) / osr  # the aligned windows start e chips after the symbol boundaries
+        k_up = self._tone_near(self._aligned(local, np.array([s_up - _K_ALIGNED * L]), _K_ALIGNED * L)[0],
+                               self._down_full, e)
+        k_down = self._tone_near(self._aligned(local, np.array([s_down]), 2 * L)[0], self._up_full, -e)
+        r_b = 0.5 * (k_up + k_down)  # CFO left after removing cfo0, in bins
+        e = 0.5 * (k_up - k_down)
+        x_sync = s_up - e * osr
+
+        # 6. count the preamble: aligned windows back from the sync word, each tested at the exact tone
+        #    frequency; the start is the change point that best separates up-chirps from the rest
+        n_hist = int((s_up - a) // L)
+        if n_hist < _MIN_PREAMBLE:
             return None
-        starts = np.round(p_sfd - N * np.arange(3, n_hist + 3)).astype(np.int64)
-        e0, mean_p = self._upchirp_energy(self._chips, starts, cfo_b)
-        e_ref = float(np.median(e0[:4]))
-        ok = (e0 >= _RHO * e_ref) & (e0 >= _KAPPA * mean_p)
-        n_pre = int(np.argmin(ok)) if not ok.all() else ok.size
-        if n_pre == ok.size and truncated:
-            n_pre = self._count_from_head(cand, p_sfd, cfo_b, delta)
+        amp, energy = self._symbol_amplitudes(local, s_up - L * np.arange(1, n_hist + 1), r_b + e)
+        p0_ = np.abs(amp) ** 2
+        e_ref = float(np.median(p0_[:4]))
+        ok = (p0_ >= _RHO * e_ref) & (p0_ >= _KAPPA * energy)
+        score = np.cumsum(np.where(ok, 1, -1))
+        n_pre = int(np.argmax(score)) + 1 if score.max() > 0 else 0
+        long_preamble = truncated and score[-1] >= score.max() - 1 and bool(ok[-3:].all())
+        if long_preamble:
+            n_pre = self._count_from_head(cand, x_sync / osr + 2 * N, cfo0 + r_b)
             if n_pre is None:
                 return None
-        if n_pre < _MIN_PREAMBLE:
+        if n_pre < (_MIN_PREAMBLE if long_preamble else 3):
             log.debug("candidate at window %d: %d preamble symbols", cand.w0, n_pre)
             return None
-        if e_sfd.min() < _RHO * e_ref:
+        sfd_amp, _ = self._symbol_amplitudes(local, s_down + L * np.arange(2), r_b - e, ref=self._up_full)
+        if (np.abs(sfd_amp) ** 2).mean() < _RHO * e_ref:
             log.debug("candidate at window %d: weak SFD", cand.w0)
             return None
 
-        # 5b. coarse CFO and timing again, from aligned windows (no chirp wrap inside them, so no bias)
-        p_sync = p_sfd - 2 * N
-        k_a = min(n_pre - 1, _K_ALIGNED)
-        s_up, s_down = int(round(p_sync)), int(round(p_sfd))
-        e = s_up - p_sync
-        k_up = self._tone_near(self._chips.get(s_up - k_a * N, s_up), self._down_chip, cfo_b + e)
-        k_down = self._tone_near(self._chips.get(s_down, s_down + 2 * N), self._up_chip, cfo_b - e)
-        cfo_b = 0.5 * (k_up + k_down)
-        p_sync = s_up - 0.5 * (k_up - k_down)
-        p_sfd = p_sync + 2 * N
+        # 7a. fine CFO: phase progression across the preamble symbols (eq. 13 over all pairs, then LS), and
+        # 7b. the count again, coherently: with the CFO known, every preamble symbol has the same amplitude.
+        #     More symbols found coherently refine the CFO in turn.
+        k_f = min(max(n_pre - 1, _K_ALIGNED), _K_FINE, n_hist)
+        for _ in range(3):
+            derot = np.exp(2j * np.pi * r_b * np.arange(1, k_f + 1))  # undo the progression of r_b
+            resid = float(_phase_slope((amp[:k_f] * derot)[::-1][None, :])[0])
+            r_bins = r_b + ((resid + 0.5) % 1.0 - 0.5)
+            if long_preamble:
+                break
+            y = amp * np.exp(2j * np.pi * r_bins * np.arange(1, n_hist + 1))
+            ref = y[:k_f].mean()
+            proj = (y * np.conj(ref)).real / max(abs(ref), 1e-300)
+            sure = (p0_ >= _RHO * e_ref) & (p0_ >= _KAPPA_SURE * energy)
+            score = np.cumsum(np.where((proj > _PROJ_SPLIT * abs(ref)) | sure, 1, -1))
+            n_pre = int(np.argmax(score)) + 1 if score.max() > 0 else 0
+            k_new = min(max(n_pre - 1, _K_ALIGNED), _K_FINE, n_hist)
+            if k_new <= k_f:
+                break
+            k_f = k_new
+        if n_pre < _MIN_PREAMBLE:
+            log.debug("candidate at window %d: %d coherent preamble symbols", cand.w0, n_pre)
+            return None
+        cfo_hz = (cfo0 + r_bins) * bin_hz
+        p_sync = x_sync / osr
 
-        # 6. fine CFO: eq. 13 over the preamble at the chip rate (all pairs of consecutive symbols)
-        k_f = min(n_pre - 1, _K_FINE)
-        c = self._chips.get(int(math.ceil(p_sync - k_f * N)) + 1, int(math.floor(p_sync)) - 1)
-        corr = np.sum(c[:-N] * np.conj(c[N:]), dtype=np.complex128)
-        fine_b = -float(np.angle(corr)) / (2 * np.pi)
-        cfo_bins = fine_b + round(cfo_b - fine_b)
-        bin_hz = self._fs_int / L
-        cfo_hz = cfo_bins * bin_hz
-
-        # 7. fine timing at the full rate: residual tone of the averaged aligned symbols
+        # 7c. fine timing at the full rate: residual tone of the averaged aligned symbols
         k_t = min(n_pre - 1, _K_TIME)
         x_sync0 = int(round(p_sync * osr))
         s0 = x_sync0 - k_t * L
@@ -500,47 +523,59 @@ class StreamDetector:
             n_preamble_symbols=int(n_pre),
             stop=int(round((x_sfd + 2.25 * L) * scale)),
             start_frac=float(start_in - round(start_in)),
-            cfo_coarse_hz=float(cfo_b * bin_hz),
+            cfo_coarse_hz=float((cfo0 + r_b) * bin_hz),
             fs_hz=float(self._fs_in),
         )
 
-    def _count_from_head(self, cand: _Cluster, p_sfd: float, cfo_b: float, delta: float) -> int | None:
+    def _count_from_head(self, cand: _Cluster, p_sfd: float, cfo_b: float) -> int | None:
         """Preamble length when its start has left the history: find the start in the cluster's head snapshot."""
         N = self._N
         if cand.head is None:
             return None
         off = (cand.w0 - _HEAD_BEFORE) * N
-        # the head's own timing (the sample clock may have drifted over a long preamble)
-        tail = cand.head[-3 * N :].reshape(3, N)
-        ref = self._down_chip * np.exp(-2j * np.pi * cfo_b * np.arange(N) / N).astype(np.complex64)
-        spec = np.abs(np.fft.fft(tail * ref, n=_Z * N, axis=1)) ** 2
-        avg = spec.mean(axis=0).astype(np.float64)
-        k = _log_parabola(avg, int(np.argmax(avg))) / _Z
-        d_head = (-k) % N
+        # the head's own symbol timing (the sample clock may drift over a long preamble)
+        tail = cand.head[-3 * N :]
+        spec = np.abs(np.fft.fft(tail.reshape(3, N) * self._down_chip, n=_Z * N, axis=1)) ** 2
+        k0 = float(np.argmax(spec.mean(axis=0))) / _Z
+        k = self._tone_near(tail, self._down_chip, k0)
+        d_head = (cfo_b - k) % N
         last = off + cand.head.size - N  # last window start that fits in the head
         p_last = d_head + math.floor((last - d_head) / N) * N
         n_win = int((p_last - off) // N) + 1
-        starts = np.round(p_last - N * np.arange(n_win)).astype(np.int64)
-        e0, mean_p = self._upchirp_energy((cand.head, off), starts, cfo_b)
-        e_ref = float(np.median(e0[:3]))
-        ok = (e0 >= _RHO * e_ref) & (e0 >= _KAPPA * mean_p)
-        n_ok = int(np.argmin(ok)) if not ok.all() else ok.size
-        if n_ok == 0:
+        s_last = int(round(p_last))
+        amp, energy = self._symbol_amplitudes((cand.head, off), s_last - N * np.arange(n_win),
+                                              cfo_b + (s_last - p_last), ref=self._down_chip)
+        power = np.abs(amp) ** 2
+        e_ref = float(np.median(power[:3]))
+        ok = (power >= _RHO * e_ref) & (power >= _KAPPA * energy)
+        score = np.cumsum(np.where(ok, 1, -1))
+        if score.max() <= 0:
             return None
-        p_first = p_last - (n_ok - 1) * N
+        p_first = p_last - int(np.argmax(score)) * N
         return int(round((p_sfd - p_first) / N)) - 2
 
+    def _symbol_amplitudes(self, source, starts: npt.NDArray[np.int64], tone_bins: float, *,
+                           ref: npt.NDArray[np.complex64] | None = None):
+        """Windows of one symbol at ``starts``: dechirped amplitude at ``tone_bins`` and the window energy."""
+        ref = self._down_full if ref is None else ref
+        w = ref.size
+        win = self._aligned(source, starts, w)
+        amp = win.astype(np.complex128) @ (ref * np.exp(-2j * np.pi * tone_bins * np.arange(w) / w))
+        energy = np.sum(win.real.astype(np.float64) ** 2 + win.imag.astype(np.float64) ** 2, axis=1)
+        return amp, energy
+
     def _tone_near(self, seg: npt.NDArray[np.complex64], ref: npt.NDArray[np.complex64], center: float) -> float:
-        """Frequency in chip bins (within 1.25 of ``center``) of the tone left by dechirping ``seg`` with ``ref``."""
-        N = self._N
-        k = seg.size // N
+        """Frequency in bins of ``bw / 2**sf`` (within 1.25 of ``center``) of the tone left by dechirping
+        ``seg`` (whole symbols of ``ref.size`` samples) with the periodic ``ref``."""
+        k = seg.size // ref.size
         d = seg * np.tile(ref, k)
         spec = np.abs(np.fft.fft(d, n=4 * seg.size)) ** 2
-        fine = 4 * k  # fine bins per chip bin
+        fine = 4 * k  # fine bins per bin
         idx = (int(round(center * fine)) + np.arange(-5 * k, 5 * k + 1)) % spec.size
         i = int(idx[np.argmax(spec[idx])])
         f = _log_parabola(spec.astype(np.float64), i) / fine
-        return center + ((f - center + N / 2) % N - N / 2)
+        w = ref.size
+        return center + ((f - center + w / 2) % w - w / 2)
 
     def _rotation(self, cfo_hz: float, n: int) -> npt.NDArray[np.complex64]:
         """``exp(-2j*pi*cfo_hz*k/fs)`` for ``k < n`` (one symbol of phases times a per-symbol step)."""

@@ -1,8 +1,8 @@
-"""Per-batch augmentation of raw (not yet compensated) preambles for training.
+"""Per-batch augmentation of preprocessed preambles for training.
 
-Applied to stored preambles before :func:`~lorarffi.rffi.preprocess.preprocess_preambles`, so the network sees
-what the detector would hand out for the augmented packet: a random multipath channel (exponential power
-delay profile, Rician first path, slow Jakes Doppler; TIFS 2022 §V-A), a CFO shift, and white noise at a
+Applied to preprocessed packets (:func:`~lorarffi.rffi.preprocess.preprocess_preambles`) before they are
+normalised again and turned into features: a random multipath channel (exponential power
+delay profile, Rician first path, static over the packet; TIFS 2022 §V-A), a CFO shift, and white noise at a
 random in-band SNR. The impairments themselves are :mod:`lorarffi.datasets.channel`'s.
 """
 
@@ -39,7 +39,7 @@ class Augmenter:
     delay_spread_s : tuple of float
         RMS delay spread range of the exponential power delay profile, s.
     cfo_shift_hz : float
-        Largest CFO shift, Hz (uniform in +-).
+        Largest CFO shift, Hz (uniform in +-): the residual CFO the estimator leaves at low SNR.
     """
 
     kinds: tuple[str, ...]
@@ -47,7 +47,7 @@ class Augmenter:
     bw_hz: float = 125e3
     snr_db: tuple[float, float] = (5.0, 40.0)
     delay_spread_s: tuple[float, float] = (10e-9, 300e-9)
-    cfo_shift_hz: float = 2000.0
+    cfo_shift_hz: float = 50.0
 
     def __post_init__(self) -> None:
         bad = [k for k in self.kinds if k not in AUGMENTATIONS]
@@ -69,7 +69,7 @@ class Augmenter:
                 n,
                 rms_delay_spread_s=rng.uniform(*self.delay_spread_s, n),
                 k_factor=rng.uniform(0, 10, n),
-                doppler_hz=rng.uniform(0, 10, n),
+                doppler_hz=0.0,
                 rng=rng,
             )
             x = apply_multipath(x, ch, fs_hz=self.fs_hz)

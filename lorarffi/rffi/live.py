@@ -82,8 +82,8 @@ class ClassifierStage:
         model_fs_hz = float(self.classifier.cfg.fs_hz)
         if not math.isclose(float(packets[0].preamble_fs_hz), model_fs_hz, rel_tol=1e-9):
             raise ConfigError(
-                f"the detector delivers preambles at {packets[0].preamble_fs_hz:g} Hz but the model was trained at "
-                f"{model_fs_hz:g} Hz: capture at a rate whose integer oversampling matches the model"
+                f"the detector delivers preambles at {packets[0].preamble_fs_hz:g} Hz but the model "
+                f"was trained at {model_fs_hz:g} Hz: use a sample rate matching the model"
             )
         preambles = np.stack([np.asarray(p.preamble, np.complex64) for p in packets])
         cfo_hz = np.array([p.cfo_hz for p in packets], np.float64)
@@ -151,7 +151,7 @@ class LiveSummary:
     verdicts : dict
         Decisions per verdict.
     devices : dict
-        Decisions per device id (``"unknown"`` for rejected ones).
+        Decisions per device id (``"unknown"`` for rejected ones, ``"-"`` without a model).
     n_overflows, n_lost_samples, n_gaps, n_untimed_overflows, n_timeouts, n_bad_frames : int
         The source's counters (see :class:`~lorarffi.capture.base.SourceStats`).
     n_nonfinite : int
@@ -205,7 +205,7 @@ class LiveSummary:
                 f"latency: p50 {lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms, p99 {lat['p99']:.1f} ms, "
                 f"max {lat['max']:.1f} ms"
             )
-        if self.devices:
+        if set(self.devices) - {"-"}:  # a model decided (detection only reports no device)
             lines.append("devices: " + ", ".join(f"{k}: {v}" for k, v in sorted(self.devices.items())))
         return "\n".join(lines)
 
@@ -298,7 +298,7 @@ class LivePipeline:
         lat = []
         for p, d in zip(packets, decisions, strict=True):
             last = int(p.fingerprint_start) + self._preamble_span - 1
-            latency_ms = 1e3 * max(0.0, t_decided - self.source.arrival_time_s(last))
+            latency_ms = round(1e3 * max(0.0, t_decided - self.source.arrival_time_s(last)), 3)
             lat.append(latency_ms)
             device = d.get("device")
             rec: dict[str, Any] = {
@@ -317,7 +317,7 @@ class LivePipeline:
             rec.update({k: v for k, v in d.items() if k not in rec})
             records.append(rec)
             self.verdicts[rec["verdict"]] += 1
-            self.devices["unknown" if device is None or int(device) < 0 else str(int(device))] += 1
+            self.devices["-" if device is None else "unknown" if int(device) < 0 else str(int(device))] += 1
         self.latency.add(lat)
         self.n_packets += len(packets)
         for sink in self.sinks:
@@ -376,12 +376,24 @@ class LivePipeline:
                     break
             if detector is not None:
                 self._finish(detector, offset)
-        finally:
+        except BaseException:
             source.close()
+            self._close_sinks(self.summary(self._clock() - t0))  # recorders still write their metadata
+            raise
+        source.close()
         summary = self.summary(self._clock() - t0)
-        for sink in self.sinks:
-            sink.close(summary.to_dict())
+        self._close_sinks(summary)
         return summary
+
+    def _close_sinks(self, summary: LiveSummary) -> None:
+        errors = []
+        for sink in self.sinks:
+            try:
+                sink.close(summary.to_dict())
+            except Exception as exc:  # noqa: BLE001 - close the others, then report the first failure
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     def _finish(self, detector: Any, offset: int) -> None:
         self._decide([_shift(p, offset) for p in detector.flush()])
@@ -407,11 +419,14 @@ class LivePipeline:
             n_bad_frames=st.n_bad_frames,
             n_nonfinite=self.n_nonfinite,
             latency_ms={
-                "p50": lat.percentile(50),
-                "p90": lat.percentile(90),
-                "p99": lat.percentile(99),
-                "max": lat.max_ms if lat.n else math.nan,
-                "mean": lat.mean_ms,
+                name: round(value, 3)
+                for name, value in (
+                    ("p50", lat.percentile(50)),
+                    ("p90", lat.percentile(90)),
+                    ("p99", lat.percentile(99)),
+                    ("max", lat.max_ms if lat.n else math.nan),
+                    ("mean", lat.mean_ms),
+                )
             },
         )
 

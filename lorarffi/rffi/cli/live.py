@@ -100,7 +100,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--speed",
         type=float,
         default=None,
-        help="file/sim: pace at this multiple of real time (1 = real time; default: as fast as possible)",
+        help="file/sim: pace at this multiple of real time (1 = real time, 0 = as fast as possible; "
+        "default: sim 1, file 0)",
     )
     p.add_argument("--realtime", action="store_true", help="file/sim: pace in real time (= --speed 1)")
     p.add_argument("--loop", action="store_true", help="file: start again at the end")
@@ -150,13 +151,18 @@ def run(args: argparse.Namespace) -> int:
     fs_hz = args.fs_hz if args.fs_hz is not None else args.rate_hz
     if args.duration_s is not None and not args.duration_s > 0:
         raise ConfigError(f"--duration-s={args.duration_s} is not valid: give a positive number of seconds")
+    spec = args.source.strip()
+    is_sim = spec == "sim" or spec.startswith("sim:")
     speed = 1.0 if args.realtime else args.speed
+    if speed is None and is_sim:
+        speed = 1.0  # the virtual radio runs in real time unless told otherwise
+    if speed == 0:
+        speed = None
     classifier = None
     if args.model:
         from lorarffi.rffi.inference import load_classifier
 
         classifier = load_classifier(args.model)
-    spec = args.source.strip()
     opts: dict = {
         "buffer_s": args.buffer_s,
         "center_freq_hz": args.center_freq_hz,
@@ -171,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         "snr_db": args.snr_db,
         "seed": args.seed,
     }
-    if spec == "sim" or spec.startswith("sim:"):
+    if is_sim:
         opts["cfg"] = _lora_cfg(args, classifier, fs_hz)
     source = open_source(spec, **opts)
     sinks = []

@@ -1,0 +1,106 @@
+"""``lora-rffi detect``: find the LoRa packets in a recording, streamed in chunks (raw, SigMF or I/Q WAV)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from lorarffi.rffi.cli._common import add_lora_args
+
+__all__ = ["register", "run"]
+
+_FORMATS = ("cf32", "ci16", "cu8", "ci8")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "detect",
+        help="find LoRa packets in a recording and print their start, CFO and SNR",
+        description="Detect LoRa packets in a recording: a raw headerless file (give --format and --fs-hz), "
+        "a SigMF recording (rate and type from its metadata) or a two-channel I/Q WAV file as SDR programs "
+        "write them (rate from the header). The file is read in chunks, so recordings of any size work. "
+        "Prints one line (or with --json one JSON object) per packet on stdout and a summary on stderr. "
+        "NaN or infinite samples are counted, replaced by zeros and reported.",
+        epilog="example: lora-rffi detect capture.wav --sf 11 --bw-hz 500k --json",
+    )
+    p.add_argument("input", metavar="INPUT", help="recording: raw file, NAME.sigmf-meta, NAME.sigmf or .wav")
+    p.add_argument("--format", choices=_FORMATS, default=None,
+                   help="sample format of a raw file (SigMF and WAV files say it themselves)")
+    add_lora_args(p)
+    p.add_argument("--preamble-symbols", type=int, default=8,
+                   help="up-chirps in the fingerprint window (default 8)")
+    p.add_argument("--json", action="store_true", help="one JSON object per packet instead of a table")
+    p.add_argument("--chunk-samples", type=int, default=1 << 20,
+                   help="samples read per chunk (default 1048576)")
+    p.set_defaults(func=run)
+
+
+def _row(p) -> str:
+    return (f"{p.start:>12d} {p.start_s:>11.6f} {p.cfo_hz:>11.1f} {p.snr_db:>7.1f} {p.power_db:>8.1f} "
+            f"{'0x%02X' % p.sync_word:>5} {p.n_preamble_symbols:>5d}")
+
+
+_HEADER = (f"{'start':>12} {'start_s':>11} {'cfo_hz':>11} {'snr_db':>7} {'power_db':>8} {'sync':>5} "
+           f"{'n_pre':>5}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lorarffi.datasets.recording import open_recording
+    from lorarffi.dsp import LoRaConfig, StreamDetector
+    from lorarffi.errors import ConfigError
+
+    if args.chunk_samples < 1:
+        raise ConfigError(f"--chunk-samples={args.chunk_samples} is not valid: use 1 or more")
+    out = sys.stdout
+    n_packets = 0
+
+    def emit(packets) -> None:
+        nonlocal n_packets
+        for p in packets:
+            n_packets += 1
+            out.write((json.dumps(p.to_dict()) if args.json else _row(p)) + "\n")
+        out.flush()
+
+    with open_recording(args.input, format=args.format, fs_hz=args.fs_hz) as rec:
+        cfg = LoRaConfig(
+            sf=7 if args.sf is None else args.sf,
+            bw_hz=125e3 if args.bw_hz is None else args.bw_hz,
+            fs_hz=rec.fs_hz,
+            preamble_symbols=args.preamble_symbols,
+        )
+        det = StreamDetector(cfg)
+        if not args.json:
+            out.write(_HEADER + "\n")
+        show = sys.stderr.isatty() and not args.quiet
+        progress = None
+        if show:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            progress = Progress(TextColumn("detect"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                                TimeRemainingColumn(), transient=True, console=_stderr_console())
+            progress.start()
+            task = progress.add_task("detect", total=rec.n_samples or None)
+        try:
+            for _start, chunk in rec.iter_chunks(args.chunk_samples):
+                emit(det.process(chunk))
+                if progress is not None:
+                    progress.advance(task, chunk.size)
+            emit(det.flush())
+        finally:
+            if progress is not None:
+                progress.stop()
+    if not args.quiet:
+        print(
+            f"{n_packets} packet(s) in {det.n_samples} samples ({det.n_samples / cfg.fs_hz:.3f} s at "
+            f"{cfg.fs_hz:g} S/s, SF{cfg.sf}, {cfg.bw_hz / 1e3:g} kHz); {det.n_nonfinite} non-finite sample(s) "
+            "replaced by zeros",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
