@@ -39,8 +39,11 @@ def count_macs(model, sample) -> int:
         elif isinstance(mod, torch.nn.Linear):
             macs += out.numel() * mod.in_features
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    ]
     with torch.no_grad():
         model(sample)
     for h in handles:
@@ -76,8 +79,13 @@ def _model_dir(name: str, rep: str, cfg, tmp: str) -> str:
     cfo = np.repeat(np.linspace(-3000, 3000, n_classes), 2) + np.tile([-10.0, 10.0], n_classes)
     gate = CfoGate.fit(cfo, np.repeat(np.arange(n_classes), 2), ids)
     path = os.path.join(tmp, name)
-    save_model_dir(path, model, ModelDirConfig(name, hp, {"name": rep, "params": {}}, cfg, tuple(ids.tolist()),
-                                               hybrid=gate.to_dict()))
+    save_model_dir(
+        path,
+        model,
+        ModelDirConfig(
+            name, hp, {"name": rep, "params": {}}, cfg, tuple(ids.tolist()), hybrid=gate.to_dict()
+        ),
+    )
     return path
 
 
@@ -91,8 +99,9 @@ def run() -> str:
 
     torch.set_num_threads(N_THREADS)
     cfg = LoRaConfig()
-    ps = simulate_preamble_set(make_fleet(4, seed=1), cfg, BATCH // 4, session=Session(),
-                               rng=np.random.default_rng(0))
+    ps = simulate_preamble_set(
+        make_fleet(4, seed=1), cfg, BATCH // 4, session=Session(), rng=np.random.default_rng(0)
+    )
     pre = preprocess_preambles(ps.preambles, cfg)  # what the detector hands out
     iq, cfo = pre.iq, pre.cfo_hz
     rows = []
@@ -103,7 +112,7 @@ def run() -> str:
             macs = count_macs(clf.model, feats)
             clf.classify(iq, cfo, track=False)  # warm-up
             heavy = macs > 1e8
-            batch_t = _timed(lambda: clf.classify(iq, cfo, track=False), MIN_TIME_S, 3 if heavy else 5)
+            batch_t = _timed(lambda c=clf: c.classify(iq, cfo, track=False), MIN_TIME_S, 3 if heavy else 5)
             pps = BATCH / statistics.median(batch_t)
             x_all = torch.from_numpy(clf.features(iq, cfo))
 
@@ -113,7 +122,8 @@ def run() -> str:
 
             model_t = _timed(model_only, MIN_TIME_S / 2, 3)
             model_pps = BATCH / statistics.median(model_t)
-            one = _timed(lambda: clf.classify(iq[:1], cfo[:1], track=False), MIN_TIME_S, 30 if heavy else 200)
+            n_calls = 30 if heavy else 200
+            one = _timed(lambda c=clf: c.classify(iq[:1], cfo[:1], track=False), MIN_TIME_S, n_calls)
             lat = np.array(one) * 1e3
             p50, p99 = float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
             ok = []
@@ -127,12 +137,14 @@ def run() -> str:
                 f"{2 * macs * model_pps / 1e9:.1f} | {p50:.2f} | {p99:.2f} | {'; '.join(ok) or '-'} |"
             )
     head = (
-        f"End to end through `load_classifier(...).classify(preambles, cfo_hz)` (representation + network + CFO "
-        f"gate), CPU, `torch.set_num_threads({N_THREADS})`, batch {BATCH} for throughput, one packet per call for "
+        "End to end through `load_classifier(...).classify(preambles, cfo_hz)` (representation + network + "
+        f"CFO gate), CPU, `torch.set_num_threads({N_THREADS})`, batch {BATCH} for throughput, one packet per "
+        "call for "
         f"latency; medians over >= {MIN_TIME_S:g} s. GFLOP/s = 2 x MAC x packets/s (network only). "
-        "\"network only\" runs the model on precomputed features.\n\n"
+        '"network only" runs the model on precomputed features.\n\n'
         "Reproduce: `OMP_NUM_THREADS=2 .venv/bin/python benchmarks/run.py --only inference`\n\n"
-        "| model | input | params | MMAC/packet | packets/s (end to end) | GFLOP/s | packets/s (network only) "
+        "| model | input | params | MMAC/packet | packets/s (end to end) | GFLOP/s | "
+        "packets/s (network only) "
         "| GFLOP/s | latency p50 ms | latency p99 ms | targets |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|\n"
     )

@@ -62,14 +62,15 @@ def fft_floor(x: np.ndarray) -> np.ndarray:
     return scipy.fft.fft(frame_view(x), axis=-1, workers=THREADS)
 
 
-def _timed(fn, *args) -> float:
-    t0 = time.perf_counter()
+def _timed(fn, *args) -> tuple[float, float]:
+    """Wall-clock and process CPU time (all threads) of one call, in seconds."""
+    c0, t0 = time.process_time(), time.perf_counter()
     fn(*args)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
-def _interleaved(contenders: dict[str, tuple], repeats: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {name: [] for name in contenders}
+def _interleaved(contenders: dict[str, tuple], repeats: int) -> dict[str, list[tuple[float, float]]]:
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
     for fn, *args in contenders.values():                  # warm-up (plans, page cache, thread pools)
         fn(*args)
     for _ in range(repeats):
@@ -99,16 +100,15 @@ def run() -> str:
         # Rounds: the authors' loop once, then floor and ours interleaved, so all see the same load.
         ours = {"floor": (fft_floor, x),
                 "ours": (lambda a: channel_independent_spectrogram(a, workers=THREADS), x)}
-        fast: dict[str, list[float]] = {"floor": [], "ours": []}
-        authors_times = []
+        times: dict[str, list[tuple[float, float]]] = {"authors": [], "floor": [], "ours": []}
         for _ in range(REPEATS_AUTHORS):
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             ref = authors_loop(x_authors)
-            authors_times.append(time.perf_counter() - t0)
+            times["authors"].append((time.perf_counter() - t0, time.process_time() - c0))
             for key, values in _interleaved(ours, REPEATS_FAST // REPEATS_AUTHORS).items():
-                fast[key] += values
-        fast.update(_interleaved({"torch": (torch_path(THREADS), xt), "torch1": (torch_path(1), xt)},
-                                 REPEATS_TORCH))
+                times[key] += values
+        times.update(_interleaved({"torch": (torch_path(THREADS), xt), "torch1": (torch_path(1), xt)},
+                                  REPEATS_TORCH))
         ours_out = channel_independent_spectrogram(x, workers=THREADS)
         torch_out = torch_path(THREADS)(xt).numpy()
     finally:
@@ -117,19 +117,18 @@ def run() -> str:
     err = float(np.abs(ours_out - ref).max())
     err_torch = float(np.abs(torch_out - ref).max())
 
-    med = {k: statistics.median(v) for k, v in fast.items()}
-    med["authors"] = statistics.median(authors_times)
-    mins = {k: min(v) for k, v in fast.items()}
-    mins["authors"] = min(authors_times)
+    med = {k: statistics.median(w for w, _ in v) for k, v in times.items()}
+    best = {k: min(w for w, _ in v) for k, v in times.items()}
+    cpu = {k: statistics.median(c for _, c in v) for k, v in times.items()}
     vs_authors = med["authors"] / med["ours"]
     vs_floor = med["ours"] / med["floor"]
     ok_authors = vs_authors >= TARGET_VS_AUTHORS
     ok_floor = vs_floor <= TARGET_VS_FLOOR
 
     def row(label: str, key: str, note: str) -> str:
-        per_packet_us = med[key] / N_PACKETS * 1e6
-        return (f"| {label} | {med[key] * 1e3:.1f} | {mins[key] * 1e3:.1f} | {per_packet_us:.1f} | "
-                f"{med['authors'] / med[key]:.1f}x | {med[key] / med['floor']:.2f}x | {note} |")
+        return (f"| {label} | {med[key] * 1e3:.1f} | {best[key] * 1e3:.1f} | {cpu[key] * 1e3:.1f} | "
+                f"{med[key] / N_PACKETS * 1e6:.1f} | {med['authors'] / med[key]:.1f}x | "
+                f"{best['authors'] / best[key]:.1f}x | {med[key] / med['floor']:.2f}x | {note} |")
 
     load1, load5, _ = os.getloadavg()
     lines = [
@@ -139,8 +138,9 @@ def run() -> str:
         f"{REPEATS_FAST} repeats (torch {REPEATS_TORCH}), the authors' loop {REPEATS_AUTHORS}, interleaved; "
         f"load average at the end {load1:.1f} (1 min) / {load5:.1f} (5 min), machine shared with other jobs.",
         "",
-        "| contender | median ms | best ms | us/packet | speed-up vs authors | vs FFT floor | notes |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| contender | median ms | best ms | CPU ms (median) | us/packet | vs authors (median) | "
+        "vs authors (best) | vs FFT floor | notes |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
         row("authors' per-packet scipy loop", "authors",
             "`scipy.signal.stft` per packet, complex128 (gxhen/LoRa_RFFI `ChannelIndSpectrogram`)"),
         row("FFT floor", "floor", "`scipy.fft.fft` of the (N, 63, 256) complex64 frame view, nothing else"),
@@ -150,12 +150,18 @@ def run() -> str:
             f"(`torch.set_num_threads(2)`); max abs diff vs authors {err_torch:.1e}"),
         row("ours, torch CPU, 1 thread", "torch1", "same, `torch.set_num_threads(1)`"),
         "",
-        f"- Target >= {TARGET_VS_AUTHORS:.0f}x the authors' loop: **{'PASS' if ok_authors else 'FAIL'}** "
-        f"({vs_authors:.1f}x).",
+        f"- Target >= {TARGET_VS_AUTHORS:.0f}x the authors' loop (medians): "
+        f"**{'PASS' if ok_authors else 'FAIL'}** ({vs_authors:.1f}x; best-of-repeats "
+        f"{best['authors'] / best['ours']:.1f}x; in process CPU time, less sensitive to load, "
+        f"{cpu['authors'] / cpu['ours']:.1f}x).",
         f"- Target <= {TARGET_VS_FLOOR}x the FFT floor: **{'PASS' if ok_floor else 'FAIL'}** "
         f"({vs_floor:.2f}x).",
         f"- Parity: max |ours - authors| = {err:.1e} (numpy), {err_torch:.1e} (torch); the issue's bound is "
         "1e-3.",
+        f"- Context: the bare FFT alone is {med['authors'] / med['floor']:.1f}x faster than the authors' "
+        "loop in this run (medians). The transform is FFT-bound (ours sits at the FFT floor, above), so it "
+        "can beat the authors by about that much and no more: the 10x target holds only when the two cores "
+        "are free enough for the two-thread FFT to be >= 10x the single-threaded loop.",
         "",
         "How: frames are strided views (no copy); `scipy.fft` on cache-sized blocks of packets, along the "
         "frame axis so the spectrum comes out in the (frequency, time) layout; magnitudes of the 102 cropped "

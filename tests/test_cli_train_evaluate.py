@@ -55,7 +55,7 @@ def test_train_then_evaluate_then_export(files: pathlib.Path, capsys) -> None:
             "--model",
             "rffi_net",
             "--epochs",
-            "5",
+            "4",
             "--batch-size",
             "16",
             "--lr",
@@ -73,7 +73,7 @@ def test_train_then_evaluate_then_export(files: pathlib.Path, capsys) -> None:
     )
     assert rc == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["epochs_run"] == 5 and summary["model_dir"] == str(model)
+    assert summary["epochs_run"] == 4 and summary["model_dir"] == str(model)
     cfg = json.loads((model / "config.json").read_text())
     assert cfg["training"]["data"]["devices"] == [1, 2, 3, 4] and cfg["training"]["augment"] == ["awgn"]
 

@@ -17,7 +17,7 @@ N_TRIALS = 300
 
 @pytest.fixture(scope="module")
 def clean_preambles():
-    """300 aligned, noise-free SF7/125 kHz/1 MS/s preambles (8 symbols, 8192 samples) with known CFO and phase."""
+    """300 aligned noise-free SF7/125 kHz/1 MS/s preambles (8 symbols, 8192 samples), known CFO and phase."""
     rng = np.random.default_rng(1234)
     cfo = rng.uniform(-20e3, 20e3, N_TRIALS)
     phase = rng.uniform(0, 2 * np.pi, N_TRIALS)
@@ -100,10 +100,10 @@ def test_fine_cfo_reaches_the_cramer_rao_bound(clean_preambles):
 
         CRB(f) = 6 bw^2 / ((2 pi)^2 * snr * K^3 * N^3)      [Hz^2], independent of fs.
 
-    For SF7, 125 kHz, K = 8: sqrt(CRB) = 0.149 Hz at 20 dB and 0.470 Hz at 10 dB. The estimator (eq. 13 over all
-    symbol pairs on the per-symbol dechirped amplitudes, then a least-squares line through the symbol phases)
-    is efficient; eq. 13 over consecutive pairs alone would have variance K^3 / (6 (K-1)^2) = 1.74 x CRB.
-    The lower check (RMSE >= 0.8 sqrt(CRB)) guards against a test that adds less noise than it claims.
+    For SF7, 125 kHz, K = 8: sqrt(CRB) = 0.149 Hz at 20 dB and 0.470 Hz at 10 dB. The estimator (eq. 13 over
+    all symbol pairs on the per-symbol dechirped amplitudes, then a least-squares line through the symbol
+    phases) is efficient; eq. 13 over consecutive pairs alone would have variance K^3 / (6 (K-1)^2) = 1.74 x
+    CRB. The lower check (RMSE >= 0.8 sqrt(CRB)) guards against a test that adds less noise than it claims.
     """
     x, cfo = clean_preambles
     rng = np.random.default_rng(99)

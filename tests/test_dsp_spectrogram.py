@@ -290,6 +290,23 @@ def test_gr_lora_packets_with_exact_zero_idle_time_stay_finite():
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("fn", [channel_independent_spectrogram, spectrogram])
+def test_blocks_of_packets_do_not_change_the_result(fn, n_threads, monkeypatch):
+    """Packets are processed in cache-sized blocks: tiny blocks (1 to 8 packets) give the same values."""
+    x = np.concatenate([random_packets(np.random.default_rng(9), 19), np.zeros((1, 8192), np.complex64)])
+    whole = fn(x)
+    torch_whole = fn(torch.from_numpy(x)).numpy()
+    monkeypatch.setattr(sys.modules["lorarffi.dsp.spectrogram"], "_BLOCK_BINS", 63 * 256)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        np.testing.assert_allclose(fn(torch.from_numpy(x)).numpy(), torch_whole, atol=1e-5)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_allclose(fn(x), whole, atol=1e-5)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("fn", [channel_independent_spectrogram, spectrogram])
 def test_torch_in_torch_out_with_equal_values(fn, device):

@@ -126,3 +126,35 @@ def test_fingerprint_depends_on_content_and_selection() -> None:
     assert fingerprint_arrays(a, extra={"packets": [0, 5]}) != fingerprint_arrays(
         a, extra={"packets": [0, 6]}
     )
+
+
+def test_classifier_gates_rejects_and_is_vectorised(saved) -> None:
+    from lorarffi.rffi.inference import load_classifier
+
+    path, _, _ = saved
+    clf = load_classifier(path, device="cpu")
+    assert clf.device_ids == [4, 9, 17] and clf.cfg.sf == 8
+    rng = np.random.default_rng(0)
+    pre = (rng.standard_normal((5, 8192)) + 1j * rng.standard_normal((5, 8192))).astype(np.complex64)
+    cfo = np.array([2.5, 905.0, -695.0, 5000.0, 60.0])  # the 4th is outside every gate interval
+    dec = clf.classify(pre, cfo, track=False)
+    assert dec.verdict == ["accept", "accept", "accept", "unknown", "accept"]
+    assert dec.device_id.tolist() == [4, 9, 17, -1, 4] and dec.confidence[3] == 0
+    np.testing.assert_allclose(dec.confidence[[0, 1, 2, 4]], 1.0)  # one device left each time
+    assert set(dec.cnn_device_id.tolist()) <= {4, 9, 17}
+    rows = [clf.classify(pre[i : i + 1], cfo[i : i + 1], track=False) for i in range(5)]
+    assert [r.device_id[0] for r in rows] == dec.device_id.tolist()
+    assert [r.cnn_device_id[0] for r in rows] == dec.cnn_device_id.tolist()
+    np.testing.assert_allclose([r.cnn_confidence[0] for r in rows], dec.cnn_confidence, rtol=1e-5)
+    rec = dec.to_records()[3]
+    assert rec["device"] == -1 and rec["verdict"] == "unknown" and rec["cfo_hz"] == 5000.0
+    # Drift tracking: confident accepted packets move device 4's centre; the state survives a reload.
+    before = clf.gate.center_hz[0]
+    clf.classify(pre[[0, 4]], np.array([40.0, 60.0]))
+    assert clf.gate.center_hz[0] > before
+    clf.save_state()
+    assert load_classifier(path, device="cpu").gate.center_hz[0] == pytest.approx(clf.gate.center_hz[0])
+    clf.set_tracking(False)
+    moved = clf.gate.center_hz[0]
+    clf.classify(pre[[0]], np.array([60.0]))
+    assert clf.gate.center_hz[0] == moved

@@ -21,7 +21,7 @@ from lorarffi.rffi.train import TrainConfig, train
 CFG = LoRaConfig()
 
 
-def small_sets(n_devices: int = 4, n_train: int = 40, n_test: int = 20, seed: int = 5, spread: float = 5.0):
+def small_sets(n_devices: int = 4, n_train: int = 30, n_test: int = 15, seed: int = 5, spread: float = 5.0):
     """Train and later test preamble sets (day 1, one place) of a small simulated fleet (true CFO known)."""
     fleet = make_fleet(n_devices, seed=seed, spread=spread)
     tr = simulate_preamble_set(
@@ -69,7 +69,7 @@ def test_training_learns_the_devices_and_writes_a_complete_model_dir(sets, tmp_p
     hyb = cfg.hybrid
     for k, dev in enumerate(cfg.device_ids):
         true = tr.cfo_hz[tr.device_ids == dev]
-        assert abs(hyb["mean_hz"][k] - true.mean()) < 15
+        assert abs(hyb["mean_hz"][k] - true.mean()) < 40  # training split (90 %) vs all packets
         assert hyb["min_hz"][k] <= true.mean() <= hyb["max_hz"][k]
     clf = load_classifier(tmp_path / "m", device="cpu")
     result, _ = evaluate(clf, te.preambles, te.device_ids)
@@ -116,7 +116,7 @@ def test_early_stopping_and_lr_reduction_follow_the_validation_loss(sets, tmp_pa
         lr=0.5,
         lr_patience=1,
         lr_factor=0.5,
-        early_stop_patience=3,
+        early_stop_patience=2,
         optimizer="rmsprop",
     )
     res = train(tr.preambles, tr.device_ids, CFG, tmp_path / "m", tc)
@@ -124,7 +124,7 @@ def test_early_stopping_and_lr_reduction_follow_the_validation_loss(sets, tmp_pa
     best = min(h["val_loss"] for h in res.history)
     assert res.best_val_loss == best
     assert all(h["val_loss"] >= best for h in res.history[res.best_epoch :])
-    assert len(res.history) - res.best_epoch == 3
+    assert len(res.history) - res.best_epoch == 2
     lrs = [h["lr"] for h in res.history]
     assert lrs[0] == 0.5 and min(lrs) < 0.5
     doc = json.loads((tmp_path / "m" / "config.json").read_text())

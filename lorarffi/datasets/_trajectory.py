@@ -134,19 +134,27 @@ def transient_phase(
     """Phase (rad) of the PLL settling error after every frequency jump, integrated exactly.
 
     After a jump of ``J`` Hz at ``t_j`` the output frequency misses its target by
-    ``-overshoot * J * exp(-(t - t_j)/tau) * cos(2 pi ring_hz (t - t_j))``: the loop lags by a fraction
-    ``overshoot`` of the jump and rings while it settles. Per-row parameters have shape (N, 1); ``loc`` (N,
-    L). Earlier jumps are taken as fully settled (time constants are microseconds, jumps a symbol apart).
+    ``-overshoot * J * exp(-t'/tau) * (cos(w t') - sin(w t') / (w tau))``, ``t' = t - t_j``,
+    ``w = 2 pi ring_hz`` (``-overshoot * J * exp(-t'/tau) * (1 - t'/tau)`` without ringing): the loop lags by
+    a fraction ``overshoot`` of the jump, rings while it settles, and, as a type-II (charge-pump) PLL does,
+    ends with no phase error, so the error integrates to zero and does not shift the packet's mean frequency.
+    Per-row parameters have shape (N, 1); ``loc`` (N, L). Earlier jumps have settled (time constants are
+    microseconds, jumps at least a quarter symbol apart).
     """
-    a = 1.0 / time_constant_s - 2j * np.pi * ring_hz  # (N, 1)
-    settled_cycles = np.real(1.0 / a)  # integral of exp(-t/tau) cos(w t) from 0 to infinity, in s
+    alpha = 1.0 / time_constant_s  # (N, 1)
+    w = 2 * np.pi * ring_hz
     k = loc.k
     dt = np.maximum(loc.tau_s, 0.0)
-    before = np.concatenate(([0.0], np.cumsum(pieces.jump_hz)[:-1]))[k]  # sum of earlier jumps, Hz
-    partial = np.broadcast_to(settled_cycles, dt.shape).copy()
+    partial = np.zeros(dt.shape)
     # exp(-dt/tau) is below 1e-9 after 21 time constants: evaluate the settling only where it matters.
     near = dt < 21.0 * time_constant_s
-    a_near = np.broadcast_to(a, dt.shape)[near]
-    partial[near] = np.real((1.0 - np.exp(-a_near * dt[near])) / a_near)
-    cycles = -overshoot * (before * settled_cycles + pieces.jump_hz[k] * partial)
+    d = dt[near]
+    al = np.broadcast_to(alpha, dt.shape)[near]
+    wn = np.broadcast_to(w, dt.shape)[near]
+    ringing = wn > 0
+    # integral of exp(-al t)(cos(w t) - al/w sin(w t)) from 0 to d, i.e. Re[(1 + j al/w)(1 - e^{-a d})/a]
+    # with a = al - j w; it simplifies to exp(-al d) sin(w d) / w. Without ringing: d exp(-al d).
+    safe_w = np.where(ringing, wn, 1.0)
+    partial[near] = np.where(ringing, np.exp(-al * d) * np.sin(wn * d) / safe_w, d * np.exp(-al * d))
+    cycles = -overshoot * pieces.jump_hz[k] * partial
     return 2 * np.pi * cycles

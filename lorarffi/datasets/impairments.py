@@ -108,10 +108,12 @@ def pll_packet_waveform(
         is a chirp-rate error, ``c_2`` a bow, ``c_3`` an S-shape. No ``c_0``: a constant deviation is CFO.
     transient_overshoot : float or (N,)
         Fraction of each frequency jump the PLL does not follow instantly (0 = ideal two-point modulation).
+        The settling error integrates to zero (a type-II PLL ends without phase error), so it leaves the
+        packet's mean frequency alone; see :func:`lorarffi.datasets._trajectory.transient_phase`.
     transient_time_constant_s : float or (N,)
         Exponential settling time constant after a jump, in s.
     transient_ring_hz : float or (N,)
-        Ringing frequency of the settling error, in Hz (0 = no ringing).
+        Ringing frequency of the settling error, in Hz (0 = critically damped, no ringing).
     pa_ramp_s : float or (N,)
         Duration of the raised-cosine PA ramp-up at the packet start and ramp-down at its end, in s.
 

@@ -29,7 +29,7 @@ class SampleStore:
         self.end += x.size
 
     def get(self, a: int, b: int) -> npt.NDArray[np.complex64]:
-        """Samples ``[a, b)`` as a new array; zeros where nothing is held (before the start, after the end)."""
+        """Samples ``[a, b)`` as a new array; zeros where nothing is held (before start, after end)."""
         out = np.zeros(max(b - a, 0), dtype=np.complex64)
         for start, x, _owned in self._blocks:
             lo, hi = max(a, start), min(b, start + x.size)

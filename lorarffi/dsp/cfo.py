@@ -3,9 +3,10 @@
 The estimators follow Shen et al. 2021 (paper_notes §4) with one change to the coarse stage:
 
 - **coarse**: the preamble is dechirped (multiplied by the conjugate base up-chirp, period one symbol), the
-  4x zero-padded periodograms of its symbols are averaged and the peak is interpolated (log-parabola). For an aligned preamble the peak is
-  the CFO itself, unambiguous over ``±fs/2``. The paper's eq. 10 (mean instantaneous frequency) gives the same
-  value on clean signals but is biased towards zero at low SNR; the periodogram peak is not.
+  4x zero-padded periodograms of its symbols are averaged and the peak is interpolated (log-parabola).
+  For an aligned preamble the peak is the CFO itself, unambiguous over ``±fs/2``. The paper's eq. 10 (mean
+  instantaneous frequency) gives the same value on clean signals but is biased towards zero at low SNR;
+  the periodogram peak is not.
 - **fine** (eq. 13, averaged over all pairs of consecutive symbols): after removing the coarse value, each
   dechirped symbol is summed into one complex amplitude ``X_j`` and the phase of ``sum_j X_j X*_{j+1}`` gives
   the residual modulo ``bw / 2**sf`` (unambiguous range ``±bw / 2**(sf+1)``, eq. 15); a least-squares line
@@ -54,7 +55,7 @@ def _symbol_geometry(n_samples: int, cfg: LoRaConfig) -> tuple[float, int, int]:
 
 
 def _periodic_downchirp(n_samples: int, cfg: LoRaConfig) -> npt.NDArray[np.complex64]:
-    """Conjugate of the base up-chirp repeated every symbol, sampled at ``n / cfg.fs_hz``, ``n < n_samples``."""
+    """Conjugate of the base up-chirp repeated every symbol, at ``n / cfg.fs_hz`` for ``n < n_samples``."""
     t_sym = cfg.n_chips / cfg.bw_hz
     t = np.arange(n_samples, dtype=np.float64) / cfg.fs_hz
     tau = np.mod(t, t_sym)
@@ -109,7 +110,7 @@ def _symbol_amplitudes(
 
 
 def _phase_slope(amp: npt.NDArray[np.complex128]) -> npt.NDArray[np.float64]:
-    """Frequency in cycles per symbol of symbol amplitudes ``amp`` (rows, K >= 2) that rotate from one to the next.
+    """Rotation per symbol, in cycles, of symbol amplitudes ``amp`` of shape (rows, K >= 2).
 
     First eq. 13 over all consecutive pairs (phase of ``sum_j X_j X*_{j+1}``, robust at any SNR), then a
     least-squares line through the unwrapped residual phases (efficient: reaches the Cramer-Rao bound).
@@ -160,7 +161,8 @@ def estimate_coarse_cfo(preamble: npt.ArrayLike, cfg: LoRaConfig) -> npt.NDArray
     -------
     cfo_hz : ndarray of float64, shape (N,) or ()
         Transmitter minus receiver carrier, in Hz, within ``±cfg.fs_hz / 2``; error within a tenth of
-        ``bw / 2**sf`` down to -5 dB at SF7. A preamble misaligned by ``d`` samples biases it by ``d * bw**2 / (2**sf * fs)`` Hz.
+        ``bw / 2**sf`` down to -5 dB at SF7. A preamble misaligned by ``d`` samples biases it by
+        ``d * bw**2 / (2**sf * fs)`` Hz.
 
     Examples
     --------
@@ -196,8 +198,8 @@ def estimate_fine_cfo(
     Returns
     -------
     cfo_hz : ndarray of float64, shape (N,) or ()
-        ``coarse_cfo_hz`` plus the residual wrapped into ``±cfg.bw_hz / 2**(cfg.sf + 1)`` (eq. 15), in Hz. With
-        the default ``coarse_cfo_hz=0`` this is the CFO modulo ``bw / 2**sf``.
+        ``coarse_cfo_hz`` plus the residual wrapped into ``±cfg.bw_hz / 2**(cfg.sf + 1)`` (eq. 15), in Hz.
+        With the default ``coarse_cfo_hz=0`` this is the CFO modulo ``bw / 2**sf``.
 
     Examples
     --------
@@ -281,5 +283,6 @@ def compensate_cfo(
     out = np.empty(x.shape, dtype=np.complex64)
     for a in range(0, x.shape[0], _ROWS_PER_BLOCK):
         cycles = np.mod(np.outer(cfo[a : a + _ROWS_PER_BLOCK] / fs_hz, n), 1.0)
-        out[a : a + _ROWS_PER_BLOCK] = x[a : a + _ROWS_PER_BLOCK] * np.exp(-2j * np.pi * cycles).astype(np.complex64)
+        rot = np.exp(-2j * np.pi * cycles).astype(np.complex64)
+        out[a : a + _ROWS_PER_BLOCK] = x[a : a + _ROWS_PER_BLOCK] * rot
     return out[0] if squeeze else out

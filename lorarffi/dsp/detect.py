@@ -1,33 +1,37 @@
 """LoRa packet detection on a sample stream: preamble search, SFD alignment, CFO and the fingerprint window.
 
 :class:`StreamDetector` takes chunks of any size and returns :class:`~lorarffi.dsp.packet.Packet` objects with
-absolute sample positions; :func:`detect` is the one-shot form. The result does not depend on the chunk sizes:
-all work is done on blocks whose boundaries are fixed in absolute sample positions.
+absolute sample positions; :func:`detect` is the one-shot form. The result does not depend on the chunk
+sizes: all work is done on blocks whose boundaries are fixed in absolute sample positions, and each packet is
+resolved from a span of samples fixed by its own position.
 
 How it works (paper_notes §3 leaves the synchroniser to us; this is our design)
 
-1. **Internal rate.** Input at a rate that is not an integer multiple of the bandwidth is resampled (polyphase,
-   as ``scipy.signal.resample_poly``) to ``cfg.integer_oversampling()``: ``osr`` samples per chip.
-2. **Search, at the chip rate.** Each run of ``osr`` samples is summed (a boxcar: near-optimal decimation for
-   white noise, 0.6 dB loss) and the chip-rate stream is cut into non-overlapping windows of ``2**sf`` chips on a
-   fixed grid. Each window is dechirped (times the conjugate up-chirp) and transformed; a preamble up-chirp gives
-   one peak at bin ``cfo - timing`` (mod ``2**sf``) in every window. The periodograms of the last 4 windows are
-   summed non-coherently and a window passes when the best pair of adjacent bins exceeds 5.1 times its share of
-   the mean (false-alarm probability 1e-10 per bin in Gaussian noise) and at least 3 of the 4 windows have a
-   strong bin there (a payload symbol straddles at most 2 windows). Passing windows with the same bin (within 2) form a cluster.
-3. **SFD and the timing/CFO ambiguity.** After a cluster, the windows around its end are dechirped with the
-   up-chirp: the start-of-frame delimiter (2.25 down-chirps) peaks at ``cfo + timing``. Half the sum of the two
-   peaks is the coarse CFO (within ``±bw/4``: ±31 kHz at 125 kHz), half the difference the timing. Candidate
-   SFD boundaries are tested aligned; the one with the most down-chirp energy is the SFD start.
-4. **Preamble.** Aligned up-chirp windows are tested back from the sync word while they hold a strong
-   up-chirp: this counts the preamble (any length; very long ones through a snapshot of the cluster's head).
-5. **Fine CFO** (Shen et al. 2021, eq. 13): phase of ``sum r[n] r*[n+L]`` over the preamble at the chip rate,
-   summed over all pairs of consecutive symbols; the coarse value picks the ``bw / 2**sf`` step (eq. 16).
-6. **Fine timing.** With the CFO removed, the aligned preamble symbols at the full rate are dechirped and
-   averaged; the residual tone frequency (ML search on a 1/16-bin grid, parabolic refinement) is the timing
-   error in chips. ``start`` is then within a fraction of a sample.
-7. **Outputs.** Sync word from the two symbols after the preamble; in-band SNR from the aligned dechirped
-   periodogram; the fingerprint window cut at the sample, CFO-compensated and RMS-normalised.
+1. **Internal rate.** Input at a rate that is not an integer multiple of the bandwidth is resampled
+   (polyphase, as ``scipy.signal.resample_poly``) to ``cfg.integer_oversampling()``: ``osr`` samples per chip.
+2. **Search, at the chip rate.** Each run of ``osr`` samples is summed (a boxcar: near-optimal decimation
+   for white noise) and the chip-rate stream is cut into windows of ``2**sf`` chips on a fixed grid. Each
+   window is dechirped and transformed; a preamble gives a peak at bin ``cfo - timing`` in every window. The
+   periodograms of the last 4 windows are summed and a window passes when the best pair of adjacent bins
+   exceeds 5.1 times its share of the mean (false-alarm probability 1e-10 per bin in noise) and at least 3
+   of the 4 windows have a strong bin there (a payload symbol straddles at most 2). At least 4 passing
+   windows with the same bin (within 2) make a candidate.
+3. **SFD and the timing/CFO ambiguity.** Around the end of the candidate the windows are dechirped with the
+   up-chirp: the start-of-frame delimiter (2.25 down-chirps) peaks at ``cfo + timing``. Half the sum of the
+   two peaks is the coarse CFO (taken within ``+-bw/4``: +-31 kHz at 125 kHz), half the difference the
+   timing; of the candidate SFD boundaries the one with the most aligned down-chirp energy wins.
+4. **Alignment at the full rate**, on a local copy with the coarse CFO removed: the residual CFO from the
+   phase progression of the last 4 aligned up-chirps, the timing from the tone left in their average
+   (recut until within half a sample); the SFD then settles the one-bin/one-chip ambiguity of up-chirps.
+5. **Preamble.** Aligned up-chirp windows back from the sync word are tested at the exact tone (energy,
+   then coherently once the CFO is known); the start is the change point of that sequence. Any length works;
+   a preamble longer than the history is counted through a snapshot of the candidate's head.
+6. **Fine CFO** (Shen et al. 2021, eq. 13 over all pairs of consecutive symbols, then a least-squares line
+   through the symbol phases) over up to 64 preamble symbols.
+7. **Fine timing**: the CFO-free aligned symbols are averaged and the residual tone frequency (1/8-bin grid,
+   parabolic peak) is the timing error in chips; ``start`` is then within a fraction of a sample.
+8. **Outputs**: sync word from the two symbols after the preamble, in-band SNR from the dechirped
+   periodogram, and the fingerprint window cut at the sample, CFO-compensated and RMS-normalised.
 """
 
 from __future__ import annotations
@@ -55,10 +59,12 @@ log = logging.getLogger(__name__)
 
 # -- search -------------------------------------------------------------------------------------------------
 _J = 4  # windows summed non-coherently
-_SEARCH_RATIO = 5.1  # scipy.stats.gamma.isf(1e-10, 2 * _J) / (2 * _J) = 5.08: per-bin false-alarm probability 1e-10
+# scipy.stats.gamma.isf(1e-10, 2 * _J) / (2 * _J) = 5.08: per-bin false-alarm probability 1e-10
+_SEARCH_RATIO = 5.1
 _BIN_HIT = 6.0  # a window supports a bin when its pair power there exceeds 6x its mean bin power
 _MIN_SUPPORT = 3  # windows (of _J) that must support the peak bin (a payload symbol spans at most 2)
 _GAP = 2  # windows a cluster may skip
+_MIN_PASSES = 4  # passing windows that make a cluster a candidate (a 6-symbol preamble gives 5)
 _BIN_TOL = 2  # chip bins (circular) between consecutive windows of a cluster
 _BLOCK_SAMPLES = 1 << 18  # internal-rate samples per processing block (rounded to whole windows)
 # -- resolution ---------------------------------------------------------------------------------------------
@@ -75,8 +81,9 @@ _K_ALIGNED = 4  # preamble symbols for the aligned coarse re-estimate
 _K_TIME = 16  # preamble symbols (at most) for the fine timing and the SNR
 _HEAD_BEFORE = _J + 6  # windows before a cluster's first window kept in its head snapshot
 _HEAD_AFTER = 4  # ... and from its first window on
-_HISTORY_WINDOWS = 200  # chip-rate windows of history besides one block (preambles up to ~180 symbols walk back)
-_TIME_GRID = np.arange(-24, 25) / 16.0  # bins searched by the fine timing
+# chip-rate windows of history besides one block (preambles up to ~180 symbols walk back)
+_HISTORY_WINDOWS = 200
+_TIME_GRID = np.arange(-12, 13) / 8.0  # bins searched by the fine timing (then a parabola through 3 points)
 
 
 @dataclass
@@ -91,6 +98,11 @@ class _Cluster:
 def _circ_dist(a: npt.ArrayLike, b: npt.ArrayLike, n: float) -> npt.NDArray[np.float64]:
     d = np.mod(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64), n)
     return np.minimum(d, n - d)
+
+
+def _pair_freq(amp: npt.NDArray[np.complexfloating]) -> float:
+    """Eq. 13 over consecutive pairs: rotation per step of amplitudes ``amp`` (chronological), in cycles."""
+    return float(-np.angle(np.vdot(amp[1:], amp[:-1])) / (2 * np.pi))
 
 
 def _log_parabola(power: npt.NDArray[np.float64], k: int) -> float:
@@ -160,6 +172,7 @@ class StreamDetector:
         self._down_chip = np.conj(self._up_chip)
         self._ones = np.ones(self._osr, dtype=np.complex64)
         self._time_dtft: npt.NDArray[np.complex64] | None = None
+        self._n_float = np.arange(self._L, dtype=np.float64)
         n_keep = max(cfg.preamble_symbols, _K_FINE) + _J + _HEAD_BEFORE + _SFD_LOOKAHEAD + 16
         self._keep_full = self._block_len + n_keep * self._L
         self._keep_chip = (self._block_w + _HISTORY_WINDOWS) * self._N
@@ -271,16 +284,25 @@ class StreamDetector:
                     item[0] = item[0][self._pending_off :]
                     self._pending_off = 0
                 item[0], item[1] = item[0].copy(), True
-        keep_full = self._full.end - self._keep_full
-        self._full.trim(keep_full)
-        self._full.own(keep_full)
+        # keep (and copy out of caller memory) only what a packet in progress, or one starting now, can need
+        L = self._L
+        reach = max(_HEAD_BEFORE, self.cfg.preamble_symbols + _J + 4) + 1
+        need = [(self._n_win - reach) * L]
+        need += [self._need_from(c) for c in self._candidates]
+        if self._cluster is not None:
+            need.append(self._need_from(self._cluster))
+        keep_from = max(min(need), self._full.end - self._keep_full)
+        self._full.trim(keep_from)
+        self._full.own(keep_from)
         self._chips.trim(self._chips.end - self._keep_chip)
         return out
 
     def _process_block(self, x: npt.NDArray[np.complex64], owned: bool) -> list[Packet]:
         N, B = self._N, self._block_w
-        chips = x.reshape(-1, self._osr) @ self._ones if self._osr > 1 else x.copy()
-        if not np.isfinite(chips.sum()):  # cheap test first: any NaN/inf sample makes the sum non-finite
+        with np.errstate(invalid="ignore", over="ignore"):
+            chips = x.reshape(-1, self._osr) @ self._ones if self._osr > 1 else x.copy()
+            finite = np.isfinite(chips.sum())  # cheap test first: a NaN/inf sample makes the sum non-finite
+        if not finite:
             bad = ~np.isfinite(x)
             self.n_nonfinite += int(np.count_nonzero(bad))
             if bad.any():
@@ -318,7 +340,7 @@ class StreamDetector:
             idx, k = idx[keep], k[keep]
         w0 = self._n_win
         self._n_win += B
-        for w, b in zip(idx.tolist(), k.tolist()):
+        for w, b in zip(idx.tolist(), k.tolist(), strict=True):
             self._cluster_step(w0 + w, b)
         last = self._n_win - 1
         cl = self._cluster
@@ -344,25 +366,39 @@ class StreamDetector:
             self._close(cl)
         self._cluster = _Cluster(w0=w, wlast=w, bin=b, n_pass=1)
 
+    def _need_from(self, cl: _Cluster) -> int:
+        """First full-rate sample the resolution of this cluster can read."""
+        return min(cl.w0 - _HEAD_BEFORE, cl.wlast - self.cfg.preamble_symbols - _J - 4) * self._L
+
     def _close(self, cl: _Cluster) -> None:
-        if cl.n_pass >= 2:
+        if cl.n_pass >= _MIN_PASSES:
             self._candidates.append(cl)
 
-    # -- resolution of one candidate --------------------------------------------------------------------------
+    # -- resolution of one candidate
+    # --------------------------------------------------------------------------
     def _chip_windows(self, w_a: int, w_b: int) -> npt.NDArray[np.complex64]:
         return self._chips.get(w_a * self._N, w_b * self._N).reshape(-1, self._N)
 
     def _aligned(self, source, starts: npt.NDArray[np.int64], n: int) -> npt.NDArray[np.complex64]:
-        """Windows ``[s, s+n)`` for each start, from ``source`` (a SampleStore or (array, offset))."""
-        a, b = int(starts.min()), int(starts.max()) + n
+        """Windows ``[s, s+n)`` for each start, from ``source`` (a SampleStore or (array, offset)).
+
+        Zeros where the source holds nothing; a view when the windows are contiguous and held.
+        """
+        a, b = int(starts[0]), int(starts[-1]) + n
+        contiguous = b - a == starts.size * n and (starts.size == 1 or bool(np.all(np.diff(starts) == n)))
         if isinstance(source, SampleStore):
-            seg = source.get(a, b)
+            seg = source.get(min(a, int(starts.min())), max(b, int(starts.max()) + n))
         else:
             arr, off = source
+            if contiguous and a >= off and b <= off + arr.size:
+                return arr[a - off : b - off].reshape(starts.size, n)
+            a, b = min(a, int(starts.min())), max(b, int(starts.max()) + n)
             seg = np.zeros(b - a, dtype=np.complex64)
             lo, hi = max(a, off), min(b, off + arr.size)
             if hi > lo:
                 seg[lo - a : hi - a] = arr[lo - off : hi - off]
+        if contiguous:
+            return seg.reshape(starts.size, n)
         return seg[(starts - a)[:, None] + np.arange(n)[None, :]]
 
     def _resolve(self, cand: _Cluster) -> Packet | None:
@@ -370,9 +406,14 @@ class StreamDetector:
         N, L, osr, Z = self._N, self._L, self._osr, _Z
 
         # 1. up-chirp peak (cfo - timing) from the cluster's strongest windows
-        w_lo = max(cand.w0 - 1, cand.wlast - _J - 12, self._chips.start // N)
-        win = self._chip_windows(w_lo, cand.wlast + 1)
-        spec = np.abs(np.fft.fft(win * self._down_chip, n=Z * N, axis=1)) ** 2
+        chips_from = self._chips.end - self._keep_chip  # fixed by the block, not by the chunking
+        w_lo = max(cand.w0 - 1, cand.wlast - _J - 12, -(-chips_from // N))
+        ws = cand.wlast - _J
+        n_up = cand.wlast + 1 - w_lo
+        win = self._chip_windows(w_lo, cand.wlast + _SFD_LOOKAHEAD + 1)
+        both = np.concatenate([win[:n_up] * self._down_chip, win[ws - w_lo :] * self._up_chip])
+        spec_all = np.abs(np.fft.fft(both, n=Z * N, axis=1)) ** 2
+        spec = spec_all[:n_up]
         near = (cand.bin * Z + np.arange(-2 * Z, 2 * Z + 1)) % (Z * N)
         e = spec[:, near].max(axis=1)
         avg = spec[e >= 0.5 * e.max()].mean(axis=0).astype(np.float64)
@@ -380,9 +421,7 @@ class StreamDetector:
         k_up = _log_parabola(avg, kz) / Z
 
         # 2. SFD: down-chirp peak (cfo + timing), best pair of consecutive windows
-        ws = cand.wlast - _J
-        win = self._chip_windows(ws, cand.wlast + _SFD_LOOKAHEAD + 1)
-        spec = np.abs(np.fft.fft(win * self._up_chip, n=Z * N, axis=1)) ** 2
+        spec = spec_all[n_up:]
         pair = spec[:-1] + spec[1:]
         with np.errstate(divide="ignore", invalid="ignore"):
             metric = np.where(pair.mean(axis=1) > 0, pair.max(axis=1) / pair.mean(axis=1), 0.0)
@@ -414,22 +453,40 @@ class StreamDetector:
         #    First the coarse CFO and timing again, from the last up-chirps and the SFD down-chirps.
         cfo0 = cfo_b
         bin_hz = self._fs_int / L
-        first_needed = (cand.w0 - _HEAD_BEFORE) * L
-        held_from = self._full.start if self._full.start > 0 else -math.inf  # before sample 0: known zeros
+        first_needed = self._need_from(cand)
+        held_from = self._full.end - self._keep_full  # fixed by the block, not by the chunking
+        held_from = held_from if held_from > 0 else -math.inf  # before sample 0: known zeros
         truncated = first_needed < held_from
         a = first_needed if not truncated else int(held_from)
         b = int(math.ceil(p_sfd * osr)) + 3 * L
         local = (self._full.get(a, b) * self._rotation(cfo0 * bin_hz, b - a), a)
         x_sync = (p_sfd - 2 * N) * osr
+        n = np.arange(L)
+        for _ in range(3):  # re-cut the windows while they are off by more than half a sample
+            s_up = int(round(x_sync))
+            s_down = s_up + 2 * L
+            e = (s_up - x_sync) / osr  # the aligned windows start e chips after the symbol boundaries
+            win = self._aligned(local, s_up - L * np.arange(_K_ALIGNED, 0, -1), L)  # chronological
+            amp = win @ (self._down_full * np.exp(-2j * np.pi * e * n / L)).astype(np.complex64)
+            r_b = _pair_freq(amp)  # CFO left after removing cfo0, in bins (|.| < 1/2)
+            rot = self._rotation(r_b * bin_hz, _K_ALIGNED * L).reshape(_K_ALIGNED, L)
+            f = self._tone_bins((win * rot).mean(axis=0) * self._down_full)
+            x_sync = s_up - f * osr
+            if abs(f * osr) <= 0.5:
+                break
+        # the up-chirps alone cannot tell a CFO one bin off from a timing one chip off: the SFD decides
+        ms = np.arange(-1, 2)
+        s_m = np.round(x_sync + ms * osr).astype(np.int64) + 2 * L
+        tones = r_b + ms - (s_m - 2 * L - x_sync - ms * osr) / osr
+        win = self._aligned(local, np.repeat(s_m, 2) + np.tile([0, L], 3), L)  # (6, L)
+        refs = self._up_full[:, None] * np.exp(-2j * np.pi * np.outer(n, tones) / L).astype(np.complex64)
+        amp_d = (win @ refs).reshape(3, 2, 3)[ms + 1, :, ms + 1]  # hypothesis m at its own tone
+        m = int(np.argmax(np.sum(np.abs(amp_d) ** 2, axis=1))) - 1
+        r_b += m
+        x_sync += m * osr
         s_up = int(round(x_sync))
         s_down = s_up + 2 * L
-        e = (s_up - x_sync) / osr  # the aligned windows start e chips after the symbol boundaries
-        k_up = self._tone_near(self._aligned(local, np.array([s_up - _K_ALIGNED * L]), _K_ALIGNED * L)[0],
-                               self._down_full, e)
-        k_down = self._tone_near(self._aligned(local, np.array([s_down]), 2 * L)[0], self._up_full, -e)
-        r_b = 0.5 * (k_up + k_down)  # CFO left after removing cfo0, in bins
-        e = 0.5 * (k_up - k_down)
-        x_sync = s_up - e * osr
+        e = (s_up - x_sync) / osr
 
         # 6. count the preamble: aligned windows back from the sync word, each tested at the exact tone
         #    frequency; the start is the change point that best separates up-chirps from the rest
@@ -459,10 +516,9 @@ class StreamDetector:
         # 7b. the count again, coherently: with the CFO known, every preamble symbol has the same amplitude.
         #     More symbols found coherently refine the CFO in turn.
         k_f = min(max(n_pre - 1, _K_ALIGNED), _K_FINE, n_hist)
+        chrono = amp[::-1] * np.exp(-2j * np.pi * r_b * np.arange(n_hist))  # r_b's progression removed
         for _ in range(3):
-            derot = np.exp(2j * np.pi * r_b * np.arange(1, k_f + 1))  # undo the progression of r_b
-            resid = float(_phase_slope((amp[:k_f] * derot)[::-1][None, :])[0])
-            r_bins = r_b + ((resid + 0.5) % 1.0 - 0.5)
+            r_bins = r_b + _pair_freq(chrono[n_hist - k_f :])
             if long_preamble:
                 break
             y = amp * np.exp(2j * np.pi * r_bins * np.arange(1, n_hist + 1))
@@ -478,18 +534,18 @@ class StreamDetector:
         if n_pre < _MIN_PREAMBLE:
             log.debug("candidate at window %d: %d coherent preamble symbols", cand.w0, n_pre)
             return None
+        resid = float(_phase_slope(chrono[None, n_hist - k_f :])[0])  # pairs, then the LS line
+        r_bins = r_b + ((resid + 0.5) % 1.0 - 0.5)
         cfo_hz = (cfo0 + r_bins) * bin_hz
         p_sync = x_sync / osr
 
-        # 7c. fine timing at the full rate: residual tone of the averaged aligned symbols
+        # 7c. fine timing at the full rate: residual tone of the averaged aligned symbols, on a copy of the
+        #     local samples with the whole CFO removed (phase continuous from sample ``a``)
+        comp = (local[0] * self._rotation(r_bins * bin_hz, local[0].size), a)
         k_t = min(n_pre - 1, _K_TIME)
         x_sync0 = int(round(p_sync * osr))
-        s0 = x_sync0 - k_t * L
-        seg = self._full.get(s0, x_sync0)
-        seg = seg * self._rotation(cfo_hz, seg.size)
-        d = (seg.reshape(k_t, L) * self._down_full).mean(axis=0)
-        f = self._tone_bins(d)
-        x_sync = x_sync0 - f * osr
+        win = self._aligned(comp, x_sync0 - L * np.arange(k_t, 0, -1), L)
+        x_sync = x_sync0 - self._tone_bins(win.mean(axis=0) * self._down_full) * osr
 
         # 8. outputs
         x_first = x_sync - n_pre * L
@@ -498,13 +554,17 @@ class StreamDetector:
         if abs(x_sfd - self._last_sfd) < L / 2:
             return None  # the same packet seen through a second cluster
         self._last_sfd = x_sfd
-        sync_word = self._read_sync_word(x_sync, cfo_hz)
-        snr_db = self._snr_db(x_sync, k_t, cfo_hz)
+        i_sync = int(round(x_sync))
+        sync_word = self._read_sync_word(self._aligned(comp, i_sync + L * np.arange(2), L))
+        snr_db = self._snr_db(self._aligned(comp, i_sync - L * np.arange(k_t, 0, -1), L))
         i_fp = int(round(x_fp))
         n_fp = self.cfg.preamble_symbols * L
-        raw = self._full.get(i_fp, i_fp + n_fp)
-        power = float(np.mean(raw.real.astype(np.float64) ** 2 + raw.imag.astype(np.float64) ** 2))
-        pre = raw * self._rotation(cfo_hz, n_fp)
+        if i_fp >= a:  # CFO-compensated with phase zero at the window's first sample
+            pre = self._aligned(comp, np.array([i_fp]), n_fp)[0] * np.complex64(
+                np.exp(2j * np.pi * ((r_bins + cfo0) * bin_hz / self._fs_int * (i_fp - a) % 1.0)))
+        else:  # the window starts before the local copy (fewer up-chirps sent than the window holds)
+            pre = self._full.get(i_fp, i_fp + n_fp) * self._rotation(cfo_hz, n_fp)
+        power = float(np.mean(pre.real.astype(np.float64) ** 2 + pre.imag.astype(np.float64) ** 2))
         rms = math.sqrt(power)
         if rms > 0:
             pre = pre / np.float32(rms)
@@ -528,7 +588,7 @@ class StreamDetector:
         )
 
     def _count_from_head(self, cand: _Cluster, p_sfd: float, cfo_b: float) -> int | None:
-        """Preamble length when its start has left the history: find the start in the cluster's head snapshot."""
+        """Preamble length when its start has left the history: the start from the cluster's head snapshot."""
         N = self._N
         if cand.head is None:
             return None
@@ -560,11 +620,12 @@ class StreamDetector:
         ref = self._down_full if ref is None else ref
         w = ref.size
         win = self._aligned(source, starts, w)
-        amp = win.astype(np.complex128) @ (ref * np.exp(-2j * np.pi * tone_bins * np.arange(w) / w))
-        energy = np.sum(win.real.astype(np.float64) ** 2 + win.imag.astype(np.float64) ** 2, axis=1)
-        return amp, energy
+        amp = win @ (ref * np.exp(-2j * np.pi * tone_bins * np.arange(w) / w)).astype(np.complex64)
+        energy = np.sum(win.real * win.real + win.imag * win.imag, axis=1)
+        return amp.astype(np.complex128), energy.astype(np.float64)
 
-    def _tone_near(self, seg: npt.NDArray[np.complex64], ref: npt.NDArray[np.complex64], center: float) -> float:
+    def _tone_near(self, seg: npt.NDArray[np.complex64], ref: npt.NDArray[np.complex64],
+                   center: float) -> float:
         """Frequency in bins of ``bw / 2**sf`` (within 1.25 of ``center``) of the tone left by dechirping
         ``seg`` (whole symbols of ``ref.size`` samples) with the periodic ``ref``."""
         k = seg.size // ref.size
@@ -582,9 +643,11 @@ class StreamDetector:
         L = self._L
         step = cfo_hz / self._fs_int
         k_sym = -(-n // L)
-        one = np.exp(-2j * np.pi * np.mod(step * np.arange(L, dtype=np.float64), 1.0))
-        per = np.exp(-2j * np.pi * np.mod(step * L * np.arange(k_sym, dtype=np.float64), 1.0))
-        return np.outer(per.astype(np.complex64), one.astype(np.complex64)).ravel()[:n]
+        one = np.exp((-2j * np.pi) * np.mod(step * self._n_float, 1.0)).astype(np.complex64)
+        if k_sym == 1:
+            return one[:n]
+        per = np.exp((-2j * np.pi) * np.mod(step * L * np.arange(k_sym, dtype=np.float64), 1.0))
+        return (per.astype(np.complex64)[:, None] * one[None, :]).ravel()[:n]
 
     def _tone_bins(self, d: npt.NDArray[np.complex64]) -> float:
         """Frequency of the tone in ``d`` (one symbol at the full rate) in bins of ``fs/L``, within ±1.5."""
@@ -600,22 +663,22 @@ class StreamDetector:
         step = _TIME_GRID[1] - _TIME_GRID[0]
         return float(_TIME_GRID[i] + max(-0.5, min(0.5, frac)) * step)
 
-    def _aligned_symbols(self, x_start: float, n_sym: int, cfo_hz: float) -> npt.NDArray[np.complex64]:
-        i0 = int(round(x_start))
-        seg = self._full.get(i0, i0 + n_sym * self._L)
-        return (seg * self._rotation(cfo_hz, seg.size)).reshape(n_sym, self._L)
-
-    def _read_sync_word(self, x_sync: float, cfo_hz: float) -> int:
-        sym = self._aligned_symbols(x_sync, 2, cfo_hz) * self._down_full
-        spec = np.fft.fft(sym, axis=1)
+    def _read_sync_word(self, sym: npt.NDArray[np.complex64]) -> int:
+        """Sync word from the two aligned, CFO-free symbols after the preamble, shape (2, L)."""
+        spec = np.fft.fft(sym * self._down_full, axis=1)
         folded = (spec.real**2 + spec.imag**2).reshape(2, self._osr, self._N).sum(axis=1)
         s1, s2 = (int(v) for v in np.argmax(folded, axis=1))
         return sync_word_from_symbols(s1, s2)
 
-    def _snr_db(self, x_sync: float, k_t: int, cfo_hz: float) -> float:
+    def _snr_db(self, sym: npt.NDArray[np.complex64]) -> float:
+        """In-band SNR from aligned, CFO-free preamble symbols (K, L): dechirped peak over the noise bins.
+
+        A symbol of amplitude ``A`` gives ``(A L)**2`` in bin 0; white noise of variance ``s2`` per sample
+        gives
+        ``L s2`` per bin, so ``peak / noise / N = A**2 / (s2 / osr)``: the SNR in the LoRa band.
+        """
         L, N = self._L, self._N
-        sym = self._aligned_symbols(x_sync - k_t * L, k_t, cfo_hz) * self._down_full
-        spec = np.fft.fft(sym, axis=1)
+        spec = np.fft.fft(sym * self._down_full, axis=1)
         p = (spec.real.astype(np.float64) ** 2 + spec.imag.astype(np.float64) ** 2).mean(axis=0)
         noise = float(np.mean(p[3 : L - 2]))
         signal = float(p[0] + p[1] + p[-1]) - 3 * noise

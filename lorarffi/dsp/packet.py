@@ -15,8 +15,8 @@ __all__ = ["Packet"]
 class Packet:
     """A LoRa packet found by :class:`~lorarffi.dsp.detect.StreamDetector`.
 
-    Sample indices are absolute positions in the input stream, at the input sample rate, counted from the first
-    sample ever given to the detector.
+    Sample indices are absolute positions in the input stream, at the input sample rate, counted from the
+    first sample ever given to the detector.
 
     Attributes
     ----------
@@ -24,8 +24,9 @@ class Packet:
         Index of the first sample of the first preamble up-chirp (the exact position is
         ``start + start_frac``).
     fingerprint_start : int
-        Index of the first sample of the fingerprint window: the ``cfg.preamble_symbols`` up-chirps just before
-        the sync word. Before ``start`` when the packet sent fewer up-chirps than ``cfg.preamble_symbols``.
+        Index of the first sample of the fingerprint window: the ``cfg.preamble_symbols`` up-chirps just
+        before the sync word. Before ``start`` when the packet sent fewer up-chirps than
+        ``cfg.preamble_symbols``.
     cfo_hz : float
         Carrier frequency offset, transmitter minus receiver, in Hz: coarse (up/down-chirp peaks) plus fine
         (phase progression across the preamble symbols, Shen et al. 2021, eqs. 13-16).
@@ -35,8 +36,8 @@ class Packet:
         Mean power of the fingerprint window before normalisation, ``10*log10(mean(|x|**2))``, in the units of
         the input samples.
     preamble : ndarray of complex64, shape (cfg.preamble_symbols * 2**sf * preamble_fs_hz / bw_hz,)
-        The fingerprint window at ``preamble_fs_hz``: aligned to the sample, CFO-compensated (phase zero at its
-        first sample) and scaled to unit RMS.
+        The fingerprint window at ``preamble_fs_hz``: aligned to the sample, CFO-compensated (phase zero at
+        its first sample) and scaled to unit RMS.
     preamble_fs_hz : float
         Sample rate of ``preamble`` (``cfg.integer_oversampling().fs_hz``), in Hz.
     sync_word : int
@@ -69,7 +70,7 @@ class Packet:
 
     @property
     def start_s(self) -> float:
-        """Time of ``start`` + ``start_frac`` from the first input sample, in seconds (NaN without ``fs_hz``)."""
+        """Time of ``start + start_frac`` after the first input sample, in seconds (NaN without ``fs_hz``)."""
         return (self.start + self.start_frac) / self.fs_hz
 
     def to_dict(self) -> dict[str, Any]:

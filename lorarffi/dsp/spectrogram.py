@@ -295,9 +295,12 @@ def _transform_numpy(x: npt.NDArray[np.complex64], n_fft: int, hop: int, n_frame
         for a, b in runs:                                                # fftshift + crop, magnitudes only
             np.abs(spec[:, a:b], out=a_blk[:, row:row + b - a])
             row += b - a
-        peak = a_blk.reshape(j - i, -1).max(axis=1)                      # strongest kept |FFT| per packet
+        flat = a_blk.reshape(j - i, -1)
+        peak = flat.max(axis=1)                                          # strongest kept |FFT| per packet
         peak[peak == 0] = n_fft                                          # all-zero packet: as if peak at 0 dB
-        np.maximum(a_blk, np.maximum(peak * floor_rel, _TINY)[:, None, None], out=a_blk)
+        floor = np.maximum(peak * floor_rel, _TINY)
+        if np.any(flat.min(axis=1) < floor):                             # rare: skip the pass when not needed
+            np.maximum(a_blk, floor[:, None, None], out=a_blk)
         np.log10(a_blk, out=a_blk)                                       # log10 |FFT|, (b, F, M)
         o_blk = out[i:j]
         if ratio:                                                        # 2 (log10 |S_{m+1}| - log10 |S_m|)

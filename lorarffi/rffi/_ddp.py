@@ -8,6 +8,7 @@ trains on the whole batch.
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 from torch import nn
@@ -47,7 +48,9 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
 
         dims = [0, *range(2, x.dim())]
         n_local = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
-        stats = all_reduce(torch.cat([x.sum(dims), (x * x).sum(dims), n_local]))
+        with warnings.catch_warnings():  # deprecated in favour of a private API; still the autograd-aware one
+            warnings.simplefilter("ignore", FutureWarning)
+            stats = all_reduce(torch.cat([x.sum(dims), (x * x).sum(dims), n_local]))
         c = x.shape[1]
         n = stats[-1]
         mean = stats[:c] / n

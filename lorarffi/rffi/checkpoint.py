@@ -1,4 +1,5 @@
-"""Model directories: ``weights.safetensors``, ``config.json`` (+ ``hybrid_state.json`` once drift is tracked).
+"""Model directories: ``weights.safetensors``, ``config.json`` (+ ``hybrid_state.json`` once drift is
+tracked).
 
 ``config.json`` holds everything inference needs, in plain JSON::
 
@@ -130,7 +131,7 @@ def _write_json_atomic(path: pathlib.Path, obj: Any) -> None:
 
 
 def fingerprint_arrays(*arrays: npt.ArrayLike, extra: dict[str, Any] | None = None) -> str:
-    """``"sha256:<hex>"`` of the arrays' dtypes, shapes and bytes plus ``extra`` (JSON): the data's identity."""
+    """``"sha256:<hex>"`` of the arrays' dtypes, shapes, bytes and ``extra`` (JSON): the data's identity."""
     h = hashlib.sha256()
     for a in arrays:
         a = np.ascontiguousarray(a)

@@ -1,10 +1,11 @@
 """Evaluate a model directory on stored preambles: CNN alone vs hybrid, per-device precision/recall, plots.
 
 Stored packets go through the same preprocessing as training
-(:func:`~lorarffi.rffi.preprocess.preprocess_preambles`), then through :meth:`Classifier.classify` in file order, ``batch_size`` packets at a time, so drift tracking (when
-on) sees the packets in the order they were captured. Accuracy counts the packets of devices the model knows;
-packets of other devices are counted apart (``unknown_devices``; how many the gate rejected), never scored.
-A rejected packet counts as wrong in the hybrid accuracy.
+(:func:`~lorarffi.rffi.preprocess.preprocess_preambles`), then through :meth:`Classifier.classify` in file
+order, ``batch_size`` packets at a time, so drift tracking (when on) sees the packets in the order they were
+captured. Accuracy counts the packets of devices the model knows; packets of other devices are counted apart
+(``unknown_devices``; how many the gate rejected), never scored. A rejected packet counts as wrong in the
+hybrid accuracy.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ packets), on the model's device.
 Drift tracking: when the model's gate has tracking on (``GateParams.tracking``, default), every call of
 :meth:`Classifier.classify` feeds its confidently accepted packets to the gate (``track=False`` skips that);
 :meth:`Classifier.update_drift` feeds a decision explicitly; :meth:`Classifier.save_state` persists the
-tracked statistics in the model directory (``hybrid_state.json``), where the next :func:`load_classifier` finds them.
+tracked statistics in the model directory (``hybrid_state.json``), where the next :func:`load_classifier`
+finds them.
 """
 
 from __future__ import annotations

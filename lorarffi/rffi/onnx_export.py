@@ -1,8 +1,9 @@
 """Export a model directory's network to ONNX (features in, logits out, any batch size).
 
 The ONNX graph is the network only: input ``features`` float32 of the model's input shape with a dynamic batch
-axis (``(N, C, F, T)`` or ``(N, 2, L)``), output ``logits`` ``(N, n_classes)``. The representation, the CFO gate
-and the class -> device map stay in ``config.json`` beside it; the export writes them into the ONNX metadata too.
+axis (``(N, C, F, T)`` or ``(N, 2, L)``), output ``logits`` ``(N, n_classes)``. The representation, the CFO
+gate and the class -> device map stay in ``config.json`` beside it; the export writes them into the ONNX
+metadata too.
 """
 
 from __future__ import annotations

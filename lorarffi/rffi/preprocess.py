@@ -1,4 +1,5 @@
-"""The one preprocessing step shared by training, stored-data evaluation and (through the detector) live input.
+"""The one preprocessing step shared by training, stored-data evaluation and (through the detector) live
+input.
 
 The packet detector hands out preambles that are aligned, CFO-compensated and RMS-normalised, with their CFO
 estimate. Stored preamble sets (the public LoRa_RFFI files, our simulator) are aligned but not compensated.

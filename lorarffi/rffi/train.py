@@ -4,9 +4,10 @@ Recipe: preprocess every packet once (:func:`~lorarffi.rffi.preprocess.preproces
 compensation, unit RMS), split a random validation fraction, then train with mini-batches, optionally
 augmented per batch (multipath, noise, a residual CFO shift applied to the preprocessed packet, which is then
 normalised to unit RMS again; multipath and noise commute with the CFO removal up to a negligible phase over a
-300 ns delay spread, and the ``cfo`` kind stands for the estimator's error), reducing the learning rate on a validation-loss plateau and stopping early. The weights with the lowest
-validation loss are kept in the model directory, together with the CFO statistics of the training packets
-(the hybrid gate). After every epoch a resumable state is written to ``MODEL_DIR/train_state/``.
+300 ns delay spread, and the ``cfo`` kind stands for the estimator's error), reducing the learning rate on a
+validation-loss plateau and stopping early. The weights with the lowest validation loss are kept in the model
+directory, together with the CFO statistics of the training packets (the hybrid gate). After every epoch a
+resumable state is written to ``MODEL_DIR/train_state/``.
 
 Determinism: every random draw (split, model initialisation, batch order, augmentation, dropout) derives from
 ``seed`` and the epoch/batch number, so a run resumed after an interruption ends with the same weights as

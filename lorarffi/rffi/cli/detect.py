@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _row(p) -> str:
     return (f"{p.start:>12d} {p.start_s:>11.6f} {p.cfo_hz:>11.1f} {p.snr_db:>7.1f} {p.power_db:>8.1f} "
-            f"{'0x%02X' % p.sync_word:>5} {p.n_preamble_symbols:>5d}")
+            f"{f'0x{p.sync_word:02X}':>5} {p.n_preamble_symbols:>5d}")
 
 
 _HEADER = (f"{'start':>12} {'start_s':>11} {'cfo_hz':>11} {'snr_db':>7} {'power_db':>8} {'sync':>5} "
@@ -93,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(
             f"{n_packets} packet(s) in {det.n_samples} samples ({det.n_samples / cfg.fs_hz:.3f} s at "
-            f"{cfg.fs_hz:g} S/s, SF{cfg.sf}, {cfg.bw_hz / 1e3:g} kHz); {det.n_nonfinite} non-finite sample(s) "
-            "replaced by zeros",
+            f"{cfg.fs_hz:g} S/s, SF{cfg.sf}, {cfg.bw_hz / 1e3:g} kHz); {det.n_nonfinite} non-finite "
+            "sample(s) replaced by zeros",
             file=sys.stderr,
         )
     return 0

@@ -51,7 +51,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--aug-snr-db", default="5:40", help="SNR range of the awgn augmentation, dB (default 5:40)"
     )
-    p.add_argument("--cfo-margin-hz", type=float, default=None, help="hybrid gate margin in Hz (default 600)")
+    p.add_argument("--cfo-margin-hz", type=float, default=None, help="CFO gate margin in Hz (default 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")

@@ -1,4 +1,5 @@
-"""The CNNs of Shen et al., INFOCOM 2021 (paper_notes §6): the spectrogram CNN (Fig. 3a) and the IQ/FFT CNN (Fig. 3b).
+"""The CNNs of Shen et al., INFOCOM 2021 (paper_notes §6): the spectrogram CNN (Fig. 3a) and the IQ/FFT CNN
+(Fig. 3b).
 
 Unstated details, chosen here: 'same' padding; pooling after the first two convolutions only, as Fig. 3a
 draws it (the text says after each); no dropout. The classifier is a single dense layer on the flattened
