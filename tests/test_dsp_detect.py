@@ -164,6 +164,18 @@ def test_any_preamble_length_is_counted(n_preamble):
         assert p.fingerprint_start - p.start == (n_preamble - 8) * cfg.samples_per_symbol
 
 
+@pytest.mark.parametrize("chunk", [None, 50_000])
+def test_a_preamble_longer_than_the_history_is_counted_from_the_head(chunk):
+    """600 up-chirps at SF7/1 MS/s outlast the detector's full-rate history (about 360 symbols)."""
+    iq, truth = make_stream(SF7, 2, 5.0, np.random.default_rng(600), n_preamble=600)
+    det = StreamDetector(SF7)
+    step = chunk or iq.size
+    found = [p for a in range(0, iq.size, step) for p in det.process(iq[a : a + step])] + det.flush()
+    idx, err = match(found, truth)
+    assert sorted(idx.tolist()) == [0, 1] and np.max(np.abs(err)) <= 1.0
+    assert [p.n_preamble_symbols for p in found] == [600, 600]
+
+
 def test_sync_words_are_read():
     iq, truth = make_stream(SF7, 12, 5.0, np.random.default_rng(11), sync_words=(0x12, 0x34, 0x2B, 0xF1))
     found = detect(iq, SF7)

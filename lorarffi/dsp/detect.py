@@ -81,7 +81,7 @@ _K_ALIGNED = 4  # preamble symbols for the aligned coarse re-estimate
 _K_TIME = 16  # preamble symbols (at most) for the fine timing and the SNR
 _HEAD_BEFORE = _J + 6  # windows before a cluster's first window kept in its head snapshot
 _HEAD_AFTER = 4  # ... and from its first window on
-# chip-rate windows of history besides one block (preambles up to ~180 symbols walk back)
+# chip-rate windows of history besides one block (the search and the SFD search read it)
 _HISTORY_WINDOWS = 200
 _TIME_GRID = np.arange(-12, 13) / 8.0  # bins searched by the fine timing (then a parabola through 3 points)
 
@@ -348,7 +348,8 @@ class StreamDetector:
             self._close(cl)
             cl = self._cluster = None
         if cl is not None and cl.head is None and last >= cl.w0 + _HEAD_AFTER - 1:
-            cl.head = self._chips.get((cl.w0 - _HEAD_BEFORE) * N, (cl.w0 + _HEAD_AFTER) * N)
+            L = self._L
+            cl.head = self._full.get((cl.w0 - _HEAD_BEFORE) * L, (cl.w0 + _HEAD_AFTER) * L)
         out = []
         while self._candidates and self._candidates[0].wlast + _SFD_LOOKAHEAD + 1 <= last:
             packet = self._resolve(self._candidates.pop(0))
@@ -462,7 +463,7 @@ class StreamDetector:
         local = (self._full.get(a, b) * self._rotation(cfo0 * bin_hz, b - a), a)
         x_sync = (p_sfd - 2 * N) * osr
         n = np.arange(L)
-        for _ in range(3):  # re-cut the windows while they are off by more than half a sample
+        for _ in range(3):  # re-cut the windows while they were off by more than half a chip
             s_up = int(round(x_sync))
             s_down = s_up + 2 * L
             e = (s_up - x_sync) / osr  # the aligned windows start e chips after the symbol boundaries
@@ -472,7 +473,7 @@ class StreamDetector:
             rot = self._rotation(r_b * bin_hz, _K_ALIGNED * L).reshape(_K_ALIGNED, L)
             f = self._tone_bins((win * rot).mean(axis=0) * self._down_full)
             x_sync = s_up - f * osr
-            if abs(f * osr) <= 0.5:
+            if abs(f) <= 0.5:  # a glitch of under half a chip in 2**sf does not bias the estimate
                 break
         # the up-chirps alone cannot tell a CFO one bin off from a timing one chip off: the SFD decides
         ms = np.arange(-1, 2)
@@ -501,7 +502,7 @@ class StreamDetector:
         n_pre = int(np.argmax(score)) + 1 if score.max() > 0 else 0
         long_preamble = truncated and score[-1] >= score.max() - 1 and bool(ok[-3:].all())
         if long_preamble:
-            n_pre = self._count_from_head(cand, x_sync / osr + 2 * N, cfo0 + r_b)
+            n_pre = self._count_from_head(cand, x_sync, (cfo0 + r_b) * bin_hz)
             if n_pre is None:
                 return None
         if n_pre < (_MIN_PREAMBLE if long_preamble else 3):
@@ -587,32 +588,36 @@ class StreamDetector:
             fs_hz=float(self._fs_in),
         )
 
-    def _count_from_head(self, cand: _Cluster, p_sfd: float, cfo_b: float) -> int | None:
-        """Preamble length when its start has left the history: the start from the cluster's head snapshot."""
-        N = self._N
+    def _count_from_head(self, cand: _Cluster, x_sync: float, cfo_hz: float) -> int | None:
+        """Preamble length when its start has left the history: the start from the cluster's head snapshot.
+
+        The head (full rate, from window ``w0 - _HEAD_BEFORE`` on) gets its own symbol timing, as the sample
+        clock may drift over a long preamble.
+        """
+        L, osr = self._L, self._osr
         if cand.head is None:
             return None
-        off = (cand.w0 - _HEAD_BEFORE) * N
-        # the head's own symbol timing (the sample clock may drift over a long preamble)
-        tail = cand.head[-3 * N :]
-        spec = np.abs(np.fft.fft(tail.reshape(3, N) * self._down_chip, n=_Z * N, axis=1)) ** 2
-        k0 = float(np.argmax(spec.mean(axis=0))) / _Z
-        k = self._tone_near(tail, self._down_chip, k0)
-        d_head = (cfo_b - k) % N
-        last = off + cand.head.size - N  # last window start that fits in the head
-        p_last = d_head + math.floor((last - d_head) / N) * N
-        n_win = int((p_last - off) // N) + 1
+        off = (cand.w0 - _HEAD_BEFORE) * L
+        h = cand.head * self._rotation(cfo_hz, cand.head.size)
+        tail = h[-3 * L :].reshape(3, L).mean(axis=0) * self._down_full  # tone at (start - boundary) / osr
+        spec = np.abs(np.fft.fft(tail)) ** 2
+        k0 = int(np.argmax(spec))
+        k0 = k0 - L if k0 > L // 2 else k0
+        f = k0 + self._tone_bins(tail * np.exp(-2j * np.pi * k0 * self._n_float / L).astype(np.complex64))
+        x_head = off + cand.head.size - 3 * L - f * osr  # a symbol boundary in the head
+        p_last = x_head + math.floor((off + cand.head.size - L - x_head) / L) * L
         s_last = int(round(p_last))
-        amp, energy = self._symbol_amplitudes((cand.head, off), s_last - N * np.arange(n_win),
-                                              cfo_b + (s_last - p_last), ref=self._down_chip)
+        n_win = (s_last - off) // L + 1
+        starts = s_last - L * np.arange(n_win)
+        amp, energy = self._symbol_amplitudes((h, off), starts, (s_last - p_last) / osr)
         power = np.abs(amp) ** 2
         e_ref = float(np.median(power[:3]))
         ok = (power >= _RHO * e_ref) & (power >= _KAPPA * energy)
         score = np.cumsum(np.where(ok, 1, -1))
         if score.max() <= 0:
             return None
-        p_first = p_last - int(np.argmax(score)) * N
-        return int(round((p_sfd - p_first) / N)) - 2
+        p_first = p_last - int(np.argmax(score)) * L
+        return int(round((x_sync - p_first) / L))
 
     def _symbol_amplitudes(self, source, starts: npt.NDArray[np.int64], tone_bins: float, *,
                            ref: npt.NDArray[np.complex64] | None = None):

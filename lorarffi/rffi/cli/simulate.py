@@ -63,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--snr-db",
         type=parse_snr_range,
         default=(10.0, 25.0),
-        help="in-band SNR range in dB, low:high (default 10:25)",
+        help="in-band SNR range in dB, low:high (default 10:25; negative: --snr-db=-5:5)",
     )
     p.add_argument(
         "--multipath",
