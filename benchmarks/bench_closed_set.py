@@ -112,7 +112,7 @@ def run() -> str:
                 early_stop_patience=10,
                 augment=("awgn", "multipath"),
                 aug_snr_db=(5.0, 30.0),
-                max_time_s=480 * MIN,
+                max_time_s=600 * MIN,
                 seed=0,
             ),
             "rffi_net, CI spectrogram, Adam 3e-3, AWGN + multipath augmentation, hybrid",
@@ -129,7 +129,7 @@ def run() -> str:
                 early_stop_patience=10,
                 augment=("awgn", "multipath"),
                 aug_snr_db=(5.0, 30.0),
-                max_time_s=240 * MIN,
+                max_time_s=300 * MIN,
                 seed=0,
             ),
             "INFOCOM CNN, CI spectrogram, same training as ours",
@@ -144,7 +144,7 @@ def run() -> str:
                 lr_patience=10,
                 lr_factor=0.2,
                 early_stop_patience=30,
-                max_time_s=420 * MIN,
+                max_time_s=480 * MIN,
                 seed=0,
                 gate=GateParams(),
             ),
@@ -154,8 +154,8 @@ def run() -> str:
     }
     table2 = {}
     for rep_name, rep, model, budget in (
-        ("IQ samples", {"name": "iq", "params": {}}, "infocom_iq_cnn", 100),
-        ("FFT results", {"name": "fft", "params": {}}, "infocom_iq_cnn", 100),
+        ("IQ samples", {"name": "iq", "params": {}}, "infocom_iq_cnn", 90),
+        ("FFT results", {"name": "fft", "params": {}}, "infocom_iq_cnn", 90),
         ("Spectrogram", spec, "infocom_cnn", 90),
     ):
         for comp in (False, True):

@@ -42,7 +42,8 @@ def machine_header() -> str:
     import os
 
     return (
-        f"Machine: {cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, numpy {numpy.__version__}, "
+        f"Machine: {cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+        f"numpy {numpy.__version__}, "
         f"scipy {scipy.__version__}, torch {torch_v}."
     )
 
@@ -69,10 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     files = sorted(HERE.glob("bench_*.py"))
     if args.only:
-        files = [f for f in files if f.stem[len("bench_"):] in set(args.only)]
-    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nWritten by `make bench` (benchmarks/run.py).\n"
+        files = [f for f in files if f.stem[len("bench_") :] in set(args.only)]
+    doc = (
+        DOC.read_text() if DOC.exists() else "# Benchmarks\n\nWritten by `make bench` (benchmarks/run.py).\n"
+    )
     for path in files:
-        name = path.stem[len("bench_"):]
+        name = path.stem[len("bench_") :]
         print(f"== {name}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         body = _load(path).run()

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lorarffi.dsp import LoRaConfig, downchirp, modulate, packet_layout, packet_waveform, sync_word_symbols, upchirp
+from lorarffi.dsp import (
+    LoRaConfig,
+    downchirp,
+    modulate,
+    packet_layout,
+    packet_waveform,
+    sync_word_symbols,
+    upchirp,
+)
 from lorarffi.errors import ConfigError
 
 
@@ -23,8 +31,12 @@ def test_config_derived_sizes():
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"sf": 6}, "sf=6"), ({"bw_hz": 200e3}, "bw_hz=200000"), ({"fs_hz": 100e3}, "fs_hz=100000"),
-     ({"sync_word": 300}, "sync_word=300")],
+    [
+        ({"sf": 6}, "sf=6"),
+        ({"bw_hz": 200e3}, "bw_hz=200000"),
+        ({"fs_hz": 100e3}, "fs_hz=100000"),
+        ({"sync_word": 300}, "sync_word=300"),
+    ],
 )
 def test_config_rejects_bad_values(kwargs, match):
     with pytest.raises(ConfigError, match=match):
@@ -52,7 +64,7 @@ def test_modulated_symbols_dechirp_to_their_value(sf):
     symbols = rng.integers(0, cfg.n_chips, 5)
     x = modulate(symbols, cfg)
     sps = cfg.samples_per_symbol
-    got = [_dechirp_bins(x[k * sps:(k + 1) * sps], cfg) for k in range(5)]
+    got = [_dechirp_bins(x[k * sps : (k + 1) * sps], cfg) for k in range(5)]
     assert got == list(symbols)
 
 
@@ -64,10 +76,10 @@ def test_packet_is_phase_continuous_with_sync_and_sfd():
     sps = cfg.samples_per_symbol
     s1, s2 = sync_word_symbols(0x34)
     assert (s1, s2) == (24, 32)
-    assert _dechirp_bins(x[int(lay.sync_start):int(lay.sync_start) + sps], cfg) == s1
-    assert _dechirp_bins(x[int(lay.sync_start) + sps:int(lay.sfd_start)], cfg) == s2
+    assert _dechirp_bins(x[int(lay.sync_start) : int(lay.sync_start) + sps], cfg) == s1
+    assert _dechirp_bins(x[int(lay.sync_start) + sps : int(lay.sfd_start)], cfg) == s2
     # SFD: multiplying by an up-chirp turns a down-chirp into a tone at DC
-    sfd = x[int(lay.sfd_start):int(lay.sfd_start) + sps] * upchirp(cfg)
+    sfd = x[int(lay.sfd_start) : int(lay.sfd_start) + sps] * upchirp(cfg)
     assert int(np.argmax(np.abs(np.fft.fft(sfd[:: int(cfg.oversampling)])))) == 0
     step = np.abs(np.diff(np.unwrap(np.angle(x.astype(np.complex128)))))
     assert step.max() <= 2 * np.pi * (cfg.bw_hz / 2) / cfg.fs_hz * 1.01  # no phase jumps anywhere
@@ -77,7 +89,7 @@ def test_packet_cfo_is_exact_mean_instantaneous_frequency():
     cfg = LoRaConfig()
     x = packet_waveform(cfg, cfo_hz=1234.5).astype(np.complex128)
     sps = cfg.samples_per_symbol
-    f = np.angle(x[1:sps + 1] * np.conj(x[:sps])) * cfg.fs_hz / (2 * np.pi)
+    f = np.angle(x[1 : sps + 1] * np.conj(x[:sps])) * cfg.fs_hz / (2 * np.pi)
     assert f.mean() == pytest.approx(1234.5, abs=1e-3)  # paper_notes §15 test vector
 
 

@@ -1,4 +1,4 @@
-"""The package layering holds: data flows source -> dsp -> rffi -> sink, and no import points the wrong way."""
+"""The package layering holds: data flows source -> dsp -> rffi -> sink; no import points the wrong way."""
 
 from __future__ import annotations
 

@@ -20,7 +20,9 @@ def main() -> int:
     suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
     for d in DEBIAN_DIRS:
         py = os.path.join(d, "SoapySDR.py")
-        libs = [p for p in glob.glob(os.path.join(d, "_SoapySDR*.so")) if p.endswith((suffix, "_SoapySDR.so"))]
+        libs = [
+            p for p in glob.glob(os.path.join(d, "_SoapySDR*.so")) if p.endswith((suffix, "_SoapySDR.so"))
+        ]
         if os.path.exists(py) and libs:
             for src in [py, *libs]:
                 dst = os.path.join(site, os.path.basename(src))
@@ -29,8 +31,11 @@ def main() -> int:
                 os.symlink(src, dst)
             print(f"SoapySDR bindings linked into {site}")
             return 0
-    print("warning: Debian's python3-soapysdr bindings for this Python were not found; "
-          "the soapy: source will be unavailable", file=sys.stderr)
+    print(
+        "warning: Debian's python3-soapysdr bindings for this Python were not found; "
+        "the soapy: source will be unavailable",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -1,10 +1,10 @@
 """LoRa chirp synthesis: base chirps, modulated symbols and whole phase-continuous packets.
 
 A LoRa symbol with value ``s`` (0 to ``2**sf - 1``) is an up-chirp whose instantaneous frequency starts at
-``-bw/2 + s*bw/2**sf``, rises at ``bw/T`` Hz/s and wraps from ``+bw/2`` to ``-bw/2`` (Shen et al. 2021, eq. 4;
-Semtech AN1200.22). A packet is ``n_preamble`` unmodulated up-chirps, two sync-word up-chirps, 2.25 down-chirps
-(the start-of-frame delimiter, SFD) and the payload symbols. Phase is continuous across symbols, as a real
-transmitter's VCO/PLL output is.
+``-bw/2 + s*bw/2**sf``, rises at ``bw/T`` Hz/s and wraps from ``+bw/2`` to ``-bw/2`` (Shen et al. 2021,
+eq. 4; Semtech AN1200.22). A packet is ``n_preamble`` unmodulated up-chirps, two sync-word up-chirps,
+2.25 down-chirps (the start-of-frame delimiter, SFD) and the payload symbols. Phase is continuous across
+symbols, as a real transmitter's VCO/PLL output is.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ _UP, _DOWN = 1, -1
 def sync_word_symbols(sync_word: int) -> tuple[int, int]:
     """The two symbol values that carry a sync word: ``(hi_nibble * 8, lo_nibble * 8)``.
 
-    0x12 (private) gives (8, 16) and 0x34 (LoRaWAN) gives (24, 32), as SX127x/SX126x chips and gr-lora_sdr send.
+    0x12 (private) gives (8, 16) and 0x34 (LoRaWAN) gives (24, 32), as SX127x/SX126x chips and gr-lora_sdr
+    send.
     """
     if not 0 <= int(sync_word) <= 0xFF:
         raise ConfigError(f"sync_word={sync_word!r} is not valid: use 0x00 to 0xFF")
@@ -48,10 +49,12 @@ def sync_word_from_symbols(s1: int, s2: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class PacketLayout:
-    """Where the parts of a packet lie, in samples from the first preamble sample (floats at non-integer rates).
+    """Where the parts of a packet lie, in samples from the first preamble sample.
 
-    ``fingerprint_start`` is the first sample of the fingerprint window: the ``cfg.preamble_symbols`` up-chirps
-    just before the sync word.
+    Positions are floats at non-integer rates.
+
+    ``fingerprint_start`` is the first sample of the fingerprint window: the ``cfg.preamble_symbols``
+    up-chirps just before the sync word.
     """
 
     n_preamble: int
@@ -62,7 +65,9 @@ class PacketLayout:
     stop: float
 
 
-def packet_layout(cfg: LoRaConfig, n_payload_symbols: int = 0, *, n_preamble: int | None = None) -> PacketLayout:
+def packet_layout(
+    cfg: LoRaConfig, n_payload_symbols: int = 0, *, n_preamble: int | None = None
+) -> PacketLayout:
     """Sample positions of sync word, SFD, payload and end of a packet at ``cfg.fs_hz``.
 
     Parameters
@@ -92,7 +97,7 @@ def _segment_phase(
     slope_hz_per_s: float,
     bw_hz: float,
 ) -> npt.NDArray[np.float64]:
-    """Phase in radians at time ``tau_s`` into a chirp segment starting at ``f0_hz`` (wraps at +bw/2 on up-chirps)."""
+    """Phase in radians at ``tau_s`` into a chirp segment starting at ``f0_hz`` (up-chirps wrap at +bw/2)."""
     k = direction * slope_hz_per_s
     phase = 2 * np.pi * (f0_hz * tau_s + 0.5 * k * tau_s**2)
     # An up-chirp that starts above -bw/2 reaches +bw/2 after tau_wrap and continues from -bw/2.
@@ -139,9 +144,9 @@ def _symbol_plan(
     directions = np.concatenate(
         [np.full(n_preamble + 2, _UP), np.full(3, _DOWN), np.full(payload.size, _UP)]
     ).astype(np.int8)
-    durations = np.concatenate(
-        [np.full(n_preamble + 2, n), [n, n, n / 4], np.full(payload.size, n)]
-    ).astype(np.float64)
+    durations = np.concatenate([np.full(n_preamble + 2, n), [n, n, n / 4], np.full(payload.size, n)]).astype(
+        np.float64
+    )
     return values, directions, durations
 
 
@@ -162,22 +167,29 @@ def upchirp(cfg: LoRaConfig, symbol: int = 0) -> npt.NDArray[np.complex64]:
     ((1024,), dtype('complex64'))
     """
     values = _check_symbols([symbol], cfg)
-    out = _synthesize(cfg, values, np.array([_UP], np.int8), np.array([cfg.n_chips], float),
-                      cfg.samples_per_symbol, 0.0)
+    out = _synthesize(
+        cfg, values, np.array([_UP], np.int8), np.array([cfg.n_chips], float), cfg.samples_per_symbol, 0.0
+    )
     return out.astype(np.complex64)
 
 
 def downchirp(cfg: LoRaConfig) -> npt.NDArray[np.complex64]:
-    """One down-chirp (the complex conjugate of the base up-chirp): complex64, shape ``(samples_per_symbol,)``."""
+    """One down-chirp (conjugate of the base up-chirp): complex64, shape ``(samples_per_symbol,)``."""
     return np.conj(upchirp(cfg, 0))
 
 
 def modulate(symbols: npt.ArrayLike, cfg: LoRaConfig) -> npt.NDArray[np.complex64]:
-    """Phase-continuous up-chirps carrying ``symbols``: complex64, ``len(symbols) * samples_per_symbol`` samples."""
+    """Phase-continuous up-chirps carrying ``symbols``: complex64, ``len(symbols)`` symbols long."""
     values = _check_symbols(symbols, cfg)
     n_samples = int(round(values.size * cfg.n_chips * cfg.oversampling))
-    out = _synthesize(cfg, values, np.full(values.size, _UP, np.int8),
-                      np.full(values.size, float(cfg.n_chips)), n_samples, 0.0)
+    out = _synthesize(
+        cfg,
+        values,
+        np.full(values.size, _UP, np.int8),
+        np.full(values.size, float(cfg.n_chips)),
+        n_samples,
+        0.0,
+    )
     return out.astype(np.complex64)
 
 

@@ -53,7 +53,9 @@ class LoRaConfig:
         if float(self.bw_hz) not in VALID_BW_HZ:
             raise ConfigError(f"bw_hz={self.bw_hz:g} is not valid: use 125e3, 250e3 or 500e3")
         if not math.isfinite(self.fs_hz) or self.fs_hz < self.bw_hz:
-            raise ConfigError(f"fs_hz={self.fs_hz:g} is below bw_hz={self.bw_hz:g}: sample at least at the bandwidth")
+            raise ConfigError(
+                f"fs_hz={self.fs_hz:g} is below bw_hz={self.bw_hz:g}: sample at least at the bandwidth"
+            )
         if not isinstance(self.preamble_symbols, int) or not 1 <= self.preamble_symbols <= 65535:
             raise ConfigError(f"preamble_symbols={self.preamble_symbols!r} is not valid: use 1 to 65535")
         if not isinstance(self.sync_word, int) or not 0 <= self.sync_word <= 0xFF:

@@ -53,8 +53,19 @@ def slice_arg(text: str) -> slice:
 
 def add_lora_args(parser: argparse.ArgumentParser, *, fs_required: bool = False) -> None:
     """Add ``--sf``, ``--bw-hz`` and ``--fs-hz`` with the project's defaults (SF7, 125 kHz, 1 MS/s)."""
-    parser.add_argument("--sf", type=int, default=None, help="spreading factor 7-12 (default 7, or from the file)")
-    parser.add_argument("--bw-hz", type=si_float, default=None,
-                        help="LoRa bandwidth in Hz: 125k, 250k or 500k (default 125k, or from the file)")
-    parser.add_argument("--fs-hz", type=si_float, default=None, required=fs_required,
-                        help="sample rate in Hz for raw input (suffixes k/M allowed)")
+    parser.add_argument(
+        "--sf", type=int, default=None, help="spreading factor 7-12 (default 7, or from the file)"
+    )
+    parser.add_argument(
+        "--bw-hz",
+        type=si_float,
+        default=None,
+        help="LoRa bandwidth in Hz: 125k, 250k or 500k (default 125k, or from the file)",
+    )
+    parser.add_argument(
+        "--fs-hz",
+        type=si_float,
+        default=None,
+        required=fs_required,
+        help="sample rate in Hz for raw input (suffixes k/M allowed)",
+    )
