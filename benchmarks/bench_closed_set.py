@@ -17,6 +17,7 @@ import dataclasses
 import os
 import tempfile
 import time
+import types
 
 import numpy as np
 
@@ -95,6 +96,9 @@ def run() -> str:
     t0 = time.perf_counter()
     cfg, fleet, tr, te, low = _data()
     t_data = time.perf_counter() - t0
+    # Table II runs are scored on the first half of every device's day-2 packets (the IQ/FFT CNNs are slow).
+    keep = np.concatenate([np.flatnonzero(te.device_ids == d)[: N_TEST // 2] for d in np.unique(te.device_ids)])
+    te_t2 = types.SimpleNamespace(preambles=te.preambles[keep], device_ids=te.device_ids[keep])
     day_shift = np.array([d.day_offset_hz(2) - d.day_offset_hz(1) for d in fleet])
     ci = {"name": "channel_independent_spectrogram", "params": {}}
     spec = {"name": "spectrogram", "params": {"crop": [0.3, 0.7]}}
@@ -187,7 +191,7 @@ def run() -> str:
             results[key] = {
                 "train": r,
                 "train_s": train_s,
-                "test": _evaluate(out, te),
+                "test": _evaluate(out, te_t2 if key in table2 else te),
                 "low": None if key in table2 else _evaluate(out, low),
             }
             if key == "ours":
@@ -237,8 +241,7 @@ def run() -> str:
         "",
         "INFOCOM CNNs (Fig. 3a on a log spectrogram cropped to +-200 kHz, Fig. 3b on IQ / FFT rows), "
         "Adam 1e-3 (the paper: 3e-4 with a step schedule; a higher rate converges within our time caps), "
-        "no augmentation; "
-        "day-2 test set.",
+        "no augmentation; the first half of every device's day-2 test packets."
         "",
         "| representation | CNN-only w/o comp. | CNN-only w/ comp. | hybrid w/o comp. | hybrid w/ comp. | "
         "epochs (stop) w/o / w/ |",

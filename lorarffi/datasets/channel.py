@@ -316,7 +316,8 @@ def apply_multipath(
     t0_s : float or (N,)
         Absolute time of each row's first sample in s (where each realisation is in its Doppler evolution).
     block_samples : int
-        Interval at which the path gains are evaluated.
+        Shortest interval at which the path gains are evaluated (longer while the Doppler phase changes by
+        less than 0.05 rad).
 
     Returns
     -------
@@ -345,6 +346,7 @@ def apply_multipath(
         y1 = signal.fftconvolve(xp, taps[:, 1], mode="valid", axes=-1)
         alpha = (np.arange(length) / length).astype(np.float32)
         return _out(y0 + alpha * (y1 - y0), single)
+    block_samples = max(int(block_samples), int(step))
     n_blocks = -(-length // block_samples)
     t_grid = t0[:, None] + np.arange(n_blocks + 1) * block_samples / fs_hz
     taps = np.einsum("npk,npj->njk", kernel, channel.path_gains(t_grid)).astype(np.complex64)  # (N, J+1, K)
@@ -435,6 +437,6 @@ def timing_shift(
     xp = np.concatenate([left, x, right], axis=1)
     n_fft = sp_fft.next_fast_len(xp.shape[1])
     f = np.fft.fftfreq(n_fft)
-    spec = np.fft.fft(xp, n_fft, axis=-1) * np.exp(-2j * np.pi * f * d[:, None])
-    y = np.fft.ifft(spec, axis=-1)[:, ext : ext + length]
+    ramp = np.exp(-2j * np.pi * f * d[:, None]).astype(np.complex64)
+    y = sp_fft.ifft(sp_fft.fft(xp, n_fft, axis=-1) * ramp, axis=-1)[:, ext : ext + length]
     return _out(y, single)
