@@ -97,7 +97,8 @@ def run() -> str:
     cfg, fleet, tr, te, low = _data()
     t_data = time.perf_counter() - t0
     # Table II runs are scored on the first half of every device's day-2 packets (the IQ/FFT CNNs are slow).
-    keep = np.concatenate([np.flatnonzero(te.device_ids == d)[: N_TEST // 2] for d in np.unique(te.device_ids)])
+    ids = np.unique(te.device_ids)
+    keep = np.concatenate([np.flatnonzero(te.device_ids == d)[: N_TEST // 2] for d in ids])
     te_t2 = types.SimpleNamespace(preambles=te.preambles[keep], device_ids=te.device_ids[keep])
     day_shift = np.array([d.day_offset_hz(2) - d.day_offset_hz(1) for d in fleet])
     ci = {"name": "channel_independent_spectrogram", "params": {}}
@@ -241,7 +242,7 @@ def run() -> str:
         "",
         "INFOCOM CNNs (Fig. 3a on a log spectrogram cropped to +-200 kHz, Fig. 3b on IQ / FFT rows), "
         "Adam 1e-3 (the paper: 3e-4 with a step schedule; a higher rate converges within our time caps), "
-        "no augmentation; the first half of every device's day-2 test packets."
+        "no augmentation; the first half of every device's day-2 test packets.",
         "",
         "| representation | CNN-only w/o comp. | CNN-only w/ comp. | hybrid w/o comp. | hybrid w/ comp. | "
         "epochs (stop) w/o / w/ |",

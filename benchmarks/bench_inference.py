@@ -105,6 +105,7 @@ def run() -> str:
     pre = preprocess_preambles(ps.preambles, cfg)  # what the detector hands out
     iq, cfo = pre.iq, pre.cfo_hz
     rows = []
+    speeds: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, (rep, (target_pps, target_p99)) in MODELS.items():
             clf = load_classifier(_model_dir(name, rep, cfg, tmp), device="cpu")
@@ -131,6 +132,7 @@ def run() -> str:
                 ok.append(f"{'met' if pps >= target_pps else 'MISSED'} (>= {target_pps} pkt/s)")
             if target_p99:
                 ok.append(f"{'met' if p99 <= target_p99 else 'MISSED'} (p99 <= {target_p99} ms)")
+            speeds[name] = (pps, p99)
             rows.append(
                 f"| {name} | {rep} | {sum(p.numel() for p in clf.model.parameters()) / 1e6:.2f} M | "
                 f"{macs / 1e6:.1f} | {pps:,.0f} | {2 * macs * pps / 1e9:.1f} | {model_pps:,.0f} | "
@@ -148,7 +150,44 @@ def run() -> str:
         "| GFLOP/s | latency p50 ms | latency p99 ms | targets |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
-    return head + "\n".join(rows) + "\n"
+    return head + "\n".join(rows) + "\n" + _default_model_section(speeds)
+
+
+def _default_model_section(speeds: dict[str, tuple[float, float]]) -> str:
+    """Accuracy (read from the closed_set section of docs/benchmarks.md) next to the speed measured here."""
+    import pathlib
+    import re
+
+    doc = pathlib.Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+    text = doc.read_text() if doc.exists() else ""
+    m = re.search(r"<!-- bench:closed_set -->(.*?)<!-- /bench:closed_set -->", text, re.S)
+    if not m:
+        return "\nDefault model: run `benchmarks/run.py --only closed_set` first for the accuracy side.\n"
+    systems = {"ours": "rffi_net", "ours_infocom": "infocom_cnn", "baseline": "tifs_resnet"}
+    rows, best = [], None
+    for line in m.group(1).splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 9 and cells[0] in systems:
+            name = systems[cells[0]]
+            acc = float(cells[5].rstrip("%"))
+            pps, p99 = speeds[name]
+            rows.append(
+                f"| {name} ({cells[0]}) | {cells[5]} | {cells[8]} | {cells[2]} | {pps:,.0f} | {p99:.2f} |"
+            )
+            fast = pps >= 2000 and p99 <= 5.0
+            if best is None or (fast, acc) > best[0]:
+                best = ((fast, acc), name)
+    if not rows:
+        return ""
+    return (
+        "\n### Default model: accuracy and speed\n\n"
+        "Day-2 accuracy and training time from the `closed_set` section, speed from the table above.\n\n"
+        "| model | day-2 hybrid | low-SNR hybrid | train time | packets/s | p99 ms |\n"
+        "|---|---|---|---|---|---|\n"
+        + "\n".join(rows)
+        + f"\n\nRule: the most accurate model among those meeting the light-model speed targets (>= 2,000 "
+        f"packets/s, p99 <= 5 ms), else the most accurate: **{best[1]}** on this run.\n"
+    )
 
 
 if __name__ == "__main__":
