@@ -6,6 +6,11 @@ cutoff at the lower Nyquist rate, zero-phase delay compensation; but 4 instead o
 filter is 2.5 times cheaper): it lies at time ``m / fs_out`` when input sample ``n`` lies at ``n / fs_in``.
 Outputs are made in blocks at fixed absolute positions, each from the same input span whatever the chunking,
 so the result is bitwise identical for any chunk sizes.
+
+The filtering itself is polyphase on ``down`` contiguous decimated copies of the input: for each of the ``up``
+output phases, one scaled slice per tap is added (``2 * taps / up`` vector operations in all per output
+phase, each over ``count / up`` samples, in complex64). This computes what ``scipy.signal.upfirdn`` computes
+(equal to rounding) about three times faster.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import math
 
 import numpy as np
 import numpy.typing as npt
-from scipy.signal import firwin, upfirdn
+from scipy.signal import firwin
 
 __all__ = ["StreamResampler"]
 
@@ -68,9 +73,7 @@ class StreamResampler:
         n0 = m0 * self.down + self._half_len - first * self.up
         z = (-n0) % self.down
         h = np.concatenate([np.zeros(z, dtype=np.float32), self._h]) if z else self._h
-        y = upfirdn(h, seg, self.up, self.down)
-        i0 = (n0 + z) // self.down
-        return y[i0 : i0 + count].astype(np.complex64, copy=False)
+        return _upfirdn_range(h, seg, self.up, self.down, (n0 + z) // self.down, count)
 
     def process(self, x: npt.NDArray[np.complex64]) -> list[npt.NDArray[np.complex64]]:
         """Feed input samples; returns the output blocks that became complete (each ``block_out`` long)."""
@@ -96,3 +99,36 @@ class StreamResampler:
             out.append(self._block(self.n_out, count))
             self.n_out += count
         return out
+
+
+def _upfirdn_range(h: npt.NDArray[np.float32], x: npt.NDArray[np.complex64], up: int, down: int, i0: int,
+                   count: int) -> npt.NDArray[np.complex64]:
+    """``scipy.signal.upfirdn(h, x, up, down)[i0 : i0 + count]`` (zeros past its end), in complex64.
+
+    Output ``i`` is ``sum_t h[p + up*t] * x[j - t]`` with ``p = i*down % up`` and ``j = i*down // up``; the
+    outputs ``i0 + r + up*q`` share ``p`` and step ``j`` by ``down``, so each tap reads a contiguous slice of
+    one of the ``down`` decimated copies of ``x``.
+    """
+    n_taps = -(-h.size // up)
+    table = np.zeros(n_taps * up, dtype=np.float32)
+    table[: h.size] = h
+    table = table.reshape(n_taps, up)  # table[t, p] = h[p + up*t]
+    pad = n_taps + down
+    n_sub = -(-(x.size + 2 * pad + 2 * down) // down)
+    xp = np.zeros(n_sub * down, dtype=np.complex64)
+    xp[pad : pad + x.size] = x
+    subs = xp.reshape(n_sub, down).T.copy()  # subs[c, u] = xp[u*down + c]
+    y = np.empty(count, dtype=np.complex64)
+    for r in range(min(up, count)):
+        n_q = -(-(count - r) // up)
+        p, j0 = divmod((i0 + r) * down, up)[::-1]
+        acc = np.zeros(n_q, dtype=np.complex64)
+        tmp = np.empty(n_q, dtype=np.complex64)
+        for t in range(n_taps):
+            if p + up * t >= h.size:
+                break
+            u, c = divmod(pad + j0 - t, down)
+            np.multiply(subs[c, u : u + n_q], table[t, p], out=tmp)
+            acc += tmp
+        y[r::up] = acc
+    return y

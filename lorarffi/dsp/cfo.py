@@ -120,7 +120,14 @@ def _phase_slope(amp: npt.NDArray[np.complex128]) -> npt.NDArray[np.float64]:
     if k < 3:
         return f1
     j = np.arange(k, dtype=np.float64)
-    phase = np.unwrap(np.angle(amp * np.exp(-2j * np.pi * np.outer(f1, j))), axis=1)
+    phase = np.angle(amp * np.exp(-2j * np.pi * np.outer(f1, j)))
+    # np.unwrap(phase, axis=1), without its generality (this runs once per detected packet)
+    dd = phase[:, 1:] - phase[:, :-1]
+    ddmod = np.mod(dd + np.pi, 2 * np.pi) - np.pi
+    ddmod[(ddmod == -np.pi) & (dd > 0)] = np.pi
+    correct = ddmod - dd
+    correct[np.abs(dd) < np.pi] = 0.0
+    phase[:, 1:] += np.cumsum(correct, axis=1)
     jc = j - j.mean()
     slope = (phase - phase.mean(axis=1, keepdims=True)) @ jc / (jc @ jc)
     return f1 + slope / (2 * np.pi)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -103,6 +104,23 @@ def _circ_dist(a: npt.ArrayLike, b: npt.ArrayLike, n: float) -> npt.NDArray[np.f
 def _pair_freq(amp: npt.NDArray[np.complexfloating]) -> float:
     """Eq. 13 over consecutive pairs: rotation per step of amplitudes ``amp`` (chronological), in cycles."""
     return float(-np.angle(np.vdot(amp[1:], amp[:-1])) / (2 * np.pi))
+
+
+def _cis(cycles: npt.NDArray[np.float64]) -> npt.NDArray[np.complex64]:
+    """``exp(2j*pi*cycles)`` as complex64: the phase reduced to one cycle in float64, then cos/sin in float32
+    (as accurate as complex64 holds, and several times faster than a complex128 ``np.exp``)."""
+    frac = cycles - np.floor(cycles)
+    frac *= 2 * np.pi
+    rad = frac.astype(np.float32)
+    out = np.empty(rad.shape, dtype=np.complex64)
+    np.cos(rad, out=out.real)
+    np.sin(rad, out=out.imag)
+    return out
+
+
+def _median(x: npt.NDArray[np.float64]) -> float:
+    """``np.median`` of a few values (without its overhead)."""
+    return float(statistics.median(x.tolist()))
 
 
 def _log_parabola(power: npt.NDArray[np.float64], k: int) -> float:
@@ -172,6 +190,8 @@ class StreamDetector:
         self._down_chip = np.conj(self._up_chip)
         self._ones = np.ones(self._osr, dtype=np.complex64)
         self._time_dtft: npt.NDArray[np.complex64] | None = None
+        self._edge_dtft: npt.NDArray[np.complex64] | None = None
+        self._fine_dtft: npt.NDArray[np.complex64] | None = None
         self._n_float = np.arange(self._L, dtype=np.float64)
         n_keep = max(cfg.preamble_symbols, _K_FINE) + _J + _HEAD_BEFORE + _SFD_LOOKAHEAD + 16
         self._keep_full = self._block_len + n_keep * self._L
@@ -385,8 +405,9 @@ class StreamDetector:
 
         Zeros where the source holds nothing; a view when the windows are contiguous and held.
         """
+        k = starts.size
         a, b = int(starts[0]), int(starts[-1]) + n
-        contiguous = b - a == starts.size * n and (starts.size == 1 or bool(np.all(np.diff(starts) == n)))
+        contiguous = b - a == k * n and (k <= 2 or bool((starts[1:] - starts[:-1] == n).all()))
         if isinstance(source, SampleStore):
             seg = source.get(min(a, int(starts.min())), max(b, int(starts.max()) + n))
         else:
@@ -412,17 +433,20 @@ class StreamDetector:
         ws = cand.wlast - _J
         n_up = cand.wlast + 1 - w_lo
         win = self._chip_windows(w_lo, cand.wlast + _SFD_LOOKAHEAD + 1)
-        both = np.concatenate([win[:n_up] * self._down_chip, win[ws - w_lo :] * self._up_chip])
-        spec_all = np.abs(np.fft.fft(both, n=Z * N, axis=1)) ** 2
-        spec = spec_all[:n_up]
-        near = (cand.bin * Z + np.arange(-2 * Z, 2 * Z + 1)) % (Z * N)
-        e = spec[:, near].max(axis=1)
-        avg = spec[e >= 0.5 * e.max()].mean(axis=0).astype(np.float64)
-        kz = int(near[np.argmax(avg[near])])
-        k_up = _log_parabola(avg, kz) / Z
+        # the Z-times zero-padded spectrum is needed only near the cluster's bin: a DTFT on those fine bins
+        if self._fine_dtft is None:
+            self._fine_dtft = _cis(np.outer(self._n_float[:N], -np.arange(Z * N) / (Z * N)))
+        near = (cand.bin * Z + np.arange(-2 * Z - 1, 2 * Z + 2)) % (Z * N)  # and one more on either side
+        sp = (win[:n_up] * self._down_chip) @ self._fine_dtft[:, near]
+        spec = sp.real**2 + sp.imag**2
+        e = spec[:, 1:-1].max(axis=1)
+        avg = spec[e >= 0.5 * e.max()].mean(axis=0, dtype=np.float64)
+        i = int(np.argmax(avg[1:-1])) + 1
+        k_up = (int(near[i]) + _log_parabola(avg, i) - i) / Z
 
         # 2. SFD: down-chirp peak (cfo + timing), best pair of consecutive windows
-        spec = spec_all[n_up:]
+        sp = scipy.fft.fft(win[ws - w_lo :] * self._up_chip, n=Z * N, axis=1)
+        spec = sp.real**2 + sp.imag**2
         pair = spec[:-1] + spec[1:]
         with np.errstate(divide="ignore", invalid="ignore"):
             metric = np.where(pair.mean(axis=1) > 0, pair.max(axis=1) / pair.mean(axis=1), 0.0)
@@ -442,15 +466,16 @@ class StreamDetector:
         w_sfd = ws + i_best
         p0 = delta + math.floor((w_sfd * N - delta) / N) * N
         bounds = p0 + N * np.arange(-1, 2)
-        ref_up = self._up_chip * np.exp(-2j * np.pi * cfo_b * np.arange(N) / N).astype(np.complex64)
+        ref_up = self._up_chip * _cis((-cfo_b / N) * self._n_float[:N])
         starts = np.round(np.repeat(bounds, 2) + np.tile([0, N], 3)).astype(np.int64)
-        sp = np.fft.fft(self._aligned(self._chips, starts, N) * ref_up, axis=1)
+        sp = scipy.fft.fft(self._aligned(self._chips, starts, N) * ref_up, axis=1)
         pw = sp.real**2 + sp.imag**2
         e_down = (pw[:, 0] + np.maximum(pw[:, 1], pw[:, -1])).reshape(3, 2)
         p_sfd = float(bounds[int(np.argmax(e_down.sum(axis=1)))])
 
         # 5. from here on, aligned windows at the full rate (at the chip rate a fractional-chip offset breaks
-        #    the dechirped tone: up to half its energy is lost), on a local copy with the coarse CFO removed.
+        #    the dechirped tone: up to half its energy is lost), on a local copy. The CFO is never removed
+        #    from the copy: it is folded into each reference (one symbol long) and a phase per window.
         #    First the coarse CFO and timing again, from the last up-chirps and the SFD down-chirps.
         cfo0 = cfo_b
         bin_hz = self._fs_int / L
@@ -460,18 +485,22 @@ class StreamDetector:
         truncated = first_needed < held_from
         a = first_needed if not truncated else int(held_from)
         b = int(math.ceil(p_sfd * osr)) + 3 * L
-        local = (self._full.get(a, b) * self._rotation(cfo0 * bin_hz, b - a), a)
+        local = (self._full.get(a, b), a)
         x_sync = (p_sfd - 2 * N) * osr
-        n = np.arange(L)
+        n = self._n_float
+        k_al = np.arange(_K_ALIGNED, dtype=np.float64)
         for _ in range(3):  # re-cut the windows while they were off by more than half a chip
             s_up = int(round(x_sync))
             s_down = s_up + 2 * L
             e = (s_up - x_sync) / osr  # the aligned windows start e chips after the symbol boundaries
-            win = self._aligned(local, s_up - L * np.arange(_K_ALIGNED, 0, -1), L)  # chronological
-            amp = win @ (self._down_full * np.exp(-2j * np.pi * e * n / L)).astype(np.complex64)
+            starts = s_up - L * np.arange(_K_ALIGNED, 0, -1)  # chronological
+            win = self._aligned(local, starts, L)
+            amp = self._amps(win, starts - a, self._down_full, e, cfo0)
             r_b = _pair_freq(amp)  # CFO left after removing cfo0, in bins (|.| < 1/2)
-            rot = self._rotation(r_b * bin_hz, _K_ALIGNED * L).reshape(_K_ALIGNED, L)
-            f = self._tone_bins((win * rot).mean(axis=0) * self._down_full)
+            # mean of the windows with cfo0 (phase zero at ``a``) and r_b (phase zero at starts[0]) removed
+            c = np.exp(-2j * np.pi * ((cfo0 * (starts - a) / L + r_b * k_al) % 1.0)).astype(np.complex64)
+            avg = (c @ win) * self._chirp_tone(self._down_full, (cfo0 + r_b) / L) / np.float32(_K_ALIGNED)
+            f = self._tone_bins(avg)
             x_sync = s_up - f * osr
             if abs(f) <= 0.5:  # a glitch of under half a chip in 2**sf does not bias the estimate
                 break
@@ -480,7 +509,7 @@ class StreamDetector:
         s_m = np.round(x_sync + ms * osr).astype(np.int64) + 2 * L
         tones = r_b + ms - (s_m - 2 * L - x_sync - ms * osr) / osr
         win = self._aligned(local, np.repeat(s_m, 2) + np.tile([0, L], 3), L)  # (6, L)
-        refs = self._up_full[:, None] * np.exp(-2j * np.pi * np.outer(n, tones) / L).astype(np.complex64)
+        refs = self._up_full[:, None] * _cis(np.outer(n, -(tones + cfo0) / L))  # powers only: no window phase
         amp_d = (win @ refs).reshape(3, 2, 3)[ms + 1, :, ms + 1]  # hypothesis m at its own tone
         m = int(np.argmax(np.sum(np.abs(amp_d) ** 2, axis=1))) - 1
         r_b += m
@@ -494,9 +523,9 @@ class StreamDetector:
         n_hist = int((s_up - a) // L)
         if n_hist < _MIN_PREAMBLE:
             return None
-        amp, energy = self._symbol_amplitudes(local, s_up - L * np.arange(1, n_hist + 1), r_b + e)
+        amp, energy = self._symbol_amplitudes(local, s_up - L * np.arange(1, n_hist + 1), r_b + e, cfo0)
         p0_ = np.abs(amp) ** 2
-        e_ref = float(np.median(p0_[:4]))
+        e_ref = _median(p0_[:4])
         ok = (p0_ >= _RHO * e_ref) & (p0_ >= _KAPPA * energy)
         score = np.cumsum(np.where(ok, 1, -1))
         n_pre = int(np.argmax(score)) + 1 if score.max() > 0 else 0
@@ -508,7 +537,8 @@ class StreamDetector:
         if n_pre < (_MIN_PREAMBLE if long_preamble else 3):
             log.debug("candidate at window %d: %d preamble symbols", cand.w0, n_pre)
             return None
-        sfd_amp, _ = self._symbol_amplitudes(local, s_down + L * np.arange(2), r_b - e, ref=self._up_full)
+        sfd_amp, _ = self._symbol_amplitudes(local, s_down + L * np.arange(2), r_b - e, cfo0,
+                                             ref=self._up_full)
         if (np.abs(sfd_amp) ** 2).mean() < _RHO * e_ref:
             log.debug("candidate at window %d: weak SFD", cand.w0)
             return None
@@ -540,13 +570,16 @@ class StreamDetector:
         cfo_hz = (cfo0 + r_bins) * bin_hz
         p_sync = x_sync / osr
 
-        # 7c. fine timing at the full rate: residual tone of the averaged aligned symbols, on a copy of the
-        #     local samples with the whole CFO removed (phase continuous from sample ``a``)
-        comp = (local[0] * self._rotation(r_bins * bin_hz, local[0].size), a)
+        # 7c. fine timing at the full rate: residual tone of the averaged aligned symbols with the whole CFO
+        #     removed (phase continuous from sample ``a``)
+        total_b = cfo0 + r_bins
+        down_comp = self._chirp_tone(self._down_full, total_b / L)  # dechirp and remove the CFO
         k_t = min(n_pre - 1, _K_TIME)
         x_sync0 = int(round(p_sync * osr))
-        win = self._aligned(comp, x_sync0 - L * np.arange(k_t, 0, -1), L)
-        x_sync = x_sync0 - self._tone_bins(win.mean(axis=0) * self._down_full) * osr
+        starts = x_sync0 - L * np.arange(k_t, 0, -1)
+        win = self._aligned(local, starts, L)
+        c = np.exp(-2j * np.pi * ((total_b * (starts - a) / L) % 1.0)).astype(np.complex64)
+        x_sync = x_sync0 - self._tone_bins((c @ win) * down_comp / np.float32(k_t)) * osr
 
         # 8. outputs
         x_first = x_sync - n_pre * L
@@ -556,19 +589,21 @@ class StreamDetector:
             return None  # the same packet seen through a second cluster
         self._last_sfd = x_sfd
         i_sync = int(round(x_sync))
-        sync_word = self._read_sync_word(self._aligned(comp, i_sync + L * np.arange(2), L))
-        snr_db = self._snr_db(self._aligned(comp, i_sync - L * np.arange(k_t, 0, -1), L))
+        # periodogram powers only below: the phase of each window does not matter
+        sync_word = self._read_sync_word(self._aligned(local, i_sync + L * np.arange(2), L), down_comp)
+        snr_db = self._snr_db(self._aligned(local, i_sync - L * np.arange(k_t, 0, -1), L), down_comp)
         i_fp = int(round(x_fp))
         n_fp = self.cfg.preamble_symbols * L
-        if i_fp >= a:  # CFO-compensated with phase zero at the window's first sample
-            pre = self._aligned(comp, np.array([i_fp]), n_fp)[0] * np.complex64(
-                np.exp(2j * np.pi * ((r_bins + cfo0) * bin_hz / self._fs_int * (i_fp - a) % 1.0)))
-        else:  # the window starts before the local copy (fewer up-chirps sent than the window holds)
+        # CFO-compensated with phase zero at the window's first sample; from the history when the window
+        # starts before the local copy (fewer up-chirps sent than the window holds)
+        if i_fp >= a:
+            pre = self._aligned(local, np.array([i_fp]), n_fp)[0] * self._rotation(cfo_hz, n_fp)
+        else:
             pre = self._full.get(i_fp, i_fp + n_fp) * self._rotation(cfo_hz, n_fp)
-        power = float(np.mean(pre.real.astype(np.float64) ** 2 + pre.imag.astype(np.float64) ** 2))
+        power = float(np.vdot(pre, pre).real) / n_fp
         rms = math.sqrt(power)
         if rms > 0:
-            pre = pre / np.float32(rms)
+            np.divide(pre, np.float32(rms), out=pre)
         scale = self._fs_in / self._fs_int
         start_in = x_first * scale
         self.n_packets += 1
@@ -611,7 +646,7 @@ class StreamDetector:
         starts = s_last - L * np.arange(n_win)
         amp, energy = self._symbol_amplitudes((h, off), starts, (s_last - p_last) / osr)
         power = np.abs(amp) ** 2
-        e_ref = float(np.median(power[:3]))
+        e_ref = _median(power[:3])
         ok = (power >= _RHO * e_ref) & (power >= _KAPPA * energy)
         score = np.cumsum(np.where(ok, 1, -1))
         if score.max() <= 0:
@@ -619,40 +654,49 @@ class StreamDetector:
         p_first = p_last - int(np.argmax(score)) * L
         return int(round((x_sync - p_first) / L))
 
-    def _symbol_amplitudes(self, source, starts: npt.NDArray[np.int64], tone_bins: float, *,
-                           ref: npt.NDArray[np.complex64] | None = None):
-        """Windows of one symbol at ``starts``: dechirped amplitude at ``tone_bins`` and the window energy."""
+    def _symbol_amplitudes(self, source, starts: npt.NDArray[np.int64], tone_bins: float,
+                           cfo_bins: float = 0.0, *, ref: npt.NDArray[np.complex64] | None = None):
+        """Windows of one symbol at ``starts``: dechirped amplitude at ``tone_bins`` and the window energy.
+
+        ``cfo_bins`` (bins of ``fs/L``) is removed first, with phase zero at the source's first sample.
+        """
         ref = self._down_full if ref is None else ref
         w = ref.size
-        win = self._aligned(source, starts, w)
-        amp = win @ (ref * np.exp(-2j * np.pi * tone_bins * np.arange(w) / w)).astype(np.complex64)
-        energy = np.sum(win.real * win.real + win.imag * win.imag, axis=1)
-        return amp.astype(np.complex128), energy.astype(np.float64)
+        if starts.size > 1 and starts[1] - starts[0] == -w:  # backwards: read forwards, then flip
+            win = self._aligned(source, starts[::-1], w)[::-1]
+        else:
+            win = self._aligned(source, starts, w)
+        off = source[1] if isinstance(source, tuple) else 0
+        amp = self._amps(win, starts - off, ref, tone_bins, cfo_bins)
+        flat = win.view(np.float32)  # rows of (re, im) pairs
+        return amp, np.einsum("ij,ij->i", flat, flat).astype(np.float64)
 
-    def _tone_near(self, seg: npt.NDArray[np.complex64], ref: npt.NDArray[np.complex64],
-                   center: float) -> float:
-        """Frequency in bins of ``bw / 2**sf`` (within 1.25 of ``center``) of the tone left by dechirping
-        ``seg`` (whole symbols of ``ref.size`` samples) with the periodic ``ref``."""
-        k = seg.size // ref.size
-        d = seg * np.tile(ref, k)
-        spec = np.abs(np.fft.fft(d, n=4 * seg.size)) ** 2
-        fine = 4 * k  # fine bins per bin
-        idx = (int(round(center * fine)) + np.arange(-5 * k, 5 * k + 1)) % spec.size
-        i = int(idx[np.argmax(spec[idx])])
-        f = _log_parabola(spec.astype(np.float64), i) / fine
+    def _chirp_tone(self, ref: npt.NDArray[np.complex64], cycles: float) -> npt.NDArray[np.complex64]:
+        """``ref * exp(-2j*pi*cycles*n)`` for ``n < ref.size``: a reference that also removes a tone."""
+        return ref * _cis((-cycles) * self._n_float[: ref.size])
+
+    def _amps(self, win: npt.NDArray[np.complex64], rel: npt.NDArray[np.int64],
+              ref: npt.NDArray[np.complex64], tone_bins: float,
+              cfo_bins: float) -> npt.NDArray[np.complex128]:
+        """Amplitude at ``tone_bins`` (bins of ``fs/ref.size``) of windows ``win`` (K, ref.size) dechirped by
+        ``ref``, after removing ``cfo_bins`` (bins of ``fs/L``) with phase zero ``rel`` samples before each
+        window (the CFO rides on the reference: the windows themselves are never rotated)."""
         w = ref.size
-        return center + ((f - center + w / 2) % w - w / 2)
+        amp = (win @ self._chirp_tone(ref, tone_bins / w + cfo_bins / self._L)).astype(np.complex128)
+        if cfo_bins:
+            amp *= np.exp(-2j * np.pi * ((cfo_bins * rel / self._L) % 1.0))
+        return amp
 
     def _rotation(self, cfo_hz: float, n: int) -> npt.NDArray[np.complex64]:
         """``exp(-2j*pi*cfo_hz*k/fs)`` for ``k < n`` (one symbol of phases times a per-symbol step)."""
         L = self._L
         step = cfo_hz / self._fs_int
         k_sym = -(-n // L)
-        one = np.exp((-2j * np.pi) * np.mod(step * self._n_float, 1.0)).astype(np.complex64)
+        one = _cis((-step) * self._n_float)
         if k_sym == 1:
             return one[:n]
-        per = np.exp((-2j * np.pi) * np.mod(step * L * np.arange(k_sym, dtype=np.float64), 1.0))
-        return (per.astype(np.complex64)[:, None] * one[None, :]).ravel()[:n]
+        per = _cis((-step * L) * np.arange(k_sym, dtype=np.float64))
+        return (per[:, None] * one[None, :]).ravel()[:n]
 
     def _tone_bins(self, d: npt.NDArray[np.complex64]) -> float:
         """Frequency of the tone in ``d`` (one symbol at the full rate) in bins of ``fs/L``, within ±1.5."""
@@ -668,25 +712,31 @@ class StreamDetector:
         step = _TIME_GRID[1] - _TIME_GRID[0]
         return float(_TIME_GRID[i] + max(-0.5, min(0.5, frac)) * step)
 
-    def _read_sync_word(self, sym: npt.NDArray[np.complex64]) -> int:
-        """Sync word from the two aligned, CFO-free symbols after the preamble, shape (2, L)."""
-        spec = np.fft.fft(sym * self._down_full, axis=1)
+    def _read_sync_word(self, sym: npt.NDArray[np.complex64], down: npt.NDArray[np.complex64]) -> int:
+        """Sync word from the two aligned symbols after the preamble, shape (2, L), dechirped by ``down``."""
+        spec = scipy.fft.fft(sym * down, axis=1)
         folded = (spec.real**2 + spec.imag**2).reshape(2, self._osr, self._N).sum(axis=1)
         s1, s2 = (int(v) for v in np.argmax(folded, axis=1))
         return sync_word_from_symbols(s1, s2)
 
-    def _snr_db(self, sym: npt.NDArray[np.complex64]) -> float:
-        """In-band SNR from aligned, CFO-free preamble symbols (K, L): dechirped peak over the noise bins.
+    def _snr_db(self, sym: npt.NDArray[np.complex64], down: npt.NDArray[np.complex64]) -> float:
+        """In-band SNR from aligned preamble symbols (K, L) dechirped (and CFO-compensated) by ``down``: the
+        dechirped peak over the noise bins.
 
         A symbol of amplitude ``A`` gives ``(A L)**2`` in bin 0; white noise of variance ``s2`` per sample
         gives
         ``L s2`` per bin, so ``peak / noise / N = A**2 / (s2 / osr)``: the SNR in the LoRa band.
         """
         L, N = self._L, self._N
-        spec = np.fft.fft(sym * self._down_full, axis=1)
-        p = (spec.real.astype(np.float64) ** 2 + spec.imag.astype(np.float64) ** 2).mean(axis=0)
-        noise = float(np.mean(p[3 : L - 2]))
-        signal = float(p[0] + p[1] + p[-1]) - 3 * noise
+        if self._edge_dtft is None:  # DTFT at bins 0, 1, -1, 2, -2: the rest is noise (Parseval)
+            k = np.array([0, 1, -1, 2, -2], dtype=np.float64)
+            self._edge_dtft = _cis(np.outer(self._n_float, -k / L))
+        d = sym * down
+        edge = d @ self._edge_dtft
+        p = (edge.real.astype(np.float64) ** 2 + edge.imag.astype(np.float64) ** 2).mean(axis=0)
+        total = L * float(np.vdot(d, d).real) / sym.shape[0]  # sum of the periodogram over all L bins
+        noise = max(total - float(p.sum()), 0.0) / (L - 5)  # mean over bins 3 .. L-3
+        signal = float(p[0] + p[1] + p[2]) - 3 * noise
         if noise <= 0:
             return 150.0
         snr = signal / (noise * N)
