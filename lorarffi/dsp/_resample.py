@@ -7,10 +7,10 @@ filter is 2.5 times cheaper): it lies at time ``m / fs_out`` when input sample `
 Outputs are made in blocks at fixed absolute positions, each from the same input span whatever the chunking,
 so the result is bitwise identical for any chunk sizes.
 
-The filtering itself is polyphase on ``down`` contiguous decimated copies of the input: for each of the ``up``
-output phases, one scaled slice per tap is added (``2 * taps / up`` vector operations in all per output
-phase, each over ``count / up`` samples, in complex64). This computes what ``scipy.signal.upfirdn`` computes
-(equal to rounding) about three times faster.
+The filtering itself is polyphase on ``down`` contiguous decimated copies of the input: each of the ``up``
+output phases is a sum of scaled contiguous slices, one per tap, accumulated in complex64 by BLAS ``caxpy``
+(one pass per tap). This computes what ``scipy.signal.upfirdn`` computes (equal to rounding) several times
+faster.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 import numpy.typing as npt
+from scipy.linalg.blas import caxpy
 from scipy.signal import firwin
 
 __all__ = ["StreamResampler"]
@@ -122,13 +123,14 @@ def _upfirdn_range(h: npt.NDArray[np.float32], x: npt.NDArray[np.complex64], up:
     for r in range(min(up, count)):
         n_q = -(-(count - r) // up)
         p, j0 = divmod((i0 + r) * down, up)[::-1]
-        acc = np.zeros(n_q, dtype=np.complex64)
-        tmp = np.empty(n_q, dtype=np.complex64)
+        acc = None
         for t in range(n_taps):
             if p + up * t >= h.size:
                 break
             u, c = divmod(pad + j0 - t, down)
-            np.multiply(subs[c, u : u + n_q], table[t, p], out=tmp)
-            acc += tmp
-        y[r::up] = acc
+            if acc is None:
+                acc = subs[c, u : u + n_q] * table[t, p]
+            else:  # acc += h * x in one pass (BLAS axpy)
+                acc = caxpy(subs[c, u : u + n_q], acc, a=float(table[t, p]))
+        y[r::up] = acc if acc is not None else 0
     return y

@@ -32,10 +32,17 @@ How it works (paper_notes §3 leaves the synchroniser to us; this is our design)
    parabolic peak) is the timing error in chips; ``start`` is then within a fraction of a sample.
 8. **Outputs**: sync word from the two symbols after the preamble, in-band SNR from the dechirped
    periodogram, and the fingerprint window cut at the sample, CFO-compensated and RMS-normalised.
+
+Cost (issue 2: >= 100x real time on one core). The search is one batched FFT per block. Each candidate costs
+about a millisecond at SF7 / 1 MS/s: everything stays complex64; the full-rate copy of a candidate is never
+rotated, its CFO rides on the one-symbol references (``_amps``) and a phase per window; phasors come from
+float32 cos/sin of phases reduced in float64 (``_cis``); only the fine bins near the cluster's peak of the
+zero-padded up-chirp spectrum are computed (a DTFT), and the SNR's noise floor comes from Parseval.
 """
 
 from __future__ import annotations
 
+import cmath
 import logging
 import math
 import statistics
@@ -48,7 +55,6 @@ import scipy.fft
 
 from lorarffi.dsp._resample import StreamResampler
 from lorarffi.dsp._store import SampleStore
-from lorarffi.dsp.cfo import _phase_slope
 from lorarffi.dsp.chirp import sync_word_from_symbols, upchirp
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.dsp.packet import Packet
@@ -116,6 +122,35 @@ def _cis(cycles: npt.NDArray[np.float64]) -> npt.NDArray[np.complex64]:
     np.cos(rad, out=out.real)
     np.sin(rad, out=out.imag)
     return out
+
+
+def _phase_slope_row(amp: npt.NDArray[np.complex128]) -> float:
+    """:func:`lorarffi.dsp.cfo._phase_slope` of one row of ``K >= 2`` amplitudes, in plain Python floats.
+
+    The same arithmetic (eq. 13 over all pairs, unwrapped residual phases, least-squares slope); ``K`` is
+    small (at most ``_K_FINE``), where numpy's cost per call would dominate.
+    """
+    z = amp.tolist()
+    k = len(z)
+    acc = sum(z[j] * z[j + 1].conjugate() for j in range(k - 1))
+    f1 = -cmath.phase(acc) / (2 * math.pi)
+    if k < 3:
+        return f1
+    phase = [cmath.phase(z[j] * cmath.exp(-2j * math.pi * f1 * j)) for j in range(k)]
+    unwrapped, correct = [phase[0]], 0.0
+    for j in range(1, k):  # np.unwrap
+        dd = phase[j] - phase[j - 1]
+        ddmod = (dd + math.pi) % (2 * math.pi) - math.pi
+        if ddmod == -math.pi and dd > 0:
+            ddmod = math.pi
+        if abs(dd) >= math.pi:
+            correct += ddmod - dd
+        unwrapped.append(phase[j] + correct)
+    mean = sum(unwrapped) / k
+    jm = (k - 1) / 2
+    num = sum((u - mean) * (j - jm) for j, u in enumerate(unwrapped))
+    den = sum((j - jm) ** 2 for j in range(k))
+    return f1 + num / den / (2 * math.pi)
 
 
 def _median(x: npt.NDArray[np.float64]) -> float:
@@ -415,6 +450,8 @@ class StreamDetector:
             if contiguous and a >= off and b <= off + arr.size:
                 return arr[a - off : b - off].reshape(starts.size, n)
             a, b = min(a, int(starts.min())), max(b, int(starts.max()) + n)
+            if k <= 8 and a >= off and b <= off + arr.size:  # a few windows, all held: no index array
+                return np.stack([arr[s - off : s - off + n] for s in starts.tolist()])
             seg = np.zeros(b - a, dtype=np.complex64)
             lo, hi = max(a, off), min(b, off + arr.size)
             if hi > lo:
@@ -449,7 +486,8 @@ class StreamDetector:
         spec = sp.real**2 + sp.imag**2
         pair = spec[:-1] + spec[1:]
         with np.errstate(divide="ignore", invalid="ignore"):
-            metric = np.where(pair.mean(axis=1) > 0, pair.max(axis=1) / pair.mean(axis=1), 0.0)
+            pair_mean = pair.mean(axis=1)
+            metric = np.where(pair_mean > 0, pair.max(axis=1) / pair_mean, 0.0)
         i_best = int(np.argmax(metric))
         if metric[i_best] < _SFD_RATIO:
             log.debug("candidate at window %d: no SFD (metric %.1f)", cand.w0, metric[i_best])
@@ -467,7 +505,7 @@ class StreamDetector:
         p0 = delta + math.floor((w_sfd * N - delta) / N) * N
         bounds = p0 + N * np.arange(-1, 2)
         ref_up = self._up_chip * _cis((-cfo_b / N) * self._n_float[:N])
-        starts = np.round(np.repeat(bounds, 2) + np.tile([0, N], 3)).astype(np.int64)
+        starts = np.round(bounds[:, None] + np.array([0, N])).astype(np.int64).ravel()
         sp = scipy.fft.fft(self._aligned(self._chips, starts, N) * ref_up, axis=1)
         pw = sp.real**2 + sp.imag**2
         e_down = (pw[:, 0] + np.maximum(pw[:, 1], pw[:, -1])).reshape(3, 2)
@@ -508,7 +546,7 @@ class StreamDetector:
         ms = np.arange(-1, 2)
         s_m = np.round(x_sync + ms * osr).astype(np.int64) + 2 * L
         tones = r_b + ms - (s_m - 2 * L - x_sync - ms * osr) / osr
-        win = self._aligned(local, np.repeat(s_m, 2) + np.tile([0, L], 3), L)  # (6, L)
+        win = self._aligned(local, (s_m[:, None] + np.array([0, L])).ravel(), L)  # (6, L)
         refs = self._up_full[:, None] * _cis(np.outer(n, -(tones + cfo0) / L))  # powers only: no window phase
         amp_d = (win @ refs).reshape(3, 2, 3)[ms + 1, :, ms + 1]  # hypothesis m at its own tone
         m = int(np.argmax(np.sum(np.abs(amp_d) ** 2, axis=1))) - 1
@@ -548,6 +586,7 @@ class StreamDetector:
         #     More symbols found coherently refine the CFO in turn.
         k_f = min(max(n_pre - 1, _K_ALIGNED), _K_FINE, n_hist)
         chrono = amp[::-1] * np.exp(-2j * np.pi * r_b * np.arange(n_hist))  # r_b's progression removed
+        sure = (p0_ >= _RHO * e_ref) & (p0_ >= _KAPPA_SURE * energy)
         for _ in range(3):
             r_bins = r_b + _pair_freq(chrono[n_hist - k_f :])
             if long_preamble:
@@ -555,7 +594,6 @@ class StreamDetector:
             y = amp * np.exp(2j * np.pi * r_bins * np.arange(1, n_hist + 1))
             ref = y[:k_f].mean()
             proj = (y * np.conj(ref)).real / max(abs(ref), 1e-300)
-            sure = (p0_ >= _RHO * e_ref) & (p0_ >= _KAPPA_SURE * energy)
             score = np.cumsum(np.where((proj > _PROJ_SPLIT * abs(ref)) | sure, 1, -1))
             n_pre = int(np.argmax(score)) + 1 if score.max() > 0 else 0
             k_new = min(max(n_pre - 1, _K_ALIGNED), _K_FINE, n_hist)
@@ -565,7 +603,7 @@ class StreamDetector:
         if n_pre < _MIN_PREAMBLE:
             log.debug("candidate at window %d: %d coherent preamble symbols", cand.w0, n_pre)
             return None
-        resid = float(_phase_slope(chrono[None, n_hist - k_f :])[0])  # pairs, then the LS line
+        resid = _phase_slope_row(chrono[n_hist - k_f :])  # pairs, then the LS line
         r_bins = r_b + ((resid + 0.5) % 1.0 - 0.5)
         cfo_hz = (cfo0 + r_bins) * bin_hz
         p_sync = x_sync / osr
@@ -589,9 +627,11 @@ class StreamDetector:
             return None  # the same packet seen through a second cluster
         self._last_sfd = x_sfd
         i_sync = int(round(x_sync))
-        # periodogram powers only below: the phase of each window does not matter
-        sync_word = self._read_sync_word(self._aligned(local, i_sync + L * np.arange(2), L), down_comp)
-        snr_db = self._snr_db(self._aligned(local, i_sync - L * np.arange(k_t, 0, -1), L), down_comp)
+        # the last k_t preamble symbols and the two sync-word symbols, dechirped and CFO-compensated, shape
+        # (k_t + 2, L); periodogram powers only: the phase of each window does not matter
+        dechirped = self._aligned(local, i_sync + L * np.arange(-k_t, 2), L) * down_comp
+        snr_db = self._snr_db(dechirped[:k_t])
+        sync_word = self._read_sync_word(dechirped[k_t:])
         i_fp = int(round(x_fp))
         n_fp = self.cfg.preamble_symbols * L
         # CFO-compensated with phase zero at the window's first sample; from the history when the window
@@ -712,29 +752,27 @@ class StreamDetector:
         step = _TIME_GRID[1] - _TIME_GRID[0]
         return float(_TIME_GRID[i] + max(-0.5, min(0.5, frac)) * step)
 
-    def _read_sync_word(self, sym: npt.NDArray[np.complex64], down: npt.NDArray[np.complex64]) -> int:
-        """Sync word from the two aligned symbols after the preamble, shape (2, L), dechirped by ``down``."""
-        spec = scipy.fft.fft(sym * down, axis=1)
+    def _read_sync_word(self, d: npt.NDArray[np.complex64]) -> int:
+        """Sync word from the two aligned, dechirped, CFO-free symbols after the preamble, shape (2, L)."""
+        spec = scipy.fft.fft(d, axis=1)
         folded = (spec.real**2 + spec.imag**2).reshape(2, self._osr, self._N).sum(axis=1)
         s1, s2 = (int(v) for v in np.argmax(folded, axis=1))
         return sync_word_from_symbols(s1, s2)
 
-    def _snr_db(self, sym: npt.NDArray[np.complex64], down: npt.NDArray[np.complex64]) -> float:
-        """In-band SNR from aligned preamble symbols (K, L) dechirped (and CFO-compensated) by ``down``: the
-        dechirped peak over the noise bins.
+    def _snr_db(self, d: npt.NDArray[np.complex64]) -> float:
+        """In-band SNR from aligned, dechirped, CFO-free preamble symbols (K, L): peak over the noise bins.
 
         A symbol of amplitude ``A`` gives ``(A L)**2`` in bin 0; white noise of variance ``s2`` per sample
-        gives
-        ``L s2`` per bin, so ``peak / noise / N = A**2 / (s2 / osr)``: the SNR in the LoRa band.
+        gives ``L s2`` per bin, so ``peak / noise / N = A**2 / (s2 / osr)``: the SNR in the LoRa band. Only
+        bins 0, +-1 and +-2 are computed (a DTFT); the noise bins are the rest of the energy (Parseval).
         """
         L, N = self._L, self._N
         if self._edge_dtft is None:  # DTFT at bins 0, 1, -1, 2, -2: the rest is noise (Parseval)
             k = np.array([0, 1, -1, 2, -2], dtype=np.float64)
             self._edge_dtft = _cis(np.outer(self._n_float, -k / L))
-        d = sym * down
         edge = d @ self._edge_dtft
         p = (edge.real.astype(np.float64) ** 2 + edge.imag.astype(np.float64) ** 2).mean(axis=0)
-        total = L * float(np.vdot(d, d).real) / sym.shape[0]  # sum of the periodogram over all L bins
+        total = L * float(np.vdot(d, d).real) / d.shape[0]  # sum of the periodogram over all L bins
         noise = max(total - float(p.sum()), 0.0) / (L - 5)  # mean over bins 3 .. L-3
         signal = float(p[0] + p[1] + p[2]) - 3 * noise
         if noise <= 0:
