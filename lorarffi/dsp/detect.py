@@ -153,6 +153,21 @@ def _phase_slope_row(amp: npt.NDArray[np.complex128]) -> float:
     return f1 + num / den / (2 * math.pi)
 
 
+def _change_point(flags: list[bool]) -> tuple[int, int, int]:
+    """Change point of a run of up-chirp flags (most recent first): the cumulative score (+1 per flag set,
+    -1 otherwise) is highest after the first ``n`` flags.
+
+    Returns ``n`` (0 when the highest score is not positive), the highest score and the last one, as
+    ``np.argmax(np.cumsum(np.where(flags, 1, -1))) + 1`` would.
+    """
+    score, best, i_best = 0, -(1 << 62), 0
+    for i, flag in enumerate(flags):
+        score += 1 if flag else -1
+        if score > best:
+            best, i_best = score, i
+    return (i_best + 1 if best > 0 else 0), best, score
+
+
 def _median(x: npt.NDArray[np.float64]) -> float:
     """``np.median`` of a few values (without its overhead)."""
     return float(statistics.median(x.tolist()))
@@ -562,12 +577,12 @@ class StreamDetector:
         if n_hist < _MIN_PREAMBLE:
             return None
         amp, energy = self._symbol_amplitudes(local, s_up - L * np.arange(1, n_hist + 1), r_b + e, cfo0)
-        p0_ = np.abs(amp) ** 2
-        e_ref = _median(p0_[:4])
-        ok = (p0_ >= _RHO * e_ref) & (p0_ >= _KAPPA * energy)
-        score = np.cumsum(np.where(ok, 1, -1))
-        n_pre = int(np.argmax(score)) + 1 if score.max() > 0 else 0
-        long_preamble = truncated and score[-1] >= score.max() - 1 and bool(ok[-3:].all())
+        p0_ = (np.abs(amp) ** 2).tolist()  # a few dozen values: plain Python from here on
+        energy = energy.tolist()
+        e_ref = float(statistics.median(p0_[:4]))
+        ok = [p >= _RHO * e_ref and p >= _KAPPA * en for p, en in zip(p0_, energy, strict=True)]
+        n_pre, score_max, score_last = _change_point(ok)
+        long_preamble = truncated and score_last >= score_max - 1 and all(ok[-3:])
         if long_preamble:
             n_pre = self._count_from_head(cand, x_sync, (cfo0 + r_b) * bin_hz)
             if n_pre is None:
@@ -586,16 +601,16 @@ class StreamDetector:
         #     More symbols found coherently refine the CFO in turn.
         k_f = min(max(n_pre - 1, _K_ALIGNED), _K_FINE, n_hist)
         chrono = amp[::-1] * np.exp(-2j * np.pi * r_b * np.arange(n_hist))  # r_b's progression removed
-        sure = (p0_ >= _RHO * e_ref) & (p0_ >= _KAPPA_SURE * energy)
+        sure = [p >= _RHO * e_ref and p >= _KAPPA_SURE * en for p, en in zip(p0_, energy, strict=True)]
         for _ in range(3):
             r_bins = r_b + _pair_freq(chrono[n_hist - k_f :])
             if long_preamble:
                 break
             y = amp * np.exp(2j * np.pi * r_bins * np.arange(1, n_hist + 1))
             ref = y[:k_f].mean()
-            proj = (y * np.conj(ref)).real / max(abs(ref), 1e-300)
-            score = np.cumsum(np.where((proj > _PROJ_SPLIT * abs(ref)) | sure, 1, -1))
-            n_pre = int(np.argmax(score)) + 1 if score.max() > 0 else 0
+            proj = ((y * np.conj(ref)).real / max(abs(ref), 1e-300)).tolist()
+            split = _PROJ_SPLIT * abs(ref)
+            n_pre = _change_point([pj > split or su for pj, su in zip(proj, sure, strict=True)])[0]
             k_new = min(max(n_pre - 1, _K_ALIGNED), _K_FINE, n_hist)
             if k_new <= k_f:
                 break
@@ -688,10 +703,10 @@ class StreamDetector:
         power = np.abs(amp) ** 2
         e_ref = _median(power[:3])
         ok = (power >= _RHO * e_ref) & (power >= _KAPPA * energy)
-        score = np.cumsum(np.where(ok, 1, -1))
-        if score.max() <= 0:
+        n_first, _, _ = _change_point(ok.tolist())
+        if n_first == 0:
             return None
-        p_first = p_last - int(np.argmax(score)) * L
+        p_first = p_last - (n_first - 1) * L
         return int(round((x_sync - p_first) / L))
 
     def _symbol_amplitudes(self, source, starts: npt.NDArray[np.int64], tone_bins: float,
