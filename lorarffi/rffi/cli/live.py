@@ -109,6 +109,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rogues", type=int, default=None, help="sim: extra devices outside the fleet")
     p.add_argument("--snr-db", type=float, default=None, help="sim: packet SNR in dB")
     p.add_argument("--seed", type=int, default=None, help="sim: seed of the stream")
+    p.add_argument(
+        "--fleet-seed",
+        type=int,
+        default=None,
+        help="sim: seed of the devices' hardware (default 0; `lora-rffi simulate --seed S` makes the same fleet)",
+    )
     p.add_argument("--buffer-s", type=float, default=None, help="ring buffer length in seconds (default 2)")
     p.set_defaults(func=run)
 
@@ -176,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
         "n_rogues": args.rogues,
         "snr_db": args.snr_db,
         "seed": args.seed,
+        "fleet_seed": args.fleet_seed,
     }
     if is_sim:
         opts["cfg"] = _lora_cfg(args, classifier, fs_hz)
