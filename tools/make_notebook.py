@@ -1,6 +1,6 @@
-"""Write a Jupyter notebook from a plain Python script whose cells are separated by ``# %%`` lines.
+"""Write a Jupyter notebook from a Python script whose cells are separated by ``# %%`` lines.
 
-``# %% [markdown]`` starts a Markdown cell whose lines are comments (``# text``). Used to keep the notebooks in
+``# %% [markdown]`` starts a Markdown cell whose lines are comments (``# text``). Keeps the notebooks in
 notebooks/ reviewable as code: ``python tools/make_notebook.py notebooks/src/01_signal_path.py``.
 """
 
@@ -20,7 +20,8 @@ def cells_from_script(text: str) -> list[dict]:
             return
         body = "\n".join(lines).strip("\n")
         if kind == "markdown":
-            body = "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#") for line in body.splitlines())
+            text = body.splitlines()
+            body = "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#") for line in text)
             cells.append({"cell_type": "markdown", "metadata": {}, "source": body.splitlines(keepends=True)})
         else:
             cells.append({"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],

@@ -17,15 +17,17 @@ __all__ = ["fuse_conv_bn"]
 
 
 def fuse_conv_bn(model: nn.Module) -> nn.Module:
-    """An eval-mode copy of ``model`` with every ``Conv2d`` directly followed by a ``BatchNorm2d`` (inside an
-    ``nn.Sequential``) fused into one ``Conv2d``; the BatchNorm becomes ``nn.Identity``. ``model`` is unchanged.
+    """An eval-mode copy of ``model`` with BatchNorm folded into the convolutions.
+
+    Every ``Conv2d`` directly followed by a ``BatchNorm2d`` inside an ``nn.Sequential`` becomes one ``Conv2d``
+    and the BatchNorm ``nn.Identity``. ``model`` itself is unchanged.
     """
     fused = copy.deepcopy(model).eval()
     for module in fused.modules():
         if not isinstance(module, nn.Sequential):
             continue
         names = list(module._modules)
-        for a, b in zip(names, names[1:]):
+        for a, b in zip(names[:-1], names[1:], strict=True):
             conv, bn = module._modules[a], module._modules[b]
             if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
                 module._modules[a] = fuse_conv_bn_eval(conv, bn)

@@ -138,11 +138,13 @@ class Classifier:
             )
         return compute_features(rms_normalize(x), self.config.representation)
 
-    def logits(self, preambles: npt.ArrayLike, cfo_hz: npt.ArrayLike | None = None, *, batch_size: int = 64):
+    def logits(
+        self, preambles: npt.ArrayLike, cfo_hz: npt.ArrayLike | None = None, *, batch_size: int = 64
+    ):
         """CNN logits, float32 numpy (N, K), of compensated, normalised preambles (N, L).
 
-        The network runs on sub-batches of ``batch_size`` packets: 64 keeps a small CNN's feature maps in cache
-        (on 2 CPU cores, 3x the throughput of one 256-packet batch).
+        The network runs on sub-batches of ``batch_size`` packets: 64 keeps a small CNN's feature maps in
+        cache (on 2 CPU cores, 3x the throughput of one 256-packet batch).
         """
         torch = self._torch
         feats = self.features(preambles, cfo_hz)

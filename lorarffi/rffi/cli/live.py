@@ -113,7 +113,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--fleet-seed",
         type=int,
         default=None,
-        help="sim: seed of the devices' hardware (default 0; `lora-rffi simulate --seed S` makes the same fleet)",
+        help="sim: seed of the devices' hardware (default 0; `lora-rffi simulate --seed S` makes the "
+        "same fleet)",
     )
     p.add_argument("--buffer-s", type=float, default=None, help="ring buffer length in seconds (default 2)")
     p.set_defaults(func=run)
