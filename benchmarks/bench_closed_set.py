@@ -290,7 +290,13 @@ def run() -> str:
             nocomp < comp,
             f"{_pct(nocomp)} vs {_pct(comp)}",
         ),
-        ("training the default model <= 10 min", ours["train_s"] <= 600, f"{ours['train_s']:.0f} s"),
+        (
+            # `lora-rffi train` defaults to the INFOCOM CNN: its run ("ours_infocom") is the default model's.
+            "training the default model (infocom_cnn) <= 10 min",
+            results["ours_infocom"]["train_s"] <= 600,
+            f"{results['ours_infocom']['train_s']:.0f} s "
+            f"({_pct(results['ours_infocom']['test'].accuracy_hybrid)} day-2 hybrid)",
+        ),
     ]
     lines += ["### Targets", "", "| target | met | measured |", "|---|---|---|"]
     lines += [f"| {name} | {'yes' if ok else 'NO'} | {val} |" for name, ok, val in checks]

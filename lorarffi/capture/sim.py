@@ -45,6 +45,9 @@ class SimSource(ThreadedSource):
         Seed of the stream (arrival times, noise, channel).
     fleet_seed : int
         Seed of the fleet's hardware impairments.
+    spread : float
+        How much the devices (and rogues) of the chip model differ (``make_fleet(..., spread=spread)``; 1.0 is
+        the simulator's default, ``lora-rffi simulate --spread`` makes the same fleet).
     center_freq_hz : float
         Reported centre frequency.
     chunk_samples : int
@@ -67,6 +70,7 @@ class SimSource(ThreadedSource):
         speed: float | None = None,
         seed: int = 0,
         fleet_seed: int = 0,
+        spread: float = 1.0,
         center_freq_hz: float = 868.1e6,
         chunk_samples: int = 8192,
         buffer_s: float = 2.0,
@@ -91,14 +95,15 @@ class SimSource(ThreadedSource):
         self.cfg = cfg
         self.name = "sim"
         self.finite = duration_s is not None
-        self.fleet = make_fleet(n_devices, seed=fleet_seed)
+        self.fleet = make_fleet(n_devices, seed=fleet_seed, spread=spread)
         extra: dict[str, Any] = {}
         if snr_db is not None:
             extra["snr_db"] = snr_db
         if mean_interval_s is not None:
             extra["mean_interval_s"] = mean_interval_s
         self.simulator = StreamSimulator(
-            self.fleet, cfg, session=Session(**(session or {})), rogues=n_rogues, seed=seed, **extra
+            self.fleet, cfg, session=Session(**(session or {})), rogues=n_rogues, seed=seed, spread=spread,
+            **extra
         )
         self.n_total = None if duration_s is None else int(round(duration_s * cfg.fs_hz))
         self.step_samples = int(chunk_samples)

@@ -47,6 +47,7 @@ _ACCEPTS: dict[str, set[str]] = {
         "speed",
         "seed",
         "fleet_seed",
+        "spread",
         "center_freq_hz",
         "chunk_samples",
         "buffer_s",

@@ -116,6 +116,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="sim: seed of the devices' hardware (default 0; `lora-rffi simulate --seed S` makes the "
         "same fleet)",
     )
+    p.add_argument(
+        "--spread", type=float, default=None, help="sim: how much the simulated devices differ (default 1.0)"
+    )
     p.add_argument("--buffer-s", type=float, default=None, help="ring buffer length in seconds (default 2)")
     p.set_defaults(func=run)
 
@@ -184,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
         "snr_db": args.snr_db,
         "seed": args.seed,
         "fleet_seed": args.fleet_seed,
+        "spread": args.spread,
     }
     if is_sim:
         opts["cfg"] = _lora_cfg(args, classifier, fs_hz)
