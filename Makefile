@@ -53,7 +53,7 @@ demo: install
 	  --max-time-s 150 --seed 0 --no-progress
 	$(BIN)/lora-rffi simulate $(DEMO_SIM) --packets 50 --session 2 --out $(DEMO)/day2.h5 --overwrite
 	$(BIN)/lora-rffi evaluate $(DEMO)/model $(DEMO)/day2.h5 --plots $(DEMO)/plots
-	$(BIN)/lora-rffi live --source sim --devices 6 --spread 3 --fleet-seed 0 --rogues 1 --seed 5 \
+	$(BIN)/lora-rffi live --source sim --devices 6 --spread 3 --fleet-seed 0 --seed 5 \
 	  --model $(DEMO)/model --duration-s 30 --speed 5 --no-view --jsonl $(DEMO)/decisions.jsonl
 	$(BIN)/lora-rffi simulate --stream $(DEMO)/stream.sigmf-meta $(DEMO_SIM) --rogues 1 --duration-s 5 --overwrite
 	$(BIN)/lora-rffi detect $(DEMO)/stream.sigmf-meta

@@ -1,4 +1,4 @@
-"""Regenerate the README figures in docs/img/ (simulated data, fixed seeds): ``python tools/make_figures.py``."""
+"""Regenerate the README figures in docs/img/ from simulated data: ``python tools/make_figures.py``."""
 
 from __future__ import annotations
 

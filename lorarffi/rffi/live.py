@@ -238,7 +238,11 @@ class LivePipeline:
         Stop after this much signal (seconds of samples, not wall-clock).
     detector_factory : callable, optional
         ``cfg -> detector`` with ``process(chunk) -> list[Packet]`` and ``flush()`` (default
-        :class:`~lorarffi.dsp.detect.StreamDetector`).
+        :class:`~lorarffi.dsp.detect.StreamDetector` with blocks of ``block_s``).
+    block_s : float
+        Signal duration of the default detector's processing block, in s. A packet's decision waits for the
+        block holding its SFD, so this bounds the added latency at real time (default 16 ms; the detector's
+        own default, 65536 samples, is tuned for offline throughput).
     clock : callable
         Monotonic clock in seconds, shared with the source's arrival times.
     progress_period_s : float
@@ -254,6 +258,7 @@ class LivePipeline:
         sinks: Sequence[Sink] = (),
         duration_s: float | None = None,
         detector_factory: Callable[[LoRaConfig], Any] | None = None,
+        block_s: float = 0.016,
         clock: Callable[[], float] = time.monotonic,
         progress_period_s: float = 0.25,
     ) -> None:
@@ -266,7 +271,12 @@ class LivePipeline:
         if detector_factory is None:
             from lorarffi.dsp.detect import StreamDetector
 
-            detector_factory = StreamDetector
+            if not block_s > 0:
+                raise ConfigError(f"block_s={block_s!r} is not valid: give a positive duration in seconds")
+            block_samples = max(1, int(round(block_s * cfg.integer_oversampling().fs_hz)))
+
+            def detector_factory(c: LoRaConfig) -> StreamDetector:
+                return StreamDetector(c, block_samples=block_samples)
         self.source = source
         self.cfg = cfg
         self.decider: DecisionStage = decider if decider is not None else DetectionOnly()
