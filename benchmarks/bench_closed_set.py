@@ -29,6 +29,8 @@ N_TRAIN = 30 if QUICK else 150
 N_TEST = 20 if QUICK else 100
 N_LOW = 10 if QUICK else 50
 MIN = 0.1 if QUICK else 1.0  # scale of the time budgets
+T2_BUDGET_IQ_S = 300.0  # wall-time cap of each Table II IQ/FFT CNN (~290 MMAC/packet: the slow ones)
+T2_BUDGET_SPEC_S = 150.0  # ... and of each spectrogram CNN
 
 
 def _data():
@@ -96,10 +98,6 @@ def run() -> str:
     t0 = time.perf_counter()
     cfg, fleet, tr, te, low = _data()
     t_data = time.perf_counter() - t0
-    # Table II runs are scored on the first half of every device's day-2 packets (the IQ/FFT CNNs are slow).
-    ids = np.unique(te.device_ids)
-    keep = np.concatenate([np.flatnonzero(te.device_ids == d)[: N_TEST // 2] for d in ids])
-    te_t2 = types.SimpleNamespace(preambles=te.preambles[keep], device_ids=te.device_ids[keep])
     day_shift = np.array([d.day_offset_hz(2) - d.day_offset_hz(1) for d in fleet])
     ci = {"name": "channel_independent_spectrogram", "params": {}}
     spec = {"name": "spectrogram", "params": {"crop": [0.3, 0.7]}}
@@ -145,11 +143,23 @@ def run() -> str:
             "epochs without improvement, early stop 30",
         ),
     }
+    # Table II (Shen et al. 2021 §VII): the paper trains on packets 1-1000 of one continuous capture
+    # per device and tests on packets 1001-2000. Here: the first half of every device's day-1 packets
+    # (minutes 0-10 after power-on, the steep part of the warm-up drift) trains; the second half
+    # (minutes 10-20, same place) is the paper's test, and day 2 (other day, other place) the hard one.
+    half = np.concatenate(
+        [np.flatnonzero(tr.device_ids == d)[: N_TRAIN // 2] for d in np.unique(tr.device_ids)]
+    )
+    rest = np.setdiff1d(np.arange(tr.device_ids.size), half)
+    tr_t2 = types.SimpleNamespace(preambles=tr.preambles[half], device_ids=tr.device_ids[half])
+    te_same = types.SimpleNamespace(preambles=tr.preambles[rest], device_ids=tr.device_ids[rest])
     table2 = {}
     for rep_name, rep, model, budget in (
-        ("IQ samples", {"name": "iq", "params": {}}, "infocom_iq_cnn", 90),
-        ("FFT results", {"name": "fft", "params": {}}, "infocom_iq_cnn", 90),
-        ("Spectrogram", spec, "infocom_cnn", 90),
+        ("IQ samples", {"name": "iq", "params": {}}, "infocom_iq_cnn", T2_BUDGET_IQ_S),
+        ("FFT results", {"name": "fft", "params": {}}, "infocom_iq_cnn", T2_BUDGET_IQ_S),
+        ("Spectrogram", spec, "infocom_cnn", T2_BUDGET_SPEC_S),
+        ("Channel-independent spectrogram (TIFS; not in the paper's table)", ci, "infocom_cnn",
+         T2_BUDGET_SPEC_S),
     ):
         for comp in (False, True):
             key = f"t2_{rep['name']}_{'comp' if comp else 'nocomp'}"
@@ -175,13 +185,15 @@ def run() -> str:
         for key, (tc, _desc) in runs.items():
             out = os.path.join(tmp, key)
             t1 = time.perf_counter()
-            r = train(tr.preambles, tr.device_ids, cfg, out, tc, device="cpu")
+            data = tr_t2 if key in table2 else tr
+            r = train(data.preambles, data.device_ids, cfg, out, tc, device="cpu")
             train_s = time.perf_counter() - t1
             results[key] = {
                 "train": r,
                 "train_s": train_s,
-                "test": _evaluate(out, te_t2 if key in table2 else te),
+                "test": _evaluate(out, te),
                 "low": None if key in table2 else _evaluate(out, low),
+                "same": _evaluate(out, te_same) if key in table2 else None,
             }
             if key == "ours":
                 gate_rows = []
@@ -226,25 +238,34 @@ def run() -> str:
         )
     lines += [
         "",
-        "### Table II of Shen et al. (INFOCOM 2021) on the same data",
+        "### Table II of Shen et al. (INFOCOM 2021) on the same fleet",
         "",
-        "INFOCOM CNNs (Fig. 3a on a log spectrogram cropped to +-200 kHz, Fig. 3b on IQ / FFT rows), "
-        "Adam 1e-3 (the paper: 3e-4 with a step schedule; a higher rate converges within our time caps), "
-        "no augmentation; the first half of every device's day-2 test packets.",
+        "The paper's protocol (§VII): train on the first half of one continuous capture per device, test on "
+        f"the second half. Here: trained on the first {N_TRAIN // 2} day-1 packets of every device (minutes "
+        "0-10 after power-on, the steep part of the warm-up drift, place 1), tested on the other "
+        f"{N_TRAIN - N_TRAIN // 2} (minutes 10-20, same place: the paper's test) and on the day-2 test set "
+        "(other day, other place, SNR 10-25 dB: the hard test). INFOCOM CNNs (Fig. 3a on a log spectrogram "
+        "cropped to +-200 kHz, Fig. 3b on IQ / FFT rows), Adam 1e-3 (the paper: 3e-4 with a step schedule; "
+        "a higher rate converges within our time caps), batch 32, no augmentation. The last row is the "
+        "same CNN on the channel-independent spectrogram (our default input), trained the same way.",
         "",
-        "| representation | CNN-only w/o comp. | CNN-only w/ comp. | hybrid w/o comp. | hybrid w/ comp. | "
-        "epochs (stop) w/o / w/ |",
-        "|---|---|---|---|---|---|",
+        "| representation | test | CNN-only w/o comp. | CNN-only w/ comp. | hybrid w/o comp. | "
+        "hybrid w/ comp. | epochs (stop) w/o / w/ |",
+        "|---|---|---|---|---|---|---|",
+        "| *paper, 20 real devices* | *same session* | *59.44 / 51.62 / 75.59%* | *83.36 / 87.36 / 96.44%* | "
+        "*59.45 / 51.63 / 75.59%* | *92.01 / 92.31 / 97.61%* | (IQ / FFT / spectrogram) |",
     ]
-    for rep_name in ("IQ samples", "FFT results", "Spectrogram"):
+    for rep_name in dict.fromkeys(n for n, _ in table2.values()):
         k = {comp: key for key, (n, comp) in table2.items() if n == rep_name}
         a, b = results[k[False]], results[k[True]]
-        lines.append(
-            f"| {rep_name} | {_pct(a['test'].accuracy_cnn)} | {_pct(b['test'].accuracy_cnn)} | "
-            f"{_pct(a['test'].accuracy_hybrid)} | {_pct(b['test'].accuracy_hybrid)} | "
-            f"{len(a['train'].history)} ({a['train'].stopped}) / "
-            f"{len(b['train'].history)} ({b['train'].stopped}) |"
-        )
+        epochs = (f"{len(a['train'].history)} ({a['train'].stopped}) / "
+                  f"{len(b['train'].history)} ({b['train'].stopped})")
+        for test_key, test_name in (("same", "same session, minutes 10-20"), ("test", "day 2, place 2")):
+            ra, rb = a[test_key], b[test_key]
+            lines.append(
+                f"| {rep_name} | {test_name} | {_pct(ra.accuracy_cnn)} | {_pct(rb.accuracy_cnn)} | "
+                f"{_pct(ra.accuracy_hybrid)} | {_pct(rb.accuracy_hybrid)} | {epochs} |"
+            )
     lines += [
         "",
         "### The CFO gate on day 2: margin and drift tracking (ours)",
@@ -256,9 +277,17 @@ def run() -> str:
     ]
     ours = results["ours"]
     base = results["baseline"]
-    t2 = {key: results[key]["test"] for key in table2}
-    nocomp = np.mean([t2[k].accuracy_cnn for k, (_, c) in table2.items() if not c])
-    comp = np.mean([t2[k].accuracy_cnn for k, (_, c) in table2.items() if c])
+    paper_rows = [k for k, (n, _) in table2.items() if not n.startswith("Channel-independent")]
+
+    def t2_mean(test_key: str, comp: bool) -> float:
+        return float(np.mean([results[k][test_key].accuracy_cnn for k in paper_rows if table2[k][1] == comp]))
+
+    def t2_rows_won(test_key: str) -> str:
+        by_rep: dict[str, dict[bool, float]] = {}
+        for k, (n, c) in table2.items():
+            by_rep.setdefault(n, {})[c] = results[k][test_key].accuracy_cnn
+        won = [n.split(" (")[0] for n, v in by_rep.items() if v[True] > v[False]]
+        return f"w/ comp. better in {len(won)} of {len(by_rep)} rows ({', '.join(won) or 'none'})"
     checks = [
         ("hybrid >= 97% on day 2", ours["test"].accuracy_hybrid >= 0.97, _pct(ours["test"].accuracy_hybrid)),
         (
@@ -273,11 +302,15 @@ def run() -> str:
             "(baseline capped at "
             f"{len(base['train'].history)} epochs)",
         ),
-        (
-            "CNN without CFO compensation worse (Table II mean)",
-            nocomp < comp,
-            f"{_pct(nocomp)} vs {_pct(comp)}",
-        ),
+        *[
+            (
+                f"Table II: CNN without CFO compensation worse ({test_name}; mean of IQ / FFT / spectrogram)",
+                t2_mean(test_key, False) < t2_mean(test_key, True),
+                f"{_pct(t2_mean(test_key, False))} vs {_pct(t2_mean(test_key, True))}; "
+                f"{t2_rows_won(test_key)}",
+            )
+            for test_key, test_name in (("same", "same session"), ("test", "day 2"))
+        ],
         (
             # `lora-rffi train` defaults to the INFOCOM CNN: its run ("ours_infocom") is the default model's.
             "training the default model (infocom_cnn) <= 10 min",
