@@ -153,7 +153,8 @@ def run() -> str:
     rest = np.setdiff1d(np.arange(tr.device_ids.size), half)
     tr_t2 = types.SimpleNamespace(preambles=tr.preambles[half], device_ids=tr.device_ids[half])
     te_same = types.SimpleNamespace(preambles=tr.preambles[rest], device_ids=tr.device_ids[rest])
-    table2 = {}
+    table2: dict[str, dict[bool, str]] = {}  # representation -> {compensated: run key}
+    paper_reps = ("IQ samples", "FFT results", "Spectrogram")  # the rows of the paper's table
     for rep_name, rep, model, budget in (
         ("IQ samples", {"name": "iq", "params": {}}, "infocom_iq_cnn", T2_BUDGET_IQ_S),
         ("FFT results", {"name": "fft", "params": {}}, "infocom_iq_cnn", T2_BUDGET_IQ_S),
@@ -163,7 +164,7 @@ def run() -> str:
     ):
         for comp in (False, True):
             key = f"t2_{rep['name']}_{'comp' if comp else 'nocomp'}"
-            table2[key] = (rep_name, comp)
+            table2.setdefault(rep_name, {})[comp] = key
             runs[key] = (
                 TrainConfig(
                     model=model,
@@ -180,20 +181,21 @@ def run() -> str:
                 ),
                 f"{model} on {rep_name}",
             )
+    t2_keys = {key for keys in table2.values() for key in keys.values()}
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for key, (tc, _desc) in runs.items():
             out = os.path.join(tmp, key)
             t1 = time.perf_counter()
-            data = tr_t2 if key in table2 else tr
+            data = tr_t2 if key in t2_keys else tr
             r = train(data.preambles, data.device_ids, cfg, out, tc, device="cpu")
             train_s = time.perf_counter() - t1
             results[key] = {
                 "train": r,
                 "train_s": train_s,
                 "test": _evaluate(out, te),
-                "low": None if key in table2 else _evaluate(out, low),
-                "same": _evaluate(out, te_same) if key in table2 else None,
+                "low": None if key in t2_keys else _evaluate(out, low),
+                "same": _evaluate(out, te_same) if key in t2_keys else None,
             }
             if key == "ours":
                 gate_rows = []
@@ -255,9 +257,8 @@ def run() -> str:
         "| *paper, 20 real devices* | *same session* | *59.44 / 51.62 / 75.59%* | *83.36 / 87.36 / 96.44%* | "
         "*59.45 / 51.63 / 75.59%* | *92.01 / 92.31 / 97.61%* | (IQ / FFT / spectrogram) |",
     ]
-    for rep_name in dict.fromkeys(n for n, _ in table2.values()):
-        k = {comp: key for key, (n, comp) in table2.items() if n == rep_name}
-        a, b = results[k[False]], results[k[True]]
+    for rep_name, keys in table2.items():
+        a, b = results[keys[False]], results[keys[True]]
         epochs = (f"{len(a['train'].history)} ({a['train'].stopped}) / "
                   f"{len(b['train'].history)} ({b['train'].stopped})")
         for test_key, test_name in (("same", "same session, minutes 10-20"), ("test", "day 2, place 2")):
@@ -277,17 +278,15 @@ def run() -> str:
     ]
     ours = results["ours"]
     base = results["baseline"]
-    paper_rows = [k for k, (n, _) in table2.items() if not n.startswith("Channel-independent")]
+    def t2_acc(rep_name: str, comp: bool, test_key: str) -> float:
+        return results[table2[rep_name][comp]][test_key].accuracy_cnn
 
     def t2_mean(test_key: str, comp: bool) -> float:
-        return float(np.mean([results[k][test_key].accuracy_cnn for k in paper_rows if table2[k][1] == comp]))
+        return float(np.mean([t2_acc(r, comp, test_key) for r in paper_reps]))
 
     def t2_rows_won(test_key: str) -> str:
-        by_rep: dict[str, dict[bool, float]] = {}
-        for k, (n, c) in table2.items():
-            by_rep.setdefault(n, {})[c] = results[k][test_key].accuracy_cnn
-        won = [n.split(" (")[0] for n, v in by_rep.items() if v[True] > v[False]]
-        return f"w/ comp. better in {len(won)} of {len(by_rep)} rows ({', '.join(won) or 'none'})"
+        won = [r.split(" (")[0] for r in table2 if t2_acc(r, True, test_key) > t2_acc(r, False, test_key)]
+        return f"w/ comp. better in {len(won)} of {len(table2)} rows ({', '.join(won) or 'none'})"
     checks = [
         ("hybrid >= 97% on day 2", ours["test"].accuracy_hybrid >= 0.97, _pct(ours["test"].accuracy_hybrid)),
         (

@@ -177,20 +177,22 @@ def _default_model_section(speeds: dict[str, tuple[float, float]]) -> str:
             rows.append(
                 f"| {name} ({cells[0]}) | {cells[5]} | {cells[8]} | {cells[2]} | {pps:,.0f} | {p99:.2f} |"
             )
-            models.append((pps >= 2000 and p99 <= 5.0, acc, float(cells[2].split()[0]), name))
+            models.append({"fast": pps >= 2000 and p99 <= 5.0, "acc": acc,
+                           "train_s": float(cells[2].split()[0]), "name": name})
     if not rows:
         return ""
     # Among the fast models (else all): the most accurate, where a model within two standard errors of the
     # accuracy difference of the best one (binomial, n_test packets each) ties with it; ties go to the shorter
     # training run.
-    pool = [mdl for mdl in models if mdl[0]] or models
-    top = max(mdl[1] for mdl in pool)
+    pool = [mdl for mdl in models if mdl["fast"]] or models
+    top = max(mdl["acc"] for mdl in pool)
 
     def ties_with_top(acc: float) -> bool:
         se = math.sqrt((top * (1 - top) + acc * (1 - acc)) / max(n_test, 1))
         return top - acc <= 2 * se
 
-    best_name = min((mdl for mdl in pool if ties_with_top(mdl[1])), key=lambda mdl: mdl[2])[3]
+    tied = [mdl for mdl in pool if ties_with_top(mdl["acc"])]
+    best_name = min(tied, key=lambda mdl: mdl["train_s"])["name"]
     return (
         "\n### Default model: accuracy and speed\n\n"
         "Day-2 accuracy and training time from the `closed_set` section, speed from the table above.\n\n"
