@@ -230,6 +230,13 @@ def _augmented_features(
     return compute_features(rms_normalize(augmenter(iq, rng)), tc.representation)
 
 
+def _to_model_layout(x):
+    """Image batches (N, C, H, W) in channels-last layout, as the model's weights; other batches unchanged."""
+    import torch
+
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
+
+
 def _evaluate(model, feats: npt.NDArray[np.float32], labels: npt.NDArray[np.int64], device, batch: int = 256):
     import torch
     from torch.nn import functional as F
@@ -239,7 +246,7 @@ def _evaluate(model, feats: npt.NDArray[np.float32], labels: npt.NDArray[np.int6
     correct = 0
     with torch.no_grad():
         for s in range(0, len(labels), batch):
-            x = torch.from_numpy(feats[s : s + batch]).to(device)
+            x = _to_model_layout(torch.from_numpy(feats[s : s + batch]).to(device))
             y = torch.from_numpy(labels[s : s + batch]).to(device)
             z = model(x)
             loss += float(F.cross_entropy(z, y, reduction="sum"))
@@ -331,10 +338,12 @@ def train(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(tc.seed)
         model = build_model(tc.model, **hparams)
-    model.to(device)
+    # Channels-last (NHWC) convolution weights and batches: the same numbers, but oneDNN's backward pass is
+    # far faster in that layout (measured on 2 cores, batch 32: INFOCOM IQ CNN 2.4x, TIFS ResNet 1.2x).
+    model.to(device, memory_format=torch.channels_last)
     if world_size > 1:
         _ddp.convert_batchnorm(model)
-        model.to(device)
+        model.to(device, memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     if tc.optimizer == "adam":
         optimizer = (
@@ -435,7 +444,7 @@ def train(
                         xb = feats[batch]
                     yb = labels[batch]
                     shard = slice(rank * batch.size // world_size, (rank + 1) * batch.size // world_size)
-                    x = torch.from_numpy(np.ascontiguousarray(xb[shard])).to(device)
+                    x = _to_model_layout(torch.from_numpy(np.ascontiguousarray(xb[shard])).to(device))
                     y = torch.from_numpy(yb[shard]).to(device)
                     optimizer.zero_grad(set_to_none=True)
                     z = train_model(x)
