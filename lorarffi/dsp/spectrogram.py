@@ -57,8 +57,8 @@ __all__ = ["spectrogram", "channel_independent_spectrogram", "stft_frame_count",
 _BLOCK_BINS = 1 << 18
 _TINY = float(np.finfo(np.float32).tiny)
 _LOG10_TINY = 2.0 * math.log10(_TINY)          # the power floor's floor, log10(tiny^2) (amplitude floor tiny)
-# The torch path's blocks: 4 MiB of complex64 spectra (32 packets of 63 x 256; measured on 2 cores: 32 packets
-# a block beat 16 and 64).
+# The torch path's blocks: 4 MiB of complex64 spectra (32 packets of 63 x 256). Measured on 2,000 packets with
+# 1 and 2 threads: 16 and 32 packets a block equally fast, 64 slower by 1.2-1.7x.
 _TORCH_BLOCK_BINS = 1 << 19
 
 
@@ -336,7 +336,7 @@ def _transform_torch(x: Any, n_fft: int, hop: int, n_frames: int, runs: list[tup
         power = torch.where(power == 0, torch.ones_like(power), power)
         offset = torch.log10(power * float(n_fft) ** 2).to(torch.float32)[:, None, None]
     frames = x.unfold(-1, n_fft, hop)                                    # (N, M, n_fft) view
-    # The floor in the log domain: top_db below the packet's strongest kept bin, and never below log10(tiny).
+    # The floor in the log domain: top_db below the packet's strongest kept bin, never below log10(tiny^2).
     floor_log_rel = 2.0 * math.log10(floor_rel)
     no_peak_log = 2.0 * math.log10(n_fft)                                # all-zero packet: as if peak at 0 dB
     # On CPU, cache-sized blocks of packets; an accelerator takes the batch at once. The power and log buffers
