@@ -146,14 +146,14 @@ class Classifier:
         The network runs on sub-batches of ``batch_size`` packets: 64 keeps a small CNN's feature maps in
         cache (on 2 CPU cores, 3x the throughput of one 256-packet batch).
         """
+        from lorarffi.rffi.models import channels_last_batch
+
         torch = self._torch
         feats = self.features(preambles, cfo_hz)
         out = []
         with torch.inference_mode():
             for s in range(0, feats.shape[0], batch_size):
-                x = torch.from_numpy(feats[s : s + batch_size]).to(self.torch_device)
-                if x.ndim == 4:
-                    x = x.contiguous(memory_format=torch.channels_last)
+                x = channels_last_batch(torch.from_numpy(feats[s : s + batch_size]).to(self.torch_device))
                 out.append(self.model(x).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.device_ids)), np.float32)
 

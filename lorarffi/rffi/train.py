@@ -230,23 +230,18 @@ def _augmented_features(
     return compute_features(rms_normalize(augmenter(iq, rng)), tc.representation)
 
 
-def _to_model_layout(x):
-    """Image batches (N, C, H, W) in channels-last layout, as the model's weights; other batches unchanged."""
-    import torch
-
-    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
-
-
 def _evaluate(model, feats: npt.NDArray[np.float32], labels: npt.NDArray[np.int64], device, batch: int = 256):
     import torch
     from torch.nn import functional as F
+
+    from lorarffi.rffi.models import channels_last_batch
 
     model.eval()
     loss = 0.0
     correct = 0
     with torch.no_grad():
         for s in range(0, len(labels), batch):
-            x = _to_model_layout(torch.from_numpy(feats[s : s + batch]).to(device))
+            x = channels_last_batch(torch.from_numpy(feats[s : s + batch]).to(device))
             y = torch.from_numpy(labels[s : s + batch]).to(device)
             z = model(x)
             loss += float(F.cross_entropy(z, y, reduction="sum"))
@@ -298,7 +293,7 @@ def train(
     from torch.nn import functional as F
 
     from lorarffi.rffi import _ddp
-    from lorarffi.rffi.models import build_model
+    from lorarffi.rffi.models import build_model, channels_last_batch
 
     t_start = time.perf_counter()
     tc = tc or TrainConfig()
@@ -444,7 +439,7 @@ def train(
                         xb = feats[batch]
                     yb = labels[batch]
                     shard = slice(rank * batch.size // world_size, (rank + 1) * batch.size // world_size)
-                    x = _to_model_layout(torch.from_numpy(np.ascontiguousarray(xb[shard])).to(device))
+                    x = channels_last_batch(torch.from_numpy(np.ascontiguousarray(xb[shard])).to(device))
                     y = torch.from_numpy(yb[shard]).to(device)
                     optimizer.zero_grad(set_to_none=True)
                     z = train_model(x)

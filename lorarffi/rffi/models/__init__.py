@@ -17,7 +17,7 @@ from typing import Any
 
 from lorarffi.errors import ConfigError
 
-__all__ = ["register_model", "build_model", "list_models"]
+__all__ = ["register_model", "build_model", "list_models", "channels_last_batch"]
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}
 
@@ -44,6 +44,14 @@ def build_model(name: str, **hparams: Any):
         return _REGISTRY[name](**hparams)
     except TypeError as exc:
         raise ConfigError(f"model={name!r}: bad hyper-parameters {sorted(hparams)}: {exc}") from None
+
+
+def channels_last_batch(x):
+    """An image batch (N, C, H, W) in channels-last layout, the layout training and inference keep the
+    convolution weights in (oneDNN's fast path); other batches (IQ rows (N, 2, L)) pass unchanged."""
+    import torch
+
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
 
 
 def list_models() -> list[str]:
