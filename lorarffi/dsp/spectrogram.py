@@ -293,6 +293,10 @@ def _transform_numpy(x: npt.NDArray[np.complex64], n_fft: int, hop: int, n_frame
     samples = x.view(np.float32)[:, None, :]                             # (N, 1, 2L): re, im interleaved
     block = max(1, _BLOCK_BINS // (n_frames * n_fft))
     amp = np.empty((min(block, n_packets), n_rows, n_frames), dtype=np.float32)
+    # Column differences are taken over the flat block (one contiguous pass, the last column of each row
+    # differenced against the next row's first and then dropped), then copied into the output. A direct
+    # (F, M) -> (F, M - 1) difference iterates over 62-sample rows and measured 3x slower.
+    diff = np.empty(amp.size if ratio else 0, dtype=np.float32)
     # A loop over cache-sized blocks of packets (each block fully vectorised), not over packets.
     for i in range(0, n_packets, block):
         j = min(i + block, n_packets)
@@ -311,8 +315,10 @@ def _transform_numpy(x: npt.NDArray[np.complex64], n_fft: int, hop: int, n_frame
         np.log10(a_blk, out=a_blk)                                       # log10 |FFT|, (b, F, M)
         o_blk = out[i:j]
         if ratio:                                                        # 2 (log10 |S_{m+1}| - log10 |S_m|)
-            np.subtract(a_blk[..., 1:], a_blk[..., :-1], out=o_blk)
-            o_blk *= 2.0
+            flat_log, flat_diff = a_blk.reshape(-1), diff[: a_blk.size]
+            np.subtract(flat_log[1:], flat_log[:-1], out=flat_diff[:-1])
+            flat_diff[:-1] *= 2.0
+            np.copyto(o_blk, flat_diff.reshape(a_blk.shape)[..., :-1])
         else:                                                            # 2 log10 |FFT| - log10(P n_fft^2)
             power = np.matmul(samples[i:j], samples[i:j].transpose(0, 2, 1))[:, 0, 0] / n_samples
             power[power == 0] = 1.0                                      # all-zero packet is left unscaled
