@@ -306,11 +306,14 @@ def _transform_numpy(x: npt.NDArray[np.complex64], n_fft: int, hop: int, n_frame
         for a, b in runs:                                                # fftshift + crop, magnitudes only
             np.abs(spec[:, a:b], out=a_blk[:, row:row + b - a])
             row += b - a
-        flat = a_blk.reshape(j - i, -1)
-        peak = flat.max(axis=1)                                          # strongest kept |FFT| per packet
-        peak[peak == 0] = n_fft                                          # all-zero packet: as if peak at 0 dB
-        floor = np.maximum(peak * floor_rel, _TINY)
-        if np.any(flat.min(axis=1) < floor):                             # rare: skip the pass when not needed
+        # Floor at top_db below each packet's strongest kept bin. Fast path: when the block's weakest bin is
+        # within top_db of its strongest (and not below tiny), no packet's bin is under its own floor.
+        lowest = float(a_blk.min())
+        if lowest < _TINY or lowest < float(a_blk.max()) * floor_rel:   # rare: per-packet floors
+            flat = a_blk.reshape(j - i, -1)
+            peak = flat.max(axis=1)                                      # strongest kept |FFT| per packet
+            peak[peak == 0] = n_fft                                      # all-zero packet: as if peak at 0 dB
+            floor = np.maximum(peak * floor_rel, _TINY)
             np.maximum(a_blk, floor[:, None, None], out=a_blk)
         np.log10(a_blk, out=a_blk)                                       # log10 |FFT|, (b, F, M)
         o_blk = out[i:j]
