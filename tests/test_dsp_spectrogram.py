@@ -213,6 +213,26 @@ def test_batch_equals_row_by_row(n, length, n_fft, hop_frac, seed):
         np.testing.assert_allclose(batch, rows, atol=1e-5)
 
 
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_floor_is_per_packet_whatever_shares_the_block(as_tensor):
+    """Packets 300 dB apart, an exact-bin tone (floored rows) and an all-zero packet in one block: each row
+    is what the packet gives alone. The floor follows each packet's own peak, not the block's."""
+    rng = np.random.default_rng(11)
+    n = np.arange(8192)
+    tone = np.exp(2j * np.pi * 5 * n / 256)
+    rows = [random_packets(rng, 1)[0] * 1e-15, tone * 1e15, np.zeros(8192), random_packets(rng, 1)[0],
+            tone * 1e-12 + random_packets(rng, 1)[0] * 1e-20]
+    x = np.stack(rows).astype(np.complex64)
+    for fn in (channel_independent_spectrogram, spectrogram):
+        batch = fn(torch.from_numpy(x)).numpy() if as_tensor else fn(x)
+        alone = np.stack([fn(row) for row in x])
+        np.testing.assert_allclose(batch, alone, atol=1e-4)
+    out = channel_independent_spectrogram(x)
+    assert np.count_nonzero(np.delete(out[1], 128 + 5 - 77, axis=0)) == 0   # the tone's floored rows
+    assert np.all(out[2] == 0) and np.isfinite(out).all()
+    assert np.abs(out[0]).max() > 1.0                                         # the tiny packet is not floored
+
+
 def test_one_dimensional_input_drops_the_batch_axis():
     x = random_packets(np.random.default_rng(4), 2)
     assert channel_independent_spectrogram(x[0]).shape == (102, 62)
