@@ -107,12 +107,15 @@ def run() -> str:
         ours = {"floor": (fft_floor, x),
                 "ours": (lambda a: channel_independent_spectrogram(a, workers=THREADS), x)}
         times: dict[str, list[tuple[float, float]]] = {"authors": [], "floor": [], "ours": []}
+        round_ratios = []                  # per round: the authors' loop / the median of ours right after it
         for _ in range(REPEATS_AUTHORS):
             c0, t0 = time.process_time(), time.perf_counter()
             ref = authors_loop(x_authors)
             times["authors"].append((time.perf_counter() - t0, time.process_time() - c0))
             for key, values in _interleaved(ours, REPEATS_FAST // REPEATS_AUTHORS).items():
                 times[key] += values
+            round_ours = statistics.median(w for w, _ in times["ours"][-(REPEATS_FAST // REPEATS_AUTHORS):])
+            round_ratios.append(times["authors"][-1][0] / round_ours)
         # torch: one thread count per group, set once, so no contender pays for a change of the OpenMP team
         # size made for another.
         torch.set_num_threads(THREADS)
@@ -167,7 +170,10 @@ def run() -> str:
         f"- Target >= {TARGET_VS_AUTHORS:.0f}x the authors' loop (medians): "
         f"**{'PASS' if ok_authors else 'FAIL'}** ({vs_authors:.1f}x; best-of-repeats "
         f"{best['authors'] / best['ours']:.1f}x; in process CPU time, less sensitive to load, "
-        f"{cpu['authors'] / cpu['ours']:.1f}x).",
+        f"{cpu['authors'] / cpu['ours']:.1f}x). Round by round (the authors' loop, then "
+        f"{REPEATS_FAST // REPEATS_AUTHORS} runs of ours and the floor): "
+        f"{', '.join(f'{r:.1f}x' for r in round_ratios)}; the spread is the shared host's, the code is the "
+        "same.",
         f"- Target <= {TARGET_VS_FLOOR}x the FFT floor: **{'PASS' if ok_floor else 'FAIL'}** "
         f"({vs_floor:.2f}x).",
         f"- Parity: max |ours - authors| = {err:.1e} (numpy), {err_torch:.1e} (torch); the issue's bound is "
