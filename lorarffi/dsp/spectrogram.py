@@ -32,7 +32,8 @@ when a tensor is given) and return the same kind on the same device. The numpy p
 strided frame views with ``scipy.fft`` (complex64 throughout, ``workers`` threads) in cache-sized blocks of
 packets, takes the magnitude of the cropped bins only (the fftshift is folded into the bin selection), and
 uses two identities: the RMS normalisation and scipy's ``1 / n_fft`` scale cancel in the column ratio, and
-``log10|a/b|^2 = 2 (log10|a| - log10|b|)``, so each cropped bin needs one logarithm, not one per ratio.
+``log10|a/b|^2 = 2 (log10|a| - log10|b|)``, so each cropped bin needs one logarithm, not one per ratio; the
+differences are taken over each block as one flat array and copied into the output once.
 The torch path does the same with ``torch.fft`` (MKL on x86 CPUs) on blocks of unfolded frames, the power of
 the cropped bins as ``S * conj(S)`` into a reused buffer, the floor applied in the log domain, and the column
 difference written straight into the (frequency, time) output.
