@@ -233,6 +233,21 @@ def test_floor_is_per_packet_whatever_shares_the_block(as_tensor):
     assert np.abs(out[0]).max() > 1.0                                         # the tiny packet is not floored
 
 
+@pytest.mark.parametrize("as_tensor", [False, True])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_packet_leaves_the_rest_of_its_block_alone(bad, as_tensor):
+    """A packet holding a NaN or inf gets a non-finite output; an all-zero packet and a normal one in the same
+    block still get exactly what they get alone."""
+    x = np.stack([random_packets(np.random.default_rng(12), 1)[0], np.zeros(8192),
+                  random_packets(np.random.default_rng(13), 1)[0]]).astype(np.complex64)
+    x[0, 4000] = bad
+    for fn in (channel_independent_spectrogram, spectrogram):
+        out = fn(torch.from_numpy(x)).numpy() if as_tensor else fn(x)
+        assert not np.isfinite(out[0]).all()
+        np.testing.assert_allclose(out[1:], np.stack([fn(row) for row in x[1:]]), atol=1e-5)
+        assert np.isfinite(out[1:]).all()
+
+
 def test_one_dimensional_input_drops_the_batch_axis():
     x = random_packets(np.random.default_rng(4), 2)
     assert channel_independent_spectrogram(x[0]).shape == (102, 62)

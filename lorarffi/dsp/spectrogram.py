@@ -308,9 +308,10 @@ def _transform_numpy(x: npt.NDArray[np.complex64], n_fft: int, hop: int, n_frame
             np.abs(spec[:, a:b], out=a_blk[:, row:row + b - a])
             row += b - a
         # Floor at top_db below each packet's strongest kept bin. Fast path: when the block's weakest bin is
-        # within top_db of its strongest (and not below tiny), no packet's bin is under its own floor.
-        lowest = float(a_blk.min())
-        if lowest < _TINY or lowest < float(a_blk.max()) * floor_rel:   # rare: per-packet floors
+        # within top_db of its strongest (and not below tiny), no packet's bin is under its own floor. A NaN
+        # or inf anywhere in the block fails the test (NaN compares false), so the other packets get theirs.
+        lowest, highest = float(a_blk.min()), float(a_blk.max())
+        if not (lowest >= _TINY and lowest >= highest * floor_rel):      # rare: per-packet floors
             flat = a_blk.reshape(j - i, -1)
             peak = flat.max(axis=1)                                      # strongest kept |FFT| per packet
             peak[peak == 0] = n_fft                                      # all-zero packet: as if peak at 0 dB
