@@ -288,7 +288,7 @@ def _transform(iq: Any, n_fft: int, hop: int, crop: Any, top_db: float, workers:
 
 
 def _thread_count(workers: int | None) -> int:
-    """Threads for ``workers`` as ``scipy.fft`` reads it: None is 1, -1 is every core, -2 one fewer...."""
+    """Threads for ``workers`` as ``scipy.fft`` reads it: None is 1, -1 every core, -2 all but one."""
     if workers is None:
         return 1
     n = int(workers) if workers > 0 else (os.cpu_count() or 1) + 1 + int(workers)
@@ -355,7 +355,7 @@ def _transform_numpy(x: npt.NDArray[np.complex64], n_fft: int, hop: int, n_frame
                 np.multiply(a_blk, 2.0, out=o_blk)
                 o_blk -= np.log10(power.astype(np.float64) * n_fft**2).astype(np.float32)[:, None, None]
 
-    # A loop over cache-sized blocks of packets (each block fully vectorised), not over packets.
+    # Loops over cache-sized blocks of packets (each block fully vectorised), not over packets.
     if n_threads == 1:
         run_blocks(0)
     else:
