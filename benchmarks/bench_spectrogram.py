@@ -126,7 +126,8 @@ def run() -> str:
     xt = torch.from_numpy(x)
 
     try:
-        # Rounds: the authors' loop once, then floor and ours interleaved, so all see the same load.
+        # Rounds: the authors' loop once, then the floor, ours and the one-call FFT interleaved, so all see
+        # the same load.
         ours = {"floor": (fft_floor, x),
                 "ours": (lambda a: channel_independent_spectrogram(a, workers=THREADS), x),
                 "one_call": (fft_one_call, x)}
