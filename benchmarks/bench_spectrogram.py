@@ -14,7 +14,6 @@ os.environ["OMP_NUM_THREADS"] = "2"  # before numpy is imported (a no-op if an e
 
 import statistics  # noqa: E402
 import time  # noqa: E402
-from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 
 import numpy as np  # noqa: E402
 import scipy.fft  # noqa: E402
@@ -66,23 +65,20 @@ def fft_one_call(x: np.ndarray) -> np.ndarray:
 def fft_floor(x: np.ndarray) -> None:
     """The floor: the bare complex64 FFT of the same frames, the fastest way scipy.fft does it here.
 
-    Cache-sized blocks of packets (ours' block size), spread over ``THREADS`` threads that each run a
-    one-thread FFT per block, along the same axis as ours; nothing else (the spectra are dropped).
+    Ours' cache-sized blocks of packets dealt to ``THREADS`` threads in ours' way, each running a one-thread
+    FFT per block along the same axis as ours; nothing else (the spectra are dropped).
     """
-    from lorarffi.dsp.spectrogram import _BLOCK_BINS
+    from lorarffi.dsp.spectrogram import _packets_per_block, _run_in_threads
 
-    n_frames = (x.shape[1] - N_FFT) // HOP + 1
     frames = frame_view(x).transpose(0, 2, 1)                            # (N, n_fft, M), as ours
-    block = max(1, _BLOCK_BINS // (n_frames * N_FFT))
+    block = _packets_per_block(x.shape[0], frames.shape[2], N_FFT)
     starts = range(0, x.shape[0], block)
 
     def run_blocks(first: int) -> None:
         for i in starts[first::THREADS]:
             scipy.fft.fft(frames[i:i + block], axis=1, workers=1)
 
-    with ThreadPoolExecutor(THREADS) as pool:
-        for done in [pool.submit(run_blocks, t) for t in range(THREADS)]:
-            done.result()
+    _run_in_threads(run_blocks, THREADS)
 
 
 def torch_fft_floor(xt) -> None:

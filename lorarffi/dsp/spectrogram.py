@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -268,10 +269,7 @@ def _transform(iq: Any, n_fft: int, hop: int, crop: Any, top_db: float, workers:
     if (isinstance(top_db, bool) or not isinstance(top_db, (int, float, np.integer, np.floating))
             or not 0 < top_db < math.inf):
         raise ConfigError(f"top_db={top_db!r} is not valid: use a finite positive number of dB")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, (int, np.integer))
-                                or workers == 0):
-        raise ConfigError(f"workers={workers!r} is not valid: use a positive thread count, -1 for all cores, "
-                          "or None")
+    n_threads = _thread_count(workers)
     first, stop = crop_rows(n_fft, crop)
     x, squeeze = _as_packets(iq)
     n_samples = int(x.shape[-1])
@@ -283,7 +281,7 @@ def _transform(iq: Any, n_fft: int, hop: int, crop: Any, top_db: float, workers:
     floor_rel = 10.0 ** (-top_db / 20.0)                                  # amplitude floor / peak amplitude
     runs = _bin_runs(n_fft, first, stop)
     args = (x, n_fft, hop, n_frames, runs, floor_rel, ratio)
-    out = _transform_torch(*args) if _is_tensor(x) else _transform_numpy(*args, workers=workers)
+    out = _transform_torch(*args) if _is_tensor(x) else _transform_numpy(*args, n_threads=n_threads)
     return out[0] if squeeze else out
 
 
@@ -291,6 +289,9 @@ def _thread_count(workers: int | None) -> int:
     """Threads for ``workers`` as ``scipy.fft`` reads it: None is 1, -1 every core, -2 all but one."""
     if workers is None:
         return 1
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers == 0:
+        raise ConfigError(f"workers={workers!r} is not valid: use a positive thread count, -1 for all cores, "
+                          "or None")
     n = int(workers) if workers > 0 else (os.cpu_count() or 1) + 1 + int(workers)
     if n < 1:
         raise ConfigError(f"workers={workers!r} is not valid: this machine has {os.cpu_count()} cores, "
@@ -298,9 +299,25 @@ def _thread_count(workers: int | None) -> int:
     return n
 
 
+def _packets_per_block(n_packets: int, n_frames: int, n_fft: int) -> int:
+    """Packets in one cache-sized block of the numpy path (``_BLOCK_BINS`` FFT bins), at most all of them."""
+    return min(max(1, _BLOCK_BINS // (n_frames * n_fft)), n_packets)
+
+
+def _run_in_threads(work: Callable[[int], None], n_threads: int) -> None:
+    """``work(t)`` for ``t`` in ``range(n_threads)``, each on its own thread (inline for one); joins them all
+    and re-raises the first error."""
+    if n_threads == 1:
+        work(0)
+        return
+    with ThreadPoolExecutor(n_threads, thread_name_prefix="lorarffi-spectrogram") as pool:
+        for done in [pool.submit(work, t) for t in range(n_threads)]:
+            done.result()
+
+
 def _transform_numpy(x: npt.NDArray[np.complex64], n_fft: int, hop: int, n_frames: int,
                      runs: list[tuple[int, int]], floor_rel: float, ratio: bool, *,
-                     workers: int | None) -> npt.NDArray[np.float32]:
+                     n_threads: int) -> npt.NDArray[np.float32]:
     n_packets, n_samples = x.shape
     n_rows = sum(b - a for a, b in runs)
     out = np.empty((n_packets, n_rows, n_frames - 1 if ratio else n_frames), dtype=np.float32)
@@ -310,9 +327,9 @@ def _transform_numpy(x: npt.NDArray[np.complex64], n_fft: int, hop: int, n_frame
     frames = np.lib.stride_tricks.as_strided(
         x, (n_packets, n_fft, n_frames), (x.strides[0], step, hop * step), writeable=False)
     samples = x.view(np.float32)[:, None, :]                             # (N, 1, 2L): re, im interleaved
-    block = min(max(1, _BLOCK_BINS // (n_frames * n_fft)), n_packets)
+    block = _packets_per_block(n_packets, n_frames, n_fft)
     starts = range(0, n_packets, block)
-    n_threads = min(_thread_count(workers), len(starts))
+    n_threads = min(n_threads, len(starts))
 
     def run_blocks(first_block: int) -> None:
         # Every thread takes every n_threads-th block, FFT and post-processing together: numpy's ufuncs and
@@ -356,12 +373,7 @@ def _transform_numpy(x: npt.NDArray[np.complex64], n_fft: int, hop: int, n_frame
                 o_blk -= np.log10(power.astype(np.float64) * n_fft**2).astype(np.float32)[:, None, None]
 
     # Loops over cache-sized blocks of packets (each block fully vectorised), not over packets.
-    if n_threads == 1:
-        run_blocks(0)
-    else:
-        with ThreadPoolExecutor(n_threads, thread_name_prefix="lorarffi-spectrogram") as pool:
-            for done in [pool.submit(run_blocks, t) for t in range(n_threads)]:
-                done.result()                                            # re-raises a worker's error
+    _run_in_threads(run_blocks, n_threads)
     return out
 
 
