@@ -112,10 +112,17 @@ def test_resume_continues_an_interrupted_run(files: pathlib.Path, capsys) -> Non
         "32",
         "--no-progress",
     ]
-    assert main(base + ["--epochs", "1"]) == 0
-    assert main(base + ["--epochs", "2", "--resume"]) == 0
+    gate = ["--cfo-margin-hz", "700", "--cfo-weight-std-hz", "0"]
+    assert main(base + ["--epochs", "1"] + gate) == 0
+    # Resuming with other settings would silently mix two runs: refused, naming what changed.
+    assert main(base + ["--epochs", "2", "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot resume: settings differ" in err[0] and "gate:" in err[0]
+    assert main(base + ["--epochs", "2", "--resume"] + gate) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["epochs_run"] == 2
+    params = json.loads((model / "config.json").read_text())["hybrid"]["params"]
+    assert params["margin_hz"] == 700 and params["cfo_weighting"] is False  # 0 = Algorithm 1, saved
 
 
 def test_errors_are_one_line_and_exit_2(files: pathlib.Path, tmp_path: pathlib.Path, capsys) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -42,6 +44,7 @@ def test_gate_rules_out_exactly_the_devices_whose_interval_excludes_the_cfo(gate
 
 
 def test_apply_renormalises_the_remaining_probabilities_and_rejects_when_all_are_out(gate: CfoGate) -> None:
+    gate.params = dataclasses.replace(gate.params, cfo_weighting=False)  # Algorithm 1 as published
     logits = np.log(np.array([[0.7, 0.1, 0.15, 0.05], [0.7, 0.1, 0.15, 0.05], [0.7, 0.1, 0.15, 0.05]]))
     res = gate.apply(logits, [200.0, 0.0, 2500.0])
     # Packet 0: devices 12 and 13 possible -> 0.1 / 0.25 and 0.15 / 0.25.
@@ -61,23 +64,56 @@ def test_apply_survives_extreme_logits(gate: CfoGate) -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(cfo=st.lists(st.floats(-9000, 9000), min_size=1, max_size=8), seed=st.integers(0, 1000))
-def test_gated_prediction_is_the_best_allowed_device(cfo: list[float], seed: int) -> None:
+@given(
+    cfo=st.lists(st.floats(-9000, 9000), min_size=1, max_size=8),
+    seed=st.integers(0, 1000),
+    weighting=st.booleans(),
+)
+def test_gated_prediction_is_the_best_allowed_device(cfo: list[float], seed: int, weighting: bool) -> None:
     g = CfoGate.fit(
         [-3000, -2990, 0, 10, 400, 420, 5000, 5010],
         [0, 0, 1, 1, 2, 2, 3, 3],
         [1, 2, 3, 4],
-        GateParams(margin_hz=500.0),
+        GateParams(margin_hz=500.0, cfo_weighting=weighting),
     )
     logits = np.random.default_rng(seed).normal(size=(len(cfo), 4))
     res = g.apply(logits, cfo)
     ok = g.allowed(cfo)
+    # With weighting the score of a device is its logit plus the CFO log-likelihood, written out here.
+    s2 = np.maximum(g.std_hz, g.tracked_std_hz) ** 2 + 300.0**2
+    score = logits - (0.5 * (np.asarray(cfo)[:, None] - g.center_hz[None, :]) ** 2 / s2 if weighting else 0.0)
     for i in range(len(cfo)):
         if ok[i].any():
-            assert res.index[i] == np.flatnonzero(ok[i])[np.argmax(logits[i, ok[i]])]
+            assert res.index[i] == np.flatnonzero(ok[i])[np.argmax(score[i, ok[i]])]
             assert res.probs[i].sum() == pytest.approx(1.0, abs=1e-5)
+            assert not res.probs[i, ~ok[i]].any()  # weighting never brings a ruled-out device back
         else:
             assert res.index[i] == -1
+
+
+def test_cfo_weighting_prefers_the_device_whose_cfo_fits_when_the_cnn_is_unsure() -> None:
+    # Two devices 400 Hz apart, both inside the window of a packet at device 2's centre; the CNN leans to
+    # device 1 (0.55 / 0.45). Algorithm 1 follows the CNN; the weighting follows the CFO.
+    g = CfoGate.fit([-10.0, 10.0, 390.0, 410.0], [0, 0, 1, 1], [1, 2], GateParams(margin_hz=1000.0))
+    logits = np.log([[0.55, 0.45]])
+    on = g.apply(logits, [400.0])
+    g.params = dataclasses.replace(g.params, cfo_weighting=False)
+    off = g.apply(logits, [400.0])
+    assert off.index[0] == 0 and off.confidence[0] == pytest.approx(0.55)
+    # Reference: s^2 = 10^2 + 300^2, device 1 is 400 Hz away -> weight exp(-400^2 / (2 s^2)) = 0.4148.
+    w = np.exp(-(400.0**2) / (2 * (10.0**2 + 300.0**2)))
+    assert on.index[0] == 1
+    np.testing.assert_allclose(on.probs[0], np.array([0.55 * w, 0.45]) / (0.55 * w + 0.45), rtol=1e-5)
+    np.testing.assert_array_equal(on.allowed, off.allowed)
+
+
+def test_cfo_weighting_follows_the_tracked_centre() -> None:
+    g = CfoGate.fit([0.0, 2.0, 600.0, 602.0], [0, 0, 1, 1], [1, 2], GateParams(margin_hz=1000.0))
+    before = g.cfo_log_likelihood([301.0])[0]
+    assert before[0] == pytest.approx(before[1], rel=1e-3)  # half way: no preference
+    g.update([300.0] * 400, [0] * 400, [1.0] * 400)  # device 1 drifts up to 300 Hz
+    after = g.cfo_log_likelihood([301.0])[0]
+    assert after[0] > after[1] and abs(g.center_hz[0] - 300.0) < 5
 
 
 def test_drift_tracking_follows_a_slow_cfo_ramp_and_off_rejects() -> None:
@@ -128,10 +164,19 @@ def test_state_round_trips_through_a_dict(gate: CfoGate) -> None:
     assert back.params == gate.params and back.n_updates.tolist() == gate.n_updates.tolist()
 
 
+def test_gate_saved_before_cfo_weighting_existed_loads_with_it_on() -> None:
+    d = GateParams().to_dict()
+    del d["cfo_weighting"], d["cfo_weight_std_hz"]
+    p = GateParams.from_dict(d)
+    assert p.cfo_weighting and p.cfo_weight_std_hz == 300.0
+
+
 def test_bad_parameters_are_refused() -> None:
     with pytest.raises(ConfigError, match="margin_hz=-1"):
         GateParams(margin_hz=-1)
     with pytest.raises(ConfigError, match="track_alpha=0"):
         GateParams(track_alpha=0)
+    with pytest.raises(ConfigError, match="cfo_weight_std_hz=0"):
+        GateParams(cfo_weight_std_hz=0)
     with pytest.raises(ConfigError, match="no training packets for device"):
         CfoGate.fit([1.0, 2.0], [0, 0], [5, 6])

@@ -202,6 +202,22 @@ def _save_train_state(out: pathlib.Path, model, optimizer, scheduler, meta: dict
     os.replace(d / "state.json.tmp", d / "state.json")
 
 
+# Settings a resumed run may change: how long it goes on.
+_RESUMABLE_CHANGES = frozenset({"epochs", "max_time_s"})
+
+
+def _changed_settings(saved: dict[str, Any] | None, tc: TrainConfig) -> list[str]:
+    """``name: saved -> now`` for every setting of ``tc`` that differs from the interrupted run's."""
+    if saved is None:  # state written before settings were saved: nothing to compare
+        return []
+    now = json.loads(json.dumps(tc.to_dict()))  # the same plain types the saved copy went through
+    return [
+        f"{k}: {saved.get(k)!r} -> {v!r}"
+        for k, v in now.items()
+        if k not in _RESUMABLE_CHANGES and saved.get(k) != v
+    ]
+
+
 def _load_train_state(out: pathlib.Path, model, optimizer, scheduler) -> dict[str, Any]:
     from safetensors.torch import load_file
 
@@ -386,11 +402,19 @@ def train(
         "history": [],
         "fingerprint": fingerprint,
         "elapsed_s": 0.0,
+        "train_config": tc.to_dict(),
     }
     if resume and (out / STATE_DIR / "state.json").is_file():
         meta = _load_train_state(out, model, optimizer, scheduler)
         if meta.get("fingerprint") != fingerprint:
             raise ModelError(f"{out}: cannot resume: the training data differ from the interrupted run's")
+        changed = _changed_settings(meta.get("train_config"), tc)
+        if changed:
+            raise ModelError(
+                f"{out}: cannot resume: settings differ from the interrupted run's ({'; '.join(changed)}); "
+                "repeat its command line (only --epochs and the time cap may change)"
+            )
+        meta["train_config"] = tc.to_dict()
         log.info("resuming %s after epoch %d", out, meta["epoch"])
     elif not resume and (out / STATE_DIR).exists() and rank == 0:
         for f in (out / STATE_DIR).iterdir():

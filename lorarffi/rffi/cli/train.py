@@ -52,6 +52,13 @@ def register(subparsers) -> None:
         "--aug-snr-db", default="5:40", help="SNR range of the awgn augmentation, dB (default 5:40)"
     )
     p.add_argument("--cfo-margin-hz", type=float, default=None, help="CFO gate margin in Hz (default 1000)")
+    p.add_argument(
+        "--cfo-weight-std-hz",
+        type=float,
+        default=None,
+        help="drift allowance of the hybrid's CFO weighting in Hz (default 300); 0 turns the weighting off "
+        "(the paper's Algorithm 1: plain renormalisation)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -75,7 +82,14 @@ def run(args: argparse.Namespace) -> int:
         lo, hi = (float(v) for v in args.aug_snr_db.split(":"))
     except ValueError:
         raise ConfigError(f"--aug-snr-db={args.aug_snr_db!r} is not a range like 5:40") from None
-    gate = GateParams() if args.cfo_margin_hz is None else GateParams(margin_hz=args.cfo_margin_hz)
+    gate_kw: dict = {}
+    if args.cfo_margin_hz is not None:
+        gate_kw["margin_hz"] = args.cfo_margin_hz
+    if args.cfo_weight_std_hz == 0:
+        gate_kw["cfo_weighting"] = False
+    elif args.cfo_weight_std_hz is not None:
+        gate_kw["cfo_weight_std_hz"] = args.cfo_weight_std_hz
+    gate = GateParams(**gate_kw)
     tc = TrainConfig(
         model=args.model,
         representation={"name": args.representation, "params": {}},
