@@ -140,6 +140,30 @@ def test_drift_tracking_follows_a_slow_cfo_ramp_and_off_rejects() -> None:
     assert g0.center_hz[0] == g0.mean_hz[0]  # copies are independent
 
 
+def test_weighted_tracking_follows_a_device_drifting_towards_another_one() -> None:
+    # Device 1 drifts 500 Hz towards device 2 (600 Hz away), both inside the window all along, and the CNN is
+    # unsure (0.6 / 0.4). Tracking keeps device 1's centre with its packets, so the weighting keeps favouring
+    # it: no packet goes to device 2, and device 2's statistics are left alone.
+    g = CfoGate.fit(
+        np.r_[np.linspace(-10, 10, 100), 600 + np.linspace(-10, 10, 100)],
+        np.repeat([0, 1], 100),
+        [1, 2],
+        GateParams(margin_hz=1000.0, track_min_confidence=0.6),
+    )
+    logits = np.log([[0.6, 0.4]])
+    wrong = 0
+    for f in np.linspace(0, 500, 300):
+        res = g.apply(logits, [f])
+        g.update([f], res.index, res.confidence)
+        wrong += int(res.index[0] != 0)
+    assert wrong == 0
+    assert g.center_hz[0] > 400 and g.n_updates.tolist() == [300, 0]
+    # The limit of the weighting: the same CFO reached in one jump (no tracking yet) goes to device 2, whose
+    # centre is nearer, because the CNN's 0.6 does not outweigh the CFO. Algorithm 1 would follow the CNN.
+    fresh = CfoGate.fit([-10.0, 10.0, 590.0, 610.0], [0, 0, 1, 1], [1, 2], GateParams(margin_hz=1000.0))
+    assert fresh.apply(logits, [500.0]).index[0] == 1
+
+
 def test_drift_step_is_bounded_and_low_confidence_packets_are_ignored() -> None:
     g = CfoGate.fit(
         [0.0, 1.0, 1000.0, 1001.0],
