@@ -252,8 +252,7 @@ class CfoGate:
 
     def allowed(self, cfo_hz: npt.ArrayLike) -> npt.NDArray[np.bool_]:
         """(N, K) True where ``|cfo_hz - centre_k| <= lambda_k`` (device k not ruled out)."""
-        cfo = _f64(cfo_hz, "cfo_hz")
-        return np.abs(cfo[:, None] - self.center_hz[None, :]) <= self.lambda_hz[None, :]
+        return self._allowed(self._offsets_hz(cfo_hz))
 
     def cfo_log_likelihood(self, cfo_hz: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """(N, K) Gaussian log-likelihood of each packet's CFO under each device, up to a constant.
@@ -262,9 +261,19 @@ class CfoGate:
         ``s_k**2 = max(training, tracked spread)**2 + cfo_weight_std_hz**2`` (module docstring): the term
         :meth:`apply` adds to the logits when ``cfo_weighting`` is on.
         """
-        cfo = _f64(cfo_hz, "cfo_hz")
+        return self._log_likelihood(self._offsets_hz(cfo_hz))
+
+    # The two above share one (N, K) table of offsets, which apply() computes once for both.
+    def _offsets_hz(self, cfo_hz: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """(N, K) ``cfo_hz - centre_k``, Hz."""
+        return _f64(cfo_hz, "cfo_hz")[:, None] - self.center_hz[None, :]
+
+    def _allowed(self, offsets_hz: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+        return np.abs(offsets_hz) <= self.lambda_hz[None, :]
+
+    def _log_likelihood(self, offsets_hz: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         s2 = np.maximum(self.std_hz, self.tracked_std_hz) ** 2 + self.params.cfo_weight_std_hz**2
-        return -0.5 * (cfo[:, None] - self.center_hz[None, :]) ** 2 / s2[None, :]
+        return -0.5 * offsets_hz**2 / s2[None, :]
 
     def apply(self, logits: npt.ArrayLike, cfo_hz: npt.ArrayLike) -> GateResult:
         """Gate the CNN output of N packets by their CFO.
@@ -279,11 +288,12 @@ class CfoGate:
         z = np.asarray(logits, dtype=np.float64)
         if z.ndim != 2 or z.shape[1] != self.device_ids.size:
             raise ConfigError(f"logits have shape {z.shape}, expected (N, {self.device_ids.size})")
-        mask = self.allowed(cfo_hz)
-        if mask.shape[0] != z.shape[0]:
-            raise ConfigError(f"cfo_hz has {mask.shape[0]} entries but logits have {z.shape[0]} rows")
+        offsets = self._offsets_hz(cfo_hz)
+        if offsets.shape[0] != z.shape[0]:
+            raise ConfigError(f"cfo_hz has {offsets.shape[0]} entries but logits have {z.shape[0]} rows")
+        mask = self._allowed(offsets)
         if self.params.cfo_weighting:
-            z = z + self.cfo_log_likelihood(cfo_hz)
+            z = z + self._log_likelihood(offsets)
         masked = np.where(mask, z, -np.inf)
         top = masked.max(axis=1, keepdims=True)
         any_ok = mask.any(axis=1)
