@@ -37,6 +37,21 @@ T2_BUDGET_SPEC_S = 150.0  # ... and of each spectrogram CNN
 CFO_SHIFTS_HZ = (-1000.0, -500.0, -250.0, 250.0, 500.0, 1000.0)
 
 
+def _test_day(cfg, fleet, day: int, seed: int):
+    """A later day's test set: place 2 (another multipath channel), cold start, SNR 10-25 dB."""
+    from lorarffi.datasets.simulate import Session, simulate_preamble_set
+
+    return simulate_preamble_set(
+        fleet,
+        cfg,
+        N_TEST,
+        session=Session(day=day, minutes_since_power_on=0, place=2),
+        rng=np.random.default_rng(seed),
+        snr_db=(10.0, 25.0),
+        packet_interval_s=6.0,
+    )
+
+
 def _data():
     from lorarffi.datasets.simulate import Session, make_fleet, simulate_preamble_set
     from lorarffi.dsp.config import LoRaConfig
@@ -52,15 +67,7 @@ def _data():
         snr_db=(15.0, 30.0),
         packet_interval_s=1200.0 / N_TRAIN,
     )
-    test = simulate_preamble_set(
-        fleet,
-        cfg,
-        N_TEST,
-        session=Session(day=2, minutes_since_power_on=0, place=2),
-        rng=np.random.default_rng(2),
-        snr_db=(10.0, 25.0),
-        packet_interval_s=6.0,
-    )
+    test = _test_day(cfg, fleet, 2, seed=2)
     low = simulate_preamble_set(
         fleet,
         cfg,
@@ -74,24 +81,6 @@ def _data():
 
 LATER_DAYS = (3, 4)  # the paper's attenuator test went on to days 3 and 4 (paper_notes 8.1)
 MAIN_RUNS = ("ours", "ours_infocom", "ours_nocomp", "baseline")
-
-
-def _later_days(cfg, fleet):
-    """Test sets of days 3 and 4, made like day 2's (place 2, cold start, SNR 10-25 dB)."""
-    from lorarffi.datasets.simulate import Session, simulate_preamble_set
-
-    return {
-        day: simulate_preamble_set(
-            fleet,
-            cfg,
-            N_TEST,
-            session=Session(day=day, minutes_since_power_on=0, place=2),
-            rng=np.random.default_rng(10 + day),
-            snr_db=(10.0, 25.0),
-            packet_interval_s=6.0,
-        )
-        for day in LATER_DAYS
-    }
 
 
 def _evaluate(model_dir, ps, *, margin_hz=None, tracking=None, weighting=None):
@@ -137,8 +126,11 @@ def run() -> str:
     t0 = time.perf_counter()
     cfg, fleet, tr, te, low = _data()
     t_data = time.perf_counter() - t0
-    day_shift = np.array([d.day_offset_hz(2) - d.day_offset_hz(1) for d in fleet])
-    later = _later_days(cfg, fleet)
+    later = {day: _test_day(cfg, fleet, day, seed=10 + day) for day in LATER_DAYS}
+    # |CFO shift| per device from day 1 to each test day, Hz
+    day_shifts_hz = {
+        day: np.abs([d.day_offset_hz(day) - d.day_offset_hz(1) for d in fleet]) for day in (2, *LATER_DAYS)
+    }
     ci = {"name": "channel_independent_spectrogram", "params": {}}
     spec = {"name": "spectrogram", "params": {"crop": [0.3, 0.7]}}
     ours = TrainConfig(
@@ -286,7 +278,7 @@ def run() -> str:
         "cold start "
         f"({N_TEST} packets/device, place 2 = another multipath channel, SNR 10-25 dB); low-SNR set day 2 "
         f"({N_LOW} packets/device, 0-10 dB). Day-1 -> day-2 CFO shift per device: median "
-        f"{np.median(np.abs(day_shift)):.0f} Hz, max {np.max(np.abs(day_shift)):.0f} Hz. Simulation took "
+        f"{np.median(day_shifts_hz[2]):.0f} Hz, max {np.max(day_shifts_hz[2]):.0f} Hz. Simulation took "
         f"{t_data:.0f} s. Every number is one run, seed 0, CPU with {N_THREADS} threads; training runs are "
         "capped "
         "in wall time (column *stop*: `time_limit` = cut by the cap, not converged).",
@@ -393,9 +385,6 @@ def run() -> str:
         *gate_rows,
         "",
     ]
-    shifts = {
-        day: np.abs([d.day_offset_hz(day) - d.day_offset_hz(1) for d in fleet]) for day in (2, *LATER_DAYS)
-    }
     lines += [
         "### Later days (the paper's attenuator test went on to days 3 and 4)",
         "",
@@ -403,7 +392,7 @@ def run() -> str:
         f"{N_TEST} packets/device); the same trained networks. Day-1 -> day-d CFO shift per device, median / "
         "max: "
         + ", ".join(
-            f"day {d} {np.median(v):.0f} / {np.max(v):.0f} Hz" for d, v in shifts.items()
+            f"day {d} {np.median(v):.0f} / {np.max(v):.0f} Hz" for d, v in day_shifts_hz.items()
         )
         + ". Worst device = the lowest per-device hybrid recall over the three days.",
         "",
