@@ -465,7 +465,7 @@ def run() -> str:
         "The day-2 test set again, the same packets but every device's day-to-day CFO shift multiplied by k "
         "(k = 1 is the test above); ours and its ablation without compensation, the same trained networks. "
         "The simulator's shifts (k = 1) follow the paper's measurements (\"hundreds of Hz\", §VI); the "
-        "paper's own devices lost the uncompensated CNN two of ten devices by day 4.",
+        "paper's uncompensated CNN had lost two of its ten devices by day 4.",
         "",
         "| k | day-2 shift median / max | CNN w/o / w/ comp. | hybrid w/o / w/ comp. | "
         "w/o comp. measurably worse (CNN) |",
