@@ -145,7 +145,7 @@ def _child_resampler() -> dict:
     import numpy as np
     from scipy.signal import resample_poly
 
-    from lorarffi.dsp._resample import StreamResampler
+    from lorarffi.dsp.resample import StreamResampler
 
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})

@@ -65,7 +65,7 @@ def _model_dir(name: str, rep: str, cfg, tmp: str) -> str:
     import torch
 
     from lorarffi.dsp.representation import RepresentationConfig, output_shape
-    from lorarffi.rffi._features import shape_hparams
+    from lorarffi.rffi.features import shape_hparams
     from lorarffi.rffi.checkpoint import ModelDirConfig, save_model_dir
     from lorarffi.rffi.hybrid import CfoGate
     from lorarffi.rffi.models import build_model
@@ -92,7 +92,7 @@ def _model_dir(name: str, rep: str, cfg, tmp: str) -> str:
 def run() -> str:
     import torch
 
-    from lorarffi.datasets.simulate import Session, make_fleet, simulate_preamble_set
+    from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set
     from lorarffi.dsp.config import LoRaConfig
     from lorarffi.rffi.inference import load_classifier
     from lorarffi.rffi.preprocess import preprocess_preambles

@@ -65,7 +65,7 @@ class _Monitor:
 
 def _make_recording(path: pathlib.Path, cfg) -> tuple[int, int]:
     """Write RECORDING_S of simulated stream; returns (samples, packets transmitted)."""
-    from lorarffi.datasets.simulate import StreamSimulator, make_fleet
+    from lorarffi.sim.simulate import StreamSimulator, make_fleet
 
     sim = StreamSimulator(
         make_fleet(N_DEVICES, seed=0), cfg, seed=11, snr_db=(15.0, 30.0), mean_interval_s=0.3
@@ -82,7 +82,7 @@ def _make_recording(path: pathlib.Path, cfg) -> tuple[int, int]:
 
 
 def _train_model(out: pathlib.Path, cfg) -> None:
-    from lorarffi.datasets.simulate import Session, make_fleet, simulate_preamble_set
+    from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set
     from lorarffi.rffi.train import TrainConfig, train
 
     ps = simulate_preamble_set(
@@ -113,11 +113,11 @@ def _offline_count(path: pathlib.Path, cfg) -> int:
 def run() -> str:
     import torch
 
-    from lorarffi.capture.replay import FileSource
-    from lorarffi.capture.sinks import JsonlSink
+    from lorarffi.capture.file_source import FileSource
+    from lorarffi.live.sinks import JsonlSink
     from lorarffi.dsp.config import LoRaConfig
     from lorarffi.rffi.inference import load_classifier
-    from lorarffi.rffi.live import ClassifierStage, LivePipeline
+    from lorarffi.live.pipeline import ClassifierStage, LivePipeline
 
     torch.set_num_threads(1)
     wall_s = float(os.environ.get("LORARFFI_SOAK_S", "600"))

@@ -2,6 +2,6 @@
 
 import sys
 
-from lorarffi.rffi.cli import main
+from lorarffi.cli import main
 
 sys.exit(main())

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lorarffi.errors import CaptureError
-from lorarffi.rffi.cli import main
+from lorarffi.cli import main
 
 
 @pytest.fixture(scope="module")

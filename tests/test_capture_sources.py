@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lorarffi.capture.base import ThreadedSource
-from lorarffi.capture.replay import FileSource
+from lorarffi.capture.file_source import FileSource
 from lorarffi.capture.ring import RingBuffer, RingClosed
 from lorarffi.capture.sources import open_source
 from lorarffi.errors import CaptureError, ConfigError

@@ -10,7 +10,7 @@ import pytest
 from scipy.io import wavfile
 
 from lorarffi.dsp import LoRaConfig, packet_waveform
-from lorarffi.rffi.cli import main
+from lorarffi.cli import main
 
 DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 CFG = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1e6)

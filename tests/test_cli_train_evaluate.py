@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from lorarffi.datasets.native import PreambleWriter
-from lorarffi.datasets.simulate import Session, make_fleet, simulate_preamble_set
+from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set
 from lorarffi.dsp.config import LoRaConfig
-from lorarffi.rffi.cli import main
+from lorarffi.cli import main
 
 CFG = LoRaConfig()
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import special
 
-from lorarffi.datasets import channel
+from lorarffi.sim import channel
 from lorarffi.dsp import LoRaConfig, packet_waveform
 from lorarffi.errors import ConfigError
 

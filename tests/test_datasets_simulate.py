@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from numpy.polynomial import legendre
 
-from lorarffi.datasets import impairments
-from lorarffi.datasets.simulate import (
+from lorarffi.sim import impairments
+from lorarffi.sim.simulate import (
     CHIPS,
     DeviceProfile,
     Session,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lorarffi.datasets.gallery import impairment_examples, impairment_gallery
+from lorarffi.sim.gallery import impairment_examples, impairment_gallery
 from lorarffi.dsp import LoRaConfig, packet_waveform
 
 

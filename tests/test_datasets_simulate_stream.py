@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lorarffi.datasets.simulate import Session, StreamSimulator, make_fleet, simulate_stream
+from lorarffi.sim.simulate import Session, StreamSimulator, make_fleet, simulate_stream
 from lorarffi.dsp import LoRaConfig, downchirp, packet_waveform
 from lorarffi.errors import ConfigError
 
@@ -142,7 +142,7 @@ def test_simulated_packet_head_matches_an_independent_lora_transmitter(name):
     meta = DATA / f"{name}.sigmf-meta"
     if not meta.exists():
         pytest.skip(f"{meta} not available")
-    from lorarffi.datasets.impairments import pll_packet_waveform
+    from lorarffi.sim.impairments import pll_packet_waveform
     from lorarffi.datasets.recording import open_recording
 
     sf = int(name.split("_")[0][2:])

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from lorarffi.datasets.native import PreambleWriter, open_preamble_file  # noqa: E402
-from lorarffi.datasets.simulate import Session, make_fleet, simulate_preamble_set  # noqa: E402
+from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set  # noqa: E402
 from lorarffi.datasets.torch_data import (  # noqa: E402
     Augmentation,
     BatchRequest,

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.signal import upfirdn
 
-from lorarffi.dsp._resample import StreamResampler, _upfirdn_range
+from lorarffi.dsp.resample import StreamResampler, _upfirdn_range
 
 
 @pytest.mark.parametrize(("up", "down"), [(5, 6), (4, 3), (2, 5), (25, 24)])

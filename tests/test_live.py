@@ -18,12 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lorarffi.capture.base import ThreadedSource
-from lorarffi.capture.sinks import ConsoleSink, JsonlSink, Sink, ZmqPublishSink, bind_endpoint
+from lorarffi.live.sinks import ConsoleSink, JsonlSink, Sink, ZmqPublishSink, bind_endpoint
 from lorarffi.capture.sources import open_source
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import CaptureError, ConfigError
-from lorarffi.rffi.cli import main
-from lorarffi.rffi.live import DetectionOnly, LatencyHistogram, LivePipeline
+from lorarffi.cli import main
+from lorarffi.live.pipeline import DetectionOnly, LatencyHistogram, LivePipeline
 
 CFG = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1e6)
 N_SECONDS = 2.5
@@ -48,7 +48,7 @@ class Collect(Sink):
 @pytest.fixture(scope="module")
 def stream(tmp_path_factory):
     """A 2.5 s simulated 1 MS/s stream of 3 devices as a cf32 file, with its ground truth."""
-    from lorarffi.datasets.simulate import StreamSimulator, make_fleet
+    from lorarffi.sim.simulate import StreamSimulator, make_fleet
 
     sim = StreamSimulator(make_fleet(3, seed=0), CFG, seed=4, snr_db=(20.0, 30.0), mean_interval_s=0.15)
     _, iq = sim.read(int(N_SECONDS * CFG.fs_hz))
@@ -281,7 +281,7 @@ def test_zmq_publisher_sends_one_json_message_per_decision(stream) -> None:
 
 
 def test_record_and_preamble_sinks_write_what_was_detected(stream, tmp_path) -> None:
-    from lorarffi.capture.sinks import PreambleSink, SigMFSink
+    from lorarffi.live.sinks import PreambleSink, SigMFSink
     from lorarffi.datasets.native import open_preamble_file
     from lorarffi.datasets.recording import open_recording
 
@@ -485,7 +485,7 @@ def test_real_recordings_give_the_same_packets_through_file_and_soapysdr(
 def test_classifier_stage_refuses_preambles_at_another_rate_than_the_model(offline) -> None:
     from types import SimpleNamespace
 
-    from lorarffi.rffi.live import ClassifierStage
+    from lorarffi.live.pipeline import ClassifierStage
 
     fake = SimpleNamespace(cfg=CFG.replace(fs_hz=2e6), classify=None)  # trained at 2 MS/s
     with pytest.raises(ConfigError, match="preambles at 1e\\+06 Hz"):
@@ -505,7 +505,7 @@ class FailingSource(ThreadedSource):
 
 
 def test_a_device_failure_ends_the_run_with_its_error_and_sinks_closed(stream, tmp_path) -> None:
-    from lorarffi.capture.sinks import SigMFSink
+    from lorarffi.live.sinks import SigMFSink
     from lorarffi.datasets.recording import open_recording
 
     _, iq, _ = stream
@@ -528,7 +528,7 @@ def test_decisions_do_not_depend_on_how_the_source_chunks_the_stream(chunk, stre
 
 
 def test_virtual_radio_packets_are_found_where_the_simulator_sent_them() -> None:
-    from lorarffi.capture.sim import SimSource
+    from lorarffi.capture.sim_source import SimSource
 
     src = SimSource(
         CFG, n_devices=3, n_rogues=1, seed=21, duration_s=2.0, snr_db=(20.0, 30.0), mean_interval_s=0.2

@@ -15,8 +15,8 @@ import pytest
 
 from lorarffi.capture.sources import open_source
 from lorarffi.dsp.config import LoRaConfig
-from lorarffi.rffi.cli import main
-from lorarffi.rffi.live import ClassifierStage, LivePipeline
+from lorarffi.cli import main
+from lorarffi.live.pipeline import ClassifierStage, LivePipeline
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ CFG = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1e6)
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from lorarffi.datasets.simulate import Session, make_fleet, simulate_preamble_set
+    from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set
     from lorarffi.rffi.train import TrainConfig, train
 
     ps = simulate_preamble_set(
@@ -38,7 +38,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stream(tmp_path_factory):
-    from lorarffi.datasets.simulate import StreamSimulator, make_fleet
+    from lorarffi.sim.simulate import StreamSimulator, make_fleet
 
     sim = StreamSimulator(make_fleet(3, seed=0), CFG, seed=4, snr_db=(20.0, 30.0), mean_interval_s=0.15)
     _, iq = sim.read(2_500_000)

@@ -12,7 +12,7 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
-from lorarffi.datasets.simulate import Session, make_fleet, simulate_preamble_set
+from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.rffi.train import TrainConfig, train
 

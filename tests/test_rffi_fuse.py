@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from lorarffi.rffi._fuse import fuse_conv_bn
+from lorarffi.rffi.fuse import fuse_conv_bn
 from lorarffi.rffi.models import build_model, list_models
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lorarffi.datasets.simulate import Session, make_fleet, simulate_preamble_set
+from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import ConfigError, ModelError
 from lorarffi.rffi.checkpoint import read_config

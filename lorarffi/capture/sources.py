@@ -107,7 +107,7 @@ def open_source(spec: str, **options: Any) -> Source:
     if kind == "file":
         if not rest:
             raise ConfigError("source 'file:' names no file: use file:PATH")
-        from lorarffi.capture.replay import FileSource
+        from lorarffi.capture.file_source import FileSource
 
         return FileSource(rest, **opts)
     if kind in ("zmq", "zmq+pull"):
@@ -116,7 +116,7 @@ def open_source(spec: str, **options: Any) -> Source:
         from lorarffi.capture.zmq_source import ZmqSource
 
         return ZmqSource(rest, pattern="pull" if kind == "zmq+pull" else "sub", **opts)
-    from lorarffi.capture.sim import SimSource
+    from lorarffi.capture.sim_source import SimSource
     from lorarffi.dsp.config import LoRaConfig
 
     fs_hz = opts.pop("fs_hz", None)

@@ -1,4 +1,4 @@
-"""Datasets: the public LoRa_RFFI HDF5 layout, our own HDF5 schema, SigMF recordings, the device simulator.
+"""Datasets: the public LoRa_RFFI HDF5 layout, our own HDF5 schema, raw/WAV/SigMF recordings, torch datasets.
 
 May use :mod:`lorarffi.dsp`; never :mod:`lorarffi.capture` or :mod:`lorarffi.rffi`.
 """
@@ -14,16 +14,6 @@ from lorarffi.datasets.native import (
 from lorarffi.datasets.public import load_public
 from lorarffi.datasets.recording import RAW_FORMATS, SIGMF_DATATYPES, Recording, open_recording
 from lorarffi.datasets.sigmf_io import SigMFRecorder, make_annotation, write_sigmf
-from lorarffi.datasets.simulate import (
-    DeviceProfile,
-    PreambleSet,
-    Session,
-    StreamSimulator,
-    TransmissionEvent,
-    make_fleet,
-    simulate_preamble_set,
-    simulate_stream,
-)
 
 __all__ = [
     "Recording",
@@ -40,12 +30,4 @@ __all__ = [
     "write_sigmf",
     "SigMFRecorder",
     "make_annotation",
-    "DeviceProfile",
-    "make_fleet",
-    "Session",
-    "PreambleSet",
-    "simulate_preamble_set",
-    "TransmissionEvent",
-    "StreamSimulator",
-    "simulate_stream",
 ]

@@ -2,7 +2,7 @@
 
 The data flow: :class:`SortedBatchSampler` yields :class:`BatchRequest` s (sorted row indices plus a seed);
 :class:`PreambleDataset` reads those rows in one HDF5 read (sorted indices read in runs), applies an
-:class:`Augmentation` to the whole batch at once (vectorised numpy, :mod:`lorarffi.datasets.channel`) and
+:class:`Augmentation` to the whole batch at once (vectorised numpy, :mod:`lorarffi.sim.channel`) and
 returns complex64 IQ and int64 labels as tensors. :func:`make_loader` wires them into a ``DataLoader`` with
 ``batch_size=None`` (the sampler already makes batches). Worker processes each open the file themselves (the
 :class:`~lorarffi.datasets.native.PreambleFile` is pickled as a path), so no file is copied into memory.
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from lorarffi.datasets import channel
+from lorarffi.sim import channel
 from lorarffi.datasets.native import PreambleFile, open_preamble_file
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import ConfigError

@@ -28,7 +28,7 @@ import numpy.typing as npt
 from lorarffi.dsp.cfo import compensate_cfo
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import ConfigError
-from lorarffi.rffi._features import compute_features
+from lorarffi.rffi.features import compute_features
 from lorarffi.rffi.checkpoint import ModelDirConfig, load_model, save_hybrid_state
 from lorarffi.rffi.hybrid import CfoGate, GateResult
 from lorarffi.rffi.preprocess import rms_normalize
@@ -97,7 +97,7 @@ class Classifier:
     def __init__(self, model, config: ModelDirConfig, model_dir: pathlib.Path | None = None) -> None:
         import torch
 
-        from lorarffi.rffi._fuse import fuse_conv_bn
+        from lorarffi.rffi.fuse import fuse_conv_bn
 
         # eval-mode copy with BatchNorm folded into the convolutions, in channels-last layout (oneDNN's fast
         # path for convolutions and pooling on CPU; harmless on CUDA)

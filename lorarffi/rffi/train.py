@@ -33,8 +33,8 @@ import numpy.typing as npt
 
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import ConfigError, ModelError
-from lorarffi.rffi._augment import Augmenter
-from lorarffi.rffi._features import compute_features, shape_hparams
+from lorarffi.rffi.augment import Augmenter
+from lorarffi.rffi.features import compute_features, shape_hparams
 from lorarffi.rffi.checkpoint import ModelDirConfig, fingerprint_arrays, save_model_dir
 from lorarffi.rffi.hybrid import CfoGate, GateParams
 from lorarffi.rffi.preprocess import preprocess_preambles, rms_normalize
@@ -308,13 +308,13 @@ def train(
     import torch
     from torch.nn import functional as F
 
-    from lorarffi.rffi import _ddp
+    from lorarffi.rffi import ddp
     from lorarffi.rffi.models import build_model, channels_last_batch
 
     t_start = time.perf_counter()
     tc = tc or TrainConfig()
     out = pathlib.Path(out_dir)
-    rank, world_size = _ddp.world()
+    rank, world_size = ddp.world()
     if device is None:
         device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
     x_raw = np.asarray(iq)
@@ -353,7 +353,7 @@ def train(
     # far faster in that layout (measured on 2 cores, batch 32: INFOCOM IQ CNN 2.4x, TIFS ResNet 1.2x).
     model.to(device, memory_format=torch.channels_last)
     if world_size > 1:
-        _ddp.convert_batchnorm(model)
+        ddp.convert_batchnorm(model)
         model.to(device, memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     if tc.optimizer == "adam":

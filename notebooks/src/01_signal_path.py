@@ -9,7 +9,7 @@
 import matplotlib.pyplot as plt
 import numpy as np
 
-from lorarffi.datasets.simulate import Session, make_fleet, simulate_stream
+from lorarffi.sim.simulate import Session, make_fleet, simulate_stream
 from lorarffi.dsp import LoRaConfig, channel_independent_spectrogram, detect
 
 cfg = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1e6)
@@ -47,6 +47,6 @@ fig.tight_layout()
 # ## What each simulated impairment does to a preamble
 
 # %%
-from lorarffi.datasets.gallery import impairment_gallery
+from lorarffi.sim.gallery import impairment_gallery
 
 impairment_gallery(cfg, seed=0)

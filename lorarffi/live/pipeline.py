@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from lorarffi.capture.base import Source
-from lorarffi.capture.sinks import Sink
+from lorarffi.live.sinks import Sink
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import ConfigError
 
@@ -246,7 +246,7 @@ class LivePipeline:
     clock : callable
         Monotonic clock in seconds, shared with the source's arrival times.
     progress_period_s : float
-        Sinks' :meth:`~lorarffi.capture.sinks.Sink.on_progress` is called at most this often (wall clock).
+        Sinks' :meth:`~lorarffi.live.sinks.Sink.on_progress` is called at most this often (wall clock).
     """
 
     def __init__(

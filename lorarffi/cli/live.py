@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lorarffi.rffi.cli._common import add_lora_args, si_float
+from lorarffi.cli.common import add_lora_args, si_float
 
 __all__ = ["register", "run"]
 
@@ -159,10 +159,10 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import sys
 
-    from lorarffi.capture.sinks import ConsoleSink, JsonlSink, PreambleSink, SigMFSink, ZmqPublishSink
+    from lorarffi.live.sinks import ConsoleSink, JsonlSink, PreambleSink, SigMFSink, ZmqPublishSink
     from lorarffi.capture.sources import open_source
     from lorarffi.errors import ConfigError
-    from lorarffi.rffi.live import ClassifierStage, DetectionOnly, LivePipeline, stop_on_signals
+    from lorarffi.live.pipeline import ClassifierStage, DetectionOnly, LivePipeline, stop_on_signals
 
     log = logging.getLogger("lorarffi.live")
     if args.fs_hz is not None and args.rate_hz is not None and args.fs_hz != args.rate_hz:

@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 
 from lorarffi.errors import ConfigError
-from lorarffi.rffi.cli._common import add_lora_args, si_float
+from lorarffi.cli.common import add_lora_args, si_float
 
 __all__ = ["register", "run", "parse_snr_range"]
 
@@ -124,7 +124,7 @@ def _cfg(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from lorarffi.datasets.simulate import Session, make_fleet
+    from lorarffi.sim.simulate import Session, make_fleet
 
     if args.devices < 1:
         raise ConfigError(f"--devices {args.devices} is not valid: use 1 or more")
@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_set(args, cfg, fleet, session, provenance, np) -> int:
     from lorarffi.datasets.native import PreambleWriter
-    from lorarffi.datasets.simulate import simulate_preamble_set
+    from lorarffi.sim.simulate import simulate_preamble_set
 
     provenance = {
         **provenance,
@@ -212,7 +212,7 @@ def _run_set(args, cfg, fleet, session, provenance, np) -> int:
 
 def _run_stream(args, cfg, fleet, session, provenance) -> int:
     from lorarffi.datasets.sigmf_io import make_annotation, write_sigmf
-    from lorarffi.datasets.simulate import simulate_stream
+    from lorarffi.sim.simulate import simulate_stream
 
     iq, events = simulate_stream(
         fleet,

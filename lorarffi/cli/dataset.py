@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lorarffi.rffi.cli._common import si_float
+from lorarffi.cli.common import si_float
 
 __all__ = ["register", "run", "file_info"]
 

@@ -2,7 +2,7 @@
 
 A *device* (:class:`DeviceProfile`) is a frozen set of physical parameters: its crystal's carrier offset and
 how it drifts (warm-up after power-on, day to day, packet to packet), and its transmitter hardware impairments
-(:mod:`lorarffi.datasets.impairments`). A *fleet* (:func:`make_fleet`) is look-alike devices of one chip
+(:mod:`lorarffi.sim.impairments`). A *fleet* (:func:`make_fleet`) is look-alike devices of one chip
 model: a nominal chip plus per-device deviations scaled by ``spread``. A *session* (:class:`Session`) is one
 capture: a day, how long the devices have been on, and a place (which fixes each device's multipath channel).
 A train session and a later test session thus differ as real captures do (Shen et al. 2021 §VI: CFO falls
@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from lorarffi.datasets import channel, impairments
+from lorarffi.sim import channel, impairments
 from lorarffi.dsp.chirp import packet_layout
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import ConfigError
@@ -159,14 +159,14 @@ class DeviceProfile:
     cfo_jitter_hz : float
         RMS packet-to-packet CFO jitter, in Hz.
     iq_gain_db, iq_phase_deg : float
-        IQ imbalance of the Q branch (see :func:`~lorarffi.datasets.impairments.iq_imbalance`).
+        IQ imbalance of the Q branch (see :func:`~lorarffi.sim.impairments.iq_imbalance`).
     dc_offset_i, dc_offset_q : float
         Carrier leakage relative to the signal amplitude.
     phase_noise_rms_deg, phase_noise_corner_hz : float
-        PLL phase noise (see :func:`~lorarffi.datasets.impairments.phase_noise`).
+        PLL phase noise (see :func:`~lorarffi.sim.impairments.phase_noise`).
     sweep_coeffs_hz : tuple of float
         Legendre coefficients of the chirp frequency deviation, Hz (see
-        :func:`~lorarffi.datasets.impairments.pll_packet_waveform`).
+        :func:`~lorarffi.sim.impairments.pll_packet_waveform`).
     transient_overshoot, transient_time_constant_s, transient_ring_hz : float
         PLL settling after each frequency jump.
     ripple_db, ripple_period_hz, ripple_phase_rad : float

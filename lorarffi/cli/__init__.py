@@ -1,7 +1,9 @@
 """The ``lora-rffi`` command line.
 
-Each subcommand lives in its own module of this package and defines ``register(subparsers)``, which adds its
-parser and sets ``func`` to a callable ``(args) -> int``. Modules whose name starts with ``_`` are helpers.
+Each subcommand lives in its own module of this package (listed in :data:`SUBCOMMANDS`) and defines
+``register(subparsers)``, which adds its parser and sets ``func`` to a callable ``(args) -> int``. The other
+modules are shared helpers: :mod:`~lorarffi.cli.common` (flag groups, the one args -> LoRaConfig builder) and
+:mod:`~lorarffi.cli.data` (dataset selection).
 Subcommand modules import heavy dependencies (torch, h5py, zmq) inside their ``run`` function, so
 ``lora-rffi --help`` stays fast.
 
@@ -14,20 +16,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import pkgutil
 import sys
 from collections.abc import Sequence
 
 from lorarffi import __version__
 from lorarffi.errors import LoraRffiError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "SUBCOMMANDS"]
 
 PROG = "lora-rffi"
 
 
-def _subcommand_modules() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+# One module per subcommand, in the order ``--help`` lists them.
+SUBCOMMANDS = ("capture", "dataset", "detect", "evaluate", "export_onnx", "live", "simulate", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _subcommand_modules():
+    for name in SUBCOMMANDS:
         module = importlib.import_module(f"{__name__}.{name}")
         module.register(sub)
     return parser

@@ -4,7 +4,7 @@ Every function takes IQ of shape (N, L) or (L,) and per-packet parameters as sca
 returns a new complex64 array of the same shape and never writes into its argument. Randomness (phase noise)
 comes from an explicit ``rng``.
 
-The transmitter model (used by :mod:`lorarffi.datasets.simulate`), in signal order:
+The transmitter model (used by :mod:`lorarffi.sim.simulate`), in signal order:
 
 1. :func:`pll_packet_waveform`: the packet's chirps synthesised with a perturbed frequency trajectory. A LoRa
    transmitter (SX127x/SX126x) makes its chirps by modulating a fractional-N PLL directly, so the sweep is not
@@ -20,9 +20,9 @@ The transmitter model (used by :mod:`lorarffi.datasets.simulate`), in signal ord
    acts only where steps 1-4 make the envelope vary; that is physically right, not an omission.
 
 The carrier frequency offset is applied after all of these (the offset LO up-converts the impaired baseband),
-see :func:`lorarffi.datasets.channel.frequency_shift`.
+see :func:`lorarffi.sim.channel.frequency_shift`.
 
-Ranges and sources are documented in :func:`lorarffi.datasets.simulate.make_fleet`.
+Ranges and sources are documented in :func:`lorarffi.sim.simulate.make_fleet`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import numpy.typing as npt
 from scipy import fft as sp_fft
 from scipy import signal
 
-from lorarffi.datasets import _trajectory
+from lorarffi.sim import trajectory
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import ConfigError
 
@@ -109,7 +109,7 @@ def pll_packet_waveform(
     transient_overshoot : float or (N,)
         Fraction of each frequency jump the PLL does not follow instantly (0 = ideal two-point modulation).
         The settling error integrates to zero (a type-II PLL ends without phase error), so it leaves the
-        packet's mean frequency alone; see :func:`lorarffi.datasets._trajectory.transient_phase`.
+        packet's mean frequency alone; see :func:`lorarffi.sim.trajectory.transient_phase`.
     transient_time_constant_s : float or (N,)
         Exponential settling time constant after a jump, in s.
     transient_ring_hz : float or (N,)
@@ -139,20 +139,20 @@ def pll_packet_waveform(
     payload = np.asarray(payload_symbols, dtype=np.int64).ravel()
     if payload.size and (payload.min() < 0 or payload.max() >= cfg.n_chips):
         raise ConfigError(f"payload symbol values must lie in 0..{cfg.n_chips - 1} for sf={cfg.sf}")
-    pieces = _trajectory.packet_pieces(cfg, payload, n_pre, sw)
+    pieces = trajectory.packet_pieces(cfg, payload, n_pre, sw)
     t = t0[:, None] + np.arange(int(n_samples)) / cfg.fs_hz
-    loc = _trajectory.locate(pieces, t)
-    phase = _trajectory.ideal_phase(pieces, loc)
+    loc = trajectory.locate(pieces, t)
+    phase = trajectory.ideal_phase(pieces, loc)
     coeffs = np.asarray(sweep_coeffs_hz, dtype=np.float64)
     if coeffs.size:
         coeffs = np.broadcast_to(np.atleast_2d(coeffs), (n, coeffs.shape[-1]))
-        phase += _trajectory.sweep_phase(pieces, loc, coeffs, cfg.bw_hz)
+        phase += trajectory.sweep_phase(pieces, loc, coeffs, cfg.bw_hz)
     overshoot = _col(transient_overshoot, n, "transient_overshoot")
     if np.any(overshoot):
         tau = _col(transient_time_constant_s, n, "transient_time_constant_s")
         if np.any(tau <= 0):
             raise ConfigError("transient_time_constant_s must be > 0")
-        phase += _trajectory.transient_phase(pieces, loc, overshoot, tau, _col(transient_ring_hz, n, "ring"))
+        phase += trajectory.transient_phase(pieces, loc, overshoot, tau, _col(transient_ring_hz, n, "ring"))
     x = _cis(phase)
     ramp = _col(pa_ramp_s, n, "pa_ramp_s")
     x *= _ramp_envelope(t, pieces.duration_s, ramp).astype(np.float32)

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from lorarffi.rffi.cli._common import add_lora_args
+from lorarffi.cli.common import add_lora_args
 
 __all__ = ["register", "run"]
 

@@ -1,6 +1,6 @@
 """``lora-rffi train DATA.h5 --out MODEL_DIR``: train a closed-set classifier (see lorarffi.rffi.train).
 
-Data parallel: ``torchrun --nproc-per-node 2 -m lorarffi.rffi.cli train ...`` (gloo on CPU, NCCL on CUDA).
+Data parallel: ``torchrun --nproc-per-node 2 -m lorarffi.cli train ...`` (gloo on CPU, NCCL on CUDA).
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from lorarffi.rffi.cli._common import add_lora_args, int_range, slice_arg
+from lorarffi.cli.common import add_lora_args, int_range, slice_arg
 
 __all__ = ["register", "run"]
 
@@ -71,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from lorarffi.errors import ConfigError
-    from lorarffi.rffi import _ddp
-    from lorarffi.rffi.cli._data import load_selection
+    from lorarffi.rffi import ddp
+    from lorarffi.cli.data import load_selection
     from lorarffi.rffi.hybrid import GateParams
     from lorarffi.rffi.train import TrainConfig, train
 
@@ -109,12 +109,12 @@ def run(args: argparse.Namespace) -> int:
         max_time_s=args.max_time_s,
         gate=gate,
     )
-    _ddp.init_from_env()
+    ddp.init_from_env()
     iq, ids, cfg, info = load_selection(args)
     result = train(
         iq, ids, cfg, args.out, tc, resume=args.resume, progress=not args.no_progress, data_info=info
     )
-    rank, _ = _ddp.world()
+    rank, _ = ddp.world()
     if rank == 0:
         print(
             json.dumps(

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from lorarffi.datasets import channel, impairments
+from lorarffi.sim import channel, impairments
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.dsp.spectrogram import spectrogram
 

@@ -3,7 +3,7 @@
 Applied to preprocessed packets (:func:`~lorarffi.rffi.preprocess.preprocess_preambles`) before they are
 normalised again and turned into features: a random multipath channel (exponential power
 delay profile, Rician first path, static over the packet; TIFS 2022 §V-A), a CFO shift, and white noise at a
-random in-band SNR. The impairments themselves are :mod:`lorarffi.datasets.channel`'s.
+random in-band SNR. The impairments themselves are :mod:`lorarffi.sim.channel`'s.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from lorarffi.datasets.channel import add_awgn, apply_multipath, draw_multipath, frequency_shift
+from lorarffi.sim.channel import add_awgn, apply_multipath, draw_multipath, frequency_shift
 from lorarffi.errors import ConfigError
 
 __all__ = ["AUGMENTATIONS", "Augmenter"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lorarffi.rffi.cli._common import si_float
+from lorarffi.cli.common import si_float
 
 __all__ = ["register", "run"]
 
@@ -81,10 +81,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from lorarffi.capture.sinks import SigMFSink
+    from lorarffi.live.sinks import SigMFSink
     from lorarffi.capture.soapy import SoapySource
     from lorarffi.errors import ConfigError
-    from lorarffi.rffi.live import stop_on_signals
+    from lorarffi.live.pipeline import stop_on_signals
 
     log = logging.getLogger("lorarffi.capture")
     if args.duration_s is not None and not args.duration_s > 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from lorarffi.rffi.cli._common import int_range, slice_arg
+from lorarffi.cli.common import int_range, slice_arg
 
 __all__ = ["register", "run"]
 
@@ -31,7 +31,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lorarffi.errors import ConfigError
-    from lorarffi.rffi.cli._data import load_selection
+    from lorarffi.cli.data import load_selection
     from lorarffi.rffi.evaluate import evaluate, write_plots
     from lorarffi.rffi.inference import load_classifier
 

@@ -1,0 +1,4 @@
+"""The live pipeline: source -> detector -> decision stage -> sinks, typed decision records, console, summary.
+
+May use :mod:`lorarffi.rffi`, :mod:`lorarffi.capture` and everything below them; never :mod:`lorarffi.cli`.
+"""
