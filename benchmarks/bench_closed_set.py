@@ -76,8 +76,8 @@ def _day1_capture(cfg, fleet, duration_min: float, seed: int):
 
 
 def _data():
-    from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set
     from lorarffi.dsp.config import LoRaConfig
+    from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set
 
     cfg = LoRaConfig()
     fleet = make_fleet(N_DEVICES, seed=2026, spread=SPREAD)

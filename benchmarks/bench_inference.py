@@ -65,8 +65,8 @@ def _model_dir(name: str, rep: str, cfg, tmp: str) -> str:
     import torch
 
     from lorarffi.dsp.representation import RepresentationConfig, output_shape
-    from lorarffi.rffi.features import shape_hparams
     from lorarffi.rffi.checkpoint import ModelDirConfig, save_model_dir
+    from lorarffi.rffi.features import shape_hparams
     from lorarffi.rffi.hybrid import CfoGate
     from lorarffi.rffi.models import build_model
 
@@ -92,10 +92,10 @@ def _model_dir(name: str, rep: str, cfg, tmp: str) -> str:
 def run() -> str:
     import torch
 
-    from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set
     from lorarffi.dsp.config import LoRaConfig
     from lorarffi.rffi.inference import load_classifier
     from lorarffi.rffi.preprocess import preprocess_preambles
+    from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set
 
     torch.set_num_threads(N_THREADS)
     cfg = LoRaConfig()

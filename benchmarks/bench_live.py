@@ -82,8 +82,8 @@ def _make_recording(path: pathlib.Path, cfg) -> tuple[int, int]:
 
 
 def _train_model(out: pathlib.Path, cfg) -> None:
-    from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set
     from lorarffi.rffi.train import TrainConfig, train
+    from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set
 
     ps = simulate_preamble_set(
         make_fleet(N_DEVICES, seed=0),
@@ -98,9 +98,8 @@ def _train_model(out: pathlib.Path, cfg) -> None:
 
 def _offline_count(path: pathlib.Path, cfg) -> int:
     """Packets the detector finds in one pass over the recording (the per-loop reference)."""
-    from lorarffi.dsp.detect import StreamDetector
-
     from lorarffi.datasets.recording import open_recording
+    from lorarffi.dsp.detect import StreamDetector
 
     det = StreamDetector(cfg)
     n = 0
@@ -114,10 +113,10 @@ def run() -> str:
     import torch
 
     from lorarffi.capture.file_source import FileSource
-    from lorarffi.live.sinks import JsonlSink
     from lorarffi.dsp.config import LoRaConfig
-    from lorarffi.rffi.inference import load_classifier
     from lorarffi.live.pipeline import ClassifierStage, LivePipeline
+    from lorarffi.live.sinks import JsonlSink
+    from lorarffi.rffi.inference import load_classifier
 
     torch.set_num_threads(1)
     wall_s = float(os.environ.get("LORARFFI_SOAK_S", "600"))

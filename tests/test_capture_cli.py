@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from lorarffi.errors import CaptureError
 from lorarffi.cli import main
+from lorarffi.errors import CaptureError
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import h5py
 import numpy as np
 import pytest
 
+from lorarffi.cli import main
 from lorarffi.datasets.native import PreambleWriter, load_dataset
 from lorarffi.datasets.public import load_public
 from lorarffi.dsp.config import LoRaConfig
-from lorarffi.cli import main
 
 DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 CFG = LoRaConfig(sf=8, bw_hz=250e3, fs_hz=500e3, sync_word=0x34)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from lorarffi.dsp import LoRaConfig, packet_waveform
 from lorarffi.cli import main
+from lorarffi.dsp import LoRaConfig, packet_waveform
 
 DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 CFG = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1e6)

@@ -8,10 +8,10 @@ import pathlib
 import numpy as np
 import pytest
 
-from lorarffi.datasets.native import PreambleWriter
-from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set
-from lorarffi.dsp.config import LoRaConfig
 from lorarffi.cli import main
+from lorarffi.datasets.native import PreambleWriter
+from lorarffi.dsp.config import LoRaConfig
+from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set
 
 CFG = LoRaConfig()
 

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import special
 
-from lorarffi.sim import channel
 from lorarffi.dsp import LoRaConfig, packet_waveform
 from lorarffi.errors import ConfigError
+from lorarffi.sim import channel
 
 CFG = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1e6)
 

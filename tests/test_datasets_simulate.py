@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 from numpy.polynomial import legendre
 
+from lorarffi.dsp import LoRaConfig, packet_waveform, upchirp
+from lorarffi.dsp.spectrogram import channel_independent_spectrogram
+from lorarffi.errors import ConfigError
 from lorarffi.sim import impairments
 from lorarffi.sim.simulate import (
     CHIPS,
@@ -18,9 +21,6 @@ from lorarffi.sim.simulate import (
     make_fleet,
     simulate_preamble_set,
 )
-from lorarffi.dsp import LoRaConfig, packet_waveform, upchirp
-from lorarffi.dsp.spectrogram import channel_independent_spectrogram
-from lorarffi.errors import ConfigError
 
 CFG = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1e6)
 

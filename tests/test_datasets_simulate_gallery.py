@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lorarffi.sim.gallery import impairment_examples, impairment_gallery
 from lorarffi.dsp import LoRaConfig, packet_waveform
+from lorarffi.sim.gallery import impairment_examples, impairment_gallery
 
 
 def test_each_gallery_example_is_the_clean_preamble_changed_by_one_impairment():

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lorarffi.sim.simulate import Session, StreamSimulator, make_fleet, simulate_stream
 from lorarffi.dsp import LoRaConfig, downchirp, packet_waveform
 from lorarffi.errors import ConfigError
+from lorarffi.sim.simulate import Session, StreamSimulator, make_fleet, simulate_stream
 
 CFG = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1e6)
 FLEET = make_fleet(3, seed=4)
@@ -142,8 +142,8 @@ def test_simulated_packet_head_matches_an_independent_lora_transmitter(name):
     meta = DATA / f"{name}.sigmf-meta"
     if not meta.exists():
         pytest.skip(f"{meta} not available")
-    from lorarffi.sim.impairments import pll_packet_waveform
     from lorarffi.datasets.recording import open_recording
+    from lorarffi.sim.impairments import pll_packet_waveform
 
     sf = int(name.split("_")[0][2:])
     bw = float(name.split("_")[1][2:-1]) * 1e3

@@ -11,7 +11,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from lorarffi.datasets.native import PreambleWriter, open_preamble_file  # noqa: E402
-from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set  # noqa: E402
 from lorarffi.datasets.torch_data import (  # noqa: E402
     Augmentation,
     BatchRequest,
@@ -22,6 +21,7 @@ from lorarffi.datasets.torch_data import (  # noqa: E402
 )
 from lorarffi.dsp import LoRaConfig, packet_waveform  # noqa: E402
 from lorarffi.errors import ConfigError  # noqa: E402
+from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set  # noqa: E402
 
 CFG = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1e6)
 

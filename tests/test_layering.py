@@ -96,7 +96,10 @@ def _fake_package(root: pathlib.Path, files: dict[str, str]) -> pathlib.Path:
     ],
 )
 def test_layering_check_catches_a_planted_wrong_arrow(tmp_path: pathlib.Path, module: str, text: str) -> None:
-    good = {"dsp/ok.py": "from lorarffi.errors import ConfigError\n", "cli/ok.py": "from lorarffi.live import x\n"}
+    good = {
+        "dsp/ok.py": "from lorarffi.errors import ConfigError\n",
+        "cli/ok.py": "from lorarffi.live import pipeline\n",
+    }
     pkg = _fake_package(tmp_path, good)
     assert layering_violations(pkg) == []
     pkg = _fake_package(tmp_path, {module: text})

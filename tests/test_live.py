@@ -18,12 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lorarffi.capture.base import ThreadedSource
-from lorarffi.live.sinks import ConsoleSink, JsonlSink, Sink, ZmqPublishSink, bind_endpoint
 from lorarffi.capture.sources import open_source
+from lorarffi.cli import main
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import CaptureError, ConfigError
-from lorarffi.cli import main
 from lorarffi.live.pipeline import DetectionOnly, LatencyHistogram, LivePipeline
+from lorarffi.live.sinks import ConsoleSink, JsonlSink, Sink, ZmqPublishSink, bind_endpoint
 
 CFG = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1e6)
 N_SECONDS = 2.5
@@ -281,9 +281,9 @@ def test_zmq_publisher_sends_one_json_message_per_decision(stream) -> None:
 
 
 def test_record_and_preamble_sinks_write_what_was_detected(stream, tmp_path) -> None:
-    from lorarffi.live.sinks import PreambleSink, SigMFSink
     from lorarffi.datasets.native import open_preamble_file
     from lorarffi.datasets.recording import open_recording
+    from lorarffi.live.sinks import PreambleSink, SigMFSink
 
     path, iq, _ = stream
     out = tmp_path / "live.sigmf-meta"
@@ -505,8 +505,8 @@ class FailingSource(ThreadedSource):
 
 
 def test_a_device_failure_ends_the_run_with_its_error_and_sinks_closed(stream, tmp_path) -> None:
-    from lorarffi.live.sinks import SigMFSink
     from lorarffi.datasets.recording import open_recording
+    from lorarffi.live.sinks import SigMFSink
 
     _, iq, _ = stream
     out = tmp_path / "partial.sigmf-meta"

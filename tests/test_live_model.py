@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from lorarffi.capture.sources import open_source
-from lorarffi.dsp.config import LoRaConfig
 from lorarffi.cli import main
+from lorarffi.dsp.config import LoRaConfig
 from lorarffi.live.pipeline import ClassifierStage, LivePipeline
 
 pytestmark = pytest.mark.slow
@@ -25,8 +25,8 @@ CFG = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1e6)
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set
     from lorarffi.rffi.train import TrainConfig, train
+    from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set
 
     ps = simulate_preamble_set(
         make_fleet(3, seed=0), CFG, 24, session=Session(), rng=np.random.default_rng(3), snr_db=(20.0, 30.0)

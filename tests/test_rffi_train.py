@@ -10,13 +10,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import ConfigError, ModelError
 from lorarffi.rffi.checkpoint import read_config
 from lorarffi.rffi.evaluate import evaluate
 from lorarffi.rffi.inference import load_classifier
 from lorarffi.rffi.train import TrainConfig, train
+from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set
 
 CFG = LoRaConfig()
 

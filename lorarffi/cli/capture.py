@@ -81,10 +81,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from lorarffi.live.sinks import SigMFSink
     from lorarffi.capture.soapy import SoapySource
     from lorarffi.errors import ConfigError
     from lorarffi.live.pipeline import stop_on_signals
+    from lorarffi.live.sinks import SigMFSink
 
     log = logging.getLogger("lorarffi.capture")
     if args.duration_s is not None and not args.duration_s > 0:

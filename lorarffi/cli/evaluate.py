@@ -30,8 +30,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorarffi.errors import ConfigError
     from lorarffi.cli.data import load_selection
+    from lorarffi.errors import ConfigError
     from lorarffi.rffi.evaluate import evaluate, write_plots
     from lorarffi.rffi.inference import load_classifier
 

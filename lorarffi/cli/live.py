@@ -159,10 +159,10 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import sys
 
-    from lorarffi.live.sinks import ConsoleSink, JsonlSink, PreambleSink, SigMFSink, ZmqPublishSink
     from lorarffi.capture.sources import open_source
     from lorarffi.errors import ConfigError
     from lorarffi.live.pipeline import ClassifierStage, DetectionOnly, LivePipeline, stop_on_signals
+    from lorarffi.live.sinks import ConsoleSink, JsonlSink, PreambleSink, SigMFSink, ZmqPublishSink
 
     log = logging.getLogger("lorarffi.live")
     if args.fs_hz is not None and args.rate_hz is not None and args.fs_hz != args.rate_hz:

@@ -16,8 +16,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from lorarffi.errors import ConfigError
 from lorarffi.cli.common import add_lora_args, si_float
+from lorarffi.errors import ConfigError
 
 __all__ = ["register", "run", "parse_snr_range"]
 

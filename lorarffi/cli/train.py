@@ -70,9 +70,9 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from lorarffi.cli.data import load_selection
     from lorarffi.errors import ConfigError
     from lorarffi.rffi import ddp
-    from lorarffi.cli.data import load_selection
     from lorarffi.rffi.hybrid import GateParams
     from lorarffi.rffi.train import TrainConfig, train
 

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from lorarffi.sim import channel
 from lorarffi.datasets.native import PreambleFile, open_preamble_file
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import ConfigError
+from lorarffi.sim import channel
 
 __all__ = [
     "Augmentation",

@@ -53,11 +53,11 @@ import numpy as np
 import numpy.typing as npt
 import scipy.fft
 
-from lorarffi.dsp.resample import StreamResampler
-from lorarffi.dsp.sample_store import SampleStore
 from lorarffi.dsp.chirp import sync_word_from_symbols, upchirp
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.dsp.packet import Packet
+from lorarffi.dsp.resample import StreamResampler
+from lorarffi.dsp.sample_store import SampleStore
 from lorarffi.errors import ConfigError, InputDataError
 
 __all__ = ["StreamDetector", "detect"]

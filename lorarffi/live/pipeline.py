@@ -32,9 +32,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from lorarffi.capture.base import Source
-from lorarffi.live.sinks import Sink
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import ConfigError
+from lorarffi.live.sinks import Sink
 
 __all__ = [
     "DecisionStage",

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from lorarffi.sim.channel import add_awgn, apply_multipath, draw_multipath, frequency_shift
 from lorarffi.errors import ConfigError
+from lorarffi.sim.channel import add_awgn, apply_multipath, draw_multipath, frequency_shift
 
 __all__ = ["AUGMENTATIONS", "Augmenter"]
 

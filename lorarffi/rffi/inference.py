@@ -28,8 +28,8 @@ import numpy.typing as npt
 from lorarffi.dsp.cfo import compensate_cfo
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import ConfigError
-from lorarffi.rffi.features import compute_features
 from lorarffi.rffi.checkpoint import ModelDirConfig, load_model, save_hybrid_state
+from lorarffi.rffi.features import compute_features
 from lorarffi.rffi.hybrid import CfoGate, GateResult
 from lorarffi.rffi.preprocess import rms_normalize
 

@@ -34,8 +34,8 @@ import numpy.typing as npt
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import ConfigError, ModelError
 from lorarffi.rffi.augment import Augmenter
-from lorarffi.rffi.features import compute_features, shape_hparams
 from lorarffi.rffi.checkpoint import ModelDirConfig, fingerprint_arrays, save_model_dir
+from lorarffi.rffi.features import compute_features, shape_hparams
 from lorarffi.rffi.hybrid import CfoGate, GateParams
 from lorarffi.rffi.preprocess import preprocess_preambles, rms_normalize
 

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from lorarffi.sim import channel, impairments
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.dsp.spectrogram import spectrogram
+from lorarffi.sim import channel, impairments
 
 __all__ = ["impairment_gallery", "impairment_examples"]
 

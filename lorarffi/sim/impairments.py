@@ -32,9 +32,9 @@ import numpy.typing as npt
 from scipy import fft as sp_fft
 from scipy import signal
 
-from lorarffi.sim import trajectory
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import ConfigError
+from lorarffi.sim import trajectory
 
 __all__ = [
     "pll_packet_waveform",

@@ -29,10 +29,10 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from lorarffi.sim import channel, impairments
 from lorarffi.dsp.chirp import packet_layout
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import ConfigError
+from lorarffi.sim import channel, impairments
 
 __all__ = [
     "CARRIER_FREQ_HZ",
