@@ -115,7 +115,7 @@ def _evaluate(model_dir, ps, *, margin_hz=None, tracking=None, weighting=None):
     from lorarffi.rffi.evaluate import evaluate
     from lorarffi.rffi.inference import load_classifier
 
-    clf = load_classifier(model_dir, device="cpu")
+    clf = load_classifier(model_dir, torch_device="cpu")
     if clf.gate is not None:
         p = clf.gate.params
         clf.gate.params = dataclasses.replace(

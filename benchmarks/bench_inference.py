@@ -108,7 +108,7 @@ def run() -> str:
     speeds: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, (rep, (target_pps, target_p99)) in MODELS.items():
-            clf = load_classifier(_model_dir(name, rep, cfg, tmp), device="cpu")
+            clf = load_classifier(_model_dir(name, rep, cfg, tmp), torch_device="cpu")
             feats = torch.from_numpy(clf.features(iq[:1], cfo[:1]))
             macs = count_macs(clf.model, feats)
             clf.classify(iq, cfo, track=False)  # warm-up

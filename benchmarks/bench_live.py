@@ -138,7 +138,7 @@ def run() -> str:
         sinks = [monitor, JsonlSink(tmpd / "decisions.jsonl")]
         pipeline = LivePipeline(
             source,
-            clf.cfg.replace(fs_hz=FS_HZ),
+            clf.lora.replace(fs_hz=FS_HZ),
             decider=ClassifierStage(clf),
             sinks=sinks,
             duration_s=wall_s * SPEED,

@@ -68,7 +68,7 @@ def test_round_trip_restores_weights_config_and_outputs(saved, monkeypatch) -> N
     monkeypatch.setattr(pickle, "load", no_unpickling)
     monkeypatch.setattr(pickle, "loads", no_unpickling)
     monkeypatch.setattr(torch, "load", no_unpickling)
-    loaded, cfg = load_model(path, device="cpu")
+    loaded, cfg = load_model(path, torch_device="cpu")
     assert not loaded.training
     x = torch.randn(4, 1, 102, 62)
     with torch.no_grad():
@@ -110,11 +110,11 @@ def test_errors_name_the_problem(saved, tmp_path: pathlib.Path) -> None:
     doc["model"]["hparams"]["widths"] = [4, 8, 16]
     (path / CONFIG_FILE).write_text(json.dumps(doc))
     with pytest.raises(ModelError, match="weights do not fit"):
-        load_model(path, device="cpu")
+        load_model(path, torch_device="cpu")
     doc["format_version"] = 99
     (path / CONFIG_FILE).write_text(json.dumps(doc))
     with pytest.raises(ModelError, match="newer than this software"):
-        load_model(path, device="cpu")
+        load_model(path, torch_device="cpu")
 
 
 def test_fingerprint_depends_on_content_and_selection() -> None:
@@ -132,8 +132,8 @@ def test_classifier_gates_rejects_and_is_vectorised(saved) -> None:
     from lorarffi.rffi.inference import load_classifier
 
     path, _, _ = saved
-    clf = load_classifier(path, device="cpu")
-    assert clf.device_ids == [4, 9, 17] and clf.cfg.sf == 8
+    clf = load_classifier(path, torch_device="cpu")
+    assert clf.device_ids == [4, 9, 17] and clf.lora.sf == 8
     rng = np.random.default_rng(0)
     pre = (rng.standard_normal((5, 8192)) + 1j * rng.standard_normal((5, 8192))).astype(np.complex64)
     cfo = np.array([2.5, 905.0, -695.0, 5000.0, 60.0])  # the 4th is outside every gate interval
@@ -153,7 +153,7 @@ def test_classifier_gates_rejects_and_is_vectorised(saved) -> None:
     clf.classify(pre[[0, 4]], np.array([40.0, 60.0]))
     assert clf.gate.center_hz[0] > before
     clf.save_state()
-    assert load_classifier(path, device="cpu").gate.center_hz[0] == pytest.approx(clf.gate.center_hz[0])
+    assert load_classifier(path, torch_device="cpu").gate.center_hz[0] == pytest.approx(clf.gate.center_hz[0])
     clf.set_tracking(False)
     moved = clf.gate.center_hz[0]
     clf.classify(pre[[0]], np.array([60.0]))

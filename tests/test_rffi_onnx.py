@@ -40,7 +40,7 @@ def test_onnxruntime_matches_torch(name: str, tmp_path: pathlib.Path) -> None:
     )
     path = export_onnx(tmp_path)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    loaded, _ = load_model(tmp_path, device="cpu")
+    loaded, _ = load_model(tmp_path, torch_device="cpu")
     for n in (1, 5):
         x = np.random.default_rng(n).normal(size=(n, *sample)).astype(np.float32)
         got = sess.run(["logits"], {"features": x})[0]

@@ -71,7 +71,7 @@ def test_training_learns_the_devices_and_writes_a_complete_model_dir(sets, tmp_p
         true = tr.cfo_hz[tr.device_ids == dev]
         assert abs(hyb["mean_hz"][k] - true.mean()) < 40  # training split (90 %) vs all packets
         assert hyb["min_hz"][k] <= true.mean() <= hyb["max_hz"][k]
-    clf = load_classifier(tmp_path / "m", device="cpu")
+    clf = load_classifier(tmp_path / "m", torch_device="cpu")
     result, _ = evaluate(clf, te.preambles, te.device_ids)
     assert result.accuracy_cnn > 0.8 and result.n_packets == te.device_ids.size
 

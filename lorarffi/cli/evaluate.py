@@ -35,10 +35,10 @@ def run(args: argparse.Namespace) -> int:
     from lorarffi.rffi.evaluate import evaluate, write_plots
     from lorarffi.rffi.inference import load_classifier
 
-    clf = load_classifier(args.model_dir, device=args.device)
+    clf = load_classifier(args.model_dir, torch_device=args.device)
     iq, ids, cfg, _ = load_selection(args)
-    if (cfg.sf, cfg.bw_hz, cfg.fs_hz) != (clf.cfg.sf, clf.cfg.bw_hz, clf.cfg.fs_hz):
-        raise ConfigError(f"{args.data}: LoRa parameters {cfg} differ from the model's {clf.cfg}")
+    if (cfg.sf, cfg.bw_hz, cfg.fs_hz) != (clf.lora.sf, clf.lora.bw_hz, clf.lora.fs_hz):
+        raise ConfigError(f"{args.data}: LoRa parameters {cfg} differ from the model's {clf.lora}")
     if args.no_tracking:
         clf.set_tracking(False)
     result, decision = evaluate(clf, iq, ids, batch_size=args.batch_size, source=args.data)

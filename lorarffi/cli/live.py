@@ -136,7 +136,7 @@ def _lora_cfg(args: argparse.Namespace, classifier, fs_hz: float | None):
     from lorarffi.dsp.config import LoRaConfig
     from lorarffi.errors import ConfigError
 
-    base = classifier.cfg if classifier is not None else LoRaConfig()
+    base = classifier.lora if classifier is not None else LoRaConfig()
     changes = {}
     if args.sf is not None:
         changes["sf"] = args.sf

@@ -79,7 +79,7 @@ class ClassifierStage:
     def decide(self, packets: Sequence[Any]) -> list[dict[str, Any]]:
         if not packets:
             return []
-        model_fs_hz = float(self.classifier.cfg.fs_hz)
+        model_fs_hz = float(self.classifier.lora.fs_hz)
         if not math.isclose(float(packets[0].preamble_fs_hz), model_fs_hz, rel_tol=1e-9):
             raise ConfigError(
                 f"the detector delivers preambles at {packets[0].preamble_fs_hz:g} Hz but the model "

@@ -191,15 +191,15 @@ def save_hybrid_state(path: str | os.PathLike, hybrid: dict[str, Any]) -> None:
     _write_json_atomic(p / HYBRID_STATE_FILE, _jsonable(hybrid))
 
 
-def load_model(path: str | os.PathLike, device=None):
-    """Load a model directory: ``(model, config)``, the model in eval mode on ``device``.
+def load_model(path: str | os.PathLike, torch_device=None):
+    """Load a model directory: ``(model, config)``, the model in eval mode on ``torch_device``.
 
     Parameters
     ----------
     path : path-like
         Model directory written by :func:`save_model_dir`.
-    device : torch.device or str, optional
-        Where to put the model; default CUDA when available, else CPU.
+    torch_device : torch.device or str, optional
+        Where to put the network; default CUDA when available, else CPU.
 
     Returns
     -------
@@ -217,8 +217,8 @@ def load_model(path: str | os.PathLike, device=None):
     wpath = p / WEIGHTS_FILE
     if not wpath.is_file():
         raise ModelError(f"{p}: no {WEIGHTS_FILE}")
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if torch_device is None:
+        torch_device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         state = load_file(str(wpath), device="cpu")
     except (SafetensorError, OSError) as exc:
@@ -229,4 +229,4 @@ def load_model(path: str | os.PathLike, device=None):
     except RuntimeError as exc:
         raise ModelError(f"{wpath}: weights do not fit model {config.model_name!r}: {exc}") from None
     model.eval()
-    return model.to(device), config
+    return model.to(torch_device), config

@@ -162,7 +162,7 @@ def evaluate(
         Per-packet decisions, in input order.
     """
     truth = np.asarray(device_ids, dtype=np.int64).reshape(-1)
-    pre = preprocess_preambles(iq, clf.cfg, compensate=True, source=source)
+    pre = preprocess_preambles(iq, clf.lora, compensate=True, source=source)
     if pre.iq.shape[0] != truth.size:
         raise ConfigError(f"{truth.size} labels for {pre.iq.shape[0]} preambles")
     logits = clf.logits(pre.iq, pre.cfo_hz)

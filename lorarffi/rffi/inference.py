@@ -84,8 +84,10 @@ class Classifier:
 
     Attributes
     ----------
-    cfg : LoRaConfig
-        LoRa parameters the model was trained for.
+    lora : LoRaConfig
+        LoRa parameters the model was trained for (``config.lora``).
+    config : ModelDirConfig
+        The model directory's whole configuration.
     device_ids : list of int
         Device id of each class.
     gate : CfoGate or None
@@ -104,7 +106,7 @@ class Classifier:
         self.model = fuse_conv_bn(model).to(memory_format=torch.channels_last)
         self.config = config
         self.model_dir = model_dir
-        self.cfg: LoRaConfig = config.lora
+        self.lora: LoRaConfig = config.lora
         self.device_ids: list[int] = list(config.device_ids)
         self._ids = np.asarray(self.device_ids, dtype=np.int64)
         self.gate: CfoGate | None = CfoGate.from_dict(config.hybrid) if config.hybrid else None
@@ -120,11 +122,11 @@ class Classifier:
         x = np.asarray(preambles)
         if x.ndim == 1:
             x = x[None, :]
-        n_samples = self.cfg.preamble_samples
+        n_samples = self.lora.preamble_samples
         if x.ndim != 2 or x.shape[1] < n_samples:
             raise ConfigError(
                 f"preambles have shape {np.shape(preambles)}, expected (N, L) with L >= {n_samples} "
-                f"(the model's {self.cfg.preamble_symbols} symbols at SF{self.cfg.sf})"
+                f"(the model's {self.lora.preamble_symbols} symbols at SF{self.lora.sf})"
             )
         x = x[:, :n_samples].astype(np.complex64, copy=False)
         if not self.config.cfo_compensation:
@@ -134,7 +136,7 @@ class Classifier:
                     "this model was trained without CFO compensation: pass cfo_hz to put the CFO back"
                 )
             x = np.asarray(
-                compensate_cfo(x, -np.asarray(cfo_hz, np.float64).reshape(-1), self.cfg.fs_hz), np.complex64
+                compensate_cfo(x, -np.asarray(cfo_hz, np.float64).reshape(-1), self.lora.fs_hz), np.complex64
             )
         return compute_features(rms_normalize(x), self.config.representation)
 
@@ -218,15 +220,15 @@ class Classifier:
         save_hybrid_state(target, self.gate.to_dict())
 
 
-def load_classifier(model_dir: str | os.PathLike, device=None) -> Classifier:
+def load_classifier(model_dir: str | os.PathLike, torch_device=None) -> Classifier:
     """Load a model directory for inference.
 
     Parameters
     ----------
     model_dir : path-like
         Written by ``lora-rffi train``.
-    device : torch.device or str, optional
-        None: CUDA when available, else CPU.
+    torch_device : torch.device or str, optional
+        Where the network runs. None: CUDA when available, else CPU.
     """
-    model, config = load_model(model_dir, device=device)
+    model, config = load_model(model_dir, torch_device=torch_device)
     return Classifier(model, config, pathlib.Path(model_dir))

@@ -40,7 +40,7 @@ def export_onnx(
     """
     import torch
 
-    model, config = load_model(model_dir, device="cpu")
+    model, config = load_model(model_dir, torch_device="cpu")
     model.eval()
     hp = config.model_hparams
     shape = list(hp["input_shape"])
