@@ -8,20 +8,6 @@ import numpy as np
 import pytest
 
 from lorarffi.cli import main
-from lorarffi.errors import CaptureError
-
-
-@pytest.fixture(scope="module")
-def replay_module():
-    from test_native_replay import build_replay_module
-
-    from lorarffi.capture.soapy import import_soapysdr
-
-    build_replay_module()
-    try:
-        import_soapysdr()
-    except CaptureError as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.fixture

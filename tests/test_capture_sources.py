@@ -211,19 +211,6 @@ def test_open_source_parses_specs_and_rejects_misplaced_options(raw_file) -> Non
 
 
 # -- SoapySDR through the replay module --------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def replay_module():
-    from test_native_replay import build_replay_module
-
-    from lorarffi.capture.soapy import import_soapysdr
-
-    build_replay_module()
-    try:
-        import_soapysdr()
-    except CaptureError as exc:
-        pytest.skip(str(exc))
-
-
 def read_soapy(args: str, **kw):
     with open_source(f"soapy:{args}", **kw) as src:
         chunks = [(s, iq.copy()) for s, iq in src]

@@ -1,8 +1,8 @@
 """ZeroMQ source against a publisher written here that speaks GNU Radio's gr-zeromq wire format.
 
-The publisher re-implements ``gr-zeromq``'s ``base_impl.cc`` / ``tag_headers.cc`` and ``pmt::serialize``
-(big-endian PMTs, 1-byte type codes): raw complex64 bytes per message, an optional key frame, an optional
-pass_tags header. Sockets bind 127.0.0.1 port 0; waits poll with timeouts.
+The messages come from ``support`` (a re-implementation of gr-zeromq's framing and ``pmt::serialize``): raw
+complex64 bytes per message, an optional key frame, an optional pass_tags header. Sockets bind 127.0.0.1
+port 0; waits poll with timeouts.
 """
 
 from __future__ import annotations
@@ -12,64 +12,22 @@ import time
 
 import numpy as np
 import pytest
+from support import (
+    gr_message,
+    pmt_dict,
+    pmt_double,
+    pmt_f32vector,
+    pmt_int,
+    pmt_symbol,
+    pmt_tuple,
+    pmt_uint64,
+)
 
 zmq = pytest.importorskip("zmq")
 
 from lorarffi.capture.zmq_source import ZmqSource, parse_tag_header, skip_pmt  # noqa: E402
 
 FS_HZ = 1e6
-
-
-# -- a reference PMT serializer and GNU Radio message builder ----------------------------------------------
-def pmt_symbol(text: str) -> bytes:
-    raw = text.encode()
-    return b"\x02" + struct.pack(">H", len(raw)) + raw
-
-
-def pmt_double(x: float) -> bytes:
-    return b"\x04" + struct.pack(">d", x)
-
-
-def pmt_int(x: int) -> bytes:
-    return b"\x03" + struct.pack(">i", x)
-
-
-def pmt_uint64(x: int) -> bytes:
-    return b"\x0b" + struct.pack(">Q", x)
-
-
-def pmt_tuple(*items: bytes) -> bytes:  # e.g. UHD's rx_time tag: (uint64 full secs, double frac secs)
-    return b"\x0c" + struct.pack(">I", len(items)) + b"".join(items)
-
-
-def pmt_dict(pairs: list[tuple[bytes, bytes]]) -> bytes:  # dicts serialize as nested pairs ending in NIL
-    out = b""
-    for k, v in pairs:
-        out += b"\x09" + b"\x07" + k + v  # dict cell whose car is the (key . value) pair
-    return out + b"\x06"
-
-
-def pmt_f32vector(values: list[float]) -> bytes:
-    return (
-        b"\x0a"
-        + b"\x08"
-        + struct.pack(">I", len(values))
-        + b"\x01\x00"
-        + struct.pack(f">{len(values)}f", *values)
-    )
-
-
-def gr_message(
-    iq: np.ndarray, *, offset: int | None = None, tags: list[tuple[int, bytes, bytes]] = ()
-) -> bytes:
-    """What a gr-zeromq sink sends for one work() call (pass_tags when ``offset`` is given)."""
-    payload = np.ascontiguousarray(iq, dtype=np.complex64).tobytes()
-    if offset is None:
-        return payload
-    header = struct.pack("<HBQQ", 0x5FF0, 0x01, offset, len(tags))
-    for tag_offset, key, value in tags:
-        header += struct.pack("<Q", tag_offset) + key + value + pmt_symbol("usrp_source1")
-    return header + payload
 
 
 class GrPublisher:

@@ -46,16 +46,10 @@ class Collect(Sink):
 
 
 @pytest.fixture(scope="module")
-def stream(tmp_path_factory):
-    """A 2.5 s simulated 1 MS/s stream of 3 devices as a cf32 file, with its ground truth."""
-    from lorarffi.sim.simulate import StreamSimulator, make_fleet
-
-    sim = StreamSimulator(make_fleet(3, seed=0), CFG, seed=4, snr_db=(20.0, 30.0), mean_interval_s=0.15)
-    _, iq = sim.read(int(N_SECONDS * CFG.fs_hz))
-    path = tmp_path_factory.mktemp("live") / "stream.cf32"
-    iq.tofile(path)
-    truth = [e for e in sim.events if e.start + e.n_samples <= iq.size]
-    return path, iq, truth
+def stream(sim_stream):
+    """A 2.5 s simulated 1 MS/s stream of 3 devices as a cf32 file, with its ground truth (conftest.py)."""
+    assert sim_stream.cfg == CFG and sim_stream.iq.size == int(N_SECONDS * CFG.fs_hz)
+    return sim_stream.path, sim_stream.iq, list(sim_stream.events)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +94,7 @@ def publish_gr(
     endpoint_holder: dict, iq: np.ndarray, *, tagged: bool, key_frame: bytes | None, ready: threading.Event
 ):
     import zmq
-    from test_capture_zmq import gr_message, pmt_double, pmt_symbol
+    from support import gr_message, pmt_double, pmt_symbol
 
     sock = zmq.Context.instance().socket(zmq.XPUB)
     sock.setsockopt(zmq.SNDHWM, 0)
@@ -144,19 +138,6 @@ def test_zmq_source_gives_the_same_decisions_as_the_file(stream, offline, tagged
     assert summary.n_samples == iq.size and summary.n_lost_samples == 0 and summary.n_bad_frames == 0
     assert [r["start"] for r in sink.records] == [p.start for p in offline]
     assert [round(r["cfo_hz"], 3) for r in sink.records] == [round(p.cfo_hz, 3) for p in offline]
-
-
-@pytest.fixture(scope="module")
-def replay_module():
-    from test_native_replay import build_replay_module
-
-    from lorarffi.capture.soapy import import_soapysdr
-
-    build_replay_module()
-    try:
-        import_soapysdr()
-    except CaptureError as exc:
-        pytest.skip(str(exc))
 
 
 def test_soapy_replay_source_gives_the_same_decisions_as_the_file(stream, offline, replay_module) -> None:

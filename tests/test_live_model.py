@@ -37,14 +37,9 @@ def model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def stream(tmp_path_factory):
-    from lorarffi.sim.simulate import StreamSimulator, make_fleet
-
-    sim = StreamSimulator(make_fleet(3, seed=0), CFG, seed=4, snr_db=(20.0, 30.0), mean_interval_s=0.15)
-    _, iq = sim.read(2_500_000)
-    path = tmp_path_factory.mktemp("live_model") / "stream.cf32"
-    iq.tofile(path)
-    return path, iq
+def stream(sim_stream):
+    assert sim_stream.cfg == CFG
+    return sim_stream.path, sim_stream.iq
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +86,10 @@ def decisions(source, model_dir, **kw) -> list[tuple]:
     return [(r["start"], r["device"], r["verdict"]) for r in sink.records]
 
 
-def test_file_soapy_and_zmq_sources_give_the_offline_decisions(stream, model_dir, reference) -> None:
-    from test_capture_zmq import gr_message
-    from test_native_replay import build_replay_module
+def test_file_soapy_and_zmq_sources_give_the_offline_decisions(
+    stream, model_dir, reference, replay_module
+) -> None:
+    from support import gr_message
 
     path, iq = stream
     assert len(reference) >= 5
@@ -102,10 +98,6 @@ def test_file_soapy_and_zmq_sources_give_the_offline_decisions(stream, model_dir
         == reference
     )
 
-    build_replay_module()
-    from lorarffi.capture.soapy import import_soapysdr
-
-    import_soapysdr()
     assert decisions(open_source(f"soapy:driver=replay,file={path},rate=1e6"), model_dir) == reference
 
     import zmq

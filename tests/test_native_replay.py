@@ -11,43 +11,16 @@ import subprocess
 import numpy as np
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-BUILD = REPO / "native" / "build"
-
-
-def build_replay_module() -> pathlib.Path:
-    """Build native/build/libSoapyReplay.so (a no-op when up to date); skip when no compiler or headers."""
-    if shutil.which("g++") is None or shutil.which("make") is None:
-        pytest.skip("g++/make not installed")
-    res = subprocess.run(
-        ["make", "-s", "-C", str(REPO / "native")], capture_output=True, text=True, timeout=300
-    )
-    if res.returncode != 0:
-        pytest.skip(f"cannot build the replay module (libsoapysdr-dev missing?): {res.stderr.strip()[-300:]}")
-    return BUILD / "libSoapyReplay.so"
-
-
-@pytest.fixture(scope="module")
-def soapy():
-    build_replay_module()
-    from lorarffi.capture.soapy import import_soapysdr
-    from lorarffi.errors import CaptureError
-
-    try:
-        return import_soapysdr()
-    except CaptureError as exc:
-        pytest.skip(str(exc))
-
 
 def ramp(n: int) -> np.ndarray:
     k = np.arange(n, dtype=np.float32)
     return ((k % 1000) / 1000 + 1j * ((k // 1000) % 1000) / 1000).astype(np.complex64)
 
 
-def read_all(soapy, args: str, *, fmt: str = "CF32", max_reads: int = 10_000):
+def read_all(replay_module, args: str, *, fmt: str = "CF32", max_reads: int = 10_000):
     """(ret, flags, timeNs, samples) of every read until END_BURST, then one more read."""
-    dev = soapy.Device(args)
-    rx = dev.setupStream(soapy.SOAPY_SDR_RX, fmt)
+    dev = replay_module.Device(args)
+    rx = dev.setupStream(replay_module.SOAPY_SDR_RX, fmt)
     assert dev.activateStream(rx) == 0
     mtu = dev.getStreamMTU(rx)
     buf = (
@@ -61,7 +34,7 @@ def read_all(soapy, args: str, *, fmt: str = "CF32", max_reads: int = 10_000):
         reads.append(
             (sr.ret, sr.flags, sr.timeNs, buf[: max(sr.ret, 0) * (1 if fmt == "CF32" else 2)].copy())
         )
-        if sr.flags & soapy.SOAPY_SDR_END_BURST:
+        if sr.flags & replay_module.SOAPY_SDR_END_BURST:
             break
     after = dev.readStream(rx, [buf], mtu, timeoutUs=1000)
     dev.deactivateStream(rx)
@@ -70,12 +43,11 @@ def read_all(soapy, args: str, *, fmt: str = "CF32", max_reads: int = 10_000):
     return reads, after
 
 
-def test_soapysdrutil_finds_the_replay_driver_on_the_plugin_path() -> None:
-    build_replay_module()
+def test_soapysdrutil_finds_the_replay_driver_on_the_plugin_path(replay_library) -> None:
     util = shutil.which("SoapySDRUtil")
     if util is None:
         pytest.skip("SoapySDRUtil not installed")
-    env = dict(os.environ, SOAPY_SDR_PLUGIN_PATH=str(BUILD))
+    env = dict(os.environ, SOAPY_SDR_PLUGIN_PATH=str(replay_library.parent))
     res = subprocess.run([util, "--find=driver=replay"], capture_output=True, text=True, env=env, timeout=60)
     assert res.returncode == 0
     assert "driver = replay" in res.stdout
@@ -86,25 +58,25 @@ def test_soapysdrutil_finds_the_replay_driver_on_the_plugin_path() -> None:
     assert "driver = replay" not in res.stdout  # negative control: found only through the path
 
 
-def test_replay_streams_the_file_with_honest_timestamps_and_ends_the_burst(soapy, tmp_path) -> None:
+def test_replay_streams_the_file_with_honest_timestamps_and_ends_the_burst(replay_module, tmp_path) -> None:
     x = ramp(50_000)
     path = tmp_path / "ramp.cf32"
     x.tofile(path)
-    reads, after = read_all(soapy, f"driver=replay,file={path},rate=250e3,mtu=4096")
+    reads, after = read_all(replay_module, f"driver=replay,file={path},rate=250e3,mtu=4096")
     got = np.concatenate([r[3] for r in reads])
     np.testing.assert_array_equal(got, x)
     index = 0
     for ret, flags, time_ns, _ in reads:
-        assert flags & soapy.SOAPY_SDR_HAS_TIME
+        assert flags & replay_module.SOAPY_SDR_HAS_TIME
         assert time_ns == round(index / 250e3 * 1e9)
         index += ret
-    assert reads[-1][1] & soapy.SOAPY_SDR_END_BURST
-    assert not any(r[1] & soapy.SOAPY_SDR_END_BURST for r in reads[:-1])
-    assert after.ret == soapy.SOAPY_SDR_TIMEOUT
+    assert reads[-1][1] & replay_module.SOAPY_SDR_END_BURST
+    assert not any(r[1] & replay_module.SOAPY_SDR_END_BURST for r in reads[:-1])
+    assert after.ret == replay_module.SOAPY_SDR_TIMEOUT
 
 
 @pytest.mark.parametrize("fmt", ["ci16", "cu8"])
-def test_replay_converts_integer_formats_like_the_recording_reader(soapy, tmp_path, fmt) -> None:
+def test_replay_converts_integer_formats_like_the_recording_reader(replay_module, tmp_path, fmt) -> None:
     from lorarffi.datasets.recording import open_recording
 
     rng = np.random.default_rng(2)
@@ -115,14 +87,14 @@ def test_replay_converts_integer_formats_like_the_recording_reader(soapy, tmp_pa
     )
     path = tmp_path / f"x.{fmt}"
     raw.tofile(path)
-    reads, _ = read_all(soapy, f"driver=replay,file={path},rate=1e6")
+    reads, _ = read_all(replay_module, f"driver=replay,file={path},rate=1e6")
     got = np.concatenate([r[3] for r in reads])
     with open_recording(path, format=fmt, fs_hz=1e6) as rec:
         want = rec.read(0, rec.n_samples)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
 
 
-def test_replay_reads_sigmf_metadata_and_offers_cs16(soapy, tmp_path) -> None:
+def test_replay_reads_sigmf_metadata_and_offers_cs16(replay_module, tmp_path) -> None:
     x = (ramp(5000) * 0.5).astype(np.complex64)
     base = tmp_path / "rec"
     x.tofile(str(base) + ".sigmf-data")
@@ -132,40 +104,40 @@ def test_replay_reads_sigmf_metadata_and_offers_cs16(soapy, tmp_path) -> None:
         "annotations": [],
     }
     pathlib.Path(str(base) + ".sigmf-meta").write_text(json.dumps(meta))
-    dev = soapy.Device(f"driver=replay,file={base}.sigmf-meta")
-    assert dev.getSampleRate(soapy.SOAPY_SDR_RX, 0) == 2e6
-    assert dev.getFrequency(soapy.SOAPY_SDR_RX, 0) == 868.1e6
-    assert set(dev.getStreamFormats(soapy.SOAPY_SDR_RX, 0)) == {"CF32", "CS16"}
-    dev.setFrequency(soapy.SOAPY_SDR_RX, 0, 433.92e6)
-    dev.setGain(soapy.SOAPY_SDR_RX, 0, 31.5)
-    dev.setAntenna(soapy.SOAPY_SDR_RX, 0, "LNAW")
-    dev.setBandwidth(soapy.SOAPY_SDR_RX, 0, 1.5e6)
-    assert dev.getFrequency(soapy.SOAPY_SDR_RX, 0) == 433.92e6
-    assert dev.getGain(soapy.SOAPY_SDR_RX, 0) == 31.5
-    assert dev.getAntenna(soapy.SOAPY_SDR_RX, 0) == "LNAW"
-    assert dev.getBandwidth(soapy.SOAPY_SDR_RX, 0) == 1.5e6
-    dev.setSampleRate(soapy.SOAPY_SDR_RX, 0, 2e6)  # its own rate is fine
+    dev = replay_module.Device(f"driver=replay,file={base}.sigmf-meta")
+    assert dev.getSampleRate(replay_module.SOAPY_SDR_RX, 0) == 2e6
+    assert dev.getFrequency(replay_module.SOAPY_SDR_RX, 0) == 868.1e6
+    assert set(dev.getStreamFormats(replay_module.SOAPY_SDR_RX, 0)) == {"CF32", "CS16"}
+    dev.setFrequency(replay_module.SOAPY_SDR_RX, 0, 433.92e6)
+    dev.setGain(replay_module.SOAPY_SDR_RX, 0, 31.5)
+    dev.setAntenna(replay_module.SOAPY_SDR_RX, 0, "LNAW")
+    dev.setBandwidth(replay_module.SOAPY_SDR_RX, 0, 1.5e6)
+    assert dev.getFrequency(replay_module.SOAPY_SDR_RX, 0) == 433.92e6
+    assert dev.getGain(replay_module.SOAPY_SDR_RX, 0) == 31.5
+    assert dev.getAntenna(replay_module.SOAPY_SDR_RX, 0) == "LNAW"
+    assert dev.getBandwidth(replay_module.SOAPY_SDR_RX, 0) == 1.5e6
+    dev.setSampleRate(replay_module.SOAPY_SDR_RX, 0, 2e6)  # its own rate is fine
     with pytest.raises(RuntimeError, match="replays at its own sample rate"):
-        dev.setSampleRate(soapy.SOAPY_SDR_RX, 0, 1e6)
+        dev.setSampleRate(replay_module.SOAPY_SDR_RX, 0, 1e6)
     dev.close()
-    reads, _ = read_all(soapy, f"driver=replay,file={base}.sigmf-meta", fmt="CS16")
+    reads, _ = read_all(replay_module, f"driver=replay,file={base}.sigmf-meta", fmt="CS16")
     iq = np.concatenate([r[3] for r in reads]).astype(np.float32).reshape(-1, 2)
     np.testing.assert_allclose(iq[:, 0], x.real * 32767, atol=0.5 + 1e-3)  # rounded to the nearest count
     np.testing.assert_allclose(iq[:, 1], x.imag * 32767, atol=0.5 + 1e-3)
 
 
-def test_replay_loops_with_device_time_running_on(soapy, tmp_path) -> None:
+def test_replay_loops_with_device_time_running_on(replay_module, tmp_path) -> None:
     x = ramp(3000)
     path = tmp_path / "short.cf32"
     x.tofile(path)
-    dev = soapy.Device(f"driver=replay,file={path},rate=1e6,loop=true,mtu=1000")
-    rx = dev.setupStream(soapy.SOAPY_SDR_RX, "CF32")
+    dev = replay_module.Device(f"driver=replay,file={path},rate=1e6,loop=true,mtu=1000")
+    rx = dev.setupStream(replay_module.SOAPY_SDR_RX, "CF32")
     dev.activateStream(rx)
     buf = np.zeros(1000, np.complex64)
     got, times = [], []
     for _ in range(10):
         sr = dev.readStream(rx, [buf], 1000)
-        assert sr.ret == 1000 and not sr.flags & soapy.SOAPY_SDR_END_BURST
+        assert sr.ret == 1000 and not sr.flags & replay_module.SOAPY_SDR_END_BURST
         got.append(buf.copy())
         times.append(sr.timeNs)
     dev.deactivateStream(rx)
@@ -175,12 +147,12 @@ def test_replay_loops_with_device_time_running_on(soapy, tmp_path) -> None:
     assert times == [k * 1_000_000 for k in range(10)]
 
 
-def test_replay_fault_injection_drops_whole_blocks_and_reports_overflow(soapy, tmp_path) -> None:
+def test_replay_fault_injection_drops_whole_blocks_and_reports_overflow(replay_module, tmp_path) -> None:
     x = ramp(20_000)
     path = tmp_path / "x.cf32"
     x.tofile(path)
-    reads, _ = read_all(soapy, f"driver=replay,file={path},rate=1e6,mtu=1000,overflow_every=4")
-    overflows = [r for r in reads if r[0] == soapy.SOAPY_SDR_OVERFLOW]
+    reads, _ = read_all(replay_module, f"driver=replay,file={path},rate=1e6,mtu=1000,overflow_every=4")
+    overflows = [r for r in reads if r[0] == replay_module.SOAPY_SDR_OVERFLOW]
     assert len(overflows) == 5  # reads 4, 8, ... each lose 1000 samples
     delivered = 0
     for ret, _flags, time_ns, samples in reads:
@@ -191,8 +163,8 @@ def test_replay_fault_injection_drops_whole_blocks_and_reports_overflow(soapy, t
     assert delivered == 20_000 - 5 * 1000
 
 
-def test_replay_without_file_argument_is_a_clear_error(soapy) -> None:
+def test_replay_without_file_argument_is_a_clear_error(replay_module) -> None:
     with pytest.raises(RuntimeError, match="file=PATH"):
-        soapy.Device("driver=replay")
+        replay_module.Device("driver=replay")
     with pytest.raises(RuntimeError, match="cannot open"):
-        soapy.Device("driver=replay,file=/nonexistent/x.cf32")
+        replay_module.Device("driver=replay,file=/nonexistent/x.cf32")
