@@ -46,7 +46,7 @@ def _test_day(cfg, fleet, day: int, seed: int):
 
     With the fleet of :func:`_scale_day2_shift` and the same seed the packets are the same but for their CFO.
     """
-    from lorarffi.sim.simulate import Session, simulate_preamble_set
+    from lorarffi.sim import Session, simulate_preamble_set
 
     return simulate_preamble_set(
         fleet,
@@ -62,7 +62,7 @@ def _test_day(cfg, fleet, day: int, seed: int):
 def _day1_capture(cfg, fleet, duration_min: float, seed: int):
     """A day-1 capture at place 1 from power-on (warm-up drift included): N_TRAIN packets per device spread
     over ``duration_min``, SNR 15-30 dB."""
-    from lorarffi.sim.simulate import Session, simulate_preamble_set
+    from lorarffi.sim import Session, simulate_preamble_set
 
     return simulate_preamble_set(
         fleet,
@@ -77,7 +77,7 @@ def _day1_capture(cfg, fleet, duration_min: float, seed: int):
 
 def _data():
     from lorarffi.dsp.config import LoRaConfig
-    from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set
+    from lorarffi.sim import Session, make_fleet, simulate_preamble_set
 
     cfg = LoRaConfig()
     fleet = make_fleet(N_DEVICES, seed=2026, spread=SPREAD)

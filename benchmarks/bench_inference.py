@@ -95,7 +95,7 @@ def run() -> str:
     from lorarffi.dsp.config import LoRaConfig
     from lorarffi.rffi.inference import load_classifier
     from lorarffi.rffi.preprocess import preprocess_preambles
-    from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set
+    from lorarffi.sim import Session, make_fleet, simulate_preamble_set
 
     torch.set_num_threads(N_THREADS)
     cfg = LoRaConfig()

@@ -65,7 +65,7 @@ class _Monitor:
 
 def _make_recording(path: pathlib.Path, cfg) -> tuple[int, int]:
     """Write RECORDING_S of simulated stream; returns (samples, packets transmitted)."""
-    from lorarffi.sim.simulate import StreamSimulator, make_fleet
+    from lorarffi.sim import StreamSimulator, make_fleet
 
     sim = StreamSimulator(
         make_fleet(N_DEVICES, seed=0), cfg, seed=11, snr_db=(15.0, 30.0), mean_interval_s=0.3
@@ -83,7 +83,7 @@ def _make_recording(path: pathlib.Path, cfg) -> tuple[int, int]:
 
 def _train_model(out: pathlib.Path, cfg) -> None:
     from lorarffi.rffi.train import TrainConfig, train
-    from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set
+    from lorarffi.sim import Session, make_fleet, simulate_preamble_set
 
     ps = simulate_preamble_set(
         make_fleet(N_DEVICES, seed=0),

@@ -22,7 +22,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lorarffi.dsp import LoRaConfig  # noqa: E402
-from lorarffi.sim.simulate import Session, StreamSimulator, make_fleet, simulate_preamble_set  # noqa: E402
+from lorarffi.sim import Session, StreamSimulator, make_fleet, simulate_preamble_set  # noqa: E402
 
 CFG = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1e6)
 STREAM_SECONDS = 5

@@ -11,7 +11,7 @@ from lorarffi.cli import main
 from lorarffi.datasets.native import open_preamble_file
 from lorarffi.datasets.recording import open_recording
 from lorarffi.dsp import LoRaConfig, downchirp
-from lorarffi.sim.simulate import DeviceProfile, Session, make_fleet, simulate_preamble_set
+from lorarffi.sim import DeviceProfile, Session, make_fleet, simulate_preamble_set
 
 
 def test_simulate_writes_a_preamble_set_with_truth(tmp_path, capsys):

@@ -11,7 +11,7 @@ import pytest
 from lorarffi.cli import main
 from lorarffi.datasets.native import PreambleWriter
 from lorarffi.dsp.config import LoRaConfig
-from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set
+from lorarffi.sim import Session, make_fleet, simulate_preamble_set
 
 CFG = LoRaConfig()
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from lorarffi.dsp import LoRaConfig, downchirp, packet_waveform
 from lorarffi.errors import ConfigError
-from lorarffi.sim.simulate import Session, StreamSimulator, make_fleet, simulate_stream
+from lorarffi.sim import Session, StreamSimulator, make_fleet, simulate_stream
 
 CFG = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1e6)
 FLEET = make_fleet(3, seed=4)

@@ -21,7 +21,7 @@ from lorarffi.datasets.torch_data import (  # noqa: E402
 )
 from lorarffi.dsp import LoRaConfig, packet_waveform  # noqa: E402
 from lorarffi.errors import ConfigError  # noqa: E402
-from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set  # noqa: E402
+from lorarffi.sim import Session, make_fleet, simulate_preamble_set  # noqa: E402
 
 CFG = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1e6)
 

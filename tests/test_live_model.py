@@ -26,7 +26,7 @@ CFG = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1e6)
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     from lorarffi.rffi.train import TrainConfig, train
-    from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set
+    from lorarffi.sim import Session, make_fleet, simulate_preamble_set
 
     ps = simulate_preamble_set(
         make_fleet(3, seed=0), CFG, 24, session=Session(), rng=np.random.default_rng(3), snr_db=(20.0, 30.0)

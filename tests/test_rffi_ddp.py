@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.rffi.train import TrainConfig, train
-from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set
+from lorarffi.sim import Session, make_fleet, simulate_preamble_set
 
 CFG = LoRaConfig()
 TC = {"epochs": 2, "batch_size": 16, "seed": 11, "lr": 2e-3}

@@ -16,7 +16,7 @@ from lorarffi.rffi.checkpoint import read_config
 from lorarffi.rffi.evaluate import evaluate
 from lorarffi.rffi.inference import load_classifier
 from lorarffi.rffi.train import TrainConfig, train
-from lorarffi.sim.simulate import Session, make_fleet, simulate_preamble_set
+from lorarffi.sim import Session, make_fleet, simulate_preamble_set
 
 CFG = LoRaConfig()
 

@@ -1,6 +1,6 @@
 """``sim``: the built-in virtual radio: simulated LoRa devices transmitting at random times.
 
-A :class:`~lorarffi.sim.simulate.StreamSimulator` (N devices with their hardware impairments, optional
+A :class:`~lorarffi.sim.stream.StreamSimulator` (N devices with their hardware impairments, optional
 rogue devices outside the fleet, through the channel model) produces the stream. Paced (``speed``), a
 producer thread releases it at ``speed`` times real time into a ring buffer like a radio (a consumer that
 falls behind loses runs, counted as overflows); unpaced, samples are made as fast as they are consumed.
@@ -55,7 +55,7 @@ class SimSource(ThreadedSource):
     buffer_s : float
         Ring buffer length in seconds.
     session : dict, optional
-        Keyword arguments of :class:`~lorarffi.sim.simulate.Session` (day, receiver, channel...).
+        Keyword arguments of :class:`~lorarffi.sim.session.Session` (day, receiver, channel...).
     """
 
     def __init__(
@@ -90,7 +90,7 @@ class SimSource(ThreadedSource):
             overflow="drop" if speed else "block",
             chunk_samples=1 << 18,
         )
-        from lorarffi.sim.simulate import Session, StreamSimulator, make_fleet
+        from lorarffi.sim import Session, StreamSimulator, make_fleet
 
         self.cfg = cfg
         self.name = "sim"

@@ -124,7 +124,7 @@ def _cfg(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from lorarffi.sim.simulate import Session, make_fleet
+    from lorarffi.sim import Session, make_fleet
 
     if args.devices < 1:
         raise ConfigError(f"--devices {args.devices} is not valid: use 1 or more")
@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_set(args, cfg, fleet, session, provenance, np) -> int:
     from lorarffi.datasets.native import PreambleWriter
-    from lorarffi.sim.simulate import simulate_preamble_set
+    from lorarffi.sim import simulate_preamble_set
 
     provenance = {
         **provenance,
@@ -212,7 +212,7 @@ def _run_set(args, cfg, fleet, session, provenance, np) -> int:
 
 def _run_stream(args, cfg, fleet, session, provenance) -> int:
     from lorarffi.datasets.sigmf_io import make_annotation, write_sigmf
-    from lorarffi.sim.simulate import simulate_stream
+    from lorarffi.sim import simulate_stream
 
     iq, events = simulate_stream(
         fleet,

@@ -1,18 +1,22 @@
-"""The device + channel simulator: look-alike fleets, hardware impairments, multipath channels, streams.
+"""The device + channel simulator: look-alike fleets, sessions, aligned preamble sets and packet streams.
 
-May use :mod:`lorarffi.dsp` and :mod:`lorarffi.datasets` (to write what it simulates); nothing above them.
+- :mod:`~lorarffi.sim.fleet`: devices (:class:`DeviceProfile`) with persistent fingerprints, and look-alike
+  fleets of one chip model (:func:`make_fleet`).
+- :mod:`~lorarffi.sim.session`: a capture's day, time since power-on and place (:class:`Session`).
+- :mod:`~lorarffi.sim.impairments`, :mod:`~lorarffi.sim.trajectory`, :mod:`~lorarffi.sim.transmitter`: the
+  transmitter hardware and its signal chain; :mod:`~lorarffi.sim.channel`: multipath, Doppler, CFO, AWGN.
+- :mod:`~lorarffi.sim.preambles`: aligned fingerprint windows like the public LoRa_RFFI dataset
+  (:func:`simulate_preamble_set`); :mod:`~lorarffi.sim.stream`: a continuous stream of whole packets with
+  ground truth (:class:`StreamSimulator`, the ``sim`` virtual radio; :func:`simulate_stream`).
+- :mod:`~lorarffi.sim.gallery`: a figure of what each impairment does.
+
+May use :mod:`lorarffi.dsp`; nothing above it.
 """
 
-from lorarffi.sim.simulate import (
-    DeviceProfile,
-    PreambleSet,
-    Session,
-    StreamSimulator,
-    TransmissionEvent,
-    make_fleet,
-    simulate_preamble_set,
-    simulate_stream,
-)
+from lorarffi.sim.fleet import DeviceProfile, make_fleet
+from lorarffi.sim.preambles import PreambleSet, simulate_preamble_set
+from lorarffi.sim.session import Session
+from lorarffi.sim.stream import StreamSimulator, TransmissionEvent, simulate_stream
 
 __all__ = [
     "DeviceProfile",

@@ -13,6 +13,7 @@ taps), the paths here lie on a fine delay grid and reach the sample grid through
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,9 +23,11 @@ from scipy import fft as sp_fft
 from scipy import signal
 
 from lorarffi.errors import ConfigError
+from lorarffi.sim.batch import as_batch, per_packet, unbatch
 
 __all__ = [
     "SnrReference",
+    "snr_range_db",
     "add_awgn",
     "in_band_to_full_band_snr_db",
     "MultipathChannel",
@@ -43,28 +46,26 @@ _SINC_HALF = 12  # half-length of the interpolation kernel, samples
 _KAISER_BETA = 8.0
 
 
-def _as_batch(iq: npt.ArrayLike) -> tuple[npt.NDArray[np.complex64], bool]:
-    x = np.asarray(iq)
-    if x.ndim not in (1, 2):
-        raise ConfigError(f"iq has shape {x.shape}: expected (N, L) or (L,)")
-    return np.atleast_2d(x).astype(np.complex64, copy=False), x.ndim == 1
-
-
-def _per_row(value: float | npt.ArrayLike, n: int, name: str) -> npt.NDArray[np.float64]:
-    v = np.asarray(value, dtype=np.float64)
-    if v.ndim == 0:
-        return np.full(n, float(v))
-    if v.shape != (n,):
-        raise ConfigError(f"{name} has shape {v.shape}: expected a scalar or shape ({n},)")
-    return v
-
-
-def _out(y: npt.NDArray, single: bool) -> npt.NDArray[np.complex64]:
-    y = y.astype(np.complex64, copy=False)
-    return y[0] if single else y
-
-
 # -- AWGN ----------------------------------------------------------------------------------------------------
+
+
+def snr_range_db(snr_db: float | tuple[float, float]) -> tuple[float, float]:
+    """An SNR given as one number or a range ``(low, high)`` in dB, as ``(low, high)``, checked.
+
+    Raises
+    ------
+    ConfigError
+        A bound is not finite, or ``high < low``.
+
+    Examples
+    --------
+    >>> snr_range_db(12), snr_range_db((0, 30))
+    ((12.0, 12.0), (0.0, 30.0))
+    """
+    lo, hi = (snr_db, snr_db) if np.ndim(snr_db) == 0 else tuple(snr_db)  # type: ignore[misc]
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi < lo:
+        raise ConfigError(f"snr_db={snr_db!r} is not valid: use a number or a range (low, high)")
+    return float(lo), float(hi)
 
 
 def in_band_to_full_band_snr_db(snr_db: float | npt.ArrayLike, *, bw_hz: float, fs_hz: float) -> npt.NDArray:
@@ -119,9 +120,9 @@ def add_awgn(
     >>> round(float(10 * np.log10(1 / np.var(y))), 1)
     10.0
     """
-    x, single = _as_batch(iq)
+    x, single = as_batch(iq)
     n = x.shape[0]
-    snr = _per_row(snr_db, n, "snr_db")
+    snr = per_packet(snr_db, n, "snr_db")
     if reference == "in_band":
         if bw_hz is None or fs_hz is None:
             raise ConfigError("reference='in_band' needs bw_hz and fs_hz")
@@ -133,10 +134,10 @@ def add_awgn(
     if signal_power is None:
         power = np.mean(np.abs(x) ** 2, axis=-1, dtype=np.float64)
     else:
-        power = _per_row(signal_power, n, "signal_power")
+        power = per_packet(signal_power, n, "signal_power")
     sigma = np.sqrt(power / 10 ** (snr / 10) / 2)[:, None]
     noise = rng.standard_normal((n, x.shape[1], 2), dtype=np.float32).view(np.complex64)[..., 0]
-    return _out(x + sigma.astype(np.float32) * noise, single)
+    return unbatch(x + sigma.astype(np.float32) * noise, single)
 
 
 # -- multipath -----------------------------------------------------------------------------------------------
@@ -202,6 +203,11 @@ class MultipathChannel:
         idx = np.asarray(rows, dtype=np.intp)
         return MultipathChannel(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
 
+    @classmethod
+    def concatenate(cls, channels: Sequence[MultipathChannel]) -> MultipathChannel:
+        """The realisations of ``channels`` one after another, e.g. each packet's sender's channel."""
+        return cls(*(np.concatenate([getattr(c, f) for c in channels]) for f in cls.__dataclass_fields__))
+
     def path_gains(self, t_s: npt.ArrayLike) -> npt.NDArray[np.complex128]:
         """Complex path gains at absolute times ``t_s`` (shape (N, T) or (T,)): shape (N, P, T).
 
@@ -255,9 +261,9 @@ def draw_multipath(
     -------
     MultipathChannel
     """
-    tau = _per_row(rms_delay_spread_s, n, "rms_delay_spread_s")
-    k = _per_row(k_factor, n, "k_factor")
-    fd = _per_row(doppler_hz, n, "doppler_hz")
+    tau = per_packet(rms_delay_spread_s, n, "rms_delay_spread_s")
+    k = per_packet(k_factor, n, "k_factor")
+    fd = per_packet(doppler_hz, n, "doppler_hz")
     if np.any(tau < 0) or np.any(k < 0) or np.any(fd < 0):
         raise ConfigError("rms_delay_spread_s, k_factor and doppler_hz must be >= 0")
     grid, power, unit_rms = _unit_pdp()
@@ -323,11 +329,11 @@ def apply_multipath(
     -------
     iq : ndarray of complex64, same shape as ``iq``
     """
-    x, single = _as_batch(iq)
+    x, single = as_batch(iq)
     n, length = x.shape
     if len(channel) != n:
         raise ConfigError(f"channel has {len(channel)} realisations for {n} rows")
-    t0 = _per_row(t0_s, n, "t0_s")
+    t0 = per_packet(t0_s, n, "t0_s")
     delay = channel.path_delays_s * fs_hz  # (N, P) samples
     n_taps = 2 * _SINC_HALF + 1 + int(np.ceil(delay.max()))
     kernel = _sinc_taps(delay, n_taps)  # (N, P, K)
@@ -336,7 +342,7 @@ def apply_multipath(
     if not np.any(channel.doppler_hz):
         taps = np.einsum("npk,np->nk", kernel, channel.path_gains(t0[:, None])[..., 0])
         y = signal.fftconvolve(xp, taps.astype(np.complex64), mode="valid", axes=-1)
-        return _out(y, single)
+        return unbatch(y, single)
     # Gains change by at most 0.05 rad of Doppler phase between grid points (at least every block_samples).
     step = 0.05 * fs_hz / (2 * np.pi * channel.doppler_hz.max())
     if step >= length:  # slow fading: linear interpolation between the gains at both ends of the row
@@ -345,7 +351,7 @@ def apply_multipath(
         y0 = signal.fftconvolve(xp, taps[:, 0], mode="valid", axes=-1)
         y1 = signal.fftconvolve(xp, taps[:, 1], mode="valid", axes=-1)
         alpha = (np.arange(length) / length).astype(np.float32)
-        return _out(y0 + alpha * (y1 - y0), single)
+        return unbatch(y0 + alpha * (y1 - y0), single)
     block_samples = max(int(block_samples), int(step))
     n_blocks = -(-length // block_samples)
     t_grid = t0[:, None] + np.arange(n_blocks + 1) * block_samples / fs_hz
@@ -364,7 +370,7 @@ def apply_multipath(
     y_b = np.matmul(windows, rev[:, 1:, :, None])[..., 0]
     alpha = (np.arange(block_samples) / block_samples).astype(np.float32)
     y = (y_a * (1 - alpha) + y_b * alpha).reshape(n, padded_len)[:, :length]
-    return _out(y, single)
+    return unbatch(y, single)
 
 
 # -- CFO and timing ------------------------------------------------------------------------------------------
@@ -388,15 +394,15 @@ def frequency_shift(
     -------
     iq : ndarray of complex64, same shape
     """
-    x, single = _as_batch(iq)
+    x, single = as_batch(iq)
     n, length = x.shape
-    f = _per_row(cfo_hz, n, "cfo_hz")[:, None]
-    t = _per_row(t0_s, n, "t0_s")[:, None] + np.arange(length) / fs_hz
+    f = per_packet(cfo_hz, n, "cfo_hz")[:, None]
+    t = per_packet(t0_s, n, "t0_s")[:, None] + np.arange(length) / fs_hz
     turns = np.remainder(f * t, 1.0).astype(np.float32) * np.float32(2 * np.pi)
     rot = np.empty(turns.shape, np.complex64)
     np.cos(turns, out=rot.real)
     np.sin(turns, out=rot.imag)
-    return _out(x * rot, single)
+    return unbatch(x * rot, single)
 
 
 def timing_shift(
@@ -420,9 +426,9 @@ def timing_shift(
     -------
     iq : ndarray of complex64, same shape
     """
-    x, single = _as_batch(iq)
+    x, single = as_batch(iq)
     n, length = x.shape
-    d = _per_row(shift_samples, n, "shift_samples")
+    d = per_packet(shift_samples, n, "shift_samples")
     ext = _SINC_HALF + int(np.ceil(np.abs(d).max()))
     if period_samples is not None:
         s = int(period_samples)
@@ -439,4 +445,4 @@ def timing_shift(
     f = np.fft.fftfreq(n_fft)
     ramp = np.exp(-2j * np.pi * f * d[:, None]).astype(np.complex64)
     y = sp_fft.ifft(sp_fft.fft(xp, n_fft, axis=-1) * ramp, axis=-1)[:, ext : ext + length]
-    return _out(y, single)
+    return unbatch(y, single)

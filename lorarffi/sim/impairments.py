@@ -4,7 +4,7 @@ Every function takes IQ of shape (N, L) or (L,) and per-packet parameters as sca
 returns a new complex64 array of the same shape and never writes into its argument. Randomness (phase noise)
 comes from an explicit ``rng``.
 
-The transmitter model (used by :mod:`lorarffi.sim.simulate`), in signal order:
+The transmitter model (chained by :func:`lorarffi.sim.transmitter.transmit`), in signal order:
 
 1. :func:`pll_packet_waveform`: the packet's chirps synthesised with a perturbed frequency trajectory. A LoRa
    transmitter (SX127x/SX126x) makes its chirps by modulating a fractional-N PLL directly, so the sweep is not
@@ -22,7 +22,7 @@ The transmitter model (used by :mod:`lorarffi.sim.simulate`), in signal order:
 The carrier frequency offset is applied after all of these (the offset LO up-converts the impaired baseband),
 see :func:`lorarffi.sim.channel.frequency_shift`.
 
-Ranges and sources are documented in :func:`lorarffi.sim.simulate.make_fleet`.
+Ranges and sources are documented in :func:`lorarffi.sim.fleet.make_fleet`.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from scipy import signal
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import ConfigError
 from lorarffi.sim import trajectory
+from lorarffi.sim.batch import as_batch, per_packet_column, unbatch
 
 __all__ = [
     "pll_packet_waveform",
@@ -46,29 +47,6 @@ __all__ = [
 ]
 
 ArrayLikeF = float | npt.ArrayLike
-
-
-def _as_batch(iq: npt.ArrayLike) -> tuple[npt.NDArray[np.complex64], bool]:
-    x = np.asarray(iq)
-    if x.ndim not in (1, 2):
-        raise ConfigError(f"iq has shape {x.shape}: expected (N, L) or (L,)")
-    single = x.ndim == 1
-    return np.atleast_2d(x).astype(np.complex64, copy=False), single
-
-
-def _col(value: ArrayLikeF, n: int, name: str) -> npt.NDArray[np.float64]:
-    """A per-packet parameter as a float64 column of shape (n, 1)."""
-    v = np.asarray(value, dtype=np.float64)
-    if v.ndim == 0:
-        return np.full((n, 1), float(v))
-    if v.shape != (n,):
-        raise ConfigError(f"{name} has shape {v.shape}: expected a scalar or shape ({n},)")
-    return v[:, None]
-
-
-def _out(y: npt.NDArray, single: bool) -> npt.NDArray[np.complex64]:
-    y = y.astype(np.complex64, copy=False)
-    return y[0] if single else y
 
 
 def pll_packet_waveform(
@@ -147,16 +125,17 @@ def pll_packet_waveform(
     if coeffs.size:
         coeffs = np.broadcast_to(np.atleast_2d(coeffs), (n, coeffs.shape[-1]))
         phase += trajectory.sweep_phase(pieces, loc, coeffs, cfg.bw_hz)
-    overshoot = _col(transient_overshoot, n, "transient_overshoot")
+    overshoot = per_packet_column(transient_overshoot, n, "transient_overshoot")
     if np.any(overshoot):
-        tau = _col(transient_time_constant_s, n, "transient_time_constant_s")
+        tau = per_packet_column(transient_time_constant_s, n, "transient_time_constant_s")
         if np.any(tau <= 0):
             raise ConfigError("transient_time_constant_s must be > 0")
-        phase += trajectory.transient_phase(pieces, loc, overshoot, tau, _col(transient_ring_hz, n, "ring"))
+        ring_hz = per_packet_column(transient_ring_hz, n, "ring")
+        phase += trajectory.transient_phase(pieces, loc, overshoot, tau, ring_hz)
     x = _cis(phase)
-    ramp = _col(pa_ramp_s, n, "pa_ramp_s")
+    ramp = per_packet_column(pa_ramp_s, n, "pa_ramp_s")
     x *= _ramp_envelope(t, pieces.duration_s, ramp).astype(np.float32)
-    return _out(x, single)
+    return unbatch(x, single)
 
 
 def _cis(phase_rad: npt.NDArray[np.float64]) -> npt.NDArray[np.complex64]:
@@ -208,10 +187,10 @@ def phase_noise(
     -------
     iq : ndarray of complex64, same shape as ``iq``
     """
-    x, single = _as_batch(iq)
+    x, single = as_batch(iq)
     n = x.shape[0]
-    sigma = np.deg2rad(_col(phase_noise_rms_deg, n, "phase_noise_rms_deg"))
-    a = np.exp(-2 * np.pi * _col(corner_hz, n, "corner_hz") / fs_hz)
+    sigma = np.deg2rad(per_packet_column(phase_noise_rms_deg, n, "phase_noise_rms_deg"))
+    a = np.exp(-2 * np.pi * per_packet_column(corner_hz, n, "corner_hz") / fs_hz)
     w = rng.standard_normal(x.shape)
     phi = np.empty(x.shape)
     # phi[k] = a phi[k-1] + sigma*sqrt(1-a^2) w[k], started in its stationary distribution; rows differ in a.
@@ -219,7 +198,7 @@ def phase_noise(
         rows = np.flatnonzero(a[:, 0] == row_a)
         zi = row_a * rng.standard_normal((rows.size, 1))
         phi[rows] = signal.lfilter([np.sqrt(1 - row_a**2)], [1.0, -row_a], w[rows], axis=-1, zi=zi)[0]
-    return _out(x * _cis(sigma * phi), single)
+    return unbatch(x * _cis(sigma * phi), single)
 
 
 def iq_imbalance(
@@ -251,12 +230,12 @@ def iq_imbalance(
     >>> round(float(10 * np.log10(np.mean(y.imag**2) / np.mean(y.real**2))), 2)
     1.0
     """
-    x, single = _as_batch(iq)
+    x, single = as_batch(iq)
     n = x.shape[0]
-    g = 10 ** (_col(iq_gain_db, n, "iq_gain_db") / 20)
-    phi = np.deg2rad(_col(iq_phase_deg, n, "iq_phase_deg"))
+    g = 10 ** (per_packet_column(iq_gain_db, n, "iq_gain_db") / 20)
+    phi = np.deg2rad(per_packet_column(iq_phase_deg, n, "iq_phase_deg"))
     q = g * (x.imag * np.cos(phi) + x.real * np.sin(phi))
-    return _out(x.real + 1j * q, single)
+    return unbatch(x.real + 1j * q, single)
 
 
 def dc_offset(iq: npt.ArrayLike, *, dc_offset: complex | npt.ArrayLike) -> npt.NDArray[np.complex64]:
@@ -271,11 +250,11 @@ def dc_offset(iq: npt.ArrayLike, *, dc_offset: complex | npt.ArrayLike) -> npt.N
     -------
     iq : ndarray of complex64, same shape
     """
-    x, single = _as_batch(iq)
+    x, single = as_batch(iq)
     d = np.asarray(dc_offset, dtype=np.complex128)
     if d.ndim and d.shape != (x.shape[0],):
         raise ConfigError(f"dc_offset has shape {d.shape}: expected a scalar or shape ({x.shape[0]},)")
-    return _out(x + (d[:, None] if d.ndim else d), single)
+    return unbatch(x + (d[:, None] if d.ndim else d), single)
 
 
 def tx_filter_ripple(
@@ -307,21 +286,21 @@ def tx_filter_ripple(
     -------
     iq : ndarray of complex64, same shape
     """
-    x, single = _as_batch(iq)
+    x, single = as_batch(iq)
     n, length = x.shape
-    period = _col(ripple_period_hz, n, "ripple_period_hz")
+    period = per_packet_column(ripple_period_hz, n, "ripple_period_hz")
     if np.any(period <= 0):
         raise ConfigError("ripple_period_hz must be > 0")
     n_fft = _fast_len(length + length // 2)
     f = np.fft.fftfreq(n_fft, 1 / fs_hz)
     gain_db = (
-        _col(ripple_db, n, "ripple_db")
+        per_packet_column(ripple_db, n, "ripple_db")
         / 2
-        * np.cos(2 * np.pi * f / period + _col(ripple_phase_rad, n, "phase"))
+        * np.cos(2 * np.pi * f / period + per_packet_column(ripple_phase_rad, n, "phase"))
     )
     gain = (10 ** (gain_db / 20)).astype(np.float32)
     y = sp_fft.ifft(sp_fft.fft(x, n_fft, axis=-1) * gain, axis=-1)[:, :length]
-    return _out(y, single)
+    return unbatch(y, single)
 
 
 def _fast_len(n: int) -> int:
@@ -355,13 +334,13 @@ def pa_nonlinearity(
     -------
     iq : ndarray of complex64, same shape
     """
-    x, single = _as_batch(iq)
+    x, single = as_batch(iq)
     n = x.shape[0]
-    sat = _col(saturation, n, "saturation")
-    p = _col(smoothness, n, "smoothness")
+    sat = per_packet_column(saturation, n, "saturation")
+    p = per_packet_column(smoothness, n, "smoothness")
     if np.any(sat <= 0) or np.any(p <= 0):
         raise ConfigError("saturation and smoothness must be > 0")
     rel2 = (x.real**2 + x.imag**2) / (sat**2).astype(np.float32)
     gain = (1.0 + rel2 ** p.astype(np.float32)) ** (-1.0 / (2 * p)).astype(np.float32)
-    am_pm = np.deg2rad(_col(am_pm_deg, n, "am_pm_deg")).astype(np.float32) * rel2 / (1.0 + rel2)
-    return _out(x * gain * _cis(am_pm), single)
+    am_pm = np.deg2rad(per_packet_column(am_pm_deg, n, "am_pm_deg")).astype(np.float32) * rel2 / (1.0 + rel2)
+    return unbatch(x * gain * _cis(am_pm), single)

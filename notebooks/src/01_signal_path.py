@@ -9,7 +9,7 @@
 import matplotlib.pyplot as plt
 import numpy as np
 
-from lorarffi.sim.simulate import Session, make_fleet, simulate_stream
+from lorarffi.sim import Session, make_fleet, simulate_stream
 from lorarffi.dsp import LoRaConfig, channel_independent_spectrogram, detect
 
 cfg = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1e6)
