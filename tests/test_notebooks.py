@@ -1,4 +1,5 @@
-"""Every notebook runs top to bottom (code cells executed in order, Agg backend, no Jupyter needed)."""
+"""Every notebook runs top to bottom (code cells executed in order, Agg backend, no Jupyter needed), and every
+code cell asserts what it shows against the simulator's ground truth, so a wrong figure fails here."""
 
 from __future__ import annotations
 
@@ -21,6 +22,15 @@ def test_notebook_runs(path: pathlib.Path, tmp_path, monkeypatch) -> None:
     for i, cell in enumerate(c for c in nb["cells"] if c["cell_type"] == "code"):
         code = "".join(cell["source"])
         exec(compile(code, f"{path.name}[cell {i}]", "exec"), namespace)  # noqa: S102
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_notebook_code_cell_checks_what_it_shows(path: pathlib.Path) -> None:
+    cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    assert cells
+    for i, cell in enumerate(cells):
+        checks = [line for line in cell["source"] if line.lstrip().startswith("assert ")]
+        assert checks, f"{path.name}: code cell {i} asserts nothing"
 
 
 def test_notebooks_are_generated_from_their_sources() -> None:
