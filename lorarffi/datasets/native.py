@@ -26,9 +26,10 @@ import numpy as np
 import numpy.typing as npt
 
 from lorarffi import __version__
+from lorarffi.datasets.handles import Closeable, PickledWithoutHandles
 from lorarffi.datasets.public import (
     PacketSelection,
-    _public_datasets,
+    check_public_layout,
     open_h5,
     public_rows_to_iq,
     read_h5_rows,
@@ -101,7 +102,7 @@ def _cfg_from_attrs(attrs, path: object) -> LoRaConfig | None:
 # -- writing -------------------------------------------------------------------------------------------------
 
 
-class PreambleWriter:
+class PreambleWriter(Closeable):
     """Write or extend a lora-rffi preamble file, one batch of packets per :meth:`append`.
 
     Parameters
@@ -348,17 +349,11 @@ class PreambleWriter:
                 self._f.close()
             self._f = None
 
-    def __enter__(self) -> PreambleWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 # -- reading -------------------------------------------------------------------------------------------------
 
 
-class PreambleFile:
+class PreambleFile(PickledWithoutHandles, Closeable):
     """Random access to the packets of a preamble file in either layout.
 
     Made by :func:`open_preamble_file`. Keeps the path and opens the HDF5 file lazily in each process, so it
@@ -374,6 +369,8 @@ class PreambleFile:
         LoRa parameters when the file states them (native files; public files we wrote).
     """
 
+    handle_attrs = ("_f", "_pid")
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._f = None
@@ -381,7 +378,7 @@ class PreambleFile:
         f = self._file()
         self.layout: Layout = detect_layout(f, self.path)
         if self.layout == "public":
-            data, labels = _public_datasets(f, self.path)
+            data, labels = check_public_layout(f, self.path)
             self._device_ids = labels
             self.n_samples_per_packet = int(data.shape[1] // 2)
             conv = f.attrs.get(_PUBLIC_ATTR)
@@ -444,26 +441,11 @@ class PreambleFile:
             self._pid = os.getpid()
         return self._f
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_f"] = None
-        state["_pid"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
     def close(self) -> None:
         """Close the HDF5 handle of this process (reading again re-opens it)."""
         if self._f is not None and self._pid == os.getpid() and self._f.id.valid:
             self._f.close()
         self._f = None
-
-    def __enter__(self) -> PreambleFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __len__(self) -> int:
         return int(self._device_ids.size)

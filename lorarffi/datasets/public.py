@@ -23,7 +23,16 @@ import numpy.typing as npt
 
 from lorarffi.errors import ConfigError, InputDataError
 
-__all__ = ["load_public", "PacketSelection", "select_rows", "open_h5"]
+__all__ = [
+    "load_public",
+    "PacketSelection",
+    "select_rows",
+    "open_h5",
+    "check_public_layout",
+    "read_h5_rows",
+    "public_rows_to_iq",
+    "read_public_iq",
+]
 
 #: ``packets`` argument: a slice or range of per-device packet indices, a list of them, or None (all).
 PacketSelection = slice | range | Sequence[int] | None
@@ -59,8 +68,29 @@ def open_h5(path: str | os.PathLike[str], mode: str = "r", **kwargs: Any):  # ->
 # -- validation ---------------------------------------------------------------------------------------------
 
 
-def _public_datasets(f, path: Path) -> tuple[Any, npt.NDArray[np.int64]]:
-    """Check a public-layout file and return its ``data`` dataset and its labels as int64 (N,)."""
+def check_public_layout(f, path: Path) -> tuple[Any, npt.NDArray[np.int64]]:
+    """Check an open file of the public layout; return its ``data`` dataset (not read) and labels.
+
+    Parameters
+    ----------
+    f : h5py.File
+        The open file.
+    path : Path
+        Its path, for error messages.
+
+    Returns
+    -------
+    data : h5py.Dataset, shape (N, 2L)
+        Rows of ``[I(L) | Q(L)]``.
+    labels : ndarray of int64, shape (N,)
+        Device ids as stored (1-based).
+
+    Raises
+    ------
+    InputDataError
+        Missing ``data`` or ``label``, wrong shapes or dtypes, a label count unlike the row count, or a label
+        that is not an integer.
+    """
     import h5py
 
     missing = [n for n in ("data", "label") if not isinstance(f.get(n), h5py.Dataset)]
@@ -287,7 +317,7 @@ def load_public(
     """
     p = Path(path)
     with open_h5(p) as f:
-        data, labels = _public_datasets(f, p)
+        data, labels = check_public_layout(f, p)
         rows = select_rows(labels, devices, packets, source=p)
         iq = read_public_iq(data, rows, source=p)
     return iq, labels[rows]

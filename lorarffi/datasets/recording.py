@@ -38,6 +38,7 @@ from typing import Any, BinaryIO, Literal
 import numpy as np
 import numpy.typing as npt
 
+from lorarffi.datasets.handles import Closeable, PickledWithoutHandles
 from lorarffi.errors import ConfigError, InputDataError
 
 __all__ = [
@@ -159,7 +160,7 @@ def _lut(fmt: _SampleFormat) -> npt.NDArray[np.float32]:
 # -- the reader ----------------------------------------------------------------------------------------------
 
 
-class Recording:
+class Recording(PickledWithoutHandles, Closeable):
     """An open IQ recording read in chunks; use :func:`open_recording` to make one.
 
     Attributes
@@ -192,6 +193,8 @@ class Recording:
     -----
     A Recording can be pickled: the copy keeps the path and re-opens the file in its own process.
     """
+
+    handle_attrs = ("_fh", "_tar")
 
     def __init__(
         self,
@@ -248,15 +251,6 @@ class Recording:
                 raise InputDataError(self.data_path, f"cannot open: {exc}") from None
         return self._fh
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_fh"] = None
-        state["_tar"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
     def close(self) -> None:
         """Close the underlying file; reading again re-opens it."""
         if self._fh is not None:
@@ -265,12 +259,6 @@ class Recording:
         if self._tar is not None:
             self._tar.close()
             self._tar = None
-
-    def __enter__(self) -> Recording:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __del__(self) -> None:  # pragma: no cover - best effort
         try:

@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lorarffi import __version__
+from lorarffi.datasets.handles import Closeable
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import ConfigError, InputDataError
 
@@ -379,7 +380,7 @@ def _write_archive(out: Path, name: str, meta_text: str, data_bytes: bytes) -> N
 # -- incremental recorder ------------------------------------------------------------------------------------
 
 
-class SigMFRecorder:
+class SigMFRecorder(Closeable):
     """Record a stream to ``NAME.sigmf-data`` + ``NAME.sigmf-meta``, block by block, with packet annotations.
 
     Parameters
@@ -527,9 +528,3 @@ class SigMFRecorder:
             self._fh.close()
             self._fh = None
         self._write_meta()
-
-    def __enter__(self) -> SigMFRecorder:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
