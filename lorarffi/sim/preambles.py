@@ -22,9 +22,6 @@ from lorarffi.sim.transmitter import MARGIN_SAMPLES, transmit
 
 __all__ = ["PreambleSet", "simulate_preamble_set"]
 
-_BATCH_ROWS = 128
-
-
 @dataclass(frozen=True)
 class PreambleSet:
     """Aligned fingerprint windows with ground truth, like the public dataset (not CFO-compensated).
@@ -56,6 +53,9 @@ class PreambleSet:
 
     def __len__(self) -> int:
         return self.device_ids.size
+
+
+_BATCH_ROWS = 128
 
 
 def simulate_preamble_set(

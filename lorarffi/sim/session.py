@@ -17,9 +17,6 @@ from lorarffi.sim.fleet import DeviceProfile
 
 __all__ = ["Session", "place_channel"]
 
-_SALT_PLACE = 0x706C
-
-
 @dataclass(frozen=True)
 class Session:
     """One capture session: which day, how long after the devices' power-on, and where.
@@ -44,6 +41,9 @@ class Session:
             raise ConfigError(
                 f"minutes_since_power_on={self.minutes_since_power_on!r} is not valid: use >= 0"
             )
+
+
+_SALT_PLACE = 0x706C
 
 
 def place_channel(device: DeviceProfile, place: int, *, doppler_hz: float) -> channel.MultipathChannel:

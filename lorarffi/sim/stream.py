@@ -23,9 +23,6 @@ from lorarffi.sim.transmitter import MARGIN_SAMPLES, transmit
 
 __all__ = ["TransmissionEvent", "StreamSimulator", "simulate_stream"]
 
-_SALT_ROGUE = 0x726F
-
-
 @dataclass(frozen=True)
 class TransmissionEvent:
     """Ground truth of one packet in a simulated stream.
@@ -67,6 +64,7 @@ class TransmissionEvent:
 
 
 _NOISE_BLOCK = 1 << 16
+_SALT_ROGUE = 0x726F
 
 
 class StreamSimulator:
@@ -296,18 +294,19 @@ class StreamSimulator:
 
 
 def simulate_stream(
-    fleet: Sequence[DeviceProfile],
-    cfg: LoRaConfig,
-    *,
-    duration_s: float,
-    session: Session | None = None,
-    rogues: int = 0,
-    snr_db: float | tuple[float, float] = (10.0, 25.0),
-    mean_interval_s: float = 0.3,
-    seed: int = 0,
-    **kwargs: Any,
+    fleet: Sequence[DeviceProfile], cfg: LoRaConfig, *, duration_s: float, **simulator_kwargs: Any
 ) -> tuple[npt.NDArray[np.complex64], list[TransmissionEvent]]:
     """``duration_s`` of a :class:`StreamSimulator` stream as one array, with the events that start in it.
+
+    Parameters
+    ----------
+    fleet : sequence of DeviceProfile
+    cfg : LoRaConfig
+    duration_s : float
+        Length of the stream in s (> 0).
+    **simulator_kwargs
+        Keyword arguments of :class:`StreamSimulator` (``session``, ``rogues``, ``snr_db``,
+        ``mean_interval_s``, ``seed``, ``multipath``...), with its defaults.
 
     Returns
     -------
@@ -317,15 +316,6 @@ def simulate_stream(
     """
     if not duration_s > 0:
         raise ConfigError(f"duration_s={duration_s!r} is not valid: use > 0")
-    sim = StreamSimulator(
-        fleet,
-        cfg,
-        session=session,
-        rogues=rogues,
-        snr_db=snr_db,
-        mean_interval_s=mean_interval_s,
-        seed=seed,
-        **kwargs,
-    )
+    sim = StreamSimulator(fleet, cfg, **simulator_kwargs)
     _, iq = sim.read(int(round(duration_s * cfg.fs_hz)))
     return iq, sim.events
