@@ -1,11 +1,14 @@
 """lora-rffi: LoRa radio-frequency fingerprint identification.
 
-Subpackages, in the one direction data flows:
+Subpackages, each importing only those listed before it (and :mod:`lorarffi.errors`, the one error family):
 
 - :mod:`lorarffi.dsp`: chirps, packet detection, preamble alignment, CFO, spectrograms (pure array functions).
-- :mod:`lorarffi.capture`: sources (SoapySDR, file replay, ZeroMQ, simulator) and sinks.
-- :mod:`lorarffi.datasets`: HDF5 (public LoRa_RFFI layout and ours), SigMF, the device + channel simulator.
-- :mod:`lorarffi.rffi`: models, training, hybrid classifier, registry, authentication, CLI.
+- :mod:`lorarffi.datasets`: file formats: HDF5 (public LoRa_RFFI layout and ours), raw/WAV/SigMF recordings.
+- :mod:`lorarffi.sim`: the device + channel simulator.
+- :mod:`lorarffi.capture`: sample sources (SoapySDR, recordings, ZeroMQ, the simulated radio).
+- :mod:`lorarffi.rffi`: models, preprocessing, training, inference, hybrid CFO gate, evaluation, checkpoints.
+- :mod:`lorarffi.live`: the live pipeline, decision records and sinks.
+- :mod:`lorarffi.cli`: the ``lora-rffi`` command, one module per subcommand.
 """
 
 __version__ = "0.1.0"

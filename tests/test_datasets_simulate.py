@@ -13,8 +13,7 @@ from numpy.polynomial import legendre
 from lorarffi.dsp import LoRaConfig, packet_waveform, upchirp
 from lorarffi.dsp.spectrogram import channel_independent_spectrogram
 from lorarffi.errors import ConfigError
-from lorarffi.sim import impairments
-from lorarffi.sim import DeviceProfile, Session, make_fleet, simulate_preamble_set
+from lorarffi.sim import DeviceProfile, Session, impairments, make_fleet, simulate_preamble_set
 from lorarffi.sim.fleet import CHIPS
 
 CFG = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1e6)

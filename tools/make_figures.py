@@ -11,8 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lorarffi.dsp import LoRaConfig, channel_independent_spectrogram, detect, spectrogram  # noqa: E402
-from lorarffi.sim.gallery import impairment_gallery  # noqa: E402
 from lorarffi.sim import Session, make_fleet, simulate_stream  # noqa: E402
+from lorarffi.sim.gallery import impairment_gallery  # noqa: E402
 
 OUT = pathlib.Path(__file__).resolve().parents[1] / "docs" / "img"
 

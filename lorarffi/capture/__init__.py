@@ -1,6 +1,10 @@
-"""Sources (SoapySDR, file/SigMF replay, ZeroMQ, simulator) and sinks (recorder, ZeroMQ, console).
+"""Sample sources behind one interface: SoapySDR radios, recordings, ZeroMQ feeds, the simulated radio.
 
-May use :mod:`lorarffi.dsp` and :mod:`lorarffi.datasets`; never :mod:`lorarffi.rffi`.
+:func:`open_source` opens any of them from a spec string (``soapy:ARGS``, ``file:PATH``, ``zmq:ENDPOINT``,
+``zmq+pull:ENDPOINT``, ``sim``); each yields ``(start, iq)`` chunks with live counters (:class:`Source`).
+
+May use :mod:`lorarffi.dsp`, :mod:`lorarffi.datasets` and :mod:`lorarffi.sim`; never :mod:`lorarffi.rffi`,
+:mod:`lorarffi.live` or :mod:`lorarffi.cli`.
 """
 
 from lorarffi.capture.base import Source, SourceStats, ThreadedSource

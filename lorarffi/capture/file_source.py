@@ -1,4 +1,4 @@
-"""``file:PATH``: replay a recording (raw cf32/ci16/cu8/ci8, SigMF or I/Q WAV) as a sample stream.
+"""``file:PATH``: a recording (raw cf32/ci16/cu8/ci8, SigMF or I/Q WAV) read back as a sample stream.
 
 Unpaced, the file is read as fast as the consumer takes it (nothing is ever lost). Paced (``speed``), a
 producer thread releases the samples at ``speed`` times real time into a ring buffer, as a radio would: a

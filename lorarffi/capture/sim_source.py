@@ -55,7 +55,8 @@ class SimSource(ThreadedSource):
     buffer_s : float
         Ring buffer length in seconds.
     session : dict, optional
-        Keyword arguments of :class:`~lorarffi.sim.session.Session` (day, receiver, channel...).
+        Keyword arguments of :class:`~lorarffi.sim.session.Session` (``day``, ``minutes_since_power_on``,
+        ``place``).
     """
 
     def __init__(

@@ -1,6 +1,10 @@
-"""Datasets: the public LoRa_RFFI HDF5 layout, our own HDF5 schema, raw/WAV/SigMF recordings, torch datasets.
+"""File formats: the public LoRa_RFFI HDF5 layout, our own HDF5 schema, raw/WAV/SigMF recordings.
 
-May use :mod:`lorarffi.dsp`; never :mod:`lorarffi.capture` or :mod:`lorarffi.rffi`.
+:func:`load_dataset` and :func:`open_preamble_file` read preamble sets of either HDF5 layout,
+:class:`PreambleWriter` writes ours, :func:`open_recording` reads any IQ recording in chunks, and
+:func:`write_sigmf` / :class:`SigMFRecorder` write SigMF.
+
+May use :mod:`lorarffi.dsp`; nothing above it.
 """
 
 from lorarffi.datasets.native import (

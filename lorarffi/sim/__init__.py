@@ -4,7 +4,8 @@
   fleets of one chip model (:func:`make_fleet`).
 - :mod:`~lorarffi.sim.session`: a capture's day, time since power-on and place (:class:`Session`).
 - :mod:`~lorarffi.sim.impairments`, :mod:`~lorarffi.sim.trajectory`, :mod:`~lorarffi.sim.transmitter`: the
-  transmitter hardware and its signal chain; :mod:`~lorarffi.sim.channel`: multipath, Doppler, CFO, AWGN.
+  transmitter hardware and its signal chain; :mod:`~lorarffi.sim.channel`: multipath, Doppler, CFO, AWGN
+  (both on the batch convention of :mod:`~lorarffi.sim.batch`).
 - :mod:`~lorarffi.sim.preambles`: aligned fingerprint windows like the public LoRa_RFFI dataset
   (:func:`simulate_preamble_set`); :mod:`~lorarffi.sim.stream`: a continuous stream of whole packets with
   ground truth (:class:`StreamSimulator`, the ``sim`` virtual radio; :func:`simulate_stream`).

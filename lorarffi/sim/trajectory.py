@@ -1,4 +1,4 @@
-"""Private: the frequency trajectory of a LoRa packet as linear pieces, for synthesis with a perturbed phase.
+"""The frequency trajectory of a LoRa packet as linear pieces, for synthesis with a perturbed phase.
 
 :mod:`lorarffi.dsp.chirp` synthesises the ideal packet from phase-continuous chirp segments. Hardware effects
 that act on the *frequency* (PLL sweep nonlinearity, settling transients after each frequency jump) need the
@@ -19,6 +19,8 @@ from numpy.polynomial import legendre
 
 from lorarffi.dsp.chirp import sync_word_symbols
 from lorarffi.dsp.config import LoRaConfig
+
+__all__ = ["Pieces", "packet_pieces", "Located", "locate", "ideal_phase", "sweep_phase", "transient_phase"]
 
 
 @dataclass(frozen=True)
