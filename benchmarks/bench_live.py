@@ -114,8 +114,9 @@ def run() -> str:
 
     from lorarffi.capture.file_source import FileSource
     from lorarffi.dsp.config import LoRaConfig
-    from lorarffi.live.pipeline import ClassifierStage, LivePipeline
+    from lorarffi.live.pipeline import LivePipeline
     from lorarffi.live.sinks import JsonlSink
+    from lorarffi.live.stages import ClassifierStage
     from lorarffi.rffi.inference import load_classifier
 
     torch.set_num_threads(1)
@@ -156,8 +157,8 @@ def run() -> str:
         (
             "dropped samples",
             "0",
-            f"{summary.n_lost_samples} ({summary.n_overflows} overflows)",
-            summary.n_lost_samples == 0 and summary.n_overflows == 0,
+            f"{summary.source_stats.n_lost_samples} ({summary.source_stats.n_overflows} overflows)",
+            summary.source_stats.n_lost_samples == 0 and summary.source_stats.n_overflows == 0,
         ),
         (
             "one decision per detected packet",

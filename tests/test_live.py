@@ -22,8 +22,10 @@ from lorarffi.capture.sources import open_source
 from lorarffi.cli import main
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import CaptureError, ConfigError
-from lorarffi.live.pipeline import DetectionOnly, LatencyHistogram, LivePipeline
-from lorarffi.live.sinks import ConsoleSink, JsonlSink, Sink, ZmqPublishSink, bind_endpoint
+from lorarffi.live.console import ConsoleSink
+from lorarffi.live.pipeline import LivePipeline
+from lorarffi.live.sinks import Sink, ZmqPublishSink, bind_endpoint
+from lorarffi.live.stages import DetectionOnly
 
 CFG = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1e6)
 N_SECONDS = 2.5
@@ -33,7 +35,7 @@ class Collect(Sink):
     """Keeps every record and packet."""
 
     def __init__(self) -> None:
-        self.records: list[dict] = []
+        self.records: list = []
         self.packets: list = []
         self.closed_with = None
 
@@ -63,7 +65,7 @@ def offline(stream):
 
 
 def key(records) -> list[tuple]:
-    return [(r["start"], round(r["cfo_hz"], 3), r["device"], r["verdict"]) for r in records]
+    return [(r.start, round(r.cfo_hz, 3), r.device, r.verdict) for r in records]
 
 
 def run_pipeline(source, **kw):
@@ -76,17 +78,16 @@ def test_file_source_decisions_match_the_offline_detector_and_the_truth(stream, 
     path, iq, truth = stream
     summary, sink = run_pipeline(open_source(f"file:{path}", format="cf32", fs_hz=1e6, chunk_samples=20_000))
     assert len(truth) >= 8
-    assert [r["start"] for r in sink.records] == [p.start for p in offline]
+    assert [r.start for r in sink.records] == [p.start for p in offline]
     assert len(sink.records) == summary.n_packets == len(truth)  # exactly one decision per packet
-    starts = np.array([r["start"] for r in sink.records])
+    starts = np.array([r.start for r in sink.records])
     assert np.all(np.abs(starts - np.array([e.start for e in truth])) <= 2)
-    assert summary.n_samples == iq.size and summary.n_lost_samples == 0
+    assert summary.n_samples == iq.size and summary.source_stats.n_lost_samples == 0
     rec = sink.records[0]
-    for field in ("start", "cfo_hz", "snr_db", "device", "verdict", "latency_ms"):
-        assert field in rec
-    assert rec["verdict"] == "detected" and rec["device"] is None
-    assert all(r["latency_ms"] >= 0 for r in sink.records)
-    assert sink.closed_with["n_packets"] == len(truth)
+    assert {"start", "cfo_hz", "snr_db", "device", "verdict", "latency_ms"} <= set(rec.to_dict())
+    assert rec.verdict == "detected" and rec.device is None
+    assert all(r.latency_ms >= 0 for r in sink.records)
+    assert sink.closed_with.n_packets == len(truth)
 
 
 # -- the same recording through ZeroMQ (GNU Radio wire format) and SoapySDR --------------------------------
@@ -135,9 +136,10 @@ def test_zmq_source_gives_the_same_decisions_as_the_file(stream, offline, tagged
     source = ZmqSource(holder["endpoint"], fs_hz=1e6, buffer_s=4.0, idle_timeout_s=5.0)
     summary, sink = run_pipeline(source, duration_s=N_SECONDS)
     pub.join(10)
-    assert summary.n_samples == iq.size and summary.n_lost_samples == 0 and summary.n_bad_frames == 0
-    assert [r["start"] for r in sink.records] == [p.start for p in offline]
-    assert [round(r["cfo_hz"], 3) for r in sink.records] == [round(p.cfo_hz, 3) for p in offline]
+    st = summary.source_stats
+    assert summary.n_samples == iq.size and st.n_lost_samples == 0 and st.n_bad_frames == 0
+    assert [r.start for r in sink.records] == [p.start for p in offline]
+    assert [round(r.cfo_hz, 3) for r in sink.records] == [round(p.cfo_hz, 3) for p in offline]
 
 
 def test_soapy_replay_source_gives_the_same_decisions_as_the_file(stream, offline, replay_module) -> None:
@@ -145,10 +147,8 @@ def test_soapy_replay_source_gives_the_same_decisions_as_the_file(stream, offlin
     summary, sink = run_pipeline(
         open_source(f"soapy:driver=replay,file={path},rate=1e6,mtu=4096", fs_hz=1e6, center_freq_hz=868.1e6)
     )
-    assert summary.n_samples == iq.size and summary.n_overflows == 0
-    assert key(sink.records) == key(
-        [{"start": p.start, "cfo_hz": p.cfo_hz, "device": None, "verdict": "detected"} for p in offline]
-    )
+    assert summary.n_samples == iq.size and summary.source_stats.n_overflows == 0
+    assert key(sink.records) == key(DetectionOnly().decide(offline))
 
 
 def test_soapy_overflows_flush_the_detector_and_keep_packet_indices_absolute(
@@ -160,14 +160,14 @@ def test_soapy_overflows_flush_the_detector_and_keep_packet_indices_absolute(
             f"soapy:driver=replay,file={path},rate=1e6,mtu=4096,overflow_every=40,overflow_samples=30000"
         )
     )
-    lost = summary.n_lost_samples
-    assert summary.n_overflows >= 3 and lost == 30_000 * summary.n_gaps
+    lost = summary.source_stats.n_lost_samples
+    assert summary.source_stats.n_overflows >= 3 and lost == 30_000 * summary.source_stats.n_gaps
     assert summary.n_samples + lost == iq.size
     clean = {p.start: p for p in offline}
     assert sink.records, "packets away from the gaps are still found"
     for r in sink.records:  # every packet reported is a real one, at its true absolute index
-        assert r["start"] in clean
-        assert abs(r["cfo_hz"] - clean[r["start"]].cfo_hz) < 1.0
+        assert r.start in clean
+        assert abs(r.cfo_hz - clean[r.start].cfo_hz) < 1.0
     assert len(sink.records) < len(offline)  # packets that straddle a gap are not stitched together
 
 
@@ -192,8 +192,8 @@ def test_a_gap_is_counted_and_packets_after_it_keep_their_true_starts(stream, of
     victim = offline[len(offline) // 2]
     hole = (victim.start + 1000, victim.start + 41_000)  # cuts one packet's preamble
     summary, sink = run_pipeline(GappySource(iq, hole))
-    assert summary.n_lost_samples == 40_000 and summary.n_gaps == 1
-    starts = [r["start"] for r in sink.records]
+    assert summary.source_stats.n_lost_samples == 40_000 and summary.source_stats.n_gaps == 1
+    starts = [r.start for r in sink.records]
     assert victim.start not in starts
     expected = [p.start for p in offline if p.stop <= hole[0] or p.start >= hole[1]]
     assert starts == expected
@@ -214,14 +214,14 @@ def test_short_soak_faster_than_real_time_loses_nothing(stream, offline) -> None
         f"file:{path}", format="cf32", fs_hz=1e6, speed=4.0, loop=True, chunk_samples=8192, buffer_s=8.0
     )
     summary, sink = run_pipeline(source, duration_s=2 * N_SECONDS)
-    assert summary.n_lost_samples == 0 and summary.n_overflows == 0
+    assert summary.source_stats.n_lost_samples == 0 and summary.source_stats.n_overflows == 0
     assert summary.n_samples == 2 * iq.size
     assert len(sink.records) == summary.n_packets
     assert abs(summary.n_packets - 2 * len(offline)) <= 1  # a packet may straddle the loop point
-    latencies = [r["latency_ms"] for r in sink.records]       # every decision timed, the summary from them
+    latencies = [r.latency_ms for r in sink.records]       # every decision timed, the summary from them
     assert min(latencies) >= 0.0 and summary.latency_ms["max"] == max(latencies)
     assert summary.latency_ms["p50"] <= summary.latency_ms["p99"] <= summary.latency_ms["max"]
-    second = [r["start"] - iq.size for r in sink.records if r["start"] >= iq.size]
+    second = [r.start - iq.size for r in sink.records if r.start >= iq.size]
     assert set(second) <= {p.start for p in offline} | {0}
 
 
@@ -234,7 +234,7 @@ def test_bind_endpoint_defaults_to_localhost() -> None:
         bind_endpoint("localhost")
 
 
-def test_zmq_publisher_sends_one_json_message_per_decision(stream) -> None:
+def test_zmq_publisher_sends_one_json_message_per_decision(stream, offline) -> None:
     import zmq
 
     path, _, _ = stream
@@ -244,8 +244,9 @@ def test_zmq_publisher_sends_one_json_message_per_decision(stream) -> None:
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.connect(pub.endpoint)
     deadline = time.monotonic() + 10
+    probe = DetectionOnly().decide(offline[:1])
     while True:  # PUB drops until the subscription has arrived: probe until one gets through
-        pub.on_decisions([{"probe": True}], [])
+        pub.on_decisions(probe, [])
         if sub.poll(50):
             sub.recv()
             break
@@ -257,13 +258,14 @@ def test_zmq_publisher_sends_one_json_message_per_decision(stream) -> None:
     while sub.poll(1000) and len(got) < summary.n_packets:
         got.append(json.loads(sub.recv()))
     sub.close()
-    assert [g["start"] for g in got] == [r["start"] for r in sink.records]
+    assert [g["start"] for g in got] == [r.start for r in sink.records]
     assert {"start", "cfo_hz", "snr_db", "device", "verdict", "latency_ms"} <= set(got[0])
 
 
 def test_record_and_preamble_sinks_write_what_was_detected(stream, tmp_path) -> None:
     from lorarffi.datasets.native import open_preamble_file
     from lorarffi.datasets.recording import open_recording
+    from lorarffi.datasets.sigmf_io import SigMFRecorder
     from lorarffi.live.sinks import PreambleSink, SigMFSink
 
     path, iq, _ = stream
@@ -273,16 +275,16 @@ def test_record_and_preamble_sinks_write_what_was_detected(stream, tmp_path) -> 
         src = open_source(f"file:{path}", format="cf32", fs_hz=1e6)
         sinks = [PreambleSink(h5, CFG, source=src.name, fs_hz=1e6)]
         if run == 0:
-            sinks.append(SigMFSink(out, fs_hz=1e6, center_freq_hz=868.1e6, cfg=CFG))
+            sinks.append(SigMFSink(SigMFRecorder(out, fs_hz=1e6, center_freq_hz=868.1e6, cfg=CFG)))
         summary, sink = run_pipeline(src, sinks=sinks)
     with open_recording(out) as rec:
         np.testing.assert_array_equal(rec.read(0, rec.n_samples), iq)
-        assert [a["core:sample_start"] for a in rec.annotations] == [r["start"] for r in sink.records]
+        assert [a["core:sample_start"] for a in rec.annotations] == [r.start for r in sink.records]
     with open_preamble_file(h5) as pf:
         assert len(pf) == 2 * summary.n_packets
         rows = np.arange(summary.n_packets)
         meta = pf.meta(rows)
-        np.testing.assert_array_equal(meta["start"], [r["start"] for r in sink.records])
+        np.testing.assert_array_equal(meta["start"], [r.start for r in sink.records])
         np.testing.assert_array_equal(meta["device_id"], -1)  # detection only: unknown devices
         np.testing.assert_allclose(pf.read_rows(rows[:1])[0], sink.packets[0].preamble, atol=1e-6)
 
@@ -297,21 +299,6 @@ def test_console_view_renders_counts_devices_and_latency(stream) -> None:
     text = buf.getvalue()
     assert "packets" in text and f"{summary.n_packets}" in text
     assert "dropped samples" in text and "latency" in text and "MS/s" in text
-
-
-def test_jsonl_sink_and_latency_histogram(tmp_path) -> None:
-    out = tmp_path / "d.jsonl"
-    sink = JsonlSink(out, summary=True)
-    sink.on_decisions([{"start": np.int64(5), "cfo_hz": np.float64(1.5), "snr_db": float("nan")}], [])
-    sink.close({"n_packets": 1})
-    lines = [json.loads(x) for x in out.read_text().splitlines()]
-    assert lines == [{"start": 5, "cfo_hz": 1.5, "snr_db": None}, {"summary": {"n_packets": 1}}]
-    h = LatencyHistogram(resolution_ms=0.1, max_ms=100.0)
-    h.add(np.arange(1, 101, dtype=float))  # 1..100 ms
-    assert h.percentile(50) == pytest.approx(50.0, abs=0.11)
-    assert h.percentile(99) == pytest.approx(99.0, abs=0.11)
-    h.add([500.0])
-    assert h.percentile(100) == 500.0 and h.max_ms == 500.0
 
 
 def test_pipeline_refuses_a_rate_mismatch(stream) -> None:
@@ -381,7 +368,7 @@ def test_an_endless_stream_ends_cleanly_when_stopped(stream) -> None:
     path, _, _ = stream
     source = open_source(f"file:{path}", format="cf32", fs_hz=1e6, loop=True, speed=4.0, buffer_s=8.0)
     summary, sink = run_pipeline(source, sinks=[StopAfter(source, 3_000_000)])
-    assert source.stopping and summary.n_samples >= 3_000_000 and summary.n_lost_samples == 0
+    assert source.stopping and summary.n_samples >= 3_000_000 and summary.source_stats.n_lost_samples == 0
     assert sink.closed_with is not None  # sinks were closed with the summary
     assert source._thread is not None and not source._thread.is_alive()
 
@@ -456,7 +443,7 @@ def test_real_recordings_give_the_same_packets_through_file_and_soapysdr(
     for spec in (f"file:{meta}", f"soapy:driver=replay,file={meta}"):
         sink = Collect()
         summary = LivePipeline(open_source(spec), cfg, sinks=[sink]).run()
-        assert summary.n_lost_samples == 0
+        assert summary.source_stats.n_lost_samples == 0
         runs.append(key(sink.records))
     assert runs[0] == runs[1]
     assert len(runs[0]) == len(truth)
@@ -466,9 +453,9 @@ def test_real_recordings_give_the_same_packets_through_file_and_soapysdr(
 def test_classifier_stage_refuses_preambles_at_another_rate_than_the_model(offline) -> None:
     from types import SimpleNamespace
 
-    from lorarffi.live.pipeline import ClassifierStage
+    from lorarffi.live.stages import ClassifierStage
 
-    fake = SimpleNamespace(cfg=CFG.replace(fs_hz=2e6), classify=None)  # trained at 2 MS/s
+    fake = SimpleNamespace(lora=CFG.replace(fs_hz=2e6), classify=None)  # trained at 2 MS/s
     with pytest.raises(ConfigError, match="preambles at 1e\\+06 Hz"):
         ClassifierStage(fake).decide(offline[:1])
 
@@ -487,15 +474,16 @@ class FailingSource(ThreadedSource):
 
 def test_a_device_failure_ends_the_run_with_its_error_and_sinks_closed(stream, tmp_path) -> None:
     from lorarffi.datasets.recording import open_recording
+    from lorarffi.datasets.sigmf_io import SigMFRecorder
     from lorarffi.live.sinks import SigMFSink
 
     _, iq, _ = stream
     out = tmp_path / "partial.sigmf-meta"
     collect = Collect()
-    sinks = [collect, SigMFSink(out, fs_hz=1e6)]
+    sinks = [collect, SigMFSink(SigMFRecorder(out, fs_hz=1e6))]
     with pytest.raises(CaptureError, match="STREAM_ERROR"):
         LivePipeline(FailingSource(iq), CFG, sinks=sinks).run()
-    assert collect.closed_with is not None and collect.closed_with["n_samples"] == 300_000
+    assert collect.closed_with is not None and collect.closed_with.n_samples == 300_000
     with open_recording(out) as rec:  # the samples before the failure are on disk with valid metadata
         np.testing.assert_array_equal(rec.read(0, rec.n_samples), iq[:300_000])
 
@@ -505,7 +493,7 @@ def test_a_device_failure_ends_the_run_with_its_error_and_sinks_closed(stream, t
 def test_decisions_do_not_depend_on_how_the_source_chunks_the_stream(chunk, stream, offline) -> None:
     path, _, _ = stream
     _, sink = run_pipeline(open_source(f"file:{path}", format="cf32", fs_hz=1e6, chunk_samples=chunk))
-    assert [(r["start"], r["cfo_hz"]) for r in sink.records] == [(p.start, p.cfo_hz) for p in offline]
+    assert [(r.start, r.cfo_hz) for r in sink.records] == [(p.start, p.cfo_hz) for p in offline]
 
 
 def test_virtual_radio_packets_are_found_where_the_simulator_sent_them() -> None:
@@ -517,7 +505,7 @@ def test_virtual_radio_packets_are_found_where_the_simulator_sent_them() -> None
     summary, sink = run_pipeline(src)
     sent = [e for e in src.events if e.start + e.n_samples <= 2_000_000]
     assert summary.n_samples == 2_000_000 and len(sent) >= 5
-    found = np.array([r["start"] for r in sink.records])
+    found = np.array([r.start for r in sink.records])
     assert len(found) == len(sent)
     assert np.all(np.abs(found - np.array([e.start for e in sent])) <= 2)
-    np.testing.assert_allclose([r["cfo_hz"] for r in sink.records], [e.cfo_hz for e in sent], atol=60.0)
+    np.testing.assert_allclose([r.cfo_hz for r in sink.records], [e.cfo_hz for e in sent], atol=60.0)

@@ -16,7 +16,8 @@ import pytest
 from lorarffi.capture.sources import open_source
 from lorarffi.cli import main
 from lorarffi.dsp.config import LoRaConfig
-from lorarffi.live.pipeline import ClassifierStage, LivePipeline
+from lorarffi.live.pipeline import LivePipeline
+from lorarffi.live.stages import ClassifierStage
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +61,7 @@ def reference(stream, model_dir):
 
 class Collect:
     def __init__(self) -> None:
-        self.records: list[dict] = []
+        self.records: list = []
 
     def on_samples(self, start, iq) -> None:
         pass
@@ -82,8 +83,8 @@ def decisions(source, model_dir, **kw) -> list[tuple]:
     clf.set_tracking(False)  # so every run decides from the same state as the offline reference
     sink = Collect()
     summary = LivePipeline(source, CFG, decider=ClassifierStage(clf), sinks=[sink], **kw).run()
-    assert summary.n_lost_samples == 0 and summary.n_packets == len(sink.records)
-    return [(r["start"], r["device"], r["verdict"]) for r in sink.records]
+    assert summary.source_stats.n_lost_samples == 0 and summary.n_packets == len(sink.records)
+    return [(r.start, r.device, r.verdict) for r in sink.records]
 
 
 def test_file_soapy_and_zmq_sources_give_the_offline_decisions(

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from lorarffi.cli.common import si_float
+from lorarffi.cli.common import add_radio_args, si_float
 
 __all__ = ["register", "run"]
-
-
-def _gain(text: str) -> float | str:
-    if text.strip().lower() == "agc":
-        return "agc"
-    return si_float(text)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,34 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="ARGS",
         help="SoapySDR device arguments, e.g. driver=uhd,serial=30F1 or driver=replay,file=x.sigmf-meta",
     )
-    p.add_argument(
-        "-f",
-        "--freq",
-        dest="center_freq_hz",
-        type=si_float,
-        required=True,
-        metavar="FREQ_HZ",
-        help="centre frequency in Hz (suffixes k/M/G)",
-    )
-    p.add_argument(
-        "-s",
-        "--rate",
-        dest="fs_hz",
-        type=si_float,
-        required=True,
-        metavar="RATE_HZ",
-        help="sample rate in Hz (suffixes k/M)",
-    )
-    p.add_argument(
-        "-g",
-        "--gain",
-        dest="gain_db",
-        type=_gain,
-        default=None,
-        metavar="GAIN_DB",
-        help="overall gain in dB, or 'agc' (default: the device's)",
-    )
-    p.add_argument("-a", "--antenna", default=None, help="antenna name (e.g. RX2)")
+    add_radio_args(p, radio_only=True)
     p.add_argument("-w", "--bandwidth-hz", type=si_float, default=None, help="analog bandwidth in Hz")
     p.add_argument("-c", "--channel", type=int, default=0, help="receive channel (default 0)")
     p.add_argument(
@@ -82,16 +49,18 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from lorarffi.capture.soapy import SoapySource
+    from lorarffi.cli.common import sample_rate_hz
+    from lorarffi.datasets.sigmf_io import SigMFRecorder
     from lorarffi.errors import ConfigError
-    from lorarffi.live.pipeline import stop_on_signals
     from lorarffi.live.sinks import SigMFSink
+    from lorarffi.live.stopping import chunks_within, stop_on_signals
 
     log = logging.getLogger("lorarffi.capture")
     if args.duration_s is not None and not args.duration_s > 0:
         raise ConfigError(f"--duration-s={args.duration_s} is not valid: give a positive number of seconds")
     source = SoapySource(
         args.device_args,
-        fs_hz=args.fs_hz,
+        fs_hz=sample_rate_hz(args),
         center_freq_hz=args.center_freq_hz,
         gain_db=args.gain_db,
         antenna=args.antenna,
@@ -99,11 +68,10 @@ def run(args: argparse.Namespace) -> int:
         channel=args.channel,
         buffer_s=args.buffer_s,
     )
-    limit = None if args.duration_s is None else int(round(args.duration_s * source.fs_hz))
     written = 0
     first = None
     try:
-        sink = SigMFSink(
+        recorder = SigMFRecorder(
             args.output,
             fs_hz=source.fs_hz,
             center_freq_hz=source.center_freq_hz,
@@ -113,21 +81,18 @@ def run(args: argparse.Namespace) -> int:
     except BaseException:
         source.close()
         raise
+    sink = SigMFSink(recorder)
     try:
         with stop_on_signals(source):
-            for start, iq in source:
+            for start, iq in chunks_within(source, args.duration_s):
                 if first is None:
                     first = start
-                if limit is not None:
-                    iq = iq[: max(0, limit - (start - first))]
                 sink.on_samples(start, iq)
                 written = start - first + iq.shape[0]
-                if limit is not None and written >= limit:
-                    break
     finally:
         source.close()
-        stats = source.stats()
-        sink.close(stats.to_dict())
+        sink.close()
+    stats = source.stats()
     log.info(
         "%s: %d overflows, %d samples lost, %d timeouts",
         source.name,

@@ -1,11 +1,27 @@
-"""Argument helpers shared by the subcommands: SI-suffixed numbers, LoRa parameters, ranges."""
+"""What the subcommands share: argument types (SI-suffixed numbers, gains, ranges), the LoRa and radio flag
+groups, the one reconciliation of the sample-rate flags and the one args -> LoRaConfig builder."""
 
 from __future__ import annotations
 
 import argparse
 import re
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["si_float", "add_lora_args", "int_range", "slice_arg"]
+from lorarffi.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lorarffi.dsp.config import LoRaConfig
+
+__all__ = [
+    "si_float",
+    "gain_arg",
+    "int_range",
+    "slice_arg",
+    "add_lora_args",
+    "add_radio_args",
+    "sample_rate_hz",
+    "lora_config",
+]
 
 _SI = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 _SI_RE = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([kKMGT]?)\s*$")
@@ -17,6 +33,13 @@ def si_float(text: str) -> float:
     if not m:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number (suffixes k, M, G allowed)")
     return float(m.group(1)) * _SI[m.group(2)]
+
+
+def gain_arg(text: str) -> float | str:
+    """Parse a gain in dB (SI suffixes allowed) or ``agc``."""
+    if text.strip().lower() == "agc":
+        return "agc"
+    return si_float(text)
 
 
 def int_range(text: str) -> list[int]:
@@ -69,3 +92,109 @@ def add_lora_args(parser: argparse.ArgumentParser, *, fs_required: bool = False)
         required=fs_required,
         help="sample rate in Hz for raw input (suffixes k/M allowed)",
     )
+
+
+# The radio flags: option strings, dest, type, metavar, then the help of a command that only drives a radio
+# (``capture``) and of one that takes any source (``live``, where -s doubles --fs-hz).
+_RADIO_FLAGS: tuple[tuple[tuple[str, ...], str, Any, str | None, str, str], ...] = (
+    (
+        ("-f", "--freq"),
+        "center_freq_hz",
+        si_float,
+        "FREQ_HZ",
+        "centre frequency in Hz (suffixes k/M/G)",
+        "centre frequency in Hz (radio: tuned; others: reported)",
+    ),
+    (
+        ("-s", "--rate"),
+        "rate_hz",
+        si_float,
+        "RATE_HZ",
+        "sample rate in Hz (suffixes k/M)",
+        "sample rate in Hz (radio: set; same as --fs-hz)",
+    ),
+    (
+        ("-g", "--gain"),
+        "gain_db",
+        gain_arg,
+        "GAIN_DB",
+        "overall gain in dB, or 'agc' (default: the device's)",
+        "radio gain in dB, or 'agc'",
+    ),
+    (("-a", "--antenna"), "antenna", None, None, "antenna name (e.g. RX2)", "radio antenna"),
+)
+
+
+def add_radio_args(parser: argparse.ArgumentParser, *, radio_only: bool) -> None:
+    """Add the radio flags ``-f/--freq``, ``-s/--rate``, ``-g/--gain``, ``-a/--antenna``.
+
+    ``radio_only``: the command drives a radio and nothing else (frequency and rate required); otherwise the
+    flags apply when the source is a radio (``-s`` is then the same as ``--fs-hz``: see
+    :func:`sample_rate_hz`).
+    """
+    for flags, dest, kind, metavar, radio_help, any_source_help in _RADIO_FLAGS:
+        required = radio_only and dest in ("center_freq_hz", "rate_hz")
+        options: dict[str, Any] = {"dest": dest, "default": None, "required": required}
+        if kind is not None:
+            options["type"] = kind
+        if metavar is not None:
+            options["metavar"] = metavar
+        parser.add_argument(*flags, help=radio_help if radio_only else any_source_help, **options)
+
+
+def sample_rate_hz(args: argparse.Namespace) -> float | None:
+    """The sample rate the flags ask for, in Hz: ``--fs-hz`` or ``-s/--rate`` (they must agree), or None."""
+    fs_hz = getattr(args, "fs_hz", None)
+    rate_hz = getattr(args, "rate_hz", None)
+    if fs_hz is not None and rate_hz is not None and fs_hz != rate_hz:
+        raise ConfigError(f"-s {rate_hz:g} and --fs-hz {fs_hz:g} disagree: give one sample rate")
+    return fs_hz if fs_hz is not None else rate_hz
+
+
+def lora_config(
+    args: argparse.Namespace,
+    base: LoRaConfig | None = None,
+    *,
+    trained: bool = False,
+    fs_hz: float | None = None,
+    **fields: Any,
+) -> LoRaConfig:
+    """The LoRa parameters a command works with, from its flags.
+
+    Parameters
+    ----------
+    args : Namespace
+        Parsed flags; ``sf``, ``bw_hz`` and the sample-rate flags (:func:`sample_rate_hz`) are used when set.
+    base : LoRaConfig, optional
+        Parameters the flags change: a file's or a model's (default SF7, 125 kHz, 1 MS/s, the public
+        dataset's).
+    trained : bool
+        ``base`` is a trained model's: ``--sf`` and ``--bw-hz`` may only repeat it.
+    fs_hz : float, optional
+        The sample rate actually in use (a source's or a recording's), in Hz; it replaces the flags' rate.
+    **fields
+        Other fields to set (``preamble_symbols``...).
+
+    Raises
+    ------
+    ConfigError
+        A flag contradicts the model, the rate flags disagree, or the parameters are not valid.
+    """
+    from lorarffi.dsp.config import LoRaConfig
+
+    base = base or LoRaConfig()
+    changes: dict[str, Any] = {
+        name: value for name in ("sf", "bw_hz") if (value := getattr(args, name, None)) is not None
+    }
+    if trained:
+        for name, value in changes.items():
+            if value != getattr(base, name):
+                raise ConfigError(
+                    f"--{name.replace('_', '-')}={value:g} contradicts the model, trained for "
+                    f"{name}={getattr(base, name):g}"
+                )
+    rate_hz = fs_hz if fs_hz is not None else sample_rate_hz(args)
+    if rate_hz is not None:
+        changes["fs_hz"] = rate_hz
+    changes.update(fields)
+    return base.replace(**changes) if changes else base

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from lorarffi.cli.common import add_lora_args
+from lorarffi.cli.common import add_lora_args, lora_config
 
 __all__ = ["register", "run"]
 
@@ -47,7 +47,7 @@ _HEADER = (f"{'start':>12} {'start_s':>11} {'cfo_hz':>11} {'snr_db':>7} {'power_
 
 def run(args: argparse.Namespace) -> int:
     from lorarffi.datasets.recording import open_recording
-    from lorarffi.dsp import LoRaConfig, StreamDetector
+    from lorarffi.dsp import StreamDetector
     from lorarffi.errors import ConfigError
 
     if args.chunk_samples < 1:
@@ -63,12 +63,7 @@ def run(args: argparse.Namespace) -> int:
         out.flush()
 
     with open_recording(args.input, format=args.format, fs_hz=args.fs_hz) as rec:
-        cfg = LoRaConfig(
-            sf=7 if args.sf is None else args.sf,
-            bw_hz=125e3 if args.bw_hz is None else args.bw_hz,
-            fs_hz=rec.fs_hz,
-            preamble_symbols=args.preamble_symbols,
-        )
+        cfg = lora_config(args, fs_hz=rec.fs_hz, preamble_symbols=args.preamble_symbols)
         det = StreamDetector(cfg)
         if not args.json:
             out.write(_HEADER + "\n")

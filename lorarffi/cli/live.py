@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from lorarffi.cli.common import add_lora_args, si_float
+from lorarffi.cli.common import add_lora_args, add_radio_args
 
 __all__ = ["register", "run"]
-
-
-def _gain(text: str) -> float | str:
-    if text.strip().lower() == "agc":
-        return "agc"
-    return si_float(text)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,34 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--format", default=None, help="sample format of a raw file: cf32, ci16, cu8 or ci8")
     add_lora_args(p)
-    p.add_argument(
-        "-f",
-        "--freq",
-        dest="center_freq_hz",
-        type=si_float,
-        default=None,
-        metavar="FREQ_HZ",
-        help="centre frequency in Hz (radio: tuned; others: reported)",
-    )
-    p.add_argument(
-        "-s",
-        "--rate",
-        dest="rate_hz",
-        type=si_float,
-        default=None,
-        metavar="RATE_HZ",
-        help="sample rate in Hz (radio: set; same as --fs-hz)",
-    )
-    p.add_argument(
-        "-g",
-        "--gain",
-        dest="gain_db",
-        type=_gain,
-        default=None,
-        metavar="GAIN_DB",
-        help="radio gain in dB, or 'agc'",
-    )
-    p.add_argument("-a", "--antenna", default=None, help="radio antenna")
+    add_radio_args(p, radio_only=False)
     p.add_argument(
         "--model", default=None, metavar="DIR", help="trained model directory (default: detection only)"
     )
@@ -132,42 +99,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _lora_cfg(args: argparse.Namespace, classifier, fs_hz: float | None):
-    from lorarffi.dsp.config import LoRaConfig
-    from lorarffi.errors import ConfigError
-
-    base = classifier.lora if classifier is not None else LoRaConfig()
-    changes = {}
-    if args.sf is not None:
-        changes["sf"] = args.sf
-    if args.bw_hz is not None:
-        changes["bw_hz"] = args.bw_hz
-    if classifier is not None:
-        for name, value in changes.items():
-            if value != getattr(base, name):
-                raise ConfigError(
-                    f"--{name.replace('_', '-')}={value:g} contradicts the model, trained for "
-                    f"{name}={getattr(base, name):g}"
-                )
-    if fs_hz is not None:
-        changes["fs_hz"] = fs_hz
-    return base.replace(**changes) if changes else base
-
-
 def run(args: argparse.Namespace) -> int:
-    import json
     import logging
     import sys
 
     from lorarffi.capture.sources import open_source
+    from lorarffi.cli.common import lora_config, sample_rate_hz
     from lorarffi.errors import ConfigError
-    from lorarffi.live.pipeline import ClassifierStage, DetectionOnly, LivePipeline, stop_on_signals
-    from lorarffi.live.sinks import ConsoleSink, JsonlSink, PreambleSink, SigMFSink, ZmqPublishSink
+    from lorarffi.live.console import ConsoleSink, TextSink
+    from lorarffi.live.pipeline import LivePipeline
+    from lorarffi.live.sinks import JsonlSink, PreambleSink, SigMFSink, ZmqPublishSink
+    from lorarffi.live.stages import ClassifierStage, DetectionOnly
+    from lorarffi.live.stopping import stop_on_signals
 
     log = logging.getLogger("lorarffi.live")
-    if args.fs_hz is not None and args.rate_hz is not None and args.fs_hz != args.rate_hz:
-        raise ConfigError(f"-s {args.rate_hz:g} and --fs-hz {args.fs_hz:g} disagree: give one sample rate")
-    fs_hz = args.fs_hz if args.fs_hz is not None else args.rate_hz
+    fs_hz = sample_rate_hz(args)
     if args.duration_s is not None and not args.duration_s > 0:
         raise ConfigError(f"--duration-s={args.duration_s} is not valid: give a positive number of seconds")
     spec = args.source.strip()
@@ -184,9 +130,12 @@ def run(args: argparse.Namespace) -> int:
         from lorarffi.rffi.inference import load_classifier
 
         # One intra-op thread: a live batch is a few packets, and idle OpenMP workers spinning beside the
-        # source and detector threads cost tens of ms of latency on a 2-core machine (p50 100 ms vs 22 ms).
+        # source and detector threads cost tens of ms of latency on a 2-core machine.
         torch.set_num_threads(args.threads)
         classifier = load_classifier(args.model)
+    # the LoRa parameters: the model's, or the flags'; the rate is the source's once it is open
+    trained = classifier.lora if classifier is not None else None
+    lora = lora_config(args, trained, trained=trained is not None)
     opts: dict = {
         "buffer_s": args.buffer_s,
         "center_freq_hz": args.center_freq_hz,
@@ -204,23 +153,24 @@ def run(args: argparse.Namespace) -> int:
         "spread": args.spread,
     }
     if is_sim:
-        opts["cfg"] = _lora_cfg(args, classifier, fs_hz)
+        opts["cfg"] = lora
     source = open_source(spec, **opts)
     sinks = []
     try:
-        cfg = _lora_cfg(args, classifier, source.fs_hz)
+        cfg = lora.replace(fs_hz=source.fs_hz)
         decider = ClassifierStage(classifier) if classifier is not None else DetectionOnly()
         if args.record:
-            sinks.append(
-                SigMFSink(
-                    args.record,
-                    fs_hz=source.fs_hz,
-                    center_freq_hz=source.center_freq_hz,
-                    cfg=cfg,
-                    start_time=source.start_time,
-                    description=f"lora-rffi live {source.name}",
-                )
+            from lorarffi.datasets.sigmf_io import SigMFRecorder
+
+            recorder = SigMFRecorder(
+                args.record,
+                fs_hz=source.fs_hz,
+                center_freq_hz=source.center_freq_hz,
+                cfg=cfg,
+                start_time=source.start_time,
+                description=f"lora-rffi live {source.name}",
             )
+            sinks.append(SigMFSink(recorder))
         if args.preambles:
             sinks.append(
                 PreambleSink(
@@ -243,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
         elif not args.no_view and not args.quiet and sys.stderr.isatty():
             sinks.append(ConsoleSink(f"lora-rffi live: {source.name}"))
         else:
-            sinks.append(_TextSink())
+            sinks.append(TextSink())
         pipeline = LivePipeline(
             source, cfg, decider=decider, sinks=sinks, duration_s=args.duration_s, block_s=args.block_s
         )
@@ -254,41 +204,5 @@ def run(args: argparse.Namespace) -> int:
         raise
     with stop_on_signals(source):
         summary = pipeline.run()
-    if args.json:
-        print(json.dumps({"summary": _finite(summary.to_dict())}), flush=True)
-    else:
-        print(summary.format(), flush=True)
+    print(summary.to_json() if args.json else summary.format(), flush=True)
     return 0
-
-
-def _finite(obj):
-    """JSON-safe copy: non-finite floats become None (JSON has no NaN)."""
-    import math
-
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-class _TextSink:
-    """One human-readable line per decision on stdout."""
-
-    def on_samples(self, start, iq) -> None:  # noqa: D102
-        pass
-
-    def on_decisions(self, records, packets) -> None:  # noqa: D102
-        for r in records:
-            who = "-" if r["device"] is None else ("unknown" if r["device"] < 0 else f"device {r['device']}")
-            print(
-                f"t={r['time_s']:10.4f} s  start={r['start']:>11}  {r['verdict']:<8} {who:<11} "
-                f"cfo={r['cfo_hz']:+9.1f} Hz  snr={r['snr_db']:5.1f} dB  latency={r['latency_ms']:6.1f} ms",
-                flush=True,
-            )
-
-    def on_progress(self, status) -> None:  # noqa: D102
-        pass
-
-    def close(self, summary=None) -> None:  # noqa: D102
-        pass

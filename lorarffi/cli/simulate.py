@@ -16,7 +16,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from lorarffi.cli.common import add_lora_args, si_float
+from lorarffi.cli.common import add_lora_args, lora_config, si_float
 from lorarffi.errors import ConfigError
 
 __all__ = ["register", "run", "parse_snr_range"]
@@ -115,12 +115,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _cfg(args: argparse.Namespace):
-    from lorarffi.dsp.config import LoRaConfig
-
-    return LoRaConfig(sf=args.sf or 7, bw_hz=args.bw_hz or 125e3, fs_hz=args.fs_hz or 1e6)
-
-
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -130,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--devices {args.devices} is not valid: use 1 or more")
     if args.session < 0:
         raise ConfigError(f"--session {args.session} is not valid: use 0 or more")
-    cfg = _cfg(args)
+    cfg = lora_config(args)
     fleet = make_fleet(
         args.devices,
         seed=args.seed,

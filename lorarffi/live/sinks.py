@@ -1,33 +1,37 @@
-"""Where live results go: SigMF recorder, preamble writer, ZeroMQ PUB of decisions, JSONL file, console view.
+"""Where live decisions go: SigMF recorder, preamble writer, ZeroMQ PUB of decisions, JSONL file.
 
-Every sink has the same three calls, made by the live pipeline in its one thread:
+Every sink has the same calls, made by the live pipeline in its one thread:
 
 - :meth:`Sink.on_samples` ``(start, iq)``: every chunk the source delivered (only recorders use it);
-- :meth:`Sink.on_decisions` ``(records, packets)``: one plain dict per detected packet (``start``, ``cfo_hz``,
-  ``snr_db``, ``device``, ``verdict``, ``latency_ms``...) and the detector's packets in the same order;
-- :meth:`Sink.close` ``(summary)``: the end-of-run summary (a dict), then release files and sockets.
+- :meth:`Sink.on_decisions` ``(records, packets)``: one :class:`~lorarffi.live.decision.DecisionRecord` per
+  detected packet and the detector's packets in the same order;
+- :meth:`Sink.on_progress` ``(status)``: periodic counters for displays;
+- :meth:`Sink.close` ``(summary)``: the :class:`~lorarffi.live.summary.LiveSummary` (None when the run did not
+  start), then release files and sockets.
 
-Sinks take plain dicts, so :mod:`lorarffi.capture` stays below :mod:`lorarffi.rffi`. Network endpoints bind to
-127.0.0.1 unless the user names another address (:func:`bind_endpoint`).
+The console views are in :mod:`lorarffi.live.console`. Network endpoints bind to 127.0.0.1 unless the user
+names another address (:func:`bind_endpoint`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import sys
-import time
-from collections import Counter
-from collections.abc import Callable, Sequence
-from typing import IO, Any
+from collections.abc import Sequence
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import ConfigError, InputDataError
+from lorarffi.live.decision import DecisionRecord
+from lorarffi.live.summary import LiveSummary
+
+if TYPE_CHECKING:
+    from lorarffi.datasets.sigmf_io import SigMFRecorder
 
 __all__ = [
     "Sink",
@@ -35,9 +39,7 @@ __all__ = [
     "PreambleSink",
     "ZmqPublishSink",
     "JsonlSink",
-    "ConsoleSink",
     "bind_endpoint",
-    "to_json",
 ]
 
 log = logging.getLogger(__name__)
@@ -70,39 +72,19 @@ def bind_endpoint(text: str) -> str:
     return t
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
-
-
-def to_json(record: dict[str, Any]) -> str:
-    """One decision as a compact JSON line (numpy scalars converted, non-finite floats as null)."""
-    return json.dumps(
-        {k: (_plain(v) if not isinstance(v, (str, int, bool, type(None))) else v) for k, v in record.items()},
-        separators=(",", ":"),
-        allow_nan=False,
-    )
-
-
 class Sink:
     """Base class: every call is optional."""
 
     def on_samples(self, start: int, iq: npt.NDArray[np.complex64]) -> None:
         """A chunk of samples from the source (absolute index of ``iq[0]``)."""
 
-    def on_decisions(self, records: Sequence[dict[str, Any]], packets: Sequence[Any]) -> None:
+    def on_decisions(self, records: Sequence[DecisionRecord], packets: Sequence[Any]) -> None:
         """Decisions made, one record per detected packet, with the detector's packets."""
 
     def on_progress(self, status: dict[str, Any]) -> None:
-        """Periodic status (counters, rates) for displays."""
+        """Periodic status (counters, rates, decisions per verdict and device) for displays."""
 
-    def close(self, summary: dict[str, Any] | None = None) -> None:
+    def close(self, summary: LiveSummary | None = None) -> None:
         """The run ended (``summary`` holds its counts); release resources."""
 
 
@@ -115,48 +97,20 @@ class SigMFSink(Sink):
 
     Parameters
     ----------
-    path : path-like
-        ``OUT.sigmf-meta`` (or the base name).
-    fs_hz, center_freq_hz : float
-        Sample rate and centre frequency of the source.
-    cfg : LoRaConfig, optional
-        Stored in the metadata (``lorarffi:`` namespace) when given.
-    start_time : datetime, optional
-        Time of the first sample.
-    description, hw : str
-        ``core:description`` and ``core:hw``.
+    recorder : SigMFRecorder
+        The recording to write (:class:`~lorarffi.datasets.sigmf_io.SigMFRecorder`, opened with the source's
+        rate, centre frequency, start time and LoRa parameters); closed by :meth:`close`.
     max_zero_fill_s : float
         Longest gap written as zeros; a longer one ends the recording with an error in the log.
     """
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        fs_hz: float,
-        center_freq_hz: float | None = None,
-        cfg: LoRaConfig | None = None,
-        start_time: Any = None,
-        description: str = "",
-        hw: str = "",
-        max_zero_fill_s: float = 10.0,
-    ) -> None:
-        from lorarffi.datasets.sigmf_io import SigMFRecorder
-
-        self._recorder = SigMFRecorder(
-            path,
-            fs_hz=fs_hz,
-            center_freq_hz=center_freq_hz,
-            cfg=cfg,
-            start_time=start_time,
-            description=description,
-            hw=hw,
-        )
-        self.path = path
-        self.fs_hz = float(fs_hz)
+    def __init__(self, recorder: SigMFRecorder, *, max_zero_fill_s: float = 10.0) -> None:
+        self._recorder = recorder
+        self.path = recorder.meta_path
+        self.fs_hz = recorder.fs_hz
         self._first: int | None = None
         self._next: int | None = None
-        self._max_fill = int(max_zero_fill_s * fs_hz)
+        self._max_fill = int(max_zero_fill_s * self.fs_hz)
         self.n_written = 0
         self.n_zero_filled = 0
         self._failed = False
@@ -182,24 +136,32 @@ class SigMFSink(Sink):
         self.n_written += gap + iq.shape[0]
         self._next = int(start) + iq.shape[0]
 
-    def on_decisions(self, records: Sequence[dict[str, Any]], packets: Sequence[Any]) -> None:
+    def on_decisions(self, records: Sequence[DecisionRecord], packets: Sequence[Any]) -> None:
         if self._first is None:
             return
         for rec in records:
-            device = rec.get("device")
-            label = rec.get("verdict", "packet") if device is None or device < 0 else f"device {device}"
-            extra = {k: rec[k] for k in ("verdict", "confidence", "latency_ms") if rec.get(k) is not None}
+            device = rec.known_device
+            extra = {
+                name: value
+                for name, value in (
+                    ("verdict", rec.verdict),
+                    ("confidence", rec.confidence),
+                    ("score", rec.score),
+                    ("latency_ms", rec.latency_ms),
+                )
+                if value is not None
+            }
             self._recorder.add_annotation(
-                int(rec["start"]) - self._first,
-                int(rec["stop"]) - int(rec["start"]),
-                label=label,
-                device_id=None if device is None or device < 0 else int(device),
-                cfo_hz=rec.get("cfo_hz"),
-                snr_db=rec.get("snr_db"),
+                rec.start - self._first,
+                rec.stop - rec.start,
+                label=rec.verdict if device is None else f"device {device}",
+                device_id=device,
+                cfo_hz=rec.cfo_hz,
+                snr_db=rec.snr_db,
                 **extra,
             )
 
-    def close(self, summary: dict[str, Any] | None = None) -> None:
+    def close(self, summary: LiveSummary | None = None) -> None:
         self._recorder.close()
 
 
@@ -238,23 +200,23 @@ class PreambleSink(Sink):
         self.t0_epoch_s = math.nan if start_time is None else start_time.timestamp()
         self.n_written = 0
 
-    def on_decisions(self, records: Sequence[dict[str, Any]], packets: Sequence[Any]) -> None:
+    def on_decisions(self, records: Sequence[DecisionRecord], packets: Sequence[Any]) -> None:
         if not packets:
             return
         pre = np.stack([p.preamble for p in packets]).astype(np.complex64, copy=False)
-        ids = np.array([-1 if r.get("device") is None else int(r["device"]) for r in records], np.int64)
-        starts = np.array([int(r["start"]) for r in records], np.int64)
+        ids = np.array([-1 if r.device is None else r.device for r in records], np.int64)
+        starts = np.array([r.start for r in records], np.int64)
         self._writer.append(
             pre,
             ids,
-            cfo_hz=np.array([r["cfo_hz"] for r in records], np.float64),
-            snr_db=np.array([r["snr_db"] for r in records], np.float64),
+            cfo_hz=np.array([r.cfo_hz for r in records], np.float64),
+            snr_db=np.array([r.snr_db for r in records], np.float64),
             start=starts,
             capture_time_s=self.t0_epoch_s + starts / self.fs_hz,
         )
         self.n_written += len(packets)
 
-    def close(self, summary: dict[str, Any] | None = None) -> None:
+    def close(self, summary: LiveSummary | None = None) -> None:
         self._writer.close()
 
 
@@ -289,16 +251,16 @@ class ZmqPublishSink(Sink):
         self.topic = topic
         self.n_sent = 0
 
-    def on_decisions(self, records: Sequence[dict[str, Any]], packets: Sequence[Any]) -> None:
+    def on_decisions(self, records: Sequence[DecisionRecord], packets: Sequence[Any]) -> None:
         for rec in records:
-            payload = to_json(rec).encode()
+            payload = rec.to_json().encode()
             if self.topic:
                 self._sock.send_multipart([self.topic, payload])
             else:
                 self._sock.send(payload)
             self.n_sent += 1
 
-    def close(self, summary: dict[str, Any] | None = None) -> None:
+    def close(self, summary: LiveSummary | None = None) -> None:
         self._sock.close()
 
 
@@ -328,111 +290,15 @@ class JsonlSink(Sink):
         self._summary = summary
         self.n_written = 0
 
-    def on_decisions(self, records: Sequence[dict[str, Any]], packets: Sequence[Any]) -> None:
+    def on_decisions(self, records: Sequence[DecisionRecord], packets: Sequence[Any]) -> None:
         for rec in records:
-            self._fh.write(to_json(rec) + "\n")
+            self._fh.write(rec.to_json() + "\n")
         self._fh.flush()
         self.n_written += len(records)
 
-    def close(self, summary: dict[str, Any] | None = None) -> None:
+    def close(self, summary: LiveSummary | None = None) -> None:
         if self._summary and summary is not None:
-            self._fh.write(json.dumps({"summary": summary}, default=_plain) + "\n")
+            self._fh.write(summary.to_json() + "\n")
             self._fh.flush()
         if self._own:
             self._fh.close()
-
-
-class ConsoleSink(Sink):
-    """A live console view (rich): sample rate, packets, accepted/unknown, per-device table, drops, latency.
-
-    Refreshed at most ``refresh_hz`` times a second on stderr, so stdout stays free for results.
-
-    Parameters
-    ----------
-    title : str
-    refresh_hz : float
-    console : rich.console.Console, optional
-        Where to draw (default: stderr).
-    clock : callable
-        Monotonic clock (tests pass a fake one).
-    """
-
-    def __init__(
-        self,
-        title: str = "lora-rffi live",
-        *,
-        refresh_hz: float = 4.0,
-        console: Any = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        from rich.console import Console
-        from rich.live import Live
-
-        self.title = title
-        self._console = console or Console(stderr=True)
-        self._clock = clock
-        self._period_s = 1.0 / refresh_hz
-        self._last = -math.inf
-        self._status: dict[str, Any] = {}
-        self._devices: Counter[str] = Counter()
-        self._verdicts: Counter[str] = Counter()
-        self._latencies: list[float] = []
-        self._live = Live(self.render(), console=self._console, auto_refresh=False, transient=False)
-        self._live.start()
-
-    def on_decisions(self, records: Sequence[dict[str, Any]], packets: Sequence[Any]) -> None:
-        for rec in records:
-            self._verdicts[str(rec.get("verdict"))] += 1
-            dev = rec.get("device")
-            self._devices["-" if dev is None else "unknown" if dev < 0 else str(dev)] += 1
-            if rec.get("latency_ms") is not None:
-                self._latencies.append(float(rec["latency_ms"]))
-        self._latencies = self._latencies[-1000:]
-
-    def on_progress(self, status: dict[str, Any]) -> None:
-        self._status = status
-        now = self._clock()
-        if now - self._last >= self._period_s:
-            self._last = now
-            self._live.update(self.render(), refresh=True)
-
-    def render(self) -> Any:
-        """The current view as a rich renderable."""
-        from rich.table import Table
-
-        s = self._status
-        head = Table.grid(padding=(0, 2))
-        head.add_column(justify="right")
-        head.add_column()
-        rate = s.get("rate_sps")
-        head.add_row("source", str(s.get("source", "")))
-        head.add_row(
-            "sample rate",
-            "" if rate is None else f"{rate / 1e6:.2f} MS/s ({s.get('realtime_factor', 0):.1f}x real time)",
-        )
-        head.add_row("samples", f"{s.get('n_samples', 0):,}")
-        head.add_row(
-            "dropped samples", f"{s.get('n_lost_samples', 0):,} in {s.get('n_overflows', 0)} overflows"
-        )
-        head.add_row(
-            "packets",
-            f"{sum(self._verdicts.values()):,}  "
-            + "  ".join(f"{v} {n:,}" for v, n in sorted(self._verdicts.items())),
-        )
-        if self._latencies:
-            lat = np.asarray(self._latencies)
-            head.add_row(
-                "latency", f"p50 {np.percentile(lat, 50):.1f} ms  p99 {np.percentile(lat, 99):.1f} ms"
-            )
-        table = Table(title=self.title, show_lines=False)
-        table.add_column("device")
-        table.add_column("packets", justify="right")
-        for dev, n in sorted(self._devices.items(), key=lambda kv: (-kv[1], kv[0])):
-            table.add_row(dev, f"{n:,}")
-        from rich.console import Group
-
-        return Group(head, table)
-
-    def close(self, summary: dict[str, Any] | None = None) -> None:
-        self._live.update(self.render(), refresh=True)
-        self._live.stop()
