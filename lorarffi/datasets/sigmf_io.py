@@ -27,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -50,7 +50,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 WriteDatatype = Literal["cf32_le", "ci16_le", "cu8"]
-_WRITE_DATATYPES = ("cf32_le", "ci16_le", "cu8")
+_WRITE_DATATYPES: tuple[str, ...] = get_args(WriteDatatype)
 #: Our SigMF extension namespace, declared in ``core:extensions`` of every recording we write.
 EXTENSION = {"name": "lorarffi", "version": "1.0.0", "optional": True}
 _SHORT_KEYS = {"start": "core:sample_start", "count": "core:sample_count", "label": "core:label",
