@@ -109,13 +109,13 @@ def run() -> str:
     with tempfile.TemporaryDirectory() as tmp:
         for name, (rep, (target_pps, target_p99)) in MODELS.items():
             clf = load_classifier(_model_dir(name, rep, cfg, tmp), torch_device="cpu")
-            feats = torch.from_numpy(clf.features(iq[:1], cfo[:1]))
+            feats = torch.from_numpy(clf.features(iq[:1]))
             macs = count_macs(clf.model, feats)
             clf.classify(iq, cfo, track=False)  # warm-up
             heavy = macs > 1e8
             batch_t = _timed(lambda c=clf: c.classify(iq, cfo, track=False), MIN_TIME_S, 3 if heavy else 5)
             pps = BATCH / statistics.median(batch_t)
-            x_all = torch.from_numpy(clf.features(iq, cfo))
+            x_all = torch.from_numpy(clf.features(iq))
 
             def model_only(x=x_all, m=clf.model):
                 with torch.inference_mode():

@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lorarffi.dsp import LoRaConfig, Packet, StreamDetector, detect, estimate_cfo, packet_waveform
+from lorarffi.dsp import (
+    LoRaConfig,
+    Packet,
+    StreamDetector,
+    compensate_cfo,
+    detect,
+    estimate_cfo,
+    packet_waveform,
+)
 from lorarffi.errors import InputDataError
 
 SF7 = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1e6)
@@ -88,7 +96,9 @@ def test_stream_detector_ignores_chunk_boundaries(cuts, two_packets):
     assert [p.start for p in found] == [p.start for p in ref]
     assert [(p.cfo_hz, p.snr_db, p.power_db, p.sync_word, p.stop) for p in found] == [
         (p.cfo_hz, p.snr_db, p.power_db, p.sync_word, p.stop) for p in ref]
-    assert all(np.array_equal(a.preamble, b.preamble) for a, b in zip(found, ref, strict=True))
+    for a, b in zip(found, ref, strict=True):
+        assert np.array_equal(a.preamble, b.preamble)
+        assert np.array_equal(a.preamble_with_cfo, b.preamble_with_cfo)
     assert len(found) == len(truth.starts)
     assert np.all(np.abs(np.array([p.start for p in found]) - truth.starts) <= 1)
     assert det.n_samples == iq.size
@@ -183,6 +193,10 @@ def test_sync_words_are_read():
     assert [p.sync_word for p in found] == truth.sync_word[idx].tolist()
 
 
+def _power(x: np.ndarray) -> float:
+    return float(np.mean(np.abs(x.astype(np.complex128)) ** 2))
+
+
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(abs(np.vdot(a, b)) / (np.linalg.norm(a) * np.linalg.norm(b)))
 
@@ -195,9 +209,18 @@ def test_packet_fields_describe_the_fingerprint_window():
     for p, j in zip(found, idx, strict=True):
         assert isinstance(p, Packet)
         assert p.preamble.dtype == np.complex64 and p.preamble.shape == (SF7.preamble_samples,)
-        assert np.mean(np.abs(p.preamble) ** 2) == pytest.approx(1.0, rel=1e-4)
+        # unit power up to the float32 rounding of the scale and of each product (4 u on the squares)
+        assert abs(_power(p.preamble) - 1.0) <= 4 * 2.0**-24
         assert p.power_db == pytest.approx(20 * np.log10(0.5), abs=0.1)
         assert abs(float(estimate_cfo(p.preamble, SF7))) < 2.0  # CFO removed
+        # the same window as received: unit power, the CFO still in it, and compensating it with the packet's
+        # CFO gives the compensated view up to the phasors' float32 accuracy (1e-6) and a few roundings
+        w = p.preamble_with_cfo
+        assert w.dtype == np.complex64 and w.shape == p.preamble.shape
+        assert abs(_power(w) - 1.0) <= 4 * 2.0**-24
+        assert abs(float(estimate_cfo(w, SF7)) - truth.cfo_hz[j]) < 2.0
+        back = compensate_cfo(w, p.cfo_hz, SF7.fs_hz)
+        assert np.max(np.abs(back - p.preamble)) <= 2e-6 * np.max(np.abs(w))
         # the ideal CFO-free window sampled where the detector cut it (sample 0 = p.start)
         ideal = packet_waveform(SF7, t0_s=(p.start - truth.starts[j]) / SF7.fs_hz)[: SF7.preamble_samples]
         late = packet_waveform(SF7, t0_s=(p.start + 1 - truth.starts[j]) / SF7.fs_hz)[: SF7.preamble_samples]

@@ -1,6 +1,7 @@
 """LoRa signal processing: pure functions on arrays, no I/O.
 
-Chirp synthesis, packet detection, preamble alignment, CFO estimation and compensation, spectrograms.
+Chirp synthesis, packet detection, preamble alignment, CFO estimation and compensation, RMS normalisation,
+spectrograms and model input representations.
 This subpackage imports nothing of lora-rffi's other subpackages (only the leaf :mod:`lorarffi.errors`).
 """
 
@@ -17,6 +18,7 @@ from lorarffi.dsp.chirp import (
 )
 from lorarffi.dsp.config import SYNC_WORD_LORAWAN, SYNC_WORD_PRIVATE, VALID_BW_HZ, LoRaConfig
 from lorarffi.dsp.detect import StreamDetector, detect
+from lorarffi.dsp.normalize import rms_normalize
 from lorarffi.dsp.packet import Packet
 from lorarffi.dsp.representation import (
     RepresentationConfig,
@@ -47,6 +49,7 @@ __all__ = [
     "estimate_coarse_cfo",
     "estimate_fine_cfo",
     "compensate_cfo",
+    "rms_normalize",
     "spectrogram",
     "channel_independent_spectrogram",
     "RepresentationConfig",

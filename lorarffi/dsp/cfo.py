@@ -1,19 +1,9 @@
 """Carrier frequency offset (CFO) of aligned LoRa preambles: coarse and fine estimates, and compensation.
 
-The estimators follow Shen et al. 2021 (paper_notes §4) with one change to the coarse stage:
-
-- **coarse**: the preamble is dechirped (multiplied by the conjugate base up-chirp, period one symbol), the
-  4x zero-padded periodograms of its symbols are averaged and the peak is interpolated (log-parabola).
-  For an aligned preamble the peak is the CFO itself, unambiguous over ``±fs/2``. The paper's eq. 10 (mean
-  instantaneous frequency) gives the same value on clean signals but is biased towards zero at low SNR;
-  the periodogram peak is not.
-- **fine** (eq. 13, averaged over all pairs of consecutive symbols): after removing the coarse value, each
-  dechirped symbol is summed into one complex amplitude ``X_j`` and the phase of ``sum_j X_j X*_{j+1}`` gives
-  the residual modulo ``bw / 2**sf`` (unambiguous range ``±bw / 2**(sf+1)``, eq. 15); a least-squares line
-  through the symbol phases then refines it to the Cramer-Rao bound. Summing each symbol first is eq. 13
-  restricted to the LoRa band: on raw samples the noise-times-noise term of ``r[n] r*[n+L]`` makes eq. 13 ten
-  times worse than the bound at 0 dB. Like eq. 13 it does not depend on the alignment.
-- **total** (eq. 16): coarse plus residual.
+:func:`estimate_coarse_cfo` takes the peak of the symbol-averaged dechirped periodogram,
+:func:`estimate_fine_cfo` the phase progression across the preamble symbols (Shen et al. 2021, eqs. 13-15,
+over all pairs, then a least-squares line), :func:`estimate_cfo` their sum (eq. 16) and
+:func:`compensate_cfo` removes an offset (eqs. 12 and 14).
 """
 
 from __future__ import annotations
@@ -157,6 +147,12 @@ def _finish(values: npt.NDArray[np.float64], squeeze: bool) -> npt.NDArray[np.fl
 def estimate_coarse_cfo(preamble: npt.ArrayLike, cfg: LoRaConfig) -> npt.NDArray[np.float64]:
     """Coarse CFO of aligned preambles: peak of the symbol-averaged dechirped periodogram.
 
+    The preamble is dechirped (multiplied by the conjugate base up-chirp, period one symbol), the 4x
+    zero-padded periodograms of its symbols are averaged and the peak is interpolated (log-parabola). For an
+    aligned preamble the peak is the CFO itself, unambiguous over ``±fs/2``. The paper's eq. 10 (mean
+    instantaneous frequency) gives the same value on clean signals but is biased towards zero at low SNR;
+    the periodogram peak is not.
+
     Parameters
     ----------
     preamble : array_like of complex, shape (N, L) or (L,)
@@ -191,7 +187,9 @@ def estimate_fine_cfo(
     The preamble is compensated by ``coarse_cfo_hz`` and dechirped; each symbol's tone is summed into one
     complex amplitude ``X_j`` (the in-band part of eq. 13's ``r[n]``, which removes the noise-times-noise term
     that makes eq. 13 on raw samples poor at low SNR). The residual CFO is the phase of ``sum_j X_j X*_{j+1}``
-    over all consecutive pairs, refined by a least-squares line through the symbol phases.
+    over all consecutive pairs (unambiguous range ``±bw / 2**(sf+1)``, eq. 15), refined by a least-squares
+    line through the symbol phases, which reaches the Cramer-Rao bound. Like eq. 13 it does not depend on the
+    alignment.
 
     Parameters
     ----------

@@ -19,6 +19,7 @@ import numpy.typing as npt
 import scipy.fft
 
 from lorarffi.dsp.config import LoRaConfig
+from lorarffi.dsp.normalize import rms_normalize
 from lorarffi.dsp.packet import Packet
 from lorarffi.dsp.resample import StreamResampler
 from lorarffi.dsp.resolve import (
@@ -438,8 +439,8 @@ class StreamDetector:
     def _packet(self, local: tuple[npt.NDArray[np.complex64], int], x_sync: float, n_pre: int, cfo_hz: float,
                 cfo_coarse_hz: float, *, snr_db: float, sync_word: int) -> Packet:
         """The packet whose sync word starts at ``x_sync`` (internal rate): positions at the input rate and
-        the fingerprint window (the ``cfg.preamble_symbols`` symbols before ``x_sync``), CFO-compensated, unit
-        RMS."""
+        the fingerprint window (the ``cfg.preamble_symbols`` symbols before ``x_sync``) in both views, CFO
+        compensated and as received, each scaled to unit RMS."""
         L = self._L
         x_first = x_sync - n_pre * L
         x_sfd = x_sync + 2 * L
@@ -450,11 +451,8 @@ class StreamDetector:
             window = aligned_windows(local, np.array([i_fp]), n_fp)[0]
         else:
             window = self._full.get(i_fp, i_fp + n_fp)
-        pre = compensated_window(window, cfo_hz, self._fs_int, self._refs)
-        power = float(np.vdot(pre, pre).real) / n_fp
-        rms = math.sqrt(power)
-        if rms > 0:
-            np.divide(pre, np.float32(rms), out=pre)
+        compensated = compensated_window(window, cfo_hz, self._fs_int, self._refs)
+        power = float(np.vdot(compensated, compensated).real) / n_fp  # reported as power_db
         scale = self._fs_in / self._fs_int
         start_in = x_first * scale
         self.n_packets += 1
@@ -464,7 +462,7 @@ class StreamDetector:
             cfo_hz=float(cfo_hz),
             snr_db=snr_db,
             power_db=10 * math.log10(max(power, 1e-30)),
-            preamble=pre.astype(np.complex64, copy=False),
+            preamble=rms_normalize(compensated),
             preamble_fs_hz=float(self._fs_int),
             sync_word=sync_word,
             n_preamble_symbols=int(n_pre),
@@ -472,6 +470,7 @@ class StreamDetector:
             start_frac=float(start_in - round(start_in)),
             cfo_coarse_hz=float(cfo_coarse_hz),
             fs_hz=float(self._fs_in),
+            preamble_with_cfo=rms_normalize(window),
         )
 
 

@@ -1,4 +1,11 @@
-"""One detected LoRa packet: where it starts, its carrier offset and its aligned fingerprint window."""
+"""One detected LoRa packet: where it starts, its carrier offset and its aligned fingerprint window.
+
+The window comes in both views a model may have been trained on: CFO-compensated (``preamble``, what most
+models and the preamble files take) and as received (``preamble_with_cfo``). The detector makes both, each
+normalised once, so that no transformation is undone downstream (putting a removed CFO back) and the
+detector needs no knowledge of the model; the second view costs one normalisation of the window (a small
+fraction of a packet's resolution) and its memory.
+"""
 
 from __future__ import annotations
 
@@ -52,6 +59,9 @@ class Packet:
         The coarse CFO estimate (from the up- and down-chirp dechirp peaks) the fine estimate refined, in Hz.
     fs_hz : float
         Input sample rate the indices refer to, in Hz.
+    preamble_with_cfo : ndarray of complex64, same shape as ``preamble``, or None
+        The same window as received, its CFO left in, scaled to unit RMS: the input of models trained
+        without CFO compensation. None when the packet was made without it.
     """
 
     start: int
@@ -67,6 +77,7 @@ class Packet:
     start_frac: float = 0.0
     cfo_coarse_hz: float = math.nan
     fs_hz: float = math.nan
+    preamble_with_cfo: np.ndarray | None = None
 
     @property
     def start_s(self) -> float:

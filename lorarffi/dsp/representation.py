@@ -3,7 +3,9 @@
 Shen et al. (INFOCOM 2021, §IV-C, Table II) feed a CNN three representations of the same RMS-normalised
 8-up-chirp preamble: the IQ samples, their FFT and a spectrogram; the TIFS 2022 extractor takes the
 channel-independent spectrogram. A :class:`RepresentationConfig` names one and its parameters, is saved as
-JSON beside a model, and :func:`represent` turns packets into the model's float32 input.
+JSON beside a model, and :func:`represent` turns packets into the model's float32 input. Packets come
+normalised (:func:`lorarffi.dsp.normalize.rms_normalize`, applied by the detector and the preprocessing):
+the representations do not normalise them again.
 
 Adding a representation (CQT, wavelets, ...) is one registered function with keyword-only, defaulted
 parameters::
@@ -29,10 +31,10 @@ import numpy as np
 import scipy.fft
 
 from lorarffi.dsp.spectrogram import (
-    _as_packets,
-    _is_tensor,
+    as_packets,
     channel_independent_spectrogram,
     crop_rows,
+    is_tensor,
     spectrogram,
     stft_frame_count,
 )
@@ -125,9 +127,9 @@ class RepresentationConfig:
     Parameters
     ----------
     name : {"iq", "fft", "spectrogram", "channel_independent_spectrogram"} or another registered name
-        ``"iq"``: real and imaginary rows of the RMS-normalised packet, ``(2, L)``. ``"fft"``: real and
-        imaginary rows of the fftshift-ed FFT of the normalised packet scaled by ``1/sqrt(L)`` (unit mean
-        power), ``(2, L)``. ``"spectrogram"``: :func:`~lorarffi.dsp.spectrogram.spectrogram`, ``(1, F, M)``.
+        ``"iq"``: real and imaginary rows of the packet, ``(2, L)``. ``"fft"``: real and imaginary rows of the
+        fftshift-ed FFT of the packet scaled by ``1/sqrt(L)`` (the packet's mean power), ``(2, L)``.
+        ``"spectrogram"``: :func:`~lorarffi.dsp.spectrogram.spectrogram`, ``(1, F, M)``.
         ``"channel_independent_spectrogram"``:
         :func:`~lorarffi.dsp.spectrogram.channel_independent_spectrogram`, ``(1, 102, 62)`` for 8192-sample
         packets at the defaults.
@@ -214,7 +216,9 @@ def represent(iq: Any, rep_cfg: RepresentationConfig) -> Any:
     Parameters
     ----------
     iq : ndarray or torch.Tensor, complex64, shape (N, L) or (L,)
-        Packets (aligned, CFO-compensated preambles), any scale; other numeric dtypes are converted.
+        Packets (aligned preambles scaled to unit RMS, CFO-compensated for most models: ``Packet.preamble``,
+        :func:`~lorarffi.rffi.preprocess.preprocess_preambles`); other numeric dtypes are converted. The
+        spectrograms do not depend on the scale; ``"iq"`` and ``"fft"`` are linear in the packet.
     rep_cfg : RepresentationConfig
         Which representation, and its parameters.
 
@@ -232,28 +236,13 @@ def represent(iq: Any, rep_cfg: RepresentationConfig) -> Any:
     (1, 102, 62)
     """
     entry, params = _resolved(rep_cfg)
-    x, squeeze = _as_packets(iq)
+    x, squeeze = as_packets(iq)
     out = entry.fn(x, **params)
     return out[0] if squeeze else out
 
 
-def _rms_normalised(x: Any) -> Any:
-    """``x / rms(x)`` per packet (an all-zero packet stays zero); complex64, (N, L)."""
-    if _is_tensor(x):
-        import torch
-
-        power = torch.view_as_real(x).square().sum(dim=(-1, -2), dtype=torch.float64) / x.shape[-1]
-        scale = torch.where(power > 0, power.rsqrt(), torch.ones_like(power)).to(torch.float32)
-        return x * scale[:, None]
-    v = x.view(np.float32)
-    power = np.einsum("ij,ij->i", v, v, dtype=np.float64) / x.shape[-1]
-    scale = np.ones_like(power)
-    np.divide(1.0, np.sqrt(power), out=scale, where=power > 0)
-    return x * scale.astype(np.float32)[:, None]
-
-
 def _real_imag_rows(z: Any) -> Any:
-    if _is_tensor(z):
+    if is_tensor(z):
         import torch
 
         return torch.stack((z.real, z.imag), dim=1).contiguous()
@@ -266,16 +255,16 @@ def _two_rows(n_samples: int) -> tuple[int, ...]:
 
 @register_representation("iq", shape=_two_rows)
 def _iq(iq: Any) -> Any:
-    """Real and imaginary parts of the RMS-normalised packet as two rows: (N, 2, L) float32."""
-    return _real_imag_rows(_rms_normalised(iq))
+    """Real and imaginary parts of the packet as two rows: (N, 2, L) float32."""
+    return _real_imag_rows(iq)
 
 
 @register_representation("fft", shape=_two_rows)
 def _fft(iq: Any) -> Any:
-    """Real, imaginary rows of ``fftshift(fft(x / rms(x))) / sqrt(L)``, lowest frequency first: (N, 2, L)."""
-    z = _rms_normalised(iq)
+    """Real, imaginary rows of ``fftshift(fft(x)) / sqrt(L)``, lowest frequency first: (N, 2, L)."""
+    z = iq
     scale = 1.0 / math.sqrt(z.shape[-1])
-    if _is_tensor(z):
+    if is_tensor(z):
         import torch
 
         spec = torch.fft.fftshift(torch.fft.fft(z, dim=-1), dim=-1) * scale

@@ -1,16 +1,12 @@
 """Streaming polyphase resampling whose output does not depend on how the input was chunked.
 
-Output sample ``m`` is computed as ``scipy.signal.resample_poly`` computes it (Kaiser-windowed FIR with the
-cutoff at the lower Nyquist rate, zero-phase delay compensation; but 4 instead of 10 taps per side per unit of
-``max(up, down)``: the LoRa band is far inside the passband, so a wide transition band costs nothing and the
-filter is 2.5 times cheaper): it lies at time ``m / fs_out`` when input sample ``n`` lies at ``n / fs_in``.
-Outputs are made in blocks at fixed absolute positions, each from the same input span whatever the chunking,
-so the result is bitwise identical for any chunk sizes.
-
-The filtering itself is polyphase on ``down`` contiguous decimated copies of the input: each of the ``up``
-output phases is a sum of scaled contiguous slices, one per tap, accumulated in complex64 by BLAS ``caxpy``
-(one pass per tap). This computes what ``scipy.signal.upfirdn`` computes (equal to rounding) several times
-faster.
+:class:`StreamResampler` computes output sample ``m`` (at time ``m / fs_out``, input sample ``n`` at
+``n / fs_in``) as ``scipy.signal.resample_poly`` does (Kaiser-windowed FIR, cutoff at the lower Nyquist rate,
+zero-phase delay), with 4 instead of 10 taps per side per unit of ``max(up, down)``: the LoRa band lies far
+inside the passband. Outputs are made in blocks at fixed absolute positions, each from the same input span
+whatever the chunking, so the result is bitwise identical for any chunk sizes. :func:`upfirdn_range` is the
+polyphase filter: ``scipy.signal.upfirdn`` over a range of outputs, accumulated in complex64 by BLAS
+``caxpy``, one pass per tap over contiguous decimated copies of the input.
 """
 
 from __future__ import annotations
@@ -22,7 +18,7 @@ import numpy.typing as npt
 from scipy.linalg.blas import caxpy
 from scipy.signal import firwin
 
-__all__ = ["StreamResampler"]
+__all__ = ["StreamResampler", "upfirdn_range"]
 
 _TAPS_PER_SIDE = 4  # resample_poly uses 10
 
@@ -74,7 +70,7 @@ class StreamResampler:
         n0 = m0 * self.down + self._half_len - first * self.up
         z = (-n0) % self.down
         h = np.concatenate([np.zeros(z, dtype=np.float32), self._h]) if z else self._h
-        return _upfirdn_range(h, seg, self.up, self.down, (n0 + z) // self.down, count)
+        return upfirdn_range(h, seg, self.up, self.down, (n0 + z) // self.down, count)
 
     def process(self, x: npt.NDArray[np.complex64]) -> list[npt.NDArray[np.complex64]]:
         """Feed input samples; returns the output blocks that became complete (each ``block_out`` long)."""
@@ -102,8 +98,8 @@ class StreamResampler:
         return out
 
 
-def _upfirdn_range(h: npt.NDArray[np.float32], x: npt.NDArray[np.complex64], up: int, down: int, i0: int,
-                   count: int) -> npt.NDArray[np.complex64]:
+def upfirdn_range(h: npt.NDArray[np.float32], x: npt.NDArray[np.complex64], up: int, down: int, i0: int,
+                  count: int) -> npt.NDArray[np.complex64]:
     """``scipy.signal.upfirdn(h, x, up, down)[i0 : i0 + count]`` (zeros past its end), in complex64.
 
     Output ``i`` is ``sum_t h[p + up*t] * x[j - t]`` with ``p = i*down % up`` and ``j = i*down // up``; the

@@ -105,9 +105,9 @@ class ChirpReferences:
 
     n_chips: int
     osr: int
-    up_full: npt.NDArray[np.complex64]
+    up_full: npt.NDArray[np.complex64]  # (L,)
     down_full: npt.NDArray[np.complex64]
-    up_chip: npt.NDArray[np.complex64]
+    up_chip: npt.NDArray[np.complex64]  # (N,)
     down_chip: npt.NDArray[np.complex64]
     n_float: npt.NDArray[np.float64]
 
@@ -149,7 +149,7 @@ class ChirpReferences:
 # -- small kernels ------------------------------------------------------------------------------------------
 def cis(cycles: npt.NDArray[np.float64]) -> npt.NDArray[np.complex64]:
     """``exp(2j*pi*cycles)`` as complex64: the phase reduced to one cycle in float64, then cos/sin in float32
-    (as accurate as complex64 holds, and several times faster than a complex128 ``np.exp``)."""
+    (as accurate as complex64 holds, and cheaper than a complex128 ``np.exp`` of the same phases)."""
     frac = cycles - np.floor(cycles)
     frac *= 2 * np.pi
     rad = frac.astype(np.float32)

@@ -21,7 +21,6 @@ import numpy.typing as npt
 
 from lorarffi.errors import ConfigError
 from lorarffi.rffi.inference import Classifier, Decision
-from lorarffi.rffi.preprocess import preprocess_preambles
 
 __all__ = ["EvalResult", "evaluate", "write_plots"]
 
@@ -162,10 +161,10 @@ def evaluate(
         Per-packet decisions, in input order.
     """
     truth = np.asarray(device_ids, dtype=np.int64).reshape(-1)
-    pre = preprocess_preambles(iq, clf.lora, compensate=True, source=source)
+    pre = clf.preprocess(iq, source=source)
     if pre.iq.shape[0] != truth.size:
         raise ConfigError(f"{truth.size} labels for {pre.iq.shape[0]} preambles")
-    logits = clf.logits(pre.iq, pre.cfo_hz)
+    logits = clf.logits(pre.iq)
     parts = [
         clf.decide(logits[s : s + batch_size], pre.cfo_hz[s : s + batch_size], track=track)
         for s in range(0, truth.size, batch_size)

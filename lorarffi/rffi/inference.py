@@ -1,12 +1,17 @@
 """Classify preambles with a trained model directory: CNN, then the CFO-gated hybrid decision.
 
 >>> clf = load_classifier("runs/model")                      # doctest: +SKIP
->>> dec = clf.classify(packet_preambles, packet_cfo_hz)     # doctest: +SKIP
+>>> dec = clf.classify_packets(packets)                      # detected packets   # doctest: +SKIP
+>>> pre = clf.preprocess(stored_iq)                          # stored preambles   # doctest: +SKIP
+>>> dec = clf.classify(pre.iq, pre.cfo_hz)                   # doctest: +SKIP
 >>> dec.device_id, dec.verdict                               # doctest: +SKIP
 
-Input is what the packet detector hands out: aligned, CFO-compensated, RMS-normalised preambles (N, L) and
-their CFO estimates (N,). The batch goes through the representation and the network at once (no loop over
-packets), on the model's device.
+A model takes aligned, unit-RMS preambles with their CFO removed, or left in when it was trained without
+compensation (``ModelDirConfig.cfo_compensation``). That choice is made here, once: :meth:`Classifier.
+packet_preambles` takes the matching view of detected packets (the detector makes both), and
+:meth:`Classifier.preprocess` prepares stored preambles accordingly; the network's input is computed from
+them as they are (nothing is normalised or compensated again). The batch goes through the representation
+and the network at once (no loop over packets), on the model's device.
 
 Drift tracking: when the model's gate has tracking on (``GateParams.tracking``, default), every call of
 :meth:`Classifier.classify` feeds its confidently accepted packets to the gate (``track=False`` skips that);
@@ -17,21 +22,23 @@ finds them.
 
 from __future__ import annotations
 
+import math
 import os
 import pathlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from lorarffi.dsp.cfo import compensate_cfo
 from lorarffi.dsp.config import LoRaConfig
+from lorarffi.dsp.packet import Packet
 from lorarffi.errors import ConfigError
 from lorarffi.rffi.checkpoint import ModelDirConfig, load_model, save_hybrid_state
 from lorarffi.rffi.features import compute_features
 from lorarffi.rffi.hybrid import CfoGate, GateResult
-from lorarffi.rffi.preprocess import rms_normalize
+from lorarffi.rffi.preprocess import Preprocessed, preprocess_preambles
 
 __all__ = ["Decision", "Classifier", "load_classifier"]
 
@@ -80,7 +87,7 @@ class Decision:
 
 
 class Classifier:
-    """A loaded model directory ready to classify detector preambles (see :func:`load_classifier`).
+    """A loaded model directory ready to classify packets (see :func:`load_classifier`).
 
     Attributes
     ----------
@@ -114,11 +121,41 @@ class Classifier:
         self.torch_device = next(model.parameters()).device
         self._torch = torch
 
+    # -- the model's view of packets -------------------------------------------------------------
+    def packet_preambles(self, packets: Sequence[Packet]) -> npt.NDArray[np.complex64]:
+        """The fingerprint windows of detected packets as this model takes them: (N, L) complex64.
+
+        ``Packet.preamble`` (CFO compensated) for a model trained with CFO compensation,
+        ``Packet.preamble_with_cfo`` for one trained without; both are aligned and unit RMS. The packets must
+        be at the model's sample rate (``Packet.preamble_fs_hz == lora.fs_hz``).
+        """
+        if not packets:
+            return np.zeros((0, self.lora.preamble_samples), np.complex64)
+        fs_hz = float(packets[0].preamble_fs_hz)
+        if not math.isclose(fs_hz, float(self.lora.fs_hz), rel_tol=1e-9):
+            raise ConfigError(
+                f"the detector delivers preambles at {fs_hz:g} Hz but the model was trained at "
+                f"{self.lora.fs_hz:g} Hz: use a sample rate matching the model"
+            )
+        if self.config.cfo_compensation:
+            return np.stack([np.asarray(p.preamble, np.complex64) for p in packets])
+        if any(p.preamble_with_cfo is None for p in packets):
+            raise ConfigError("this model was trained without CFO compensation: it needs packets that keep "
+                              "their window as received (Packet.preamble_with_cfo)")
+        return np.stack([np.asarray(p.preamble_with_cfo, np.complex64) for p in packets])
+
+    def preprocess(self, iq: npt.ArrayLike, *, source: object = "preambles") -> Preprocessed:
+        """Stored preambles (aligned, as received) as this model takes them.
+
+        :func:`~lorarffi.rffi.preprocess.preprocess_preambles` with the model's LoRa parameters: CFO
+        estimated, removed only for a model trained with CFO compensation, unit RMS.
+        """
+        return preprocess_preambles(iq, self.lora, compensate=self.config.cfo_compensation, source=source)
+
     # -- the network -------------------------------------------------------------------------------
-    def features(
-        self, preambles: npt.ArrayLike, cfo_hz: npt.ArrayLike | None = None
-    ) -> npt.NDArray[np.float32]:
-        """Model input (float32, (N, C, F, T) or (N, 2, L)) of compensated, normalised preambles (N, L)."""
+    def features(self, preambles: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        """Model input (float32, (N, C, F, T) or (N, 2, L)) of preambles (N, L) in the model's view
+        (:meth:`packet_preambles`, :meth:`preprocess`)."""
         x = np.asarray(preambles)
         if x.ndim == 1:
             x = x[None, :]
@@ -128,22 +165,10 @@ class Classifier:
                 f"preambles have shape {np.shape(preambles)}, expected (N, L) with L >= {n_samples} "
                 f"(the model's {self.lora.preamble_symbols} symbols at SF{self.lora.sf})"
             )
-        x = x[:, :n_samples].astype(np.complex64, copy=False)
-        if not self.config.cfo_compensation:
-            # A model trained without compensation sees the CFO: put it back into the compensated preamble.
-            if cfo_hz is None:
-                raise ConfigError(
-                    "this model was trained without CFO compensation: pass cfo_hz to put the CFO back"
-                )
-            x = np.asarray(
-                compensate_cfo(x, -np.asarray(cfo_hz, np.float64).reshape(-1), self.lora.fs_hz), np.complex64
-            )
-        return compute_features(rms_normalize(x), self.config.representation)
+        return compute_features(x[:, :n_samples], self.config.representation)
 
-    def logits(
-        self, preambles: npt.ArrayLike, cfo_hz: npt.ArrayLike | None = None, *, batch_size: int = 64
-    ):
-        """CNN logits, float32 numpy (N, K), of compensated, normalised preambles (N, L).
+    def logits(self, preambles: npt.ArrayLike, *, batch_size: int = 64) -> npt.NDArray[np.float32]:
+        """CNN logits, float32 numpy (N, K), of preambles (N, L) in the model's view.
 
         The network runs on sub-batches of ``batch_size`` packets: 64 keeps a small CNN's feature maps in
         cache (on 2 CPU cores, 3x the throughput of one 256-packet batch).
@@ -151,7 +176,7 @@ class Classifier:
         from lorarffi.rffi.models import channels_last_batch
 
         torch = self._torch
-        feats = self.features(preambles, cfo_hz)
+        feats = self.features(preambles)
         out = []
         with torch.inference_mode():
             for s in range(0, feats.shape[0], batch_size):
@@ -183,14 +208,16 @@ class Classifier:
         return Decision(device, verdict, self._ids[cnn_idx], res.confidence, cnn_conf, cfo, res.index)
 
     def classify(self, preambles: npt.ArrayLike, cfo_hz: npt.ArrayLike, *, track: bool = True) -> Decision:
-        """Classify detector preambles.
+        """Classify preambles in the model's view.
 
         Parameters
         ----------
         preambles : array_like of complex64, shape (N, L)
-            ``Packet.preamble`` rows: aligned, CFO-compensated, RMS-normalised, ``L >= cfg.preamble_samples``.
+            Aligned, unit-RMS preambles, CFO compensated if and only if the model was trained so
+            (``config.cfo_compensation``): :meth:`packet_preambles` of detected packets, or
+            ``preprocess(iq).iq`` of stored ones; ``L >= lora.preamble_samples``.
         cfo_hz : array_like of float, shape (N,)
-            ``Packet.cfo_hz`` of each row, Hz.
+            CFO estimate of each row (``Packet.cfo_hz``, ``preprocess(iq).cfo_hz``), Hz: the gate's input.
         track : bool
             Feed confidently accepted packets to drift tracking (when the gate's tracking is on).
 
@@ -198,7 +225,12 @@ class Classifier:
         -------
         Decision
         """
-        return self.decide(self.logits(preambles, cfo_hz), cfo_hz, track=track)
+        return self.decide(self.logits(preambles), cfo_hz, track=track)
+
+    def classify_packets(self, packets: Sequence[Packet], *, track: bool = True) -> Decision:
+        """Classify detected packets: :meth:`classify` of their :meth:`packet_preambles` and CFO estimates."""
+        cfo_hz = np.array([p.cfo_hz for p in packets], np.float64)
+        return self.classify(self.packet_preambles(packets), cfo_hz, track=track)
 
     # -- drift tracking ----------------------------------------------------------------------------
     def update_drift(self, decision: Decision) -> npt.NDArray[np.int64]:

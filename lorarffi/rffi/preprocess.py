@@ -1,10 +1,11 @@
-"""The one preprocessing step shared by training, stored-data evaluation and (through the detector) live
-input.
+"""The preprocessing of stored preambles, shared by training and evaluation: what the detector does live.
 
-The packet detector hands out preambles that are aligned, CFO-compensated and RMS-normalised, with their CFO
-estimate. Stored preamble sets (the public LoRa_RFFI files, our simulator) are aligned but not compensated.
-:func:`preprocess_preambles` turns the latter into exactly the former: estimate the CFO (Shen et al. 2021,
-eqs. 9-16), compensate it, normalise each packet to unit RMS (eq. 17).
+The packet detector hands out each packet's aligned fingerprint window, scaled to unit RMS, with its CFO
+removed (``Packet.preamble``) and as received (``Packet.preamble_with_cfo``), and its CFO estimate. Stored
+preamble sets (the public LoRa_RFFI files, our simulator) are aligned but not compensated.
+:func:`preprocess_preambles` turns them into the same: estimate the CFO (Shen et al. 2021, eqs. 9-16), remove
+it when the model takes compensated packets, normalise each packet to unit RMS (eq. 17,
+:func:`lorarffi.dsp.normalize.rms_normalize`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import numpy.typing as npt
 
 from lorarffi.dsp.cfo import compensate_cfo, estimate_cfo
 from lorarffi.dsp.config import LoRaConfig
+from lorarffi.dsp.normalize import rms_normalize
 from lorarffi.errors import InputDataError
 
-__all__ = ["Preprocessed", "preprocess_preambles", "rms_normalize"]
+__all__ = ["Preprocessed", "preprocess_preambles"]
 
 
 @dataclass(frozen=True)
@@ -37,19 +39,10 @@ class Preprocessed:
     cfo_hz: npt.NDArray[np.float64]
 
 
-def rms_normalize(iq: npt.ArrayLike) -> npt.NDArray[np.complex64]:
-    """Divide each row of ``iq`` (complex, shape (N, L) or (L,)) by its RMS; all-zero rows stay zero."""
-    x = np.ascontiguousarray(iq, dtype=np.complex64)
-    flat = x.view(np.float32)  # I, Q interleaved: the power is the mean of twice as many squares
-    p = np.einsum("...i,...i->...", flat, flat, dtype=np.float64)[..., None] / max(x.shape[-1], 1)
-    rms = np.sqrt(p)
-    return x * (1.0 / np.where(rms > 0, rms, 1.0)).astype(np.float32)
-
-
 def preprocess_preambles(
     iq: npt.ArrayLike, cfg: LoRaConfig, *, compensate: bool = True, source: object = "preambles"
 ) -> Preprocessed:
-    """Estimate and compensate the CFO of aligned preambles and normalise them to unit RMS.
+    """Estimate (and by default remove) the CFO of aligned preambles and normalise them to unit RMS.
 
     Parameters
     ----------
@@ -59,8 +52,9 @@ def preprocess_preambles(
     cfg : LoRaConfig
         LoRa parameters of the capture.
     compensate : bool
-        Remove the estimated CFO (True: what the detector does). False keeps the CFO in the signal; used
-        only to measure what compensation buys (Shen et al. Table II).
+        Remove the estimated CFO (the view of ``Packet.preamble``); False keeps it in (the view of
+        ``Packet.preamble_with_cfo``), for models trained without compensation. A model's own choice:
+        :meth:`lorarffi.rffi.inference.Classifier.preprocess`.
     source : object
         Named in error messages.
 
