@@ -28,6 +28,7 @@ zmq = pytest.importorskip("zmq")
 from lorarffi.capture.zmq_source import ZmqSource, parse_tag_header, skip_pmt  # noqa: E402
 
 FS_HZ = 1e6
+IDLE_TIMEOUT_S = 5.0  # a source whose messages all go astray ends, and the test fails instead of hanging
 
 
 class GrPublisher:
@@ -85,7 +86,7 @@ def signal() -> np.ndarray:
 @pytest.mark.parametrize("key", [None, b"lora"], ids=["raw", "key_frame"])
 def test_zmq_sub_raw_messages_arrive_in_order(signal: np.ndarray, key: bytes | None) -> None:
     pub = GrPublisher()
-    src = ZmqSource(pub.endpoint, fs_hz=FS_HZ, buffer_s=1.0)
+    src = ZmqSource(pub.endpoint, fs_hz=FS_HZ, buffer_s=1.0, idle_timeout_s=IDLE_TIMEOUT_S)
     try:
         src._start()
         pub.wait_subscriber()
@@ -107,7 +108,7 @@ def test_zmq_sub_raw_messages_arrive_in_order(signal: np.ndarray, key: bytes | N
 
 def test_zmq_tagged_messages_place_samples_by_offset_and_count_gaps(signal: np.ndarray) -> None:
     pub = GrPublisher()
-    src = ZmqSource(pub.endpoint, fs_hz=FS_HZ, pass_tags=None)
+    src = ZmqSource(pub.endpoint, fs_hz=FS_HZ, pass_tags=None, idle_timeout_s=IDLE_TIMEOUT_S)
     dropped = [(10_000, 13_000), (40_000, 40_500)]  # the "network" loses these item ranges
     pieces = [
         (0, 4000),
@@ -152,7 +153,7 @@ def test_zmq_tagged_messages_place_samples_by_offset_and_count_gaps(signal: np.n
 
 def test_zmq_malformed_messages_are_counted_and_dropped_never_fatal(signal: np.ndarray) -> None:
     pub = GrPublisher("push")
-    src = ZmqSource(pub.endpoint, fs_hz=FS_HZ, pattern="pull")
+    src = ZmqSource(pub.endpoint, fs_hz=FS_HZ, pattern="pull", idle_timeout_s=IDLE_TIMEOUT_S)
     good = [signal[:1000], signal[1000:3000], signal[3000:6000]]
     try:
         src._start()

@@ -50,7 +50,7 @@ def test_selection_matches_the_authors_loader(interleaved) -> None:
     path, iq, ids = interleaved
     got_iq, got_ids = load_public(path, devices=[2, 5], packets=range(0, 4))
     ref_iq, ref_ids = _reference_load(path, [2, 5], range(0, 4))
-    np.testing.assert_array_equal(got_iq, ref_iq.astype(np.complex64))
+    np.testing.assert_array_equal(got_iq, ref_iq.astype(np.complex64))  # exact: one rounding per component
     np.testing.assert_array_equal(got_ids, ref_ids)
     assert got_iq.dtype == np.complex64 and got_ids.dtype == np.int64
     assert sorted(got_ids.tolist()) == [2] * 4 + [5] * 4

@@ -56,6 +56,7 @@ def test_real_wav_u8_matches_the_documented_conversion() -> None:
         starts = [s for s, _ in rec.iter_chunks(100_003)]
     assert got.dtype == np.complex64
     assert starts == list(range(0, expect.size, 100_003))
+    # the reader's float32 is the nearest to the exact value: 6e-8 per component at most
     np.testing.assert_allclose(got, expect, rtol=0, atol=1e-6)
     # the burst is about 43 dB above the receiver noise at the start (file's .txt): a real signal, not zeros
     noise = got[:50_000] - got[:50_000].mean()
@@ -106,6 +107,7 @@ def test_raw_formats_convert_with_their_documented_scaling(tmp_path: pathlib.Pat
             assert rec.kind == "raw" and rec.n_samples == n and rec.center_freq_hz == 868.1e6
             got = rec.read(0, n)
         assert got.dtype == np.complex64
+        # each component is the float32 nearest to the exact value: relative error <= 2**-24 = 6e-8
         np.testing.assert_allclose(got, expect, rtol=1e-6, atol=1e-7, err_msg=fmt)
     # the extremes of cu8 map to +-1 exactly
     np.testing.assert_allclose(iq_to_complex64(np.array([0, 255], np.uint8), "cu8"), [-1 + 1j], atol=0)
@@ -203,6 +205,8 @@ def test_sigmf_datatypes_capture_time_and_byte_order(tmp_path: pathlib.Path) -> 
         with open_recording(p) as rec:
             assert rec.datatype == datatype and rec.fs_hz == 500e3 and rec.center_freq_hz == 433.92e6
             assert rec.start_time == dt.datetime(2025, 4, 11, 16, 4, 15, 123456, tzinfo=dt.timezone.utc)
+            # the float32 nearest to the exact value (cf64 rounded once, cu8 through a float64 table, the rest
+            # scaled by powers of two): relative error <= 2**-24 = 6e-8
             np.testing.assert_allclose(rec.read(0, 200), vals[0::2] + 1j * vals[1::2], rtol=1e-6, atol=1e-7,
                                        err_msg=datatype)
 
@@ -286,7 +290,8 @@ def test_wav_16bit_and_float_and_auxi_centre_frequency(tmp_path: pathlib.Path) -
         assert rec.datatype == "ci16_le" and rec.fs_hz == 250_000.0 and rec.n_samples == 500
         assert rec.center_freq_hz == 433_014_075.0
         assert rec.start_time == dt.datetime(2025, 4, 11, 16, 4, 15, 250_000, tzinfo=dt.timezone.utc)
-        np.testing.assert_allclose(rec.read(0, 500), (ints[0::2] + 1j * ints[1::2]) / 32768.0, rtol=1e-6)
+        # exact: int16 * 2**-15 is a float32 without rounding
+        np.testing.assert_array_equal(rec.read(0, 500), (ints[0::2] + 1j * ints[1::2]) / 32768.0)
     floats = rng.standard_normal(2 * 300).astype("<f4")
     _write_wav(tmp_path / "f32.wav", floats, tag=3, bits=32)
     with open_recording(tmp_path / "f32.wav", center_freq_hz=868e6) as rec:
@@ -319,7 +324,7 @@ def test_truncated_wav_reads_what_is_there(tmp_path: pathlib.Path, caplog) -> No
     assert rec.n_samples == 74 and rec.n_dropped_bytes == 1
     assert "declares 200 bytes, 149 present" in caplog.text
     expect = (comps[0:148:2] - 127.5 + 1j * (comps[1:148:2] - 127.5)) / 127.5
-    np.testing.assert_allclose(rec.read(0, 100), expect, rtol=1e-6)
+    np.testing.assert_allclose(rec.read(0, 100), expect, rtol=1e-6)  # cu8 table: <= 2**-24 relative
     rec.close()
 
 

@@ -56,6 +56,8 @@ def test_write_then_read_is_exact_after_quantisation(tmp_path, datatype) -> None
         assert rec.start_time == t0
         a0, a1 = rec.annotations
     expect = _expected_after_quantisation(x, datatype)
+    # exact: the reader gives the float32 nearest to (q - offset) * scale and so does the reference (one
+    # float64 result rounded once; (2q - 255) / 255 is never near enough a float32 tie for float64 to matter)
     np.testing.assert_array_equal(got, expect)
     if datatype != "cf32_le":  # negative control: quantisation did change the samples
         assert not np.array_equal(got, x)
@@ -81,6 +83,7 @@ def test_the_sigmf_package_reads_our_recordings(tmp_path, datatype) -> None:
     if datatype == "cu8":  # sigmf-python scales cu8 as (q - 128) / 128, we as (q - 127.5) / 127.5
         q = np.round(ref.real * 128 + 128) + 1j * np.round(ref.imag * 128 + 128)
         ref = ((q.real - 127.5) + 1j * (q.imag - 127.5)) / 127.5
+    # float64 reference against the float32 nearest to it: <= 2**-24 per component of |v| <= 1, 8.5e-8 complex
     np.testing.assert_allclose(ref, _expected_after_quantisation(x, datatype), rtol=0, atol=1e-7)
     ann = handle.get_annotations()[0]
     assert ann["core:sample_start"] == 10 and ann["lorarffi:device_id"] == 2

@@ -11,6 +11,7 @@ from lorarffi.sim.gallery import impairment_examples, impairment_gallery
 def test_each_gallery_example_is_the_clean_preamble_changed_by_one_impairment():
     cfg = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1e6)
     clean, impaired = impairment_examples(cfg, seed=1)
+    # two syntheses of a unit-amplitude chirp, both float64 phase, one through float32 cos/sin: ~1e-6 apart
     np.testing.assert_allclose(clean, packet_waveform(cfg)[: cfg.preamble_samples], atol=2e-5)
     assert len(impaired) >= 10
     for title, x in impaired.items():

@@ -91,6 +91,9 @@ def test_replay_converts_integer_formats_like_the_recording_reader(replay_module
     got = np.concatenate([r[3] for r in reads])
     with open_recording(path, format=fmt, fs_hz=1e6) as rec:
         want = rec.read(0, rec.n_samples)
+    # both are the float32 nearest to (q - offset) * scale: C++ divides in float32 (one correctly rounded
+    # operation), the reader rounds a float64 product; they could differ only at a rounding tie, by half an
+    # ulp of |v| <= 1 (6e-8)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
 
 
@@ -122,7 +125,8 @@ def test_replay_reads_sigmf_metadata_and_offers_cs16(replay_module, tmp_path) ->
     dev.close()
     reads, _ = read_all(replay_module, f"driver=replay,file={base}.sigmf-meta", fmt="CS16")
     iq = np.concatenate([r[3] for r in reads]).astype(np.float32).reshape(-1, 2)
-    np.testing.assert_allclose(iq[:, 0], x.real * 32767, atol=0.5 + 1e-3)  # rounded to the nearest count
+    # lround of the same float32 product the reference computes here: at most half a count from it
+    np.testing.assert_allclose(iq[:, 0], x.real * 32767, atol=0.5 + 1e-3)
     np.testing.assert_allclose(iq[:, 1], x.imag * 32767, atol=0.5 + 1e-3)
 
 
