@@ -1,7 +1,9 @@
 """The ``lora-rffi`` command line.
 
-Each subcommand lives in its own module of this package (listed in :data:`SUBCOMMANDS`) and defines
-``register(subparsers)``, which adds its parser and sets ``func`` to a callable ``(args) -> int``. The other
+Each subcommand lives in its own module of this package (listed in :data:`SUBCOMMANDS`; ``export_onnx`` is
+the command ``export-onnx``) and defines ``HELP``, optionally ``DESCRIPTION`` (default: the first line of
+its docstring) and ``EPILOG`` for its parser, ``add_arguments(parser)`` and ``run(args) -> int``;
+:func:`build_parser` makes the parsers. The other
 modules are shared helpers: :mod:`~lorarffi.cli.common` (flag groups, the one args -> LoRaConfig builder) and
 :mod:`~lorarffi.cli.data` (dataset selection).
 Subcommand modules import heavy dependencies (torch, h5py, zmq) inside their ``run`` function, so
@@ -44,7 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         module = importlib.import_module(f"{__name__}.{name}")
-        module.register(sub)
+        command = sub.add_parser(
+            name.replace("_", "-"),
+            help=module.HELP,
+            description=getattr(module, "DESCRIPTION", None) or module.__doc__.splitlines()[0],
+            epilog=getattr(module, "EPILOG", None),
+        )
+        module.add_arguments(command)
+        command.set_defaults(func=module.run)
     return parser
 
 

@@ -6,21 +6,22 @@ import argparse
 
 from lorarffi.cli.common import add_radio_args, si_float
 
-__all__ = ["register", "run"]
+__all__ = ["HELP", "DESCRIPTION", "EPILOG", "add_arguments", "run"]
+
+HELP = "record IQ from a SoapySDR device to SigMF"
+DESCRIPTION = (
+    "Record IQ samples from a SoapySDR device (a USRP, an RTL-SDR, or the project's 'replay' module) to a "
+    "SigMF recording. Data is flushed in blocks; the metadata is written atomically. Stops after "
+    "--duration-s, at the end of a replayed file, or on Ctrl-C / SIGTERM. Samples the device lost "
+    "(overflows) are written as zeros so the file's sample positions stay those of the stream; the count is "
+    "printed."
+)
+EPILOG = (
+    "example: lora-rffi capture --args driver=uhd -f 868.1M -s 1M -g 30 --duration-s 60 -o out/cap.sigmf-meta"
+)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "capture",
-        help="record IQ from a SoapySDR device to SigMF",
-        description="Record IQ samples from a SoapySDR device (a USRP, an RTL-SDR, or the project's 'replay' "
-        "module) to a SigMF recording. Data is flushed in blocks; the metadata is written atomically. Stops "
-        "after --duration-s, at the end of a replayed file, or on Ctrl-C / SIGTERM. Samples the device lost "
-        "(overflows) are written as zeros so the file's sample positions stay those of the stream; the count "
-        "is printed.",
-        epilog="example: lora-rffi capture --args driver=uhd -f 868.1M -s 1M -g 30 --duration-s 60 "
-        "-o out/cap.sigmf-meta",
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--args",
         "-d",
@@ -42,7 +43,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--buffer-s", type=float, default=2.0, help="ring buffer between reader and writer, seconds"
     )
     p.add_argument("-o", "--output", required=True, metavar="OUT.sigmf-meta", help="SigMF recording to write")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,18 +18,19 @@ from typing import Any
 
 from lorarffi.cli.common import si_float
 
-__all__ = ["register", "run", "file_info"]
+__all__ = ["HELP", "DESCRIPTION", "add_arguments", "run", "file_info"]
 
 log = logging.getLogger(__name__)
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "dataset", help="inspect and convert preamble datasets and recordings",
-        description="Inspect preamble files (public LoRa_RFFI layout or ours) and IQ recordings; convert "
-                    "preamble files between the two HDF5 layouts.")
+HELP = "inspect and convert preamble datasets and recordings"
+DESCRIPTION = ("Inspect preamble files (public LoRa_RFFI layout or ours) and IQ recordings; convert preamble "
+               "files between the two HDF5 layouts.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="dataset_command", metavar="ACTION")
     info = sub.add_parser("info", help="describe a preamble file or a recording",
                           description="Describe a preamble file (layout, devices, packets per device, "
@@ -51,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     conv.add_argument("--to", choices=["public", "native"], required=True, help="output layout")
     conv.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     conv.set_defaults(func=run)
-    parser.set_defaults(func=run, dataset_command=None, _dataset_parser=parser)
+    parser.set_defaults(dataset_command=None, _dataset_parser=parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,22 +8,22 @@ import sys
 
 from lorarffi.cli.common import add_lora_args, lora_config
 
-__all__ = ["register", "run"]
+__all__ = ["HELP", "DESCRIPTION", "EPILOG", "add_arguments", "run"]
 
 _FORMATS = ("cf32", "ci16", "cu8", "ci8")
 
+HELP = "find LoRa packets in a recording and print their start, CFO and SNR"
+DESCRIPTION = (
+    "Detect LoRa packets in a recording: a raw headerless file (give --format and --fs-hz), a SigMF "
+    "recording (rate and type from its metadata) or a two-channel I/Q WAV file as SDR programs write them "
+    "(rate from the header). The file is read in chunks, so recordings of any size work. Prints one line (or "
+    "with --json one JSON object) per packet on stdout and a summary on stderr. NaN or infinite samples are "
+    "counted, replaced by zeros and reported."
+)
+EPILOG = "example: lora-rffi detect capture.wav --sf 11 --bw-hz 500k --json"
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "detect",
-        help="find LoRa packets in a recording and print their start, CFO and SNR",
-        description="Detect LoRa packets in a recording: a raw headerless file (give --format and --fs-hz), "
-        "a SigMF recording (rate and type from its metadata) or a two-channel I/Q WAV file as SDR programs "
-        "write them (rate from the header). The file is read in chunks, so recordings of any size work. "
-        "Prints one line (or with --json one JSON object) per packet on stdout and a summary on stderr. "
-        "NaN or infinite samples are counted, replaced by zeros and reported.",
-        epilog="example: lora-rffi detect capture.wav --sf 11 --bw-hz 500k --json",
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", metavar="INPUT", help="recording: raw file, NAME.sigmf-meta, NAME.sigmf or .wav")
     p.add_argument("--format", choices=_FORMATS, default=None,
                    help="sample format of a raw file (SigMF and WAV files say it themselves)")
@@ -33,7 +33,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per packet instead of a table")
     p.add_argument("--chunk-samples", type=int, default=1 << 20,
                    help="samples read per chunk (default 1048576)")
-    p.set_defaults(func=run)
 
 
 def _row(p) -> str:

@@ -7,13 +7,12 @@ import json
 
 from lorarffi.cli.common import int_range, slice_arg
 
-__all__ = ["register", "run"]
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = "score a model on a labelled preamble file"
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "evaluate", help="score a model on a labelled preamble file", description=__doc__.splitlines()[0]
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir", help="model directory written by `lora-rffi train`")
     p.add_argument("data", help="preamble file (HDF5, ours or the public layout)")
     p.add_argument("--devices", type=int_range, default=None, help="device ids, e.g. 1-10 (default all)")
@@ -26,7 +25,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--batch-size", type=int, default=64, help="packets per classification call (default 64)")
     p.add_argument("--device", default=None, help="torch device (default CUDA if available, else CPU)")
-    p.set_defaults(func=run, sf=None, bw_hz=None, fs_hz=None)
+    p.set_defaults(sf=None, bw_hz=None, fs_hz=None)  # the file's LoRa parameters (cli.data.load_selection)
 
 
 def run(args: argparse.Namespace) -> int:

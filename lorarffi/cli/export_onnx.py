@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["register", "run"]
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = "export a model directory's network to ONNX"
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "export-onnx", help="export a model directory's network to ONNX", description=__doc__.splitlines()[0]
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir", help="model directory written by `lora-rffi train`")
     p.add_argument("--out", default=None, help="output file (default MODEL_DIR/model.onnx)")
     p.add_argument("--opset", type=int, default=17)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

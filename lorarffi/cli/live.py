@@ -6,22 +6,21 @@ import argparse
 
 from lorarffi.cli.common import add_lora_args, add_radio_args
 
-__all__ = ["register", "run"]
+__all__ = ["HELP", "DESCRIPTION", "EPILOG", "add_arguments", "run"]
+
+HELP = "detect and identify LoRa transmitters in a live stream"
+DESCRIPTION = (
+    "Run the live pipeline: source -> packet detection -> preamble alignment and CFO -> spectrogram -> model "
+    "-> CFO-gated hybrid decision, one decision per detected packet (without --model: detection only). "
+    "Sources: soapy:ARGS (a SoapySDR radio), file:PATH (raw with --format/--fs-hz, SigMF, I/Q WAV), "
+    "zmq:tcp://HOST:PORT (GNU Radio ZMQ PUB sink; zmq+pull: for PUSH), sim (the built-in virtual radio). "
+    "Exits at the end of a finite source, after --duration-s, or on Ctrl-C / SIGTERM, printing a summary "
+    "(counts, dropped samples, latency percentiles)."
+)
+EPILOG = "example: lora-rffi live --source sim --model runs/model --duration-s 30 --json"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "live",
-        help="detect and identify LoRa transmitters in a live stream",
-        description="Run the live pipeline: source -> packet detection -> preamble alignment and CFO -> "
-        "spectrogram -> model -> CFO-gated hybrid decision, one decision per detected packet (without "
-        "--model: detection only). Sources: soapy:ARGS (a SoapySDR radio), file:PATH (raw with "
-        "--format/--fs-hz, SigMF, "
-        "I/Q WAV), zmq:tcp://HOST:PORT (GNU Radio ZMQ PUB sink; zmq+pull: for PUSH), sim (the built-in "
-        "virtual radio). Exits at the end of a finite source, after --duration-s, or on Ctrl-C / SIGTERM, "
-        "printing a summary (counts, dropped samples, latency percentiles).",
-        epilog="example: lora-rffi live --source sim --model runs/model --duration-s 30 --json",
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--source",
         default="sim",
@@ -96,7 +95,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="detector block in seconds of signal: bounds the added latency (default 0.016)",
     )
     p.add_argument("--buffer-s", type=float, default=None, help="ring buffer length in seconds (default 2)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

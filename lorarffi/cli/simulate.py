@@ -19,7 +19,7 @@ from pathlib import Path
 from lorarffi.cli.common import add_lora_args, lora_config, si_float
 from lorarffi.errors import ConfigError
 
-__all__ = ["register", "run", "parse_snr_range"]
+__all__ = ["HELP", "DESCRIPTION", "add_arguments", "run", "parse_snr_range"]
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +40,15 @@ def parse_snr_range(text: str) -> tuple[float, float]:
     return values[0], values[1]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "simulate",
-        help="make synthetic LoRa devices' preamble sets or a recording with ground truth",
-        description="Simulate look-alike LoRa devices with persistent hardware fingerprints (CFO drift, IQ "
-        "imbalance, PLL sweep nonlinearity and transients, filter ripple, PA) through a channel. "
-        "Either aligned preamble sets in our HDF5 schema (--out) or a continuous SigMF recording "
-        "with one annotation per packet (--stream).",
-    )
+HELP = "make synthetic LoRa devices' preamble sets or a recording with ground truth"
+DESCRIPTION = (
+    "Simulate look-alike LoRa devices with persistent hardware fingerprints (CFO drift, IQ imbalance, PLL "
+    "sweep nonlinearity and transients, filter ripple, PA) through a channel. Either aligned preamble sets "
+    "in our HDF5 schema (--out) or a continuous SigMF recording with one annotation per packet (--stream)."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     out = p.add_mutually_exclusive_group(required=True)
     out.add_argument("--out", type=Path, help="write aligned preamble sets to this HDF5 file")
     out.add_argument(
@@ -112,7 +112,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--center-freq-hz", type=si_float, default=868.1e6, help="carrier frequency (868.1M)")
     p.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
     add_lora_args(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

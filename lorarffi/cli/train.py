@@ -10,13 +10,12 @@ import json
 
 from lorarffi.cli.common import add_lora_args, int_range, slice_arg
 
-__all__ = ["register", "run"]
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = "train a device classifier on a preamble file"
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "train", help="train a device classifier on a preamble file", description=__doc__.splitlines()[0]
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="preamble file (HDF5, ours or the public LoRa_RFFI layout)")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--model", default="infocom_cnn", help="registered model name (default infocom_cnn)")
@@ -64,7 +63,6 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_lora_args(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
