@@ -266,7 +266,7 @@ def run() -> str:
             out = os.path.join(tmp, key)
             t1 = time.perf_counter()
             data = tr_t2 if key in t2_keys else tr
-            r = train(data.preambles, data.device_ids, cfg, out, tc, device="cpu")
+            r = train(data.preambles, data.device_ids, cfg, out, tc, torch_device="cpu")
             train_s = time.perf_counter() - t1
             results[key] = {
                 "train": r,

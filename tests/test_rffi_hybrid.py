@@ -23,6 +23,8 @@ def gate() -> CfoGate:
 
 
 def test_fit_learns_each_devices_statistics(gate: CfoGate) -> None:
+    # Statistical bounds for 200 draws of N(mean, 20 Hz): the sample mean's std is 20/sqrt(200) = 1.4 Hz (5 Hz
+    # is 3.5 sigma), the sample std's relative std is 1/sqrt(2 * 199) = 5 % (20 % is 4 sigma).
     np.testing.assert_allclose(gate.mean_hz, [-3000, 0, 400, 5000], atol=5)
     np.testing.assert_allclose(gate.std_hz, 20, rtol=0.2)
     assert np.all(gate.min_hz < gate.mean_hz) and np.all(gate.max_hz > gate.mean_hz)
@@ -43,11 +45,28 @@ def test_gate_rules_out_exactly_the_devices_whose_interval_excludes_the_cfo(gate
     assert allowed[3].tolist() == [False, False, False, True]
 
 
+def test_a_cfo_exactly_lambda_from_the_centre_stays_allowed() -> None:
+    # The window is closed: |f - c| <= lambda. Training CFOs 950 and 1050 Hz give centre 1000 Hz, half range
+    # 50 Hz; with k_sigma 0 and margin 100 Hz, lambda = 150 Hz. All of it is exact in float64 (integers), so
+    # 850 and 1150 Hz sit exactly on the edge.
+    g = CfoGate.fit(
+        [950.0, 1050.0, 5000.0, 5000.0], [0, 0, 1, 1], [1, 2], GateParams(k_sigma=0.0, margin_hz=100.0)
+    )
+    assert g.center_hz[0] == 1000.0 and g.lambda_hz[0] == 150.0
+    edge = [850.0, 1150.0]
+    outside = [np.nextafter(850.0, 0.0), np.nextafter(1150.0, 2000.0)]
+    assert g.allowed(edge)[:, 0].tolist() == [True, True]
+    assert g.allowed(outside)[:, 0].tolist() == [False, False]
+    res = g.apply(np.zeros((4, 2)), edge + outside)
+    assert res.index.tolist() == [0, 0, -1, -1]
+
+
 def test_apply_renormalises_the_remaining_probabilities_and_rejects_when_all_are_out(gate: CfoGate) -> None:
     gate.params = dataclasses.replace(gate.params, cfo_weighting=False)  # Algorithm 1 as published
     logits = np.log(np.array([[0.7, 0.1, 0.15, 0.05], [0.7, 0.1, 0.15, 0.05], [0.7, 0.1, 0.15, 0.05]]))
     res = gate.apply(logits, [200.0, 0.0, 2500.0])
-    # Packet 0: devices 12 and 13 possible -> 0.1 / 0.25 and 0.15 / 0.25.
+    # Packet 0: devices 12 and 13 possible -> 0.1 / 0.25 and 0.15 / 0.25. (Probabilities and confidences are
+    # float64 results rounded to float32: within 2^-24 = 6e-8 relative, far inside the tolerances here.)
     np.testing.assert_allclose(res.probs[0], [0, 0.4, 0.6, 0], atol=1e-6)
     assert res.index[0] == 2 and res.confidence[0] == pytest.approx(0.6)
     # Packet 1: only device 12 left -> certainty, although the CNN preferred device 11.

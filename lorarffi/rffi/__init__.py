@@ -1,4 +1,6 @@
-"""RF fingerprint identification: models, training, hybrid classifier, registry, authentication, CLI.
+"""RF fingerprint identification: models, preprocessing, training, inference, the CFO-gated hybrid classifier,
+evaluation, model directories and ONNX export.
 
-Sits on top of :mod:`lorarffi.dsp`, :mod:`lorarffi.datasets` and :mod:`lorarffi.capture`.
+Uses :mod:`lorarffi.dsp`, :mod:`lorarffi.datasets` and :mod:`lorarffi.sim`; :mod:`lorarffi.live` and
+:mod:`lorarffi.cli` sit on top of it.
 """

@@ -75,8 +75,10 @@ def convert_batchnorm(module: nn.Module) -> nn.Module:
             new = GlobalBatchNorm(
                 child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
             )
+            floats = [t for t in (*child.parameters(), *child.buffers()) if t.is_floating_point()]
+            if floats:  # the same device and precision as the layer it replaces
+                new.to(device=floats[0].device, dtype=floats[0].dtype)
             new.load_state_dict(child.state_dict())
-            new.to(next(child.parameters(), torch.empty(0)).device)
             setattr(module, name, new)
         else:
             convert_batchnorm(child)

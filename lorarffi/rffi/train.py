@@ -1,19 +1,17 @@
 """Train a closed-set classifier on stored preambles and write a model directory.
 
-Recipe: preprocess every packet once (:func:`~lorarffi.rffi.preprocess.preprocess_preambles`: CFO estimate,
-compensation, unit RMS), split a random validation fraction, then train with mini-batches, optionally
-augmented per batch (multipath, noise, a residual CFO shift applied to the preprocessed packet, which is then
-normalised to unit RMS again; multipath and noise commute with the CFO removal up to a negligible phase over a
-300 ns delay spread, and the ``cfo`` kind stands for the estimator's error), reducing the learning rate on a
-validation-loss plateau and stopping early. The weights with the lowest validation loss are kept in the model
-directory, together with the CFO statistics of the training packets (the hybrid gate). After every epoch a
-resumable state is written to ``MODEL_DIR/train_state/``.
+:func:`train` is a short recipe of the functions below, each with one job: preprocess every packet once
+(:func:`prepare_data`), build the seeded network and place it for (data-parallel) training
+(:func:`build_network`, :func:`place_model`), build the optimiser and the plateau scheduler, start or resume
+(:func:`start_or_resume`), then per epoch cut the shuffled global batches (:func:`epoch_batches`), augment
+them (:func:`batch_features`), train on this process's shard (:func:`train_one_epoch`), score the validation
+split (:func:`validate`), record the epoch (:func:`record_epoch`) and write the best model and the resumable
+state (:func:`save_train_state`).
 
-Determinism: every random draw (split, model initialisation, batch order, augmentation, dropout) derives from
-``seed`` and the epoch/batch number, so a run resumed after an interruption ends with the same weights as
-an uninterrupted one. Data parallel: under ``torch.distributed`` each process takes a slice of every global
-batch; batch norm uses global-batch statistics and the loss is scaled so the averaged gradient equals the
-single-process gradient of the global batch.
+Every random draw (split, initialisation, batch order, augmentation, dropout) derives from ``seed`` and the
+epoch/batch number, so a resumed run ends with the weights of an uninterrupted one. Under
+``torch.distributed`` each process takes a slice of every global batch, batch norm uses global-batch
+statistics and the loss is scaled so the averaged gradient is the single-process gradient of the global batch.
 """
 
 from __future__ import annotations
@@ -25,6 +23,8 @@ import math
 import os
 import pathlib
 import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,14 +32,43 @@ import numpy as np
 import numpy.typing as npt
 
 from lorarffi.dsp.config import LoRaConfig
+from lorarffi.dsp.normalize import rms_normalize
 from lorarffi.errors import ConfigError, ModelError
 from lorarffi.rffi.augment import Augmenter
 from lorarffi.rffi.checkpoint import ModelDirConfig, fingerprint_arrays, save_model_dir
 from lorarffi.rffi.features import compute_features, shape_hparams
 from lorarffi.rffi.hybrid import CfoGate, GateParams
-from lorarffi.rffi.preprocess import preprocess_preambles, rms_normalize
+from lorarffi.rffi.preprocess import preprocess_preambles
 
-__all__ = ["TrainConfig", "TrainResult", "train", "DEFAULT_REPRESENTATION"]
+__all__ = [
+    "DEFAULT_REPRESENTATION",
+    "STATE_DIR",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingData",
+    "TrainState",
+    "EpochStats",
+    "train",
+    "select_torch_device",
+    "split_train_val",
+    "prepare_data",
+    "build_network",
+    "place_model",
+    "build_optimizer",
+    "build_scheduler",
+    "epoch_batches",
+    "shard",
+    "augmented_features",
+    "batch_features",
+    "train_one_epoch",
+    "validate",
+    "record_epoch",
+    "stop_reason",
+    "model_dir_config",
+    "save_train_state",
+    "load_train_state",
+    "start_or_resume",
+]
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +113,7 @@ class TrainConfig:
     seed : int
         Seed of every random draw.
     max_time_s : float or None
-        Stop after the epoch during which this much wall time has passed.
+        Stop after the epoch during which this much wall time has passed, s.
     weight_decay : float
         Decoupled (AdamW) or L2 (RMSprop) weight decay.
     gate : GateParams
@@ -165,8 +194,114 @@ class TrainResult:
     elapsed_s: float
 
 
-def _split(labels: npt.NDArray[np.int64], val_split: float, rng: np.random.Generator):
-    """Stratified random split: about ``val_split`` of every class (at least one) goes to validation."""
+@dataclass(frozen=True)
+class TrainingData:
+    """Training packets prepared once (:func:`prepare_data`).
+
+    Attributes
+    ----------
+    classes : ndarray of int64, shape (K,)
+        Device ids in class order (sorted).
+    labels : ndarray of int64, shape (N,)
+        Class index of every packet.
+    train_idx, val_idx : ndarray of int64
+        Sorted packet indices of the training and validation splits.
+    features : ndarray of float32, shape (N, ...)
+        Un-augmented model input of every packet.
+    preprocessed_iq : ndarray of complex64, shape (N, L) or None
+        CFO-compensated unit-RMS packets, kept only when training augments them.
+    gate : CfoGate
+        CFO statistics of the training split.
+    fingerprint : str
+        Identity of the data (:func:`~lorarffi.rffi.checkpoint.fingerprint_arrays`).
+    """
+
+    classes: npt.NDArray[np.int64]
+    labels: npt.NDArray[np.int64]
+    train_idx: npt.NDArray[np.int64]
+    val_idx: npt.NDArray[np.int64]
+    features: npt.NDArray[np.float32]
+    preprocessed_iq: npt.NDArray[np.complex64] | None
+    gate: CfoGate
+    fingerprint: str
+
+
+@dataclass
+class TrainState:
+    """Progress of a run, saved after every epoch (``train_state/state.json``, key ``meta``)."""
+
+    epoch: int = 0
+    best_val_loss: float = math.inf
+    best_val_acc: float = 0.0
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    fingerprint: str = ""
+    elapsed_s: float = 0.0
+    train_config: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainState:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """What one epoch of :func:`train_one_epoch` saw on this process.
+
+    Attributes
+    ----------
+    loss_sum : float
+        Summed cross-entropy over the global batches (every process holds the same value only after the
+        gradients' all-reduce; this is this process's share scaled to the global batch).
+    n_correct : int
+        Training packets of this process's shards classified right.
+    n_seen : int
+        Training packets in this process's shards.
+    """
+
+    loss_sum: float
+    n_correct: int
+    n_seen: int
+
+    def mean_loss(self, world_size: int = 1) -> float:
+        """Mean training loss per packet over all processes."""
+        return self.loss_sum / max(self.n_seen * world_size, 1)
+
+    @property
+    def accuracy(self) -> float:
+        """Training accuracy over this process's shards."""
+        return self.n_correct / max(self.n_seen, 1)
+
+
+# -- setup --
+
+
+def select_torch_device(torch_device: Any = None) -> Any:
+    """The torch device to train on: ``torch_device`` if given, else the current CUDA device (the local
+    rank's under torchrun) when CUDA is available, else the CPU."""
+    import torch
+
+    if torch_device is not None:
+        return torch.device(torch_device)
+    return torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
+
+
+def split_train_val(
+    labels: npt.NDArray[np.int64], val_split: float, rng: np.random.Generator
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Stratified random split: about ``val_split`` of every class (at least one packet of a class with two or
+    more) goes to validation.
+
+    Returns
+    -------
+    train_idx, val_idx : ndarray of int64
+        Sorted packet indices.
+    """
     val = []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
@@ -177,8 +312,319 @@ def _split(labels: npt.NDArray[np.int64], val_split: float, rng: np.random.Gener
     return train_idx, val_idx
 
 
-def _save_train_state(out: pathlib.Path, model, optimizer, scheduler, meta: dict[str, Any]) -> None:
-    """Resumable state: weights + optimiser tensors in safetensors, the rest in JSON (nothing pickled)."""
+def prepare_data(
+    iq: npt.ArrayLike,
+    device_ids: npt.ArrayLike,
+    cfg: LoRaConfig,
+    tc: TrainConfig,
+    data_info: dict[str, Any] | None = None,
+) -> TrainingData:
+    """Check the packets, split them, preprocess each once, fit the CFO gate, compute the features.
+
+    Parameters
+    ----------
+    iq : array_like of complex64, shape (N, L)
+        Aligned preambles, not CFO-compensated; ``L >= cfg.preamble_samples``.
+    device_ids : array_like of int, shape (N,)
+        Device id of every packet.
+    cfg : LoRaConfig
+        LoRa parameters of the data.
+    tc : TrainConfig
+        Seed, validation fraction, CFO compensation, representation, augmentation, gate parameters.
+    data_info : dict, optional
+        Source description, part of the data fingerprint.
+    """
+    x_raw = np.asarray(iq)
+    if x_raw.ndim != 2:
+        raise ConfigError(f"iq has shape {x_raw.shape}, expected (N, L)")
+    x_raw = x_raw[:, : cfg.preamble_samples].astype(np.complex64, copy=False)
+    ids = np.asarray(device_ids, dtype=np.int64).reshape(-1)
+    if ids.size != x_raw.shape[0]:
+        raise ConfigError(f"device_ids has {ids.size} entries but iq has {x_raw.shape[0]} rows")
+    classes, labels = np.unique(ids, return_inverse=True)
+    labels = labels.astype(np.int64)
+    if classes.size < 2:
+        raise ConfigError(f"training data holds {classes.size} device(s); a classifier needs at least 2")
+    fingerprint = fingerprint_arrays(x_raw, ids, extra={"data": data_info or {}})
+    train_idx, val_idx = split_train_val(labels, tc.val_split, np.random.default_rng([tc.seed, 0xC0FFEE]))
+    pre = preprocess_preambles(x_raw, cfg, compensate=tc.compensate_cfo)
+    return TrainingData(
+        classes=classes,
+        labels=labels,
+        train_idx=train_idx,
+        val_idx=val_idx,
+        features=compute_features(pre.iq, tc.representation),
+        preprocessed_iq=pre.iq if tc.augment else None,
+        gate=CfoGate.fit(pre.cfo_hz[train_idx], labels[train_idx], classes, tc.gate),
+        fingerprint=fingerprint,
+    )
+
+
+def build_network(name: str, hparams: dict[str, Any], seed: int) -> Any:
+    """The registered model ``name`` initialised from ``seed`` (torch's global RNG left as it was)."""
+    import torch
+
+    from lorarffi.rffi.models import build_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(name, **hparams)
+
+
+def place_model(model: Any, torch_device: Any, world_size: int = 1) -> Any:
+    """Move ``model`` (in place) to ``torch_device`` in channels-last layout; with ``world_size > 1`` give it
+    global-batch batch norm and return it wrapped in ``DistributedDataParallel``.
+
+    Returns
+    -------
+    train_model : torch.nn.Module
+        The module to call in training (``model`` itself when not distributed).
+    """
+    import torch
+
+    from lorarffi.rffi import ddp
+
+    # Channels-last (NHWC) weights and batches: the same numbers; oneDNN's backward pass is faster.
+    model.to(torch_device, memory_format=torch.channels_last)
+    if world_size <= 1:
+        return model
+    ddp.convert_batchnorm(model)
+    model.to(torch_device, memory_format=torch.channels_last)
+    on_cuda = torch.device(torch_device).type == "cuda"
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch_device] if on_cuda else None)
+
+
+def build_optimizer(model: Any, tc: TrainConfig) -> Any:
+    """Adam (AdamW with decoupled weight decay when ``tc.weight_decay``) or RMSprop with the Keras defaults
+    the authors trained with (``alpha=0.9``, ``eps=1e-7``), over ``model``'s trainable parameters."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if tc.optimizer == "adam":
+        if tc.weight_decay:
+            return torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+        return torch.optim.Adam(params, lr=tc.lr)
+    return torch.optim.RMSprop(params, lr=tc.lr, alpha=0.9, eps=1e-7, weight_decay=tc.weight_decay)
+
+
+def build_scheduler(optimizer: Any, tc: TrainConfig) -> Any:
+    """Multiply the learning rate by ``tc.lr_factor`` after ``tc.lr_patience`` epochs without a lower
+    validation loss."""
+    import torch
+
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=tc.lr_factor, patience=tc.lr_patience)
+
+
+# -- one epoch --
+
+
+def epoch_batches(
+    train_idx: npt.NDArray[np.int64], batch_size: int, *, seed: int, epoch: int, world_size: int = 1
+) -> list[tuple[int, npt.NDArray[np.int64]]]:
+    """The global batches of one epoch: ``(step, packet indices)``.
+
+    The training packets in an order drawn from ``(seed, epoch)``, cut into ``len(train_idx) // batch_size``
+    full batches (the remainder waits for another epoch's order); fewer packets than ``batch_size`` make one
+    batch. A batch smaller than ``world_size`` (nothing for some process) is left out, with its step number.
+    """
+    n_train = train_idx.size
+    rng = np.random.default_rng([seed, epoch])
+    order = train_idx[rng.permutation(n_train)]
+    n_steps = max(1, n_train // batch_size) if n_train >= batch_size else 1
+    batches = [(step, order[step * batch_size : (step + 1) * batch_size]) for step in range(n_steps)]
+    return [(step, b) for step, b in batches if b.size >= world_size]
+
+
+def shard(n_global: int, rank: int, world_size: int) -> slice:
+    """Rows of a global batch of ``n_global`` that process ``rank`` of ``world_size`` trains on (contiguous,
+    sizes differing by at most one)."""
+    return slice(rank * n_global // world_size, (rank + 1) * n_global // world_size)
+
+
+def augmented_features(
+    iq: npt.NDArray[np.complex64],
+    augmenter: Augmenter,
+    rng: np.random.Generator,
+    representation: dict[str, Any],
+) -> npt.NDArray[np.float32]:
+    """Features of augmented preprocessed packets (normalised to unit RMS again, as the detector would).
+
+    Parameters
+    ----------
+    iq : ndarray of complex64, shape (B, L)
+        Preprocessed packets.
+    augmenter : Augmenter
+    rng : numpy.random.Generator
+        Source of every augmentation draw.
+    representation : dict
+        The model input's representation config.
+    """
+    return compute_features(rms_normalize(augmenter(iq, rng)), representation)
+
+
+def batch_features(
+    data: TrainingData,
+    batch: npt.NDArray[np.int64],
+    augmenter: Augmenter | None,
+    tc: TrainConfig,
+    *,
+    epoch: int,
+    step: int,
+) -> npt.NDArray[np.float32]:
+    """The model input of a global batch: the stored features, or with ``augmenter`` those of freshly
+    augmented packets, drawn from ``(tc.seed, epoch, step)``."""
+    if augmenter is None:
+        return data.features[batch]
+    rng = np.random.default_rng([tc.seed, epoch, step])
+    return augmented_features(data.preprocessed_iq[batch], augmenter, rng, tc.representation)
+
+
+def train_one_epoch(
+    train_model: Any,
+    optimizer: Any,
+    batches: Iterable[tuple[npt.NDArray[np.floating], npt.NDArray[np.int64], int]],
+    torch_device: Any,
+    *,
+    world_size: int = 1,
+    on_step: Callable[[float], None] | None = None,
+) -> EpochStats:
+    """One pass of optimiser steps, one per global batch.
+
+    Parameters
+    ----------
+    train_model : torch.nn.Module
+        From :func:`place_model` (in training mode after this call).
+    optimizer : torch.optim.Optimizer
+    batches : iterable of (x, y, n_global)
+        This process's shard of every global batch: features ``x`` (B, ...) float, class indices ``y`` (B,)
+        int64, and the global batch size ``n_global``.
+    torch_device : torch.device
+    world_size : int
+        Processes sharing every global batch. The loss is the shard's summed cross-entropy times
+        ``world_size / n_global``, so the gradient averaged over the processes is the global batch's mean.
+    on_step : callable, optional
+        Called after each step with the mean training loss so far.
+    """
+    import torch
+    from torch.nn import functional as F
+
+    from lorarffi.rffi.models import channels_last_batch
+
+    train_model.train()
+    loss_sum = 0.0
+    n_correct = 0
+    n_seen = 0
+    for xb, yb, n_global in batches:
+        x = channels_last_batch(torch.from_numpy(np.ascontiguousarray(xb)).to(torch_device))
+        y = torch.from_numpy(yb).to(torch_device)
+        optimizer.zero_grad(set_to_none=True)
+        z = train_model(x)
+        loss = F.cross_entropy(z, y, reduction="sum") * (world_size / n_global)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.item() * n_global / world_size
+        n_correct += int((z.argmax(1) == y).sum())
+        n_seen += int(y.numel())
+        if on_step is not None:
+            on_step(loss_sum / max(n_seen * world_size, 1))
+    return EpochStats(loss_sum, n_correct, n_seen)
+
+
+def validate(
+    model: Any,
+    features: npt.NDArray[np.floating],
+    labels: npt.NDArray[np.int64],
+    torch_device: Any,
+    batch_size: int = 256,
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` (put in eval mode) on ``features`` (N, ...) with class
+    indices ``labels`` (N,); ``(0.0, 0.0)`` for no packets."""
+    import torch
+    from torch.nn import functional as F
+
+    from lorarffi.rffi.models import channels_last_batch
+
+    model.eval()
+    loss = 0.0
+    correct = 0
+    with torch.no_grad():
+        for s in range(0, len(labels), batch_size):
+            x = channels_last_batch(torch.from_numpy(features[s : s + batch_size]).to(torch_device))
+            y = torch.from_numpy(labels[s : s + batch_size]).to(torch_device)
+            z = model(x)
+            loss += float(F.cross_entropy(z, y, reduction="sum"))
+            correct += int((z.argmax(1) == y).sum())
+    n = max(len(labels), 1)
+    return loss / n, correct / n
+
+
+def record_epoch(state: TrainState, rec: dict[str, float]) -> bool:
+    """Append an epoch's record (``epoch``, ``val_loss``, ``val_acc``, ...) to ``state``, keep the best
+    validation loss and count the epochs without one; True when this epoch is the new best."""
+    state.history.append(rec)
+    state.epoch = int(rec["epoch"])
+    improved = rec["val_loss"] < state.best_val_loss
+    if improved:
+        state.best_val_loss = rec["val_loss"]
+        state.best_val_acc = rec["val_acc"]
+        state.best_epoch = state.epoch
+        state.bad_epochs = 0
+    else:
+        state.bad_epochs += 1
+    return improved
+
+
+def stop_reason(state: TrainState, tc: TrainConfig) -> str | None:
+    """``"early_stop"`` after ``tc.early_stop_patience`` epochs without a lower validation loss,
+    ``"time_limit"`` once ``tc.max_time_s`` has passed, else None (go on)."""
+    if state.bad_epochs >= tc.early_stop_patience:
+        return "early_stop"
+    if tc.max_time_s is not None and state.elapsed_s >= tc.max_time_s:
+        return "time_limit"
+    return None
+
+
+def model_dir_config(
+    tc: TrainConfig,
+    cfg: LoRaConfig,
+    data: TrainingData,
+    hparams: dict[str, Any],
+    best: dict[str, float],
+    data_info: dict[str, Any] | None = None,
+    world_size: int = 1,
+) -> ModelDirConfig:
+    """The model directory's config for the weights of epoch record ``best`` (``epoch``, ``val_loss``,
+    ``val_acc``): network, representation, LoRa parameters, classes, CFO gate, training settings and data."""
+    return ModelDirConfig(
+        model_name=tc.model,
+        model_hparams=hparams,
+        representation=dict(tc.representation),
+        lora=cfg,
+        device_ids=tuple(int(c) for c in data.classes),
+        cfo_compensation=tc.compensate_cfo,
+        hybrid=data.gate.to_dict(),
+        training={
+            **tc.to_dict(),
+            "best_epoch": best["epoch"],
+            "best_val_loss": best["val_loss"],
+            "best_val_acc": best["val_acc"],
+            "data": data_info or {},
+            "n_train": int(data.train_idx.size),
+            "n_val": int(data.val_idx.size),
+            "world_size": world_size,
+        },
+        data_fingerprint=data.fingerprint,
+    )
+
+
+# -- checkpoints --
+
+
+def save_train_state(
+    out: pathlib.Path, model: Any, optimizer: Any, scheduler: Any, state: TrainState
+) -> None:
+    """Write the resumable state to ``out/train_state/``: weights and optimiser tensors in safetensors, the
+    rest in JSON (nothing pickled)."""
     from safetensors.torch import save_file
 
     d = out / STATE_DIR
@@ -197,9 +643,36 @@ def _save_train_state(out: pathlib.Path, model, optimizer, scheduler, meta: dict
     sched = {
         k: v for k, v in scheduler.state_dict().items() if isinstance(v, (int, float, str, list, type(None)))
     }
-    doc = {"meta": meta, "param_groups": opt["param_groups"], "opt_plain": opt_plain, "scheduler": sched}
+    doc = {
+        "meta": state.to_dict(),
+        "param_groups": opt["param_groups"],
+        "opt_plain": opt_plain,
+        "scheduler": sched,
+    }
     (d / "state.json.tmp").write_text(json.dumps(doc))
     os.replace(d / "state.json.tmp", d / "state.json")
+
+
+def load_train_state(out: pathlib.Path, model: Any, optimizer: Any, scheduler: Any) -> TrainState:
+    """Load ``out/train_state/`` into ``model``, ``optimizer`` and ``scheduler``; return the progress."""
+    from safetensors.torch import load_file
+
+    d = out / STATE_DIR
+    if not (d / "state.json").is_file():
+        raise ModelError(f"{out}: nothing to resume (no {STATE_DIR}/state.json)")
+    doc = json.loads((d / "state.json").read_text())
+    tensors = load_file(str(d / "state.safetensors"))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    opt_state: dict[int, dict[str, Any]] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, pid, name = k.split(".", 2)
+            opt_state.setdefault(int(pid), {})[name] = v
+    for pid, st in doc["opt_plain"].items():
+        opt_state.setdefault(int(pid), {}).update(st)
+    optimizer.load_state_dict({"state": opt_state, "param_groups": doc["param_groups"]})
+    scheduler.load_state_dict({**scheduler.state_dict(), **doc["scheduler"]})
+    return TrainState.from_dict(doc["meta"])
 
 
 # Settings a resumed run may change: how long it goes on.
@@ -218,52 +691,75 @@ def _changed_settings(saved: dict[str, Any] | None, tc: TrainConfig) -> list[str
     ]
 
 
-def _load_train_state(out: pathlib.Path, model, optimizer, scheduler) -> dict[str, Any]:
-    from safetensors.torch import load_file
+def start_or_resume(
+    out: pathlib.Path,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    tc: TrainConfig,
+    fingerprint: str,
+    *,
+    resume: bool,
+    rank: int = 0,
+) -> TrainState:
+    """A fresh :class:`TrainState`, or with ``resume`` the interrupted run's (loaded into the model, optimiser
+    and scheduler) when ``out`` holds one for the same data and settings. A fresh start clears old state."""
+    if resume and (out / STATE_DIR / "state.json").is_file():
+        state = load_train_state(out, model, optimizer, scheduler)
+        if state.fingerprint != fingerprint:
+            raise ModelError(f"{out}: cannot resume: the training data differ from the interrupted run's")
+        changed = _changed_settings(state.train_config, tc)
+        if changed:
+            raise ModelError(
+                f"{out}: cannot resume: settings differ from the interrupted run's ({'; '.join(changed)}); "
+                "repeat its command line (only --epochs and the time cap may change)"
+            )
+        state.train_config = tc.to_dict()
+        log.info("resuming %s after epoch %d", out, state.epoch)
+        return state
+    if not resume and (out / STATE_DIR).exists() and rank == 0:
+        for f in (out / STATE_DIR).iterdir():
+            f.unlink()
+    return TrainState(fingerprint=fingerprint, train_config=tc.to_dict())
 
-    d = out / STATE_DIR
-    if not (d / "state.json").is_file():
-        raise ModelError(f"{out}: nothing to resume (no {STATE_DIR}/state.json)")
-    doc = json.loads((d / "state.json").read_text())
-    tensors = load_file(str(d / "state.safetensors"))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    state: dict[int, dict[str, Any]] = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, pid, name = k.split(".", 2)
-            state.setdefault(int(pid), {})[name] = v
-    for pid, st in doc["opt_plain"].items():
-        state.setdefault(int(pid), {}).update(st)
-    optimizer.load_state_dict({"state": state, "param_groups": doc["param_groups"]})
-    scheduler.load_state_dict({**scheduler.state_dict(), **doc["scheduler"]})
-    return doc["meta"]
+
+class _ProgressBar:
+    """A rich progress bar on stderr: steps of the current epoch, the running loss, the epoch's summary."""
+
+    def __init__(self, n_steps: int, first_epoch: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.n_steps = n_steps
+        self.bar = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+        )
+        self.bar.start()
+        self.task = self.bar.add_task("train", total=n_steps, epoch=first_epoch, info="")
+
+    def start_epoch(self, epoch: int) -> None:
+        self.bar.reset(self.task, total=self.n_steps, epoch=epoch, info="")
+
+    def step(self, mean_loss: float) -> None:
+        self.bar.update(self.task, advance=1, info=f"loss {mean_loss:.4f}")
+
+    def end_epoch(self, rec: dict[str, float]) -> None:
+        self.bar.update(
+            self.task,
+            info=f"loss {rec['train_loss']:.4f} acc {rec['train_acc']:.3f} "
+            f"val {rec['val_loss']:.4f}/{rec['val_acc']:.3f} lr {rec['lr']:.2g}",
+        )
+
+    def stop(self) -> None:
+        self.bar.stop()
 
 
-def _augmented_features(
-    iq: npt.NDArray[np.complex64], augmenter: Augmenter, rng: np.random.Generator, tc: TrainConfig
-) -> npt.NDArray[np.float32]:
-    """Features of augmented preprocessed packets (re-normalised to unit RMS, as the detector would)."""
-    return compute_features(rms_normalize(augmenter(iq, rng)), tc.representation)
-
-
-def _evaluate(model, feats: npt.NDArray[np.float32], labels: npt.NDArray[np.int64], device, batch: int = 256):
-    import torch
-    from torch.nn import functional as F
-
-    from lorarffi.rffi.models import channels_last_batch
-
-    model.eval()
-    loss = 0.0
-    correct = 0
-    with torch.no_grad():
-        for s in range(0, len(labels), batch):
-            x = channels_last_batch(torch.from_numpy(feats[s : s + batch]).to(device))
-            y = torch.from_numpy(labels[s : s + batch]).to(device)
-            z = model(x)
-            loss += float(F.cross_entropy(z, y, reduction="sum"))
-            correct += int((z.argmax(1) == y).sum())
-    n = max(len(labels), 1)
-    return loss / n, correct / n
+# -- the recipe --
 
 
 def train(
@@ -275,8 +771,9 @@ def train(
     *,
     resume: bool = False,
     progress: bool = False,
-    device=None,
+    torch_device: Any = None,
     data_info: dict[str, Any] | None = None,
+    device: Any = None,
 ) -> TrainResult:
     """Train a classifier on stored preambles and write the model directory ``out_dir``.
 
@@ -296,236 +793,100 @@ def train(
         Continue from ``out_dir/train_state`` if present (same data and settings).
     progress : bool
         Show a progress bar with loss/accuracy/lr on stderr.
-    device : torch.device or str, optional
-        Default CUDA when available (the local rank's under torchrun), else CPU.
+    torch_device : torch.device or str, optional
+        Where to train; default CUDA when available (the local rank's under torchrun), else CPU.
     data_info : dict, optional
         Recorded with the model (source file, selection).
+    device : torch.device or str, optional
+        Deprecated name of ``torch_device``.
 
     Returns
     -------
     TrainResult
     """
     import torch
-    from torch.nn import functional as F
 
     from lorarffi.rffi import ddp
-    from lorarffi.rffi.models import build_model, channels_last_batch
 
+    if device is not None:
+        if torch_device is not None:
+            raise ConfigError("give torch_device only (device is its deprecated name)")
+        warnings.warn("train(device=...) is deprecated: use torch_device=", DeprecationWarning, stacklevel=2)
     t_start = time.perf_counter()
     tc = tc or TrainConfig()
     out = pathlib.Path(out_dir)
     rank, world_size = ddp.world()
-    if device is None:
-        device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
-    x_raw = np.asarray(iq)
-    if x_raw.ndim != 2:
-        raise ConfigError(f"iq has shape {x_raw.shape}, expected (N, L)")
-    x_raw = x_raw[:, : cfg.preamble_samples].astype(np.complex64, copy=False)
-    ids = np.asarray(device_ids, dtype=np.int64).reshape(-1)
-    if ids.size != x_raw.shape[0]:
-        raise ConfigError(f"device_ids has {ids.size} entries but iq has {x_raw.shape[0]} rows")
-    classes, labels = np.unique(ids, return_inverse=True)
-    labels = labels.astype(np.int64)
-    if classes.size < 2:
-        raise ConfigError(f"training data holds {classes.size} device(s); a classifier needs at least 2")
-    fingerprint = fingerprint_arrays(x_raw, ids, extra={"data": data_info or {}})
-
-    rng_split = np.random.default_rng([tc.seed, 0xC0FFEE])
-    train_idx, val_idx = _split(labels, tc.val_split, rng_split)
-
-    # Preprocess once: CFO statistics for the gate (all training packets) and the un-augmented features.
-    pre = preprocess_preambles(x_raw, cfg, compensate=tc.compensate_cfo)
-    gate = CfoGate.fit(pre.cfo_hz[train_idx], labels[train_idx], classes, tc.gate)
-    feats = compute_features(pre.iq, tc.representation)
-    pre_iq = pre.iq if tc.augment else None
-    del pre
+    torch_device = select_torch_device(torch_device if device is None else device)
+    data = prepare_data(iq, device_ids, cfg, tc, data_info)
     augmenter = (
         Augmenter.from_kinds(tc.augment, cfg.fs_hz, bw_hz=cfg.bw_hz, snr_db=tuple(tc.aug_snr_db))
         if tc.augment
         else None
     )
-
-    hparams = {**shape_hparams(feats.shape[1:]), **tc.model_hparams, "n_classes": int(classes.size)}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(tc.seed)
-        model = build_model(tc.model, **hparams)
-    # Channels-last (NHWC) convolution weights and batches: the same numbers, but oneDNN's backward pass is
-    # far faster in that layout (measured on 2 cores, batch 32: INFOCOM IQ CNN 2.4x, TIFS ResNet 1.2x).
-    model.to(device, memory_format=torch.channels_last)
-    if world_size > 1:
-        ddp.convert_batchnorm(model)
-        model.to(device, memory_format=torch.channels_last)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if tc.optimizer == "adam":
-        optimizer = (
-            torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
-            if tc.weight_decay
-            else torch.optim.Adam(params, lr=tc.lr)
-        )
-    else:
-        optimizer = torch.optim.RMSprop(params, lr=tc.lr, alpha=0.9, eps=1e-7, weight_decay=tc.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=tc.lr_factor, patience=tc.lr_patience
-    )
-    train_model = model
-    if world_size > 1:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device] if getattr(device, "type", str(device)) == "cuda" else None
-        )
-
-    def model_config(training_extra: dict[str, Any]) -> ModelDirConfig:
-        return ModelDirConfig(
-            model_name=tc.model,
-            model_hparams=hparams,
-            representation=dict(tc.representation),
-            lora=cfg,
-            device_ids=tuple(int(c) for c in classes),
-            cfo_compensation=tc.compensate_cfo,
-            hybrid=gate.to_dict(),
-            training={
-                **tc.to_dict(),
-                **training_extra,
-                "data": data_info or {},
-                "n_train": int(train_idx.size),
-                "n_val": int(val_idx.size),
-                "world_size": world_size,
-            },
-            data_fingerprint=fingerprint,
-        )
-
-    meta: dict[str, Any] = {
-        "epoch": 0,
-        "best_val_loss": math.inf,
-        "best_val_acc": 0.0,
-        "best_epoch": 0,
-        "bad_epochs": 0,
-        "history": [],
-        "fingerprint": fingerprint,
-        "elapsed_s": 0.0,
-        "train_config": tc.to_dict(),
+    hparams = {
+        **shape_hparams(data.features.shape[1:]),
+        **tc.model_hparams,
+        "n_classes": int(data.classes.size),
     }
-    if resume and (out / STATE_DIR / "state.json").is_file():
-        meta = _load_train_state(out, model, optimizer, scheduler)
-        if meta.get("fingerprint") != fingerprint:
-            raise ModelError(f"{out}: cannot resume: the training data differ from the interrupted run's")
-        changed = _changed_settings(meta.get("train_config"), tc)
-        if changed:
-            raise ModelError(
-                f"{out}: cannot resume: settings differ from the interrupted run's ({'; '.join(changed)}); "
-                "repeat its command line (only --epochs and the time cap may change)"
-            )
-        meta["train_config"] = tc.to_dict()
-        log.info("resuming %s after epoch %d", out, meta["epoch"])
-    elif not resume and (out / STATE_DIR).exists() and rank == 0:
-        for f in (out / STATE_DIR).iterdir():
-            f.unlink()
+    model = build_network(tc.model, hparams, tc.seed)
+    train_model = place_model(model, torch_device, world_size)
+    optimizer = build_optimizer(model, tc)
+    scheduler = build_scheduler(optimizer, tc)
+    state = start_or_resume(out, model, optimizer, scheduler, tc, data.fingerprint, resume=resume, rank=rank)
 
-    n_train = train_idx.size
-    steps = max(1, n_train // tc.batch_size) if n_train >= tc.batch_size else 1
-    bar = None
-    if progress and rank == 0:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        bar = Progress(
-            TextColumn("[bold]epoch {task.fields[epoch]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-        )
-        bar.start()
-        task = bar.add_task("train", total=steps, epoch=meta["epoch"] + 1, info="")
+    n_steps = len(epoch_batches(data.train_idx, tc.batch_size, seed=tc.seed, epoch=1))
+    bar = _ProgressBar(n_steps, state.epoch + 1) if progress and rank == 0 else None
     stopped = "epochs"
-    t_run = time.perf_counter() - meta["elapsed_s"]
+    t_run = time.perf_counter() - state.elapsed_s
     try:
         with torch.random.fork_rng(devices=[]):
-            for epoch in range(meta["epoch"] + 1, tc.epochs + 1):
+            for epoch in range(state.epoch + 1, tc.epochs + 1):
                 t_epoch = time.perf_counter()
-                torch.manual_seed(tc.seed * 100_003 + epoch)
-                rng = np.random.default_rng([tc.seed, epoch])
-                order = train_idx[rng.permutation(n_train)]
-                train_model.train()
-                tot_loss = 0.0
-                tot_correct = 0
-                tot_n = 0
+                torch.manual_seed(tc.seed * 100_003 + epoch)  # dropout
+                batches = epoch_batches(
+                    data.train_idx, tc.batch_size, seed=tc.seed, epoch=epoch, world_size=world_size
+                )
+                shards = _shards(data, batches, augmenter, tc, epoch, rank, world_size)
                 if bar is not None:
-                    bar.reset(task, total=steps, epoch=epoch, info="")
-                for step in range(steps):
-                    batch = order[step * tc.batch_size : (step + 1) * tc.batch_size]
-                    if batch.size < world_size:
-                        continue
-                    if augmenter is not None:
-                        brng = np.random.default_rng([tc.seed, epoch, step])
-                        xb = _augmented_features(pre_iq[batch], augmenter, brng, tc)
-                    else:
-                        xb = feats[batch]
-                    yb = labels[batch]
-                    shard = slice(rank * batch.size // world_size, (rank + 1) * batch.size // world_size)
-                    x = channels_last_batch(torch.from_numpy(np.ascontiguousarray(xb[shard])).to(device))
-                    y = torch.from_numpy(yb[shard]).to(device)
-                    optimizer.zero_grad(set_to_none=True)
-                    z = train_model(x)
-                    loss = F.cross_entropy(z, y, reduction="sum") * (world_size / batch.size)
-                    loss.backward()
-                    optimizer.step()
-                    tot_loss += loss.item() * batch.size / world_size
-                    tot_correct += int((z.argmax(1) == y).sum())
-                    tot_n += int(y.numel())
-                    if bar is not None:
-                        bar.update(task, advance=1, info=f"loss {tot_loss / max(tot_n * world_size, 1):.4f}")
-                val_loss, val_acc = _evaluate(model, feats[val_idx], labels[val_idx], device)
+                    bar.start_epoch(epoch)
+                stats = train_one_epoch(
+                    train_model,
+                    optimizer,
+                    shards,
+                    torch_device,
+                    world_size=world_size,
+                    on_step=bar.step if bar is not None else None,
+                )
+                val_loss, val_acc = validate(
+                    model, data.features[data.val_idx], data.labels[data.val_idx], torch_device
+                )
                 scheduler.step(val_loss)
-                lr = optimizer.param_groups[0]["lr"]
                 rec = {
                     "epoch": epoch,
-                    "train_loss": tot_loss / max(tot_n * world_size, 1),
-                    "train_acc": tot_correct / max(tot_n, 1),
+                    "train_loss": stats.mean_loss(world_size),
+                    "train_acc": stats.accuracy,
                     "val_loss": val_loss,
                     "val_acc": val_acc,
-                    "lr": lr,
+                    "lr": optimizer.param_groups[0]["lr"],
                     "time_s": time.perf_counter() - t_epoch,
                 }
-                meta["history"].append(rec)
-                meta["epoch"] = epoch
-                improved = val_loss < meta["best_val_loss"]
-                if improved:
-                    meta.update(best_val_loss=val_loss, best_val_acc=val_acc, best_epoch=epoch, bad_epochs=0)
-                else:
-                    meta["bad_epochs"] += 1
-                meta["elapsed_s"] = time.perf_counter() - t_run
+                improved = record_epoch(state, rec)
+                state.elapsed_s = time.perf_counter() - t_run
                 if rank == 0:
                     if improved:
-                        save_model_dir(
-                            out,
-                            model,
-                            model_config(
-                                {"best_epoch": epoch, "best_val_loss": val_loss, "best_val_acc": val_acc}
-                            ),
-                        )
-                    _save_train_state(out, model, optimizer, scheduler, meta)
+                        config = model_dir_config(tc, cfg, data, hparams, rec, data_info, world_size)
+                        save_model_dir(out, model, config)
+                    save_train_state(out, model, optimizer, scheduler, state)
                 if bar is not None:
-                    bar.update(
-                        task,
-                        info=f"loss {rec['train_loss']:.4f} acc {rec['train_acc']:.3f} "
-                        f"val {val_loss:.4f}/{val_acc:.3f} lr {lr:.2g}",
-                    )
+                    bar.end_epoch(rec)
                 log.info(
-                    "epoch %d: loss %.4f acc %.4f val_loss %.4f val_acc %.4f lr %.3g (%.1f s)",
-                    epoch,
-                    rec["train_loss"],
-                    rec["train_acc"],
-                    val_loss,
-                    val_acc,
-                    lr,
-                    rec["time_s"],
+                    "epoch %(epoch)d: loss %(train_loss).4f acc %(train_acc).4f val_loss %(val_loss).4f "
+                    "val_acc %(val_acc).4f lr %(lr).3g (%(time_s).1f s)",
+                    rec,
                 )
-                if meta["bad_epochs"] >= tc.early_stop_patience:
-                    stopped = "early_stop"
-                    break
-                if tc.max_time_s is not None and meta["elapsed_s"] >= tc.max_time_s:
-                    stopped = "time_limit"
+                reason = stop_reason(state, tc)
+                if reason is not None:
+                    stopped = reason
                     break
     finally:
         if bar is not None:
@@ -534,10 +895,27 @@ def train(
         torch.distributed.barrier()
     return TrainResult(
         out,
-        meta["history"],
-        meta["best_epoch"],
-        meta["best_val_loss"],
-        meta["best_val_acc"],
+        state.history,
+        state.best_epoch,
+        state.best_val_loss,
+        state.best_val_acc,
         stopped,
         time.perf_counter() - t_start,
     )
+
+
+def _shards(
+    data: TrainingData,
+    batches: list[tuple[int, npt.NDArray[np.int64]]],
+    augmenter: Augmenter | None,
+    tc: TrainConfig,
+    epoch: int,
+    rank: int,
+    world_size: int,
+) -> Iterator[tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], int]]:
+    """This process's ``(x, y, n_global)`` of every global batch (features computed for the whole batch, so
+    the augmentation draws do not depend on the number of processes)."""
+    for step, batch in batches:
+        rows = shard(batch.size, rank, world_size)
+        x = batch_features(data, batch, augmenter, tc, epoch=epoch, step=step)
+        yield x[rows], data.labels[batch][rows], batch.size
