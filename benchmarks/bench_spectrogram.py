@@ -1,11 +1,13 @@
 """channel_independent_spectrogram on 2,000 packets vs the authors' per-packet scipy loop and the FFT floor.
 
 Run: ``.venv/bin/python benchmarks/run.py --only spectrogram`` (or this file directly: it prints the section).
-Two threads everywhere: ``OMP_NUM_THREADS=2`` is set before numpy is imported, ``workers=2`` and
-``torch.set_num_threads(2)``. The floor is the fastest bare FFT of the same frames among the available FFT
-backends, each run in the same cache-sized blocks on the same threads as ours (the FFT step of ours alone).
-Same inputs for every contender, in the same run; the fast contenders are timed interleaved (floors, ours,
-floors, ours, ...) so that load from other processes hits them alike.
+Two threads everywhere: ``OMP_NUM_THREADS=2`` is set before numpy is imported and every contender but the
+authors' loop runs with ``workers=2``, each thread making one-thread FFT calls (scipy ``workers=1``;
+``torch.set_num_threads(1)``, so that torch's intra-op threads do not oversubscribe the two). The floor is
+the fastest bare FFT of the same frames among the available FFT backends, each run in the same cache-sized
+blocks on the same threads as ours (the FFT step of ours alone). Same inputs for every contender, in the
+same run; the fast contenders are timed interleaved (floors, ours, floors, ours, ...) so that load from other
+processes hits them alike.
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ def run() -> str:
     backends = available_fft_backends()
 
     torch_threads = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(1)
     try:
         auto = fastest_fft_backend(N_FFT, workers=THREADS)
         fast: dict[str, tuple] = {f"floor_{b}": (fft_floor, x, b) for b in backends}
@@ -145,16 +147,16 @@ def run() -> str:
         "scipy": f"`scipy.fft.fft` (pocketfft) of the (N, 256, 63) complex64 frame view, one-thread calls on "
                  f"ours' blocks of packets on {THREADS} threads; nothing else",
         "torch": f"`torch.fft.fft` ({torch_fft_lib}) of the unfolded frames of a zero-copy tensor, ours' "
-                 f"blocks on {THREADS} threads, `torch.set_num_threads({THREADS})`; nothing else",
+                 f"blocks on {THREADS} threads, one-thread calls (`torch.set_num_threads(1)`); nothing else",
     }
     load1, load5, _ = os.getloadavg()
     lines = [
         f"`channel_independent_spectrogram` on {N_PACKETS} packets of {N_SAMPLES} complex64 samples "
         f"(output ({N_PACKETS}, 102, 62) float32), {THREADS} threads (`OMP_NUM_THREADS={THREADS}`, "
-        f"`workers={THREADS}`, `torch.set_num_threads({THREADS})`). Median (and best) of {REPEATS_FAST} "
-        f"repeats, the authors' loop {REPEATS_AUTHORS}, interleaved; load average at the end {load1:.1f} "
-        f"(1 min) / {load5:.1f} (5 min) on {os.cpu_count()} cores: the host was shared with other jobs, so "
-        "wall times are noisy (CPU time is less so).",
+        f"`workers={THREADS}`, one-thread FFT calls: `torch.set_num_threads(1)`). Median (and best) of "
+        f"{REPEATS_FAST} repeats, the authors' loop {REPEATS_AUTHORS}, interleaved; load average at the end "
+        f"{load1:.1f} (1 min) / {load5:.1f} (5 min) on {os.cpu_count()} cores: the host was shared with "
+        "other jobs, so wall times are noisy (CPU time is less so).",
         "",
         "| contender | median ms | best ms | CPU ms (median) | us/packet | vs authors (median) | "
         "vs authors (best) | vs FFT floor | notes |",

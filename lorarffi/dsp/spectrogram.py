@@ -153,8 +153,9 @@ def spectrogram(
     workers : int, optional
         Threads, as ``scipy.fft`` counts them (``None`` is one, the calling thread; -1 all cores). Each thread
         transforms whole cache-sized blocks of packets (16 packets of 8192 samples), so a batch of one block
-        runs on one thread. With the torch FFT backend each block's FFT may also use torch's intra-op threads
-        (``torch.set_num_threads``).
+        runs on one thread. With the torch FFT backend each block's FFT also uses torch's intra-op threads
+        (``torch.set_num_threads``): with ``workers`` above one, one intra-op thread keeps the threads from
+        oversubscribing the cores.
     fft_backend : {"auto", "scipy", "torch"}
         FFT library: ``"auto"`` the one :func:`fastest_fft_backend` measured fastest here (measured on first
         use of an FFT size, then cached); ``"torch"`` needs torch importable. Every backend gives the same
