@@ -65,7 +65,9 @@ def offline(stream):
 
 
 def key(records) -> list[tuple]:
-    return [(r.start, round(r.cfo_hz, 3), r.device, r.verdict) for r in records]
+    """What identifies a decision. The detector's blocks sit at fixed stream positions, so the same samples
+    give bit-identical packets however they were chunked: exact comparison."""
+    return [(r.start, r.cfo_hz, r.device, r.verdict) for r in records]
 
 
 def run_pipeline(source, **kw):
@@ -139,7 +141,7 @@ def test_zmq_source_gives_the_same_decisions_as_the_file(stream, offline, tagged
     st = summary.source_stats
     assert summary.n_samples == iq.size and st.n_lost_samples == 0 and st.n_bad_frames == 0
     assert [r.start for r in sink.records] == [p.start for p in offline]
-    assert [round(r.cfo_hz, 3) for r in sink.records] == [round(p.cfo_hz, 3) for p in offline]
+    assert [r.cfo_hz for r in sink.records] == [p.cfo_hz for p in offline]  # same blocks: bit-identical
 
 
 def test_soapy_replay_source_gives_the_same_decisions_as_the_file(stream, offline, replay_module) -> None:
@@ -167,7 +169,10 @@ def test_soapy_overflows_flush_the_detector_and_keep_packet_indices_absolute(
     assert sink.records, "packets away from the gaps are still found"
     for r in sink.records:  # every packet reported is a real one, at its true absolute index
         assert r.start in clean
-        assert abs(r.cfo_hz - clean[r.start].cfo_hz) < 1.0
+        # The detector restarted after a gap cuts the same samples into other blocks, so its float32 FFTs
+        # round differently: peak phases move by ~1e-6 rad (a few float32 ulps over the FFT's 10 stages),
+        # i.e. ~1.6e-4 Hz over a 1.024 ms symbol. 0.01 Hz leaves a 60-fold margin.
+        assert abs(r.cfo_hz - clean[r.start].cfo_hz) < 0.01
     assert len(sink.records) < len(offline)  # packets that straddle a gap are not stitched together
 
 
@@ -207,7 +212,7 @@ def test_short_soak_faster_than_real_time_loses_nothing(stream, offline) -> None
     at 4x, so a test worker sharing the cores cannot make it overflow. How fast the pipeline can go without
     loss is a speed target: benchmarks/bench_live.py measures it (10x real time for 10 minutes), and the
     latency target with it (p99 <= 50 ms); here the latencies are only checked to be recorded for every
-    decision (a bound on them failed under the other xdist worker's load: p99 1,168 ms once in four runs).
+    decision, since wall-clock latency on a shared test machine depends on its load.
     """
     path, iq, _ = stream
     source = open_source(
@@ -285,7 +290,7 @@ def test_record_and_preamble_sinks_write_what_was_detected(stream, tmp_path) -> 
         meta = pf.meta(rows)
         np.testing.assert_array_equal(meta["start"], [r.start for r in sink.records])
         np.testing.assert_array_equal(meta["device_id"], -1)  # detection only: unknown devices
-        np.testing.assert_allclose(pf.read_rows(rows[:1])[0], sink.packets[0].preamble, atol=1e-6)
+        np.testing.assert_array_equal(pf.read_rows(rows[:1])[0], sink.packets[0].preamble)  # complex64 kept
 
 
 def test_console_view_renders_counts_devices_and_latency(stream) -> None:
@@ -507,4 +512,6 @@ def test_virtual_radio_packets_are_found_where_the_simulator_sent_them() -> None
     found = np.array([r.start for r in sink.records])
     assert len(found) == len(sent)
     assert np.all(np.abs(found - np.array([e.start for e in sent])) <= 2)
+    # the truth is the carrier offset; the simulated PLL's chirp-sweep nonlinearity (sweep_coeffs_hz, tens of
+    # Hz) biases an estimate made from the chirps, so the bound is physical, not a rounding one
     np.testing.assert_allclose([r.cfo_hz for r in sink.records], [e.cfo_hz for e in sent], atol=60.0)

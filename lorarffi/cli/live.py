@@ -127,8 +127,8 @@ def run(args: argparse.Namespace) -> int:
 
         from lorarffi.rffi.inference import load_classifier
 
-        # One intra-op thread: a live batch is a few packets, and idle OpenMP workers spinning beside the
-        # source and detector threads cost tens of ms of latency on a 2-core machine.
+        # One intra-op thread by default: a live batch is a few packets, and idle OpenMP workers spinning
+        # beside the source and detector threads add latency on a machine with few cores.
         torch.set_num_threads(args.threads)
         classifier = load_classifier(args.model)
     # the LoRa parameters: the model's, or the flags'; the rate is the source's once it is open
