@@ -147,39 +147,64 @@ def test_cfo_rotation_matches_the_analytic_phasor():
 
 
 def test_symbol_amplitude_of_an_upchirp_is_its_energy_at_the_cfo_tone():
-    """A unit up-chirp with a CFO of c bins, dechirped with c removed: amplitude L at tone 0 (to float32
-    rounding of an L-term sum, |error| < L * 1e-5), energy L; at tone 1 (one bin off) nothing."""
+    """A unit up-chirp with a CFO of c bins, dechirped with c removed: amplitude L at tone 0, energy L, and
+    nothing at tone 1 (one bin off), in exact arithmetic. In float32 an L-term sum of unit terms is within
+    gamma_L * L = L * u * L of its value (Higham, Thm 3.1), and the phasors and products add a few u each;
+    the energy is a sum of 2 L squares: within 2 L u relative."""
     cfo_bins = 2.3
     x = (np.tile(REFS.up_full, 3) * np.exp(2j * np.pi * cfo_bins * np.arange(3 * L) / L)).astype(np.complex64)
     amp, energy = symbol_amplitudes((x, 0), np.arange(3) * L, 0.0, REFS, cfo_bins=cfo_bins)
-    np.testing.assert_allclose(amp, L, atol=L * 1e-5)
-    np.testing.assert_allclose(energy, L, rtol=1e-5)
+    bound = (L + 8) * 2.0**-24 * L
+    np.testing.assert_allclose(amp, L, rtol=0, atol=bound)
+    np.testing.assert_allclose(energy, L, rtol=(2 * L + 2) * 2.0**-24)
     off, _ = symbol_amplitudes((x, 0), np.arange(3) * L, 1.0, REFS, cfo_bins=cfo_bins)
-    assert np.all(np.abs(off) < L * 1e-4)
+    assert np.all(np.abs(off) <= bound)
+    assert np.all(np.abs(amp) > 100 * bound)  # the bound is far below the signal: the comparison can fail
 
 
 # -- stages 1-4 ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("start", "cfo_hz"), [(10 * L + 37.25, 4321.0), (9 * L + 700.6, -25_000.0),
                                                (11 * L + 3.0, 0.0)])
 def test_upchirp_and_sfd_peaks_are_cfo_minus_and_plus_timing(start, cfo_hz):
-    """Within a quarter bin: a fractional-chip timing is not representable at the chip rate and moves the
-    peaks by up to a fifth of a bin (start 9916.6 = chip 1239.575: 0.17); the full-rate alignment that follows
-    needs them within half a bin and half a chip."""
+    """Within one bin (chip): at the chip rate a window holds the ends of two symbols whose dechirped tones
+    meet with a phase jump unless the timing is a whole number of chips, which moves the peaks by up to about
+    0.7 bins; the full-rate stages that follow absorb that (timing within 1.5 chips; the SFD settles a CFO and
+    timing one bin and one chip off together)."""
     t = synth(start=start, cfo_hz=cfo_hz)
     win = t.chips.reshape(-1, N)
     w_first = int(np.ceil(t.start / L))  # first window inside the preamble
     k_up = upchirp_peak_bins(win[w_first : w_first + 5], int(round(t.cfo_bins - t.delta_chips)) % N, REFS)
-    assert circ(k_up, t.cfo_bins - t.delta_chips) < 0.25
+    assert circ(k_up, t.cfo_bins - t.delta_chips) < 1.0
     sfd_chip = t.x_sync / OSR + 2 * N
     w_sfd = int(sfd_chip // N)
     sfd = find_sfd(win[w_sfd - 4 : w_sfd + 5], REFS)
-    assert sfd.found and circ(sfd.bins, t.cfo_bins + t.delta_chips) < 0.25
+    assert sfd.found and circ(sfd.bins, t.cfo_bins + t.delta_chips) < 1.0
     assert w_sfd - 4 + sfd.index in (w_sfd, w_sfd + 1)  # the pair of windows inside the 2.25 down-chirps
     cfo_b, delta = coarse_cfo_and_timing(k_up, sfd.bins, N)
-    assert abs(cfo_b - t.cfo_bins) < 0.25 and circ(delta, t.delta_chips) < 0.25
+    assert abs(cfo_b - t.cfo_bins) < 1.0 and circ(delta, t.delta_chips) < 1.0
     # stage 4 on the boundary estimate: the SFD's first chip, to the coarse timing's accuracy
     p_sfd = sfd_boundary((t.chips, 0), delta, w_sfd - 4 + sfd.index, cfo_b, REFS)
-    assert abs(p_sfd - sfd_chip) < 0.25
+    assert abs(p_sfd - sfd_chip) < 1.0
+
+
+def test_upchirp_peak_ignores_windows_weaker_than_half_the_strongest():
+    """Windows at the edges of the candidate (a partial symbol, another signal) do not pull the peak: four
+    windows holding a tone one bin up at 0.45 of the preamble's peak power leave the estimate as it was (up
+    to float32 rounding of the kept windows' 128-term sums: far below 1e-4 bins); averaged in, they would
+    move it by more than a bin."""
+    t = synth(start=10 * L + 8 * 37, cfo_hz=4321.0)
+    win = t.chips.reshape(-1, N)
+    w_first = int(np.ceil(t.start / L))
+    pre = win[w_first : w_first + 5]
+    b = int(round(t.cfo_bins - t.delta_chips)) % N
+    tone = (REFS.up_chip * np.exp(2j * np.pi * (b + 1) * np.arange(N) / N)).astype(np.complex64)
+
+    def peak_power(w: np.ndarray) -> float:
+        return float(np.max(np.abs(np.fft.fft(w * REFS.down_chip, axis=-1)) ** 2))
+
+    tone *= np.float32(np.sqrt(0.45 * max(peak_power(w) for w in pre) / peak_power(tone)))
+    alone = upchirp_peak_bins(pre, b, REFS)
+    assert abs(upchirp_peak_bins(np.concatenate([pre, np.tile(tone, (4, 1))]), b, REFS) - alone) < 1e-4
 
 
 def test_no_sfd_in_noise_or_in_a_preamble():
@@ -196,15 +221,17 @@ def test_no_sfd_in_noise_or_in_a_preamble():
 @given(cfo_bins=st.floats(-N / 4, N / 4 - 1e-6), delta=st.floats(0, N - 1e-6))
 def test_coarse_cfo_and_timing_split_the_two_peaks(cfo_bins, delta):
     got_cfo, got_delta = coarse_cfo_and_timing((cfo_bins - delta) % N, (cfo_bins + delta) % N, N)
-    assert abs(got_cfo - cfo_bins) < 1e-9 and circ(got_delta, delta) < 1e-9
+    # a few float64 operations on numbers below N = 128: a few ulps of 128 (3e-14 each)
+    assert abs(got_cfo - cfo_bins) < 1e-12 and circ(got_delta, delta) < 1e-12
 
 
-@pytest.mark.parametrize("window_error", [0, 1])
+@pytest.mark.parametrize("window_error", [0, 1, 2])
 def test_sfd_boundary_picks_the_symbol_boundary_with_the_down_chirps(pkt, window_error):
-    """The SFD's pair of windows starts in the window holding its first chip or in the next one."""
+    """The SFD's pair of windows starts in the window holding its first chip or in the next one, or (noise)
+    one later still."""
     sfd_chip = pkt.x_sync / OSR + 2 * N
     got = sfd_boundary((pkt.chips, 0), pkt.delta_chips, int(sfd_chip // N) + window_error, pkt.cfo_bins, REFS)
-    assert got == pytest.approx(sfd_chip, abs=1e-6)  # the truth itself: delta + whole symbols
+    assert got == pytest.approx(sfd_chip, abs=1e-9)  # the truth itself: float64 sums of whole symbols
 
 
 # -- stage 5 -------------------------------------------------------------------------------------------------
@@ -212,8 +239,8 @@ def test_sfd_boundary_picks_the_symbol_boundary_with_the_down_chirps(pkt, window
 def test_align_upchirps_finds_the_sync_word_to_the_sample(pkt, timing_error, cfo_error_bins):
     cfo0 = pkt.cfo_bins - cfo_error_bins
     x_sync, r_b = align_upchirps((pkt.iq, 0), pkt.x_sync + timing_error, cfo0, REFS)
-    assert abs(x_sync - pkt.x_sync) < 0.5
-    assert abs(r_b - cfo_error_bins) < 0.02  # the CFO left after cfo0, to 20 Hz
+    assert abs(x_sync - pkt.x_sync) < 0.5  # to the sample (the fine timing comes later)
+    assert abs(r_b - cfo_error_bins) < 0.02  # the CFO left after cfo0, to 20 Hz (fine CFO later: 1 Hz)
 
 
 @pytest.mark.parametrize("m", [-1, 1])
@@ -235,7 +262,7 @@ def _count(t: Truth, local_from: int = 0):
     return count_preamble(local, s_up, e, t.cfo_bins, REFS), local, s_up, e
 
 
-@pytest.mark.parametrize(("n_pre", "snr_db"), [(8, 30.0), (12, 0.0), (6, 10.0), (20, -5.0)])
+@pytest.mark.parametrize(("n_pre", "snr_db"), [(8, 30.0), (12, 0.0), (6, 10.0), (20, -5.0), (8, None)])
 def test_count_preamble_counts_the_upchirps_before_the_sync_word(n_pre, snr_db):
     t = synth(n_pre=n_pre, snr_db=snr_db, seed=n_pre)
     count, local, s_up, e = _count(t)
