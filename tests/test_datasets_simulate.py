@@ -331,25 +331,17 @@ def test_fingerprints_persist_across_sessions(spread, lo, hi):
     classifier on CFO-compensated channel-independent spectrograms identifies devices when their hardware
     differs (spread 1) and is at chance (10 devices: 0.1) when only their crystals differ (spread 0)."""
     fleet = make_fleet(10, seed=3, spread=spread)
-    train = simulate_preamble_set(
-        fleet,
-        CFG,
-        30,
-        session=Session(day=1, minutes_since_power_on=0.0, place=1),
-        rng=np.random.default_rng(1),
-        snr_db=(15.0, 30.0),
-    )
-    test = simulate_preamble_set(
-        fleet,
-        CFG,
-        15,
-        session=Session(day=2, minutes_since_power_on=30.0, place=2),
-        rng=np.random.default_rng(2),
-        snr_db=(15.0, 30.0),
+    train, test = (
+        simulate_preamble_set(fleet, CFG, n_per_device, session=session, rng=np.random.default_rng(seed),
+                              snr_db=(15.0, 30.0))
+        for n_per_device, session, seed in [(30, Session(day=1, minutes_since_power_on=0.0, place=1), 1),
+                                            (15, Session(day=2, minutes_since_power_on=30.0, place=2), 2)]
     )
     acc = _nearest_centroid_accuracy(
         _features(train.preambles), train.device_ids, _features(test.preambles), test.device_ids
     )
+    # 150 test packets: the accuracies (0.94 and 0.14 with these seeds) are 21 packets from either bound, so
+    # float rounding that moves a packet across a near tie cannot decide the outcome
     assert lo <= acc <= hi
 
 
