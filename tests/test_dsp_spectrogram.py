@@ -584,6 +584,12 @@ def test_auto_takes_the_shortest_median_time_so_a_backend_that_stalls_loses(monk
     clear_fft_backend_cache()
     monkeypatch.setattr(spec_mod, "_time_fft_backends", lambda *a: {"scipy": 1.0, "torch": 1.0})
     assert fastest_fft_backend(256) == "scipy"            # a tie goes to the backend without torch
+    clear_fft_backend_cache()
+    monkeypatch.setattr(spec_mod, "_time_fft_backends", lambda *a: {"scipy": 1.0, "torch": 0.85})
+    assert fastest_fft_backend(256) == "scipy"            # a near tie too: torch must win clearly
+    clear_fft_backend_cache()
+    monkeypatch.setattr(spec_mod, "_time_fft_backends", lambda *a: {"scipy": 1.0, "torch": 0.75})
+    assert fastest_fft_backend(256) == "torch"
 
 
 @pytest.mark.parametrize("measured", BACKENDS)

@@ -236,13 +236,19 @@ def available_fft_backends() -> tuple[str, ...]:
     return ("scipy", "torch") if _import_torch() is not None else ("scipy",)
 
 
+# torch replaces scipy only when its median time is below this fraction of scipy's.
+_CLEAR_WIN = 0.8
+
+
 def fastest_fft_backend(n_fft: int = 256, *, workers: int | None = None) -> str:
     """The FFT backend that ``fft_backend="auto"`` uses for ``n_fft``-point frames on ``workers`` threads.
 
     Measured on first use, then cached: each of :func:`available_fft_backends` computes the
     channel-independent spectrogram of one cache-sized block of random packets per thread (frames of
     ``n_fft`` samples, hop ``n_fft // 2``; up to 8 blocks) with ``workers`` threads, five times in turn after
-    a warm-up; the backend with the shortest median wall-clock time wins (scipy on a tie). The median, not
+    a warm-up; the backend with the shortest median wall-clock time wins, torch only when it is faster than
+scipy by ``1 / _CLEAR_WIN`` (so that a near tie, whose winner the host's load decides, keeps scipy and two
+runs of a program on one machine agree). The median, not
     the best run, so that a backend that stalls when other processes load the machine (torch's intra-op
     thread team can) loses to one that does not. The choice is kept for the life of the process, per FFT
     size, thread count and torch intra-op thread count (``torch.get_num_threads()``): this cache is the only
@@ -274,7 +280,7 @@ def fastest_fft_backend(n_fft: int = 256, *, workers: int | None = None) -> str:
     backend = _FASTEST_FFT_BACKEND.get(key)
     if backend is None:
         seconds = _time_fft_backends(int(n_fft), n_threads, backends)
-        backend = min(seconds, key=lambda name: (seconds[name], name != "scipy"))
+        backend = min(seconds, key=lambda name: seconds[name] / (1.0 if name == "scipy" else _CLEAR_WIN))
         logger.debug("FFT backend for n_fft=%d on %d threads: %s (median run: %s)", n_fft, n_threads, backend,
                      ", ".join(f"{name} {s * 1e3:.2f} ms" for name, s in seconds.items()))
         _FASTEST_FFT_BACKEND[key] = backend
