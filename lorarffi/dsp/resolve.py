@@ -127,11 +127,13 @@ class ChirpReferences:
         """``L``: samples per symbol."""
         return self.n_chips * self.osr
 
-    @functools.cached_property
-    def fine_dtft(self) -> npt.NDArray[np.complex64]:
-        """``exp(-2j*pi*n*k/(ZERO_PAD*N))`` for chips ``n < N`` and fine bins ``k < ZERO_PAD*N``: (N, Z*N)."""
+    def fine_dtft(self, bins: npt.NDArray[np.int64]) -> npt.NDArray[np.complex64]:
+        """``exp(-2j*pi*n*k/(ZERO_PAD*N))`` for chips ``n < N`` and the fine bins ``k`` given: (N, K).
+
+        Only the columns asked for: the whole (N, ZERO_PAD*N) matrix would take 512 MiB at SF12.
+        """
         z, n = ZERO_PAD, self.n_chips
-        return cis(np.outer(self.n_float[:n], -np.arange(z * n) / (z * n)))
+        return cis(np.outer(self.n_float[:n], -bins / (z * n)))
 
     @functools.cached_property
     def time_dtft(self) -> npt.NDArray[np.complex64]:
@@ -336,7 +338,7 @@ def upchirp_peak_bins(windows: npt.NDArray[np.complex64], bin_index: int, refs: 
     z, n = ZERO_PAD, refs.n_chips
     # the zero-padded spectrum is needed only near the bin: a DTFT on those fine bins (one more either side)
     near = (bin_index * z + np.arange(-2 * z - 1, 2 * z + 2)) % (z * n)
-    sp = (windows * refs.down_chip) @ refs.fine_dtft[:, near]
+    sp = (windows * refs.down_chip) @ refs.fine_dtft(near)
     spec = sp.real**2 + sp.imag**2
     e = spec[:, 1:-1].max(axis=1)
     avg = spec[e >= 0.5 * e.max()].mean(axis=0, dtype=np.float64)
