@@ -52,19 +52,22 @@ def packet(start: int, cfo_hz: float, snr_db: float, power_db: float, sync_word:
 
 
 class ScriptedSource(Source):
-    """Three 1,000-sample chunks with their arrival times (monotonic s); 13,000 samples lost before the
-    last."""
+    """1,000-sample chunks with their arrival times (monotonic s): at 5,000 and 6,000, then 13,000 samples
+    lost, then ``n_after_gap`` chunks from 20,000 on."""
 
     name = "scripted"
     finite = True
 
-    def __init__(self) -> None:
+    def __init__(self, n_after_gap: int = 1) -> None:
         super().__init__(fs_hz=1e6, center_freq_hz=868.1e6)
+        self.n_after_gap = n_after_gap
         self.n_chunks_read = 0
 
     def _chunks(self):
         z = np.zeros(1000, np.complex64)
-        for start, arrival_s in ((5000, 100.0), (6000, 100.001), (20000, 100.002)):
+        runs = [(5000, 100.0), (6000, 100.001)]
+        runs += [(20000 + 1000 * k, 100.002 + 0.001 * k) for k in range(self.n_after_gap)]
+        for start, arrival_s in runs:
             self.n_chunks_read += 1
             yield start, z, ((start, arrival_s),)
 
@@ -374,9 +377,10 @@ def test_packets_after_a_gap_keep_absolute_indices_and_the_detector_restarts() -
 def test_duration_cuts_the_stream_and_a_gap_across_the_limit_ends_the_run() -> None:
     source = ScriptedSource()
     summary, collect = scripted_run(DetectionOnly(), source=source, duration_s=0.0015)
-    assert summary.n_samples == 1500  # 1,000 + the first 500 of the second chunk
+    assert summary.n_samples == summary.to_dict()["n_samples"] == 1500  # 1,000 + 500 of the second chunk
+    assert summary.source_stats.n_samples == 2000  # what the source delivered
     assert [r.start for r in collect.records] == [5100, 5900, 5950]  # flushed when the stream ended
-    source = ScriptedSource()
+    source = ScriptedSource(n_after_gap=5)
     summary, _ = scripted_run(DetectionOnly(), source=source, duration_s=0.010)  # limit 15,000: in the gap
     assert summary.n_samples == 2000 and source.n_chunks_read == 3  # the chunk past the limit ends the run
     assert [c[0] for c in chunks_within(ScriptedSource(), 0.002)] == [5000, 6000]
