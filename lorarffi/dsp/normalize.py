@@ -31,9 +31,9 @@ def rms_normalize(iq: Any) -> Any:
 
     Examples
     --------
-    >>> x = np.array([[3 + 4j, 0j], [0j, 0j]], dtype=np.complex64)
+    >>> x = np.array([[3 + 4j, 3 - 4j], [0j, 0j]], dtype=np.complex64)
     >>> rms_normalize(x)
-    array([[0.6+0.8j, 0. +0.j ],
+    array([[0.6+0.8j, 0.6-0.8j],
            [0. +0.j , 0. +0.j ]], dtype=complex64)
     """
     if is_tensor(iq):
