@@ -676,3 +676,22 @@ def test_bad_input_shapes_are_config_errors():
         spectrogram(np.ones((2, 3, 8192), np.complex64))
     with pytest.raises(ConfigError, match="dtype"):
         spectrogram(np.array(["a"] * 300))
+
+
+def test_the_environment_pins_what_auto_means(monkeypatch):
+    """LORARFFI_FFT_BACKEND replaces the measurement; a value that names no backend is one clear error."""
+    measured = []
+    monkeypatch.setattr(spec_mod, "_FASTEST_FFT_BACKEND", {})
+    monkeypatch.setattr(spec_mod, "_time_fft_backends",
+                        lambda *a: measured.append(a) or {"scipy": 1.0, "torch": 0.1})
+    x = random_packets(np.random.default_rng(5), 2)
+    monkeypatch.setenv(spec_mod.FFT_BACKEND_ENV, "scipy")
+    np.testing.assert_array_equal(channel_independent_spectrogram(x),
+                                  channel_independent_spectrogram(x, fft_backend="scipy"))
+    assert measured == []
+    monkeypatch.setenv(spec_mod.FFT_BACKEND_ENV, "fftw")
+    with pytest.raises(ConfigError, match="LORARFFI_FFT_BACKEND"):
+        channel_independent_spectrogram(x)
+    monkeypatch.setenv(spec_mod.FFT_BACKEND_ENV, "auto")
+    channel_independent_spectrogram(x)
+    assert len(measured) == 1

@@ -36,6 +36,9 @@ numpy's ufuncs release the GIL). The FFT is the only step with a choice: ``scipy
 ``torch.fft`` (MKL in x86 builds) on a zero-copy tensor view of the same block. ``fft_backend="auto"`` takes
 whichever computes a test block fastest on this machine: it is measured once per process and FFT size, and
 cached (:func:`fastest_fft_backend`, :func:`clear_fft_backend_cache`); this cache is the module's only state.
+The two libraries round differently (the outputs agree within float32 rounding, not bit for bit); the
+environment variable ``LORARFFI_FFT_BACKEND=scipy`` (or ``torch``) pins what ``"auto"`` means, for runs that
+must reproduce each other bit for bit across processes.
 The post-processing takes the magnitude of the cropped bins only (the fftshift is folded into the bin
 selection), in the spectra's own memory order (scipy's frequency-major, torch's time-major), and uses two
 identities: the RMS normalisation and scipy's ``1 / n_fft`` scale cancel in the column ratio, and
@@ -375,9 +378,18 @@ def _check_fft_backend(fft_backend: object) -> None:
                           f"{', '.join(repr(c) for c in _FFT_BACKEND_CHOICES)}")
 
 
+FFT_BACKEND_ENV = "LORARFFI_FFT_BACKEND"
+
+
 def _resolve_fft_backend(fft_backend: str, n_fft: int, workers: int | None) -> str:
     if fft_backend == "auto":
-        return fastest_fft_backend(n_fft, workers=workers)
+        pinned = os.environ.get(FFT_BACKEND_ENV, "").strip()
+        if pinned in ("scipy", "torch"):
+            fft_backend = pinned
+        elif pinned not in ("", "auto"):
+            raise ConfigError(f"{FFT_BACKEND_ENV}={pinned!r} is not valid: use 'auto', 'scipy' or 'torch'")
+        else:
+            return fastest_fft_backend(n_fft, workers=workers)
     if fft_backend == "torch" and _import_torch() is None:
         raise ConfigError(f"fft_backend={fft_backend!r} is not valid here: torch cannot be imported; "
                           "use 'auto' or 'scipy'")
