@@ -35,6 +35,8 @@ __all__ = [
     "apply_multipath",
     "frequency_shift",
     "timing_shift",
+    "SINC_HALF",
+    "sinc_taps",
 ]
 
 SnrReference = Literal["in_band", "full_band"]
@@ -42,7 +44,7 @@ SnrReference = Literal["in_band", "full_band"]
 _N_PATHS = 12  # paths of the exponential profile, the last at -30 dB (as the authors' augmentation.m)
 _PDP_FLOOR_DB = -30.0
 _N_SINUSOIDS = 16  # sum-of-sinusoids terms per scattered path
-_SINC_HALF = 12  # half-length of the interpolation kernel, samples
+SINC_HALF = 12  # half-length of the interpolation kernel, samples
 _KAISER_BETA = 8.0
 
 
@@ -287,10 +289,14 @@ def draw_multipath(
     )
 
 
-def _sinc_taps(delay_samples: npt.NDArray[np.float64], n_taps: int) -> npt.NDArray[np.float64]:
-    """Kaiser-windowed sinc weights ``(..., n_taps)`` of tap ``k`` (lag ``k - _SINC_HALF``) for each delay."""
-    lag = np.arange(n_taps) - _SINC_HALF - delay_samples[..., None]
-    win = np.i0(_KAISER_BETA * np.sqrt(np.clip(1 - (lag / (_SINC_HALF + 1)) ** 2, 0, None))) / np.i0(
+def sinc_taps(delay_samples: npt.NDArray[np.float64], n_taps: int) -> npt.NDArray[np.float64]:
+    """Kaiser-windowed sinc weights ``(..., n_taps)`` of tap ``k`` (lag ``k - SINC_HALF``) for each delay.
+
+    Tap ``k`` weighs the sample ``k - SINC_HALF`` after the one nearest the wanted instant: it is
+    ``sinc(k - SINC_HALF - delay)`` under a Kaiser window of half-length ``SINC_HALF + 1`` samples.
+    """
+    lag = np.arange(n_taps) - SINC_HALF - delay_samples[..., None]
+    win = np.i0(_KAISER_BETA * np.sqrt(np.clip(1 - (lag / (SINC_HALF + 1)) ** 2, 0, None))) / np.i0(
         _KAISER_BETA
     )
     return np.sinc(lag) * win
@@ -335,10 +341,10 @@ def apply_multipath(
         raise ConfigError(f"channel has {len(channel)} realisations for {n} rows")
     t0 = per_packet(t0_s, n, "t0_s")
     delay = channel.path_delays_s * fs_hz  # (N, P) samples
-    n_taps = 2 * _SINC_HALF + 1 + int(np.ceil(delay.max()))
-    kernel = _sinc_taps(delay, n_taps)  # (N, P, K)
-    pad = np.zeros((n, n_taps - 1 - _SINC_HALF), np.complex64)
-    xp = np.concatenate([pad, x, np.zeros((n, _SINC_HALF), np.complex64)], axis=1)
+    n_taps = 2 * SINC_HALF + 1 + int(np.ceil(delay.max()))
+    kernel = sinc_taps(delay, n_taps)  # (N, P, K)
+    pad = np.zeros((n, n_taps - 1 - SINC_HALF), np.complex64)
+    xp = np.concatenate([pad, x, np.zeros((n, SINC_HALF), np.complex64)], axis=1)
     if not np.any(channel.doppler_hz):
         taps = np.einsum("npk,np->nk", kernel, channel.path_gains(t0[:, None])[..., 0])
         y = signal.fftconvolve(xp, taps.astype(np.complex64), mode="valid", axes=-1)
@@ -429,7 +435,7 @@ def timing_shift(
     x, single = as_batch(iq)
     n, length = x.shape
     d = per_packet(shift_samples, n, "shift_samples")
-    ext = _SINC_HALF + int(np.ceil(np.abs(d).max()))
+    ext = SINC_HALF + int(np.ceil(np.abs(d).max()))
     if period_samples is not None:
         s = int(period_samples)
         if not 0 < s < length or ext > s:

@@ -1,9 +1,10 @@
 """Simulated LoRa devices: chip models and look-alike fleets of devices with persistent fingerprints.
 
-A device (:class:`DeviceProfile`) is a frozen set of physical parameters: its crystal's carrier offset and how
-it drifts (warm-up after power-on, day to day, packet to packet), and its transmitter hardware impairments
-(:mod:`lorarffi.sim.impairments`). A fleet (:func:`make_fleet`) is look-alike devices of one chip model
-(:class:`ChipModel`, :data:`CHIPS`): the nominal chip plus per-device deviations scaled by ``spread``.
+A device (:class:`DeviceProfile`) is a frozen set of physical parameters: its oscillator's carrier offset and
+how it drifts (warm-up after power-on, day to day, within a session, packet to packet), and its transmitter
+hardware impairments (:mod:`lorarffi.sim.impairments`). A fleet (:func:`make_fleet`) is look-alike devices of
+one chip model (:class:`ChipModel`, :data:`CHIPS`): the nominal chip plus per-device deviations scaled by
+``spread``, with carrier offsets from one of the models of :mod:`lorarffi.sim.oscillator`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import numpy as np
 import numpy.typing as npt
 
 from lorarffi.errors import ConfigError
+from lorarffi.sim import oscillator
+from lorarffi.sim.oscillator import CfoModel
 
 __all__ = [
     "CARRIER_FREQ_HZ",
@@ -149,6 +152,14 @@ class DeviceProfile:
         Rapp PA AM/AM and AM/PM.
     pa_ramp_s : float
         PA ramp-up/down time in s.
+    oscillator : {"crystal", "tcxo"}
+        Oscillator family (decides how a named environment moves the CFO, see
+        :func:`~lorarffi.sim.oscillator.environment_offset_hz`).
+    wander_std_hz : float
+        Standard deviation of the slow within-session CFO wander, in Hz
+        (:func:`~lorarffi.sim.oscillator.wander_hz`; 0 in the datasheet model).
+    second_frame_offset_hz : float
+        CFO offset of a frame sent right after another, in Hz (0 in the datasheet model).
     """
 
     device_id: int
@@ -177,6 +188,9 @@ class DeviceProfile:
     pa_smoothness: float
     pa_am_pm_deg: float
     pa_ramp_s: float
+    oscillator: str = "crystal"
+    wander_std_hz: float = 0.0
+    second_frame_offset_hz: float = 0.0
 
     @property
     def crystal_offset_hz(self) -> float:
@@ -192,28 +206,50 @@ class DeviceProfile:
     def mean_cfo_hz(self, day: int, time_since_power_on_s: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Expected CFO (without packet jitter) on ``day`` at ``time_since_power_on_s`` (any shape), in Hz.
 
-        ``crystal_offset_hz + day_offset_hz(day) + warmup_drift_hz * exp(-t / warmup_time_constant_s)``.
+        ``crystal_offset_hz + day_offset_hz(day) + warmup_drift_hz * exp(-t / warmup_time_constant_s)``,
+        plus the within-session wander when ``wander_std_hz`` is not 0.
         """
         t = np.asarray(time_since_power_on_s, dtype=np.float64)
         warm = self.warmup_drift_hz * np.exp(-np.maximum(t, 0.0) / self.warmup_time_constant_s)
-        return self.crystal_offset_hz + self.day_offset_hz(day) + warm
+        cfo = self.crystal_offset_hz + self.day_offset_hz(day) + warm
+        if self.wander_std_hz:
+            cfo = cfo + oscillator.wander_hz(self.seed, day, t, wander_std_hz=self.wander_std_hz)
+        return cfo
+
+    def environment_offset_hz(self, environment: str) -> float:
+        """The device's CFO step in a named environment (``"reference"``: 0), in Hz."""
+        return oscillator.environment_offset_hz(
+            self.seed, self.oscillator, environment, carrier_freq_hz=self.carrier_freq_hz
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-typed fields for JSON."""
+        """Plain-typed fields for JSON; the oscillator fields only where they differ from their defaults."""
         d = dataclasses.asdict(self)
         d["sweep_coeffs_hz"] = list(self.sweep_coeffs_hz)
+        for name, default in _OPTIONAL_FIELDS.items():
+            if d[name] == default:
+                del d[name]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DeviceProfile:
         """Inverse of :meth:`to_dict`."""
         names = {f.name for f in dataclasses.fields(cls)}
-        if set(d) != names:
+        if not names - set(_OPTIONAL_FIELDS) <= set(d) <= names:
             raise ConfigError(
-                f"DeviceProfile fields differ: missing {sorted(names - set(d))}, "
+                f"DeviceProfile fields differ: missing {sorted(names - set(_OPTIONAL_FIELDS) - set(d))}, "
                 f"unknown {sorted(set(d) - names)}"
             )
         return cls(**{**d, "sweep_coeffs_hz": tuple(float(c) for c in d["sweep_coeffs_hz"])})
+
+
+#: Fields added with a default: written by :meth:`DeviceProfile.to_dict` only where they differ from it.
+_OPTIONAL_FIELDS: dict[str, Any] = {
+    f.name: f.default for f in dataclasses.fields(DeviceProfile) if f.default is not dataclasses.MISSING
+}
+
+_SALT_FAMILY = 0x6661
+_SALT_OSCILLATOR = 0x6F73
 
 
 def make_fleet(
@@ -224,6 +260,8 @@ def make_fleet(
     spread: float = 1.0,
     first_device: int = 1,
     carrier_freq_hz: float = CARRIER_FREQ_HZ,
+    cfo_model: CfoModel = "datasheet",
+    tcxo_fraction: float | None = None,
 ) -> list[DeviceProfile]:
     """Look-alike devices of one chip model: nominal chip parameters plus per-device deviations.
 
@@ -249,6 +287,12 @@ def make_fleet(
       know of) sized so that ``spread=1`` devices are told apart mainly by these subtle effects with a
       realistic, not perfect, accuracy (see ``spread``).
 
+    With ``cfo_model="calibrated"`` the carrier-offset parameters come instead from distributions fitted to 30
+    real transmitters (:data:`~lorarffi.sim.oscillator.CALIBRATED_FITS`, ``docs/simulator.md``), in ppm of
+    ``carrier_freq_hz``: crystal and TCXO devices, each family with its offsets, day shifts, within-session
+    wander, jitter, warm-up and second-frame offset. The hardware draws are the same as the datasheet
+    model's for the same seed.
+
     The crystal and drift parameters do not scale with ``spread`` (a crystal is not part of the chip model);
     ``spread=0`` gives devices that differ only in carrier offset. The per-device random draws do not depend
     on ``spread`` either: the same seed at another spread gives the same devices with their hardware
@@ -272,6 +316,12 @@ def make_fleet(
         Id of the first device; ids are consecutive.
     carrier_freq_hz : float
         Nominal carrier frequency in Hz.
+    cfo_model : {"datasheet", "calibrated"}
+        Carrier-offset model (see above).
+    tcxo_fraction : float, optional
+        Share of TCXO devices in a calibrated fleet (default 19/30, the real fleet's):
+        ``round(tcxo_fraction * n_devices)`` devices, chosen at random with the fleet's seed. Only with
+        ``cfo_model="calibrated"``.
 
     Returns
     -------
@@ -289,6 +339,7 @@ def make_fleet(
         raise ConfigError(f"chip={chip!r} is not valid: use one of {sorted(CHIPS)}")
     if not np.isfinite(spread) or spread < 0:
         raise ConfigError(f"spread={spread!r} is not valid: use a number >= 0")
+    families = _families(int(n_devices), seed=int(seed), cfo_model=cfo_model, tcxo_fraction=tcxo_fraction)
     nominal = CHIPS[chip]
     fleet = []
     for k in range(int(n_devices)):
@@ -343,4 +394,31 @@ def make_fleet(
                 pa_ramp_s=dev("pa_ramp_s", nominal.pa_ramp_s, 0.0),
             )
         )
+        if families is not None:
+            osc_rng = np.random.default_rng([int(seed), _SALT_OSCILLATOR, device_id])
+            fleet[-1] = dataclasses.replace(
+                fleet[-1],
+                **oscillator.draw_calibrated_oscillator(
+                    families[k], osc_rng, carrier_freq_hz=float(carrier_freq_hz)
+                ),
+            )
     return fleet
+
+
+def _families(
+    n_devices: int, *, seed: int, cfo_model: str, tcxo_fraction: float | None
+) -> list[oscillator.OscillatorFamily] | None:
+    """The oscillator family of each device of a calibrated fleet (None for the datasheet model)."""
+    if cfo_model == "datasheet":
+        if tcxo_fraction is not None:
+            raise ConfigError("tcxo_fraction is only valid with cfo_model='calibrated'")
+        return None
+    if cfo_model != "calibrated":
+        raise ConfigError(f"cfo_model={cfo_model!r} is not valid: use 'datasheet' or 'calibrated'")
+    fraction = oscillator.CALIBRATED_TCXO_FRACTION if tcxo_fraction is None else tcxo_fraction
+    if not 0.0 <= fraction <= 1.0:
+        raise ConfigError(f"tcxo_fraction={tcxo_fraction!r} is not valid: use a number in [0, 1]")
+    tcxo = np.random.default_rng([seed, _SALT_FAMILY, n_devices]).permutation(n_devices)
+    is_tcxo = np.zeros(n_devices, bool)
+    is_tcxo[tcxo[: int(round(fraction * n_devices))]] = True
+    return ["tcxo" if t else "crystal" for t in is_tcxo]

@@ -1,7 +1,8 @@
 """Aligned preamble sets: a fleet's fingerprint windows with ground truth, like the public LoRa_RFFI dataset.
 
 Each window is cut from a fully synthesised packet (:func:`~lorarffi.sim.transmitter.transmit`) that went
-through the device's channel at the session's place and AWGN; windows are not CFO-compensated.
+through the device's channel at the session's place, AWGN and, as an option, another receiver
+(:mod:`~lorarffi.sim.receiver`); windows are not CFO-compensated.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import ConfigError
 from lorarffi.sim import channel
 from lorarffi.sim.fleet import DeviceProfile
-from lorarffi.sim.session import Session, place_channel
+from lorarffi.sim.receiver import ReceiverProfile, receive
+from lorarffi.sim.session import Session, place_channel, session_mean_cfo_hz
 from lorarffi.sim.transmitter import MARGIN_SAMPLES, transmit
 
 __all__ = ["PreambleSet", "simulate_preamble_set"]
@@ -69,6 +71,8 @@ def simulate_preamble_set(
     multipath: bool = True,
     doppler_hz: float = 0.2,
     packet_interval_s: float = 0.3,
+    frame_pairs: bool = False,
+    receiver: ReceiverProfile | None = None,
 ) -> PreambleSet:
     """Aligned preamble windows of every device, cut from fully synthesised packets.
 
@@ -94,6 +98,13 @@ def simulate_preamble_set(
         Maximum Doppler of the place channels in Hz (0 = static; 0.2 = a room where people move slowly).
     packet_interval_s : float
         Time between a device's packets in s (0.3 s in Shen et al.).
+    frame_pairs : bool
+        Devices send frames in pairs, the second right after the first (as the firmware of the real fleet of
+        :mod:`~lorarffi.sim.oscillator` did): every odd-numbered packet of a device gets its
+        ``second_frame_offset_hz`` (non-zero for calibrated TCXO devices).
+    receiver : ReceiverProfile, optional
+        Receive with this receiver (:func:`~lorarffi.sim.receiver.receive`) after the AWGN; ``cfo_hz`` then
+        includes its LO error at each device's carrier. ``None``: an ideal receiver.
 
     Returns
     -------
@@ -110,6 +121,11 @@ def simulate_preamble_set(
     n_samples = length + 2 * MARGIN_SAMPLES
     t_packets = session.minutes_since_power_on * 60.0 + np.arange(n_per) * packet_interval_s
     rows = [(dev, k) for dev in fleet for k in range(n_per)]
+    awgn = {"reference": "in_band", "rng": rng, "bw_hz": cfg.bw_hz, "fs_hz": cfg.fs_hz}
+    mean_cfo = np.concatenate([session_mean_cfo_hz(dev, session, t_packets) for dev in fleet])
+    if frame_pairs:
+        second = np.tile(np.arange(n_per) % 2 == 1, len(fleet))
+        mean_cfo = mean_cfo + second * np.repeat([dev.second_frame_offset_hz for dev in fleet], n_per)
     out = np.empty((len(rows), length), np.complex64)
     cfo = np.empty(len(rows))
     snr_all = np.empty(len(rows))
@@ -123,9 +139,8 @@ def simulate_preamble_set(
         n = len(batch)
         profiles = [dev for dev, _ in batch]
         t_cap = t_packets[[k for _, k in batch]]
-        mean = np.array([dev.mean_cfo_hz(session.day, t) for dev, t in zip(profiles, t_cap, strict=True)])
         jitter = np.array([dev.cfo_jitter_hz for dev in profiles])
-        cfo_b = mean + jitter * rng.standard_normal(n)
+        cfo_b = mean_cfo[b0 : b0 + n] + jitter * rng.standard_normal(n)
         frac = rng.uniform(-0.5, 0.5, n)
         t0 = (lay.fingerprint_start - MARGIN_SAMPLES - frac) / cfg.fs_hz
         x = transmit(
@@ -137,9 +152,14 @@ def simulate_preamble_set(
         window = x[:, MARGIN_SAMPLES : MARGIN_SAMPLES + length]
         power = np.mean(np.abs(window) ** 2, axis=1, dtype=np.float64)
         snr = rng.uniform(lo, hi, n)
-        out[b0 : b0 + n] = channel.add_awgn(
-            window, snr, reference="in_band", rng=rng, bw_hz=cfg.bw_hz, fs_hz=cfg.fs_hz, signal_power=power
-        )
+        if receiver is None:
+            out[b0 : b0 + n] = channel.add_awgn(window, snr, signal_power=power, **awgn)
+        else:
+            carrier_hz = np.array([dev.carrier_freq_hz for dev in profiles])
+            x = channel.add_awgn(x, snr, signal_power=power, **awgn)
+            x = receive(x, receiver, fs_hz=cfg.fs_hz, rng=rng, carrier_freq_hz=carrier_hz)
+            out[b0 : b0 + n] = x[:, MARGIN_SAMPLES : MARGIN_SAMPLES + length]
+            cfo_b = cfo_b - receiver.clock_ppm * 1e-6 * carrier_hz
         cfo[b0 : b0 + n] = cfo_b
         snr_all[b0 : b0 + n] = snr
     t_all = np.tile(t_packets, len(fleet))

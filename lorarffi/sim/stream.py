@@ -1,7 +1,8 @@
 """A continuous simulated IQ stream: whole packets from a fleet (and rogues) at random times, in noise.
 
 :class:`StreamSimulator` is chunk-independent and keeps the ground truth (:class:`TransmissionEvent`); it is
-the ``sim`` virtual radio's engine. :func:`simulate_stream` gives a stretch of it as one array.
+the ``sim`` virtual radio's engine. :func:`simulate_stream` gives a stretch of it as one array. Another
+receiver (:mod:`~lorarffi.sim.receiver`) is an option.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import ConfigError
 from lorarffi.sim import channel
 from lorarffi.sim.fleet import DeviceProfile, make_fleet
-from lorarffi.sim.session import Session, place_channel
+from lorarffi.sim.receiver import ReceiverProfile, adc, front_end, resample
+from lorarffi.sim.session import Session, place_channel, session_mean_cfo_hz
 from lorarffi.sim.transmitter import MARGIN_SAMPLES, transmit
 
 __all__ = ["TransmissionEvent", "StreamSimulator", "simulate_stream"]
@@ -99,6 +101,11 @@ class StreamSimulator:
         Full-band noise power (variance of the complex noise).
     spread : float
         Spread of the rogue devices (default 1.0).
+    receiver : ReceiverProfile, optional
+        Receive with another receiver. Its LO phase noise, IQ imbalance, clock error and sample-rate round
+        trip act on each packet (the clock error from the packet's start: it does not move packets along
+        the stream); its DC offset and ADC act on every sample at the simulator's rate, with the gain set
+        for a packet at the top of the SNR range. Event CFOs include its LO error. ``None``: ideal.
 
     Examples
     --------
@@ -125,6 +132,7 @@ class StreamSimulator:
         payload_symbols: tuple[int, int] = (8, 32),
         noise_power: float = 1e-3,
         spread: float = 1.0,
+        receiver: ReceiverProfile | None = None,
     ) -> None:
         if not fleet:
             raise ConfigError("fleet is empty")
@@ -162,6 +170,10 @@ class StreamSimulator:
         self.n_preamble = cfg.preamble_symbols if n_preamble is None else int(n_preamble)
         self.payload_symbols = (int(payload_symbols[0]), int(payload_symbols[1]))
         self.noise_power = float(noise_power)
+        self.receiver = receiver
+        # The gain control's reference: a packet at the top of the SNR range plus the noise, RMS amplitude.
+        peak_snr = 10 ** (self._hi / 10) * cfg.bw_hz / cfg.fs_hz
+        self._rx_reference_rms = np.sqrt(self.noise_power * (1 + peak_snr))
         self._channels = (
             {d.device_id: place_channel(d, self.session.place, doppler_hz=doppler_hz) for d in self._senders}
             if multipath
@@ -201,8 +213,10 @@ class StreamSimulator:
             lay = packet_layout(self.cfg, n_pay, n_preamble=self.n_preamble)
             n_samples = int(np.ceil(lay.stop))
             t_on = self.session.minutes_since_power_on * 60.0 + t
-            cfo = float(dev.mean_cfo_hz(self.session.day, t_on))
+            cfo = float(session_mean_cfo_hz(dev, self.session, t_on))
             cfo += dev.cfo_jitter_hz * float(rng.standard_normal())
+            if self.receiver is not None:
+                cfo -= self.receiver.clock_ppm * 1e-6 * dev.carrier_freq_hz
             ev = TransmissionEvent(
                 start=int(np.round(pos)),
                 device_id=dev.device_id,
@@ -246,6 +260,13 @@ class StreamSimulator:
         noise_in_band = self.noise_power * self.cfg.bw_hz / self.cfg.fs_hz
         scale = np.sqrt(10 ** (ev.snr_db / 10) * noise_in_band / power)
         out = (x[0] * scale).astype(np.complex64)
+        if self.receiver is not None:
+            lo_offset_hz = self.receiver.clock_ppm * 1e-6 * dev.carrier_freq_hz
+            out = front_end(out, self.receiver, fs_hz=self.cfg.fs_hz, rng=rng, lo_offset_hz=lo_offset_hz)
+            if self.receiver.fs_hz is not None:
+                rx_fs_hz = self.receiver.fs_hz
+                out = resample(resample(out, self.cfg.fs_hz, rx_fs_hz), rx_fs_hz, self.cfg.fs_hz)
+                out = out[: ev.n_samples + 2 * MARGIN_SAMPLES]
         self._cache[index] = out
         return out
 
@@ -290,6 +311,8 @@ class StreamSimulator:
             if hi <= stop:
                 self._cache.pop(index, None)
         self._position = stop
+        if self.receiver is not None:
+            chunk = adc(chunk, self.receiver, reference_rms=self._rx_reference_rms)
         return start, chunk
 
 

@@ -25,7 +25,8 @@ MARGIN_SAMPLES = 32
 
 def _rows_of(profiles: Sequence[DeviceProfile]) -> dict[str, npt.NDArray[np.float64]]:
     """The profiles' numeric fields as arrays of shape (N,) (``sweep_coeffs_hz``: (N, n_coeffs))."""
-    names = [f.name for f in dataclasses.fields(DeviceProfile) if f.name not in ("device_id", "chip", "seed")]
+    skip = ("device_id", "chip", "seed", "oscillator")
+    names = [f.name for f in dataclasses.fields(DeviceProfile) if f.name not in skip]
     out = {name: np.array([getattr(p, name) for p in profiles], dtype=np.float64) for name in names}
     return out
 
