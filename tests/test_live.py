@@ -454,16 +454,6 @@ def test_real_recordings_give_the_same_packets_through_file_and_soapysdr(
     assert all(abs(r[0] - t) <= 2 for r, t in zip(runs[0], truth, strict=True))
 
 
-def test_classifier_stage_refuses_preambles_at_another_rate_than_the_model(offline) -> None:
-    from types import SimpleNamespace
-
-    from lorarffi.live.stages import ClassifierStage
-
-    fake = SimpleNamespace(lora=CFG.replace(fs_hz=2e6), classify=None)  # trained at 2 MS/s
-    with pytest.raises(ConfigError, match="preambles at 1e\\+06 Hz"):
-        ClassifierStage(fake).decide(offline[:1])
-
-
 class FailingSource(ThreadedSource):
     """Delivers some samples, then the 'device' fails."""
 

@@ -96,7 +96,7 @@ class ScriptedDetector:
 
 class FakeClassifier:
     """Decides the packets it is given, in order: device 1, device 3, unknown, device 2 (the CNN alone: 2, 3,
-    2, 2), as :meth:`lorarffi.rffi.inference.Classifier.classify` reports them."""
+    2, 2), as :meth:`lorarffi.rffi.inference.Classifier.classify_packets` reports them."""
 
     lora = CFG
     DEVICE = (1, 3, -1, 2)
@@ -107,10 +107,11 @@ class FakeClassifier:
         self.tracks: list[bool] = []
         self.seen = 0
 
-    def classify(self, preambles, cfo_hz, *, track: bool = True):
+    def classify_packets(self, packets, *, track: bool = True):
         from lorarffi.rffi.inference import Decision
 
         self.tracks.append(track)
+        cfo_hz = [p.cfo_hz for p in packets]
         k = slice(self.seen, self.seen + len(cfo_hz))
         self.seen += len(cfo_hz)
         device = np.array(self.DEVICE[k], np.int64)

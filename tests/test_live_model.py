@@ -45,7 +45,8 @@ def stream(sim_stream):
 
 @pytest.fixture(scope="module")
 def reference(stream, model_dir):
-    """Offline: the detector over the whole stream, then one classify call on all its packets."""
+    """Offline: the detector over the whole stream, then one classify call on all its packets (in the
+    model's view of a packet, :meth:`Classifier.packet_preambles`)."""
     from lorarffi.dsp.detect import StreamDetector
     from lorarffi.rffi.inference import load_classifier
 
@@ -53,9 +54,7 @@ def reference(stream, model_dir):
     det = StreamDetector(CFG)
     packets = det.process(iq) + det.flush()
     clf = load_classifier(model_dir)
-    dec = clf.classify(
-        np.stack([p.preamble for p in packets]), np.array([p.cfo_hz for p in packets]), track=False
-    )
+    dec = clf.classify(clf.packet_preambles(packets), np.array([p.cfo_hz for p in packets]), track=False)
     return [(p.start, int(d), v) for p, d, v in zip(packets, dec.device_id, dec.verdict, strict=True)]
 
 
@@ -148,3 +147,20 @@ def test_live_command_with_a_model(stream, model_dir, reference, capsys) -> None
     assert all((g["device"] == -1) == (g["verdict"] == "unknown") for g in got)
     assert {"confidence", "cnn_device", "latency_ms"} <= set(got[0])
     assert lines[-1]["summary"]["n_packets"] == len(reference)
+
+
+def test_the_classifier_stage_refuses_preambles_at_another_rate_than_the_model(stream, model_dir) -> None:
+    import dataclasses
+
+    from lorarffi.dsp.detect import StreamDetector
+    from lorarffi.errors import ConfigError
+    from lorarffi.rffi.inference import load_classifier
+
+    _, iq = stream
+    det = StreamDetector(CFG)
+    first = (det.process(iq[:1_000_000]) + det.flush())[0]
+    at_2m = dataclasses.replace(first, preamble_fs_hz=2e6)  # as a detector at 2 MS/s would hand it out
+    stage = ClassifierStage(load_classifier(model_dir))  # trained at 1 MS/s
+    with pytest.raises(ConfigError, match=r"preambles at 2e\+06 Hz but the model was trained at 1e\+06 Hz"):
+        stage.decide([at_2m])
+    assert len(stage.decide([first])) == 1

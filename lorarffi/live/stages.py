@@ -8,13 +8,9 @@ Stages leave ``latency_ms`` unset: the pipeline times each decision.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-import numpy as np
-
-from lorarffi.errors import ConfigError
 from lorarffi.live.decision import DecisionRecord
 
 __all__ = ["DecisionStage", "DetectionOnly", "ClassifierStage"]
@@ -37,8 +33,10 @@ class DetectionOnly:
 class ClassifierStage:
     """Decisions by a trained model directory (:func:`lorarffi.rffi.inference.load_classifier`).
 
-    The batch's preambles (N, L) and CFO estimates (N,) go through the classifier in one call; each record
-    carries the hybrid decision (``device``, ``verdict``, ``confidence``) and the CNN's own (``cnn_device``).
+    The batch goes through the classifier in one call (:meth:`~lorarffi.rffi.inference.Classifier.
+    classify_packets`: the packets' fingerprint windows in the view the model was trained on, and their CFO
+    estimates); each record carries the hybrid decision (``device``, ``verdict``, ``confidence``) and the
+    CNN's own (``cnn_device``).
 
     Parameters
     ----------
@@ -55,15 +53,7 @@ class ClassifierStage:
     def decide(self, packets: Sequence[Any]) -> list[DecisionRecord]:
         if not packets:
             return []
-        model_fs_hz = float(self.classifier.lora.fs_hz)
-        if not math.isclose(float(packets[0].preamble_fs_hz), model_fs_hz, rel_tol=1e-9):
-            raise ConfigError(
-                f"the detector delivers preambles at {packets[0].preamble_fs_hz:g} Hz but the model "
-                f"was trained at {model_fs_hz:g} Hz: use a sample rate matching the model"
-            )
-        preambles = np.stack([np.asarray(p.preamble, np.complex64) for p in packets])
-        cfo_hz = np.array([p.cfo_hz for p in packets], np.float64)
-        dec = self.classifier.classify(preambles, cfo_hz, track=self.track)
+        dec = self.classifier.classify_packets(packets, track=self.track)
         return [
             DecisionRecord.for_packet(p, device=d, verdict=v, cnn_device=c, confidence=q)
             for p, d, v, c, q in zip(
