@@ -152,6 +152,16 @@ def _ks_fits(real_values: np.ndarray, sim_values: np.ndarray) -> bool:
     return bool(stats.ks_2samp(real_values, sim_values).pvalue > ALPHA)
 
 
+def _mean_fits(real_values: np.ndarray, sim_values: np.ndarray) -> bool:
+    """The real sample's mean inside the central 99 % of the means of 4000 samples of its size drawn from the
+    simulated values (the sampling distribution of the mean under the model): a test of location, stronger
+    than KS for a scale once taken of logarithms."""
+    rng = np.random.default_rng(0)
+    means = rng.choice(sim_values, (4000, real_values.size)).mean(axis=1)
+    lo, hi = np.quantile(means, [ALPHA / 2, 1 - ALPHA / 2])
+    return bool(lo <= real_values.mean() <= hi)
+
+
 def _to_ppm(hz: np.ndarray) -> np.ndarray:
     return hz / CARRIER_HZ * 1e6
 
@@ -166,6 +176,7 @@ def test_quantile_ci_has_its_binomial_coverage():
     assert _quantile_ci(x, 0.9)[1] == np.inf
 
 
+@pytest.mark.slow
 def test_families_share_as_the_real_fleet(real, sim, datasheet):
     """Share of TCXO devices (second-frame signature): 19 of 30 real; binomial test at the simulated rate.
     Share within +-250 Hz of zero at 433 MHz: 20 of 30 real (crystal devices can sit there too)."""
@@ -177,6 +188,7 @@ def test_families_share_as_the_real_fleet(real, sim, datasheet):
     assert stats.binomtest(int(real["tcxo"].sum()), n, datasheet["tcxo"].mean()).pvalue < ALPHA
 
 
+@pytest.mark.slow
 def test_offsets_per_family_match(real, sim):
     """Settled offsets in ppm per family (11 crystal, 19 TCXO first-frame means): KS at alpha 0.01."""
     for tcxo in (False, True):
@@ -187,17 +199,21 @@ def test_offsets_per_family_match(real, sim):
     assert not _ks_fits(_to_ppm(real["e1_mean"][real["tcxo"]]), _to_ppm(sim["e1_mean"][~sim["tcxo"]]))
 
 
+@pytest.mark.slow
 def test_day_shifts_per_family_match(real, sim, datasheet):
     """|day-to-day shift| per family (real medians 37 and 2.9 Hz, 90th percentiles 124 and 8.8 Hz): the
-    simulated median and 90th percentile inside the real ones' 99 % order-statistic intervals, and KS."""
+    simulated median and 90th percentile inside the real ones' 99 % order-statistic intervals, KS, and the
+    scale: the mean log |shift| of the 11 (19) real devices within the model's 99 % band for that many."""
     for tcxo in (False, True):
         r = np.abs(real["shift"][real["tcxo"] == tcxo])
         s = np.abs(sim["shift"][sim["tcxo"] == tcxo])
         assert _quantile_fits(r, s, 0.5) and _quantile_fits(r, s, 0.9) and _ks_fits(r, s)
+        assert _mean_fits(np.log(r), np.log(s))
     # negative control: the datasheet model's shifts (U(80, 250) Hz scales at any carrier) are too large
     assert not _quantile_fits(np.abs(real["shift"]), np.abs(datasheet["shift"]), 0.5)
 
 
+@pytest.mark.slow
 def test_environment_step_matches_the_nlos_day(real, sim, datasheet):
     """NLOS day minus training day: the three real crystal devices moved -1.55, -1.69, -1.81 ppm (KS at
     0.01 against simulated crystal devices); the real TCXO device's -3 Hz lies in the simulated TCXOs'
@@ -210,6 +226,7 @@ def test_environment_step_matches_the_nlos_day(real, sim, datasheet):
     assert not _ks_fits(_to_ppm(real["nlos"][~tcxo]), _to_ppm(datasheet["shift"]))  # a day without the step
 
 
+@pytest.mark.slow
 def test_within_session_spread_drift_and_second_frame_match(real, sim):
     """Per-frame spread of first frames over 86 pairs (30 devices), the TCXO second-frame offset (19) and
     the crystal one (11), and |late minus early| means of a session (3 devices): KS at alpha 0.01."""
@@ -236,6 +253,7 @@ def _fleet_statistics(fleet_stats: dict[str, np.ndarray]) -> dict[str, float]:
     }
 
 
+@pytest.mark.slow
 def test_thirty_device_fleets_are_as_crowded_as_the_real_one(real):
     """Whole-fleet statistics of the real 30 devices (median neighbour gap 32 Hz; nearest-mean CFO
     classifier 53 % per frame and 81 % on pair means on another day, README) lie in the central 99 % of 200
@@ -279,3 +297,18 @@ def test_preamble_sets_carry_the_calibrated_cfo_truth():
             assert step_hz == 0.0 and dev.second_frame_offset_hz > TCXO_SIGNATURE_HZ
         else:
             assert -2.2 < step_hz / CARRIER_HZ * 1e6 < -1.2 and dev.second_frame_offset_hz == 0.0
+
+
+def test_profiles_round_trip_and_datasheet_ones_write_what_they_always_wrote():
+    """A calibrated device's JSON carries its oscillator fields and reads back equal; a datasheet device
+    writes none of them (files written before these fields existed still read) and reads back equal too."""
+    from lorarffi.sim import DeviceProfile
+
+    tcxo = make_fleet(3, seed=1, cfo_model="calibrated", tcxo_fraction=1.0)[0]
+    d = tcxo.to_dict()
+    assert d["oscillator"] == "tcxo" and d["wander_std_hz"] > 0 and d["second_frame_offset_hz"] > 0
+    assert DeviceProfile.from_dict(d) == tcxo
+    plain = make_fleet(1, seed=1)[0]
+    written = plain.to_dict()
+    assert not {"oscillator", "wander_std_hz", "second_frame_offset_hz"} & set(written)
+    assert DeviceProfile.from_dict(written) == plain

@@ -166,6 +166,7 @@ def test_preamble_sets_through_another_receiver_carry_its_lo_error():
     assert np.all(np.abs(estimate_cfo(clean.preambles, CFG) - clean.cfo_hz) < 20.0)
 
 
+@pytest.mark.slow
 def test_streams_through_another_receiver_stay_chunk_independent():
     """The receiver acts per packet and sample by sample, so two chunkings give the same samples; event
     CFOs include its LO error, and the ADC leaves at most 2^8 levels per component."""
