@@ -95,7 +95,7 @@ class ReceiverProfile:
 
 
 #: Named receivers. ``"ideal"`` does nothing. ``"sdr_8bit"``: an 8-bit SDR at 2.4 MS/s (an RTL2832U-class
-#: dongle) with a 10 ppm reference, -34 dB image (0.3 dB, 2 deg), -37 dBc DC offset, 1 deg RMS LO phase noise.
+#: dongle) with a 10 ppm reference, -32 dB image (0.3 dB, 2 deg), -37 dBc DC offset, 1 deg RMS LO phase noise.
 RECEIVERS: dict[str, ReceiverProfile] = {
     "ideal": ReceiverProfile(),
     "sdr_8bit": ReceiverProfile(
