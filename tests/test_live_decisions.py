@@ -387,6 +387,13 @@ def test_duration_cuts_the_stream_and_a_gap_across_the_limit_ends_the_run() -> N
     assert [c[0] for c in chunks_within(ScriptedSource(), 0.002)] == [5000, 6000]
     assert [c[1].size for c in chunks_within(ScriptedSource(), None)] == [1000] * 3
     assert list(chunks_within(ScriptedSource(), 0.0)) == []
+    for limit_s in (0.0015, 0.010):  # cut inside a chunk; a chunk past the limit
+        source = ScriptedSource(n_after_gap=5)
+        list(chunks_within(source, limit_s))
+        assert source.stopping  # the producer is told to stop at the run's end, not only at close
+    source = ScriptedSource()
+    list(chunks_within(source, None))
+    assert not source.stopping
 
 
 def test_latency_histogram_percentiles_are_bin_upper_edges() -> None:

@@ -31,7 +31,9 @@ def chunks_within(
 
     The chunk that crosses the limit is cut there and the iteration ends with it; a chunk that starts at or
     past the limit (samples were lost across it) ends the iteration without being yielded. Stream positions
-    count, so lost samples count towards the duration. ``None``: every chunk; 0 or less: none.
+    count, so lost samples count towards the duration. ``None``: every chunk; 0 or less: none. At the limit
+    the source is asked to stop (:meth:`~lorarffi.capture.base.Source.stop`), so a producer that runs ahead
+    of the consumer does not go on filling its buffer, and overflowing it, with samples past the run's end.
     """
     if duration_s is None:
         yield from source
@@ -43,8 +45,10 @@ def chunks_within(
             first = start
         left = limit - (start - first)
         if left <= 0:
+            source.stop()
             return
         if iq.shape[0] >= left:
+            source.stop()
             yield start, iq[:left]
             return
         yield start, iq
