@@ -30,6 +30,7 @@ MINUTES_AFTER_TRAINING = 3.0
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A small model trained on each device's first 24 packets after power-on (0.3 s apart)."""
+    from lorarffi.rffi.hybrid import GateParams
     from lorarffi.rffi.train import TrainConfig, train
     from lorarffi.sim import Session, make_fleet, simulate_preamble_set
 
@@ -42,7 +43,9 @@ def model_dir(tmp_path_factory):
         snr_db=(20.0, 30.0),
     )
     out = tmp_path_factory.mktemp("drift") / "m"
-    train(ps.preambles, ps.device_ids, CFG, out, TrainConfig(epochs=2, batch_size=16, seed=0))
+    # The Hz gate of the moving-average rule this test checks (no weight floor, no re-acquisition).
+    gate = GateParams(margin_hz=1000.0, cfo_weight_std_hz=300.0, cfo_weight_floor=0.0, reacquire_packets=0)
+    train(ps.preambles, ps.device_ids, CFG, out, TrainConfig(epochs=2, batch_size=16, seed=0, gate=gate))
     return out
 
 

@@ -1,4 +1,8 @@
-"""The CFO gate: statistics, which devices it rules out, renormalisation, rejection, drift tracking."""
+"""The CFO gate: statistics, which devices it rules out, renormalisation, rejection, drift tracking.
+
+Most cases here use tolerances in Hz; the ppm form, the weight floor and re-acquisition are in
+test_rffi_gate_ppm.py.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ from hypothesis import strategies as st
 
 from lorarffi.errors import ConfigError
 from lorarffi.rffi.hybrid import CfoGate, GateParams
+
+# The plain Gaussian weighting (300 Hz drift allowance, no floor) and moving-average tracking only.
+GAUSSIAN = {"cfo_weight_std_hz": 300.0, "cfo_weight_floor": 0.0, "reacquire_packets": 0}
 
 
 @pytest.fixture()
@@ -98,9 +105,11 @@ def test_gated_prediction_is_the_best_allowed_device(cfo: list[float], seed: int
     logits = np.random.default_rng(seed).normal(size=(len(cfo), 4))
     res = g.apply(logits, cfo)
     ok = g.allowed(cfo)
-    # With weighting the score of a device is its logit plus the CFO log-likelihood, written out here.
-    s2 = np.maximum(g.std_hz, g.tracked_std_hz) ** 2 + 300.0**2
-    score = logits - (0.5 * (np.asarray(cfo)[:, None] - g.center_hz[None, :]) ** 2 / s2 if weighting else 0.0)
+    # With weighting the score of a device is its logit plus the log of its CFO weight, written out here:
+    # the default drift allowance 0.1 ppm of 868.1 MHz and the default floor 0.05.
+    s2 = np.maximum(g.std_hz, g.tracked_std_hz) ** 2 + 86.81**2
+    weight = np.exp(-0.5 * (np.asarray(cfo)[:, None] - g.center_hz[None, :]) ** 2 / s2) + 0.05
+    score = logits + (np.log(weight) if weighting else 0.0)
     for i in range(len(cfo)):
         if ok[i].any():
             assert res.index[i] == np.flatnonzero(ok[i])[np.argmax(score[i, ok[i]])]
@@ -113,7 +122,9 @@ def test_gated_prediction_is_the_best_allowed_device(cfo: list[float], seed: int
 def test_cfo_weighting_prefers_the_device_whose_cfo_fits_when_the_cnn_is_unsure() -> None:
     # Two devices 400 Hz apart, both inside the window of a packet at device 2's centre; the CNN leans to
     # device 1 (0.55 / 0.45). Algorithm 1 follows the CNN; the weighting follows the CFO.
-    g = CfoGate.fit([-10.0, 10.0, 390.0, 410.0], [0, 0, 1, 1], [1, 2], GateParams(margin_hz=1000.0))
+    g = CfoGate.fit(
+        [-10.0, 10.0, 390.0, 410.0], [0, 0, 1, 1], [1, 2], GateParams(margin_hz=1000.0, **GAUSSIAN)
+    )
     logits = np.log([[0.55, 0.45]])
     on = g.apply(logits, [400.0])
     g.params = dataclasses.replace(g.params, cfo_weighting=False)
@@ -127,7 +138,7 @@ def test_cfo_weighting_prefers_the_device_whose_cfo_fits_when_the_cnn_is_unsure(
 
 
 def test_cfo_weighting_follows_the_tracked_centre() -> None:
-    g = CfoGate.fit([0.0, 2.0, 600.0, 602.0], [0, 0, 1, 1], [1, 2], GateParams(margin_hz=1000.0))
+    g = CfoGate.fit([0.0, 2.0, 600.0, 602.0], [0, 0, 1, 1], [1, 2], GateParams(margin_hz=1000.0, **GAUSSIAN))
     before = g.cfo_log_likelihood([301.0])[0]
     assert before[0] == pytest.approx(before[1], rel=1e-3)  # half way: no preference
     g.update([300.0] * 400, [0] * 400, [1.0] * 400)  # device 1 drifts up to 300 Hz
@@ -167,7 +178,7 @@ def test_weighted_tracking_follows_a_device_drifting_towards_another_one() -> No
         np.r_[np.linspace(-10, 10, 100), 600 + np.linspace(-10, 10, 100)],
         np.repeat([0, 1], 100),
         [1, 2],
-        GateParams(margin_hz=1000.0, track_min_confidence=0.6),
+        GateParams(margin_hz=1000.0, track_min_confidence=0.6, **GAUSSIAN),
     )
     logits = np.log([[0.6, 0.4]])
     wrong = 0
@@ -179,7 +190,9 @@ def test_weighted_tracking_follows_a_device_drifting_towards_another_one() -> No
     assert g.center_hz[0] > 400 and g.n_updates.tolist() == [300, 0]
     # The limit of the weighting: the same CFO reached in one jump (no tracking yet) goes to device 2, whose
     # centre is nearer, because the CNN's 0.6 does not outweigh the CFO. Algorithm 1 would follow the CNN.
-    fresh = CfoGate.fit([-10.0, 10.0, 590.0, 610.0], [0, 0, 1, 1], [1, 2], GateParams(margin_hz=1000.0))
+    fresh = CfoGate.fit(
+        [-10.0, 10.0, 590.0, 610.0], [0, 0, 1, 1], [1, 2], GateParams(margin_hz=1000.0, **GAUSSIAN)
+    )
     assert fresh.apply(logits, [500.0]).index[0] == 1
 
 
@@ -188,7 +201,7 @@ def test_drift_step_is_bounded_and_low_confidence_packets_are_ignored() -> None:
         [0.0, 1.0, 1000.0, 1001.0],
         [0, 0, 1, 1],
         [1, 2],
-        GateParams(margin_hz=500.0, track_alpha=1.0, max_step_hz=3.0, track_min_confidence=0.9),
+        GateParams(margin_hz=500.0, track_alpha=1.0, max_step_hz=3.0, track_min_confidence=0.9, **GAUSSIAN),
     )
     used = g.update([400.0, 400.0], [0, 0], [0.95, 0.95])
     assert used.tolist() == [2, 0]
@@ -208,10 +221,16 @@ def test_state_round_trips_through_a_dict(gate: CfoGate) -> None:
 
 
 def test_gate_saved_before_cfo_weighting_existed_loads_with_it_on() -> None:
-    d = GateParams().to_dict()
-    del d["cfo_weighting"], d["cfo_weight_std_hz"]
+    d = {
+        "k_sigma": 4.0,
+        "margin_hz": 1000.0,
+        "tracking": True,
+        "track_alpha": 0.02,
+        "max_step_hz": 10.0,
+        "track_min_confidence": 0.9,
+    }  # as saved then
     p = GateParams.from_dict(d)
-    assert p.cfo_weighting and p.cfo_weight_std_hz == 300.0
+    assert p.cfo_weighting and p.cfo_weight_std_hz == 300.0 and p.cfo_weight_floor == 0.0
 
 
 def test_bad_parameters_are_refused() -> None:

@@ -1,44 +1,64 @@
 """The CFO-gated hybrid classifier (Shen et al. 2021, Algorithm 1, improved) and its drift tracking.
 
+Units
+-----
+An oscillator's error scales with the carrier, so the gate's tolerances are stated in ppm of the carrier
+(``GateParams.carrier_hz``; :data:`DEFAULT_CARRIER_HZ` when unknown) and applied in Hz:
+``offset_hz = ppm * carrier_hz / 1e6`` (:func:`ppm_to_hz`). Each tolerance may also be given in Hz.
+
 The rule
 --------
 From the training packets each device ``k`` gets CFO statistics: mean ``mu_k``, standard deviation
 ``sigma_k``, minimum and maximum. Its gate half-width is
 
-    lambda_k = max(k_sigma * sigma_k, max_k - mu_k, mu_k - min_k) + margin_hz
+    lambda_k = max(k_sigma * sigma_k, max_k - mu_k, mu_k - min_k) + margin
 
-i.e. the device's whole training range (warm-up drift included), widened by ``margin_hz`` for the day-to-day
-drift that the training day cannot show. Shen et al. measured shifts of "hundreds of Hz" between days; if a
-device's daily offset has a standard deviation up to 250 Hz, the difference of two days has one of 354 Hz, and
-three of those are about 1 kHz: the default ``margin_hz = 1000`` (1.15 ppm at 868.1 MHz). A packet with CFO
-estimate ``f`` rules out every device with ``|f - c_k| > lambda_k``, where ``c_k`` is the device's centre
-(``mu_k`` until drift tracking moves it). The CNN's probabilities of the remaining devices are renormalised to
-sum to one and the best one is predicted; when every device is ruled out the packet is rejected as ``unknown``
-(never silently assigned).
+i.e. the device's whole training range (warm-up drift included), widened by a margin for what the training
+day cannot show: day-to-day shifts (real devices: up to about 0.4 ppm) and a change of environment (real
+crystal devices: steps of 1.5-1.8 ppm). The default margin, 2.5 ppm, keeps a device through a 2 ppm step.
+A packet with CFO estimate ``f`` rules out every device with ``|f - c_k| > lambda_k``, where ``c_k`` is the
+device's centre (``mu_k`` until tracking moves it). The CNN's probabilities of the remaining devices are
+renormalised to sum to one and the best one is predicted; when every device is ruled out the packet is
+rejected as ``unknown`` (never silently assigned).
 
-CFO weighting (our improvement, on by default)
-----------------------------------------------
-Algorithm 1 uses the CFO only to rule devices out: inside the window a packet 900 Hz from a device's centre
-counts as much as one at the centre. With ``cfo_weighting`` the remaining devices' probabilities are also
-weighted by how well the CFO fits each of them, a Gaussian likelihood before renormalising:
+CFO weighting (on by default)
+-----------------------------
+Algorithm 1 uses the CFO only to rule devices out. With ``cfo_weighting`` the remaining devices'
+probabilities are also weighted by how well the CFO fits each of them:
 
-    p_k  proportional to  p_cnn,k * exp(-(f - c_k)**2 / (2 * s_k**2))
-    s_k**2 = sigma_k**2 + cfo_weight_std_hz**2
+    p_k  proportional to  p_cnn,k * (exp(-(f - c_k)**2 / (2 * s_k**2)) + floor)
+    s_k**2 = sigma_k**2 + d**2
 
-``sigma_k`` is the larger of the training and the tracked spread; ``cfo_weight_std_hz`` (default 300 Hz)
-allows for a day-to-day shift the training day cannot show (the 354 Hz above is the upper end; 300 Hz is a
-typical one). Ruled-out devices stay ruled out; with the weighting off the rule is exactly Algorithm 1's. It
-matters when the CNN is unsure (low SNR), where the packet's CFO still separates devices that the window
-cannot.
+``sigma_k`` is the larger of the training and the tracked spread, ``d`` the drift allowance
+(``cfo_weight_std_ppm``, default 0.1 ppm: most real devices move less from day to day) and ``floor``
+(``cfo_weight_floor``, default 0.05) the weight of a CFO that fits the device no more. The floor is what
+makes the CFO stop being evidence when it should: the CFO can move a decision by at most
+``log(1 + 1 / floor)`` (3 nats), so a confident CNN is not overruled by a device that has jumped onto
+another one's CFO, and a CFO that fits no device leaves the CNN's ranking as it is. Where several devices
+sit within the CFO resolution (TCXO devices near 0) the Gaussian terms are alike and the CFO adds little
+either way. Floor 0 gives the plain Gaussian; ruled-out devices stay ruled out; with the weighting off the
+rule is exactly Algorithm 1's.
 
-Drift tracking
---------------
+Drift tracking and re-acquisition
+---------------------------------
 With tracking on, packets accepted with renormalised confidence ``>= track_min_confidence`` update their
-device's centre and spread by exponential moving statistics with weight ``track_alpha`` per packet, the centre
-moving by at most ``max_step_hz`` per packet. For a batch holding ``m`` such packets of one device the update
-uses their mean with weight ``1 - (1 - track_alpha)**m`` and a step bound ``m * max_step_hz`` (exactly the
-per-packet rule when packets arrive one at a time). ``lambda_k`` uses the larger of the training and the
-tracked spread. Tracking can be switched off; its state is saved with the model (``hybrid_state.json``).
+device. Those whose CFO fits it (``|f - c_k| <= 3 s_k``) move its centre and spread by exponential moving
+statistics with weight ``track_alpha`` per packet, the centre moving by at most ``max_step`` per packet.
+For a batch holding ``m`` such packets of one device the update uses their mean with weight
+``1 - (1 - track_alpha)**m`` and a step bound ``m * max_step`` (exactly the per-packet rule when packets
+arrive one at a time). ``lambda_k`` uses the larger of the training and the tracked spread.
+
+A confidently accepted packet whose CFO does not fit its device means the device has jumped (a change of
+environment) and the CNN, not the CFO, recognised it. With ``reacquire_packets = n`` (default 3) such packets
+feed re-acquisition instead of the moving average: after ``n`` of them in a row for one device, whose CFOs
+agree (each within ``3 s_k`` of their running mean), the device's centre jumps to their mean and its tracked
+spread returns to the training one. A fitting packet of the device resets the count, and a device is never
+re-centred farther than ``lambda_k`` from its training mean. Rejected and unconfident packets never update
+anything. Tracking can be switched off; its state is saved with the model (``hybrid_state.json``).
+
+Gate parameters saved before the carrier was stored (no ``carrier_hz`` entry) load as they were written:
+margin 1000 Hz, drift allowance 300 Hz, no floor, no re-acquisition, so old model directories decide as
+before.
 """
 
 from __future__ import annotations
@@ -53,71 +73,186 @@ import numpy.typing as npt
 
 from lorarffi.errors import ConfigError, ModelError
 
-__all__ = ["GateParams", "GateResult", "CfoGate"]
+__all__ = ["GateParams", "GateResult", "CfoGate", "DEFAULT_CARRIER_HZ", "ppm_to_hz", "hz_to_ppm"]
 
 log = logging.getLogger(__name__)
+
+DEFAULT_CARRIER_HZ = 868.1e6
+"""Carrier assumed when a gate does not know its own (gates saved before the carrier was stored), Hz."""
+
+# Each quantity of the gate is given in Hz or in ppm of the carrier (never both); when neither is given, the
+# default below applies, in its unit.
+_QUANTITIES = ("margin", "cfo_weight_std", "max_step")
+_DEFAULTS: dict[str, tuple[str, float]] = {
+    "margin": ("ppm", 2.5),
+    "cfo_weight_std": ("ppm", 0.1),
+    "max_step": ("hz", 10.0),
+}
+# Gate parameters saved before the carrier was stored: what the missing entries meant then.
+_LEGACY: dict[str, Any] = {
+    "margin_hz": 1000.0,
+    "cfo_weight_std_hz": 300.0,
+    "max_step_hz": 10.0,
+    "cfo_weight_floor": 0.0,
+    "reacquire_packets": 0,
+}
+# A packet's CFO fits its device when it lies within this many weighting standard deviations of the centre.
+_FIT_SIGMAS = 3.0
+
+
+def ppm_to_hz(ppm: npt.ArrayLike, carrier_hz: float) -> npt.NDArray[np.float64]:
+    """A frequency offset in ppm of ``carrier_hz`` converted to Hz.
+
+    Examples
+    --------
+    >>> float(ppm_to_hz(2.0, 433e6))
+    866.0
+    """
+    return np.asarray(ppm, dtype=np.float64) * (carrier_hz / 1e6)
+
+
+def hz_to_ppm(offset_hz: npt.ArrayLike, carrier_hz: float) -> npt.NDArray[np.float64]:
+    """A frequency offset in Hz converted to ppm of ``carrier_hz`` (inverse of :func:`ppm_to_hz`).
+
+    Examples
+    --------
+    >>> float(hz_to_ppm(1736.2, 868.1e6))
+    2.0
+    """
+    return np.asarray(offset_hz, dtype=np.float64) / (carrier_hz / 1e6)
 
 
 @dataclass(frozen=True, slots=True)
 class GateParams:
-    """Parameters of the CFO gate and of its drift tracking (see the module docstring for the rule).
+    """Parameters of the CFO gate, its CFO weighting, drift tracking and re-acquisition (module docstring).
+
+    The margin, the weighting's drift allowance and the tracking step are each given either in Hz
+    (``*_hz``) or in ppm of ``carrier_hz`` (``*_ppm``), not both; the one not given stays None. With neither,
+    the default applies: margin 2.5 ppm, drift allowance 0.1 ppm, step 10 Hz.
 
     Parameters
     ----------
     k_sigma : float
         Gate half-width in training standard deviations (the range term usually dominates).
-    margin_hz : float
-        Added to every device's half-width, in Hz, for day-to-day drift.
+    margin_hz : float or None
+        Added to every device's half-width, in Hz, for drift the training day cannot show.
     tracking : bool
         Update the device statistics from confidently accepted packets.
     track_alpha : float
         Exponential weight of one packet, in (0, 1].
-    max_step_hz : float
-        Largest move of a device's centre per packet, in Hz.
+    max_step_hz : float or None
+        Largest move of a device's centre per packet by the moving average, in Hz.
     track_min_confidence : float
         Renormalised probability a packet needs to update its device.
     cfo_weighting : bool
-        Weight the devices left in the window by a Gaussian CFO likelihood (module docstring); False gives
+        Weight the devices left in the window by a CFO likelihood (module docstring); False gives
         Algorithm 1's plain renormalisation.
-    cfo_weight_std_hz : float
+    cfo_weight_std_hz : float or None
         Drift allowance added (in quadrature) to each device's spread in that likelihood, in Hz (> 0).
+    carrier_hz : float or None
+        Carrier frequency of the devices, Hz; None: unknown, :data:`DEFAULT_CARRIER_HZ` is assumed.
+    margin_ppm, cfo_weight_std_ppm, max_step_ppm : float or None
+        The same three quantities in ppm of the carrier.
+    cfo_weight_floor : float
+        Floor added to every device's CFO likelihood, 0 to 1: the CFO can move a decision by at most
+        ``log(1 + 1 / floor)`` nats, and a CFO that fits no device leaves the CNN's ranking as it is.
+        0 gives the plain Gaussian weighting.
+    reacquire_packets : int
+        Re-centre a device after this many consecutive confidently accepted packets whose CFOs fit it no
+        more but agree with each other (0: never).
     """
 
     k_sigma: float = 4.0
-    margin_hz: float = 1000.0
+    margin_hz: float | None = None
     tracking: bool = True
     track_alpha: float = 0.02
-    max_step_hz: float = 10.0
+    max_step_hz: float | None = None
     track_min_confidence: float = 0.9
     cfo_weighting: bool = True
-    cfo_weight_std_hz: float = 300.0
+    cfo_weight_std_hz: float | None = None
+    carrier_hz: float | None = None
+    margin_ppm: float | None = None
+    cfo_weight_std_ppm: float | None = None
+    max_step_ppm: float | None = None
+    cfo_weight_floor: float = 0.05
+    reacquire_packets: int = 3
 
     def __post_init__(self) -> None:
         if not np.isfinite(self.k_sigma) or self.k_sigma < 0:
             raise ConfigError(f"k_sigma={self.k_sigma} is not valid: use a finite value >= 0")
-        if not np.isfinite(self.margin_hz) or self.margin_hz < 0:
-            raise ConfigError(f"margin_hz={self.margin_hz} is not valid: use a finite value >= 0 Hz")
+        if self.carrier_hz is not None and not (np.isfinite(self.carrier_hz) and self.carrier_hz > 0):
+            raise ConfigError(f"carrier_hz={self.carrier_hz} is not valid: use a finite frequency > 0 Hz")
+        for q in _QUANTITIES:
+            hz, ppm = getattr(self, f"{q}_hz"), getattr(self, f"{q}_ppm")
+            if hz is not None and ppm is not None:
+                raise ConfigError(f"{q}_hz={hz} and {q}_ppm={ppm} are both given: give one of the two")
+            if hz is None and ppm is None:
+                unit, value = _DEFAULTS[q]
+                object.__setattr__(self, f"{q}_{unit}", value)
+        for name in ("margin_hz", "margin_ppm"):
+            v = getattr(self, name)
+            if v is not None and (not np.isfinite(v) or v < 0):
+                raise ConfigError(f"{name}={v} is not valid: use a finite value >= 0")
+        for name in ("max_step_hz", "max_step_ppm", "cfo_weight_std_hz", "cfo_weight_std_ppm"):
+            v = getattr(self, name)
+            if v is not None and (not np.isfinite(v) or v <= 0):
+                raise ConfigError(f"{name}={v} is not valid: use a finite value > 0")
         if not 0 < self.track_alpha <= 1:
             raise ConfigError(f"track_alpha={self.track_alpha} is not valid: use 0 < track_alpha <= 1")
-        if not np.isfinite(self.max_step_hz) or self.max_step_hz <= 0:
-            raise ConfigError(f"max_step_hz={self.max_step_hz} is not valid: use a finite value > 0 Hz")
         if not 0 <= self.track_min_confidence <= 1:
             raise ConfigError(f"track_min_confidence={self.track_min_confidence} is not valid: use 0 to 1")
-        if not np.isfinite(self.cfo_weight_std_hz) or self.cfo_weight_std_hz <= 0:
-            raise ConfigError(
-                f"cfo_weight_std_hz={self.cfo_weight_std_hz} is not valid: use a finite value > 0 Hz"
-            )
+        if not 0 <= self.cfo_weight_floor <= 1:
+            raise ConfigError(f"cfo_weight_floor={self.cfo_weight_floor} is not valid: use 0 to 1")
+        n = self.reacquire_packets
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ConfigError(f"reacquire_packets={n!r} is not valid: use an integer >= 0")
+        object.__setattr__(self, "reacquire_packets", int(n))
 
+    # -- the quantities in Hz at the carrier --------------------------------------------------------
+    @property
+    def effective_carrier_hz(self) -> float:
+        """``carrier_hz``, or :data:`DEFAULT_CARRIER_HZ` when it is unknown, Hz."""
+        return DEFAULT_CARRIER_HZ if self.carrier_hz is None else float(self.carrier_hz)
+
+    def _in_hz(self, q: str) -> float:
+        hz, ppm = getattr(self, f"{q}_hz"), getattr(self, f"{q}_ppm")
+        return float(hz) if hz is not None else float(ppm_to_hz(ppm, self.effective_carrier_hz))
+
+    @property
+    def effective_margin_hz(self) -> float:
+        """The margin in Hz at the carrier."""
+        return self._in_hz("margin")
+
+    @property
+    def effective_cfo_weight_std_hz(self) -> float:
+        """The weighting's drift allowance in Hz at the carrier."""
+        return self._in_hz("cfo_weight_std")
+
+    @property
+    def effective_max_step_hz(self) -> float:
+        """The moving average's largest step per packet in Hz at the carrier."""
+        return self._in_hz("max_step")
+
+    # -- persistence ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GateParams:
+        """Inverse of :meth:`to_dict`; a dict without ``carrier_hz`` (saved before the carrier was stored)
+        is read as its version meant it: margin 1000 Hz, drift allowance 300 Hz, no floor, no re-acquisition
+        unless it says otherwise."""
         names = {f.name for f in dataclasses.fields(cls)}
         if set(d) - names:
             raise ConfigError(
                 f"unknown GateParams field(s) {sorted(set(d) - names)}; valid are {sorted(names)}"
             )
+        d = dict(d)
+        if "carrier_hz" not in d:
+            for name, value in _LEGACY.items():
+                q = name[: -len("_hz")] if name.endswith("_hz") else None
+                if q is None or d.get(f"{q}_ppm") is None:
+                    d.setdefault(name, value)
         return cls(**d)
 
 
@@ -146,6 +281,10 @@ class GateResult:
     def rejected(self) -> npt.NDArray[np.bool_]:
         """(N,) True where every device was ruled out."""
         return self.index < 0
+
+
+def _counts(x: npt.ArrayLike | None, k: int) -> npt.NDArray[np.int64]:
+    return np.zeros(k, np.int64) if x is None else np.asarray(x, np.int64).reshape(-1)
 
 
 def _f64(x: npt.ArrayLike, name: str, n: int | None = None) -> npt.NDArray[np.float64]:
@@ -181,6 +320,9 @@ class CfoGate:
         center_hz: npt.ArrayLike | None = None,
         tracked_std_hz: npt.ArrayLike | None = None,
         n_updates: npt.ArrayLike | None = None,
+        reacquire_count: npt.ArrayLike | None = None,
+        reacquire_sum_hz: npt.ArrayLike | None = None,
+        n_reacquired: npt.ArrayLike | None = None,
     ) -> None:
         self.device_ids = np.asarray(device_ids, dtype=np.int64).reshape(-1)
         k = self.device_ids.size
@@ -194,9 +336,12 @@ class CfoGate:
         self.tracked_std_hz = (
             self.std_hz.copy() if tracked_std_hz is None else _f64(tracked_std_hz, "tracked_std_hz", k)
         )
-        self.n_updates = (
-            np.zeros(k, np.int64) if n_updates is None else np.asarray(n_updates, np.int64).reshape(-1)
+        self.n_updates = _counts(n_updates, k)
+        self.reacquire_count = _counts(reacquire_count, k)
+        self.reacquire_sum_hz = (
+            np.zeros(k) if reacquire_sum_hz is None else _f64(reacquire_sum_hz, "reacquire_sum_hz", k)
         )
+        self.n_reacquired = _counts(n_reacquired, k)
         if not np.all(np.isfinite(self.mean_hz)):
             raise ConfigError("CFO gate: a device has no finite training CFO mean (no training packets?)")
 
@@ -248,17 +393,29 @@ class CfoGate:
         p = self.params
         spread = np.maximum(self.std_hz, self.tracked_std_hz)
         half_range = np.maximum(self.max_hz - self.mean_hz, self.mean_hz - self.min_hz)
-        return np.maximum(p.k_sigma * spread, half_range) + p.margin_hz
+        return np.maximum(p.k_sigma * spread, half_range) + p.effective_margin_hz
+
+    @property
+    def carrier_hz(self) -> float:
+        """Carrier frequency the gate's ppm quantities refer to, Hz (``params.effective_carrier_hz``)."""
+        return self.params.effective_carrier_hz
+
+    @property
+    def weight_std_hz(self) -> npt.NDArray[np.float64]:
+        """(K,) standard deviation ``s_k`` of each device's CFO likelihood, Hz (module docstring)."""
+        spread = np.maximum(self.std_hz, self.tracked_std_hz)
+        return np.sqrt(spread**2 + self.params.effective_cfo_weight_std_hz**2)
 
     def allowed(self, cfo_hz: npt.ArrayLike) -> npt.NDArray[np.bool_]:
         """(N, K) True where ``|cfo_hz - centre_k| <= lambda_k`` (device k not ruled out)."""
         return self._allowed(self._offsets_hz(cfo_hz))
 
     def cfo_log_likelihood(self, cfo_hz: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        """(N, K) Gaussian log-likelihood of each packet's CFO under each device, up to a constant.
+        """(N, K) log-likelihood of each packet's CFO under each device, up to a constant.
 
-        ``-(f - c_k)**2 / (2 * s_k**2)`` with
-        ``s_k**2 = max(training, tracked spread)**2 + cfo_weight_std_hz**2`` (module docstring): the term
+        ``log(exp(-(f - c_k)**2 / (2 * s_k**2)) + floor)`` with
+        ``s_k**2 = max(training, tracked spread)**2 + drift allowance**2`` and ``floor = cfo_weight_floor``
+        (module docstring; floor 0 gives the Gaussian's ``-(f - c_k)**2 / (2 * s_k**2)``): the term
         :meth:`apply` adds to the logits when ``cfo_weighting`` is on.
         """
         return self._log_likelihood(self._offsets_hz(cfo_hz))
@@ -272,8 +429,10 @@ class CfoGate:
         return np.abs(offsets_hz) <= self.lambda_hz[None, :]
 
     def _log_likelihood(self, offsets_hz: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        s2 = np.maximum(self.std_hz, self.tracked_std_hz) ** 2 + self.params.cfo_weight_std_hz**2
-        return -0.5 * offsets_hz**2 / s2[None, :]
+        s2 = np.maximum(self.std_hz, self.tracked_std_hz) ** 2 + self.params.effective_cfo_weight_std_hz**2
+        ll = -0.5 * offsets_hz**2 / s2[None, :]
+        floor = self.params.cfo_weight_floor
+        return np.logaddexp(ll, np.log(floor)) if floor > 0 else ll
 
     def apply(self, logits: npt.ArrayLike, cfo_hz: npt.ArrayLike) -> GateResult:
         """Gate the CNN output of N packets by their CFO.
@@ -310,6 +469,9 @@ class CfoGate:
     ) -> npt.NDArray[np.int64]:
         """Move device statistics towards confidently accepted packets (no-op when tracking is off).
 
+        Packets whose CFO fits their device (within ``3 s_k`` of its centre) feed the moving average; with
+        ``reacquire_packets`` > 0 the others feed re-acquisition instead (module docstring).
+
         Parameters
         ----------
         cfo_hz : array_like of float, shape (N,)
@@ -322,7 +484,7 @@ class CfoGate:
         Returns
         -------
         n_used : ndarray of int64, shape (K,)
-            Packets that updated each device.
+            Packets that updated each device (moving average or re-acquisition).
         """
         k = self.device_ids.size
         if not self.params.tracking:
@@ -331,16 +493,26 @@ class CfoGate:
         idx = np.asarray(index, dtype=np.int64).reshape(-1)
         conf = _f64(confidence, "confidence", cfo.size)
         use = (idx >= 0) & (conf >= self.params.track_min_confidence) & np.isfinite(cfo)
-        m = np.bincount(idx[use], minlength=k)
+        n_used = np.bincount(idx[use], minlength=k)
+        if self.params.reacquire_packets > 0 and use.any():
+            use = use & ~self._reacquire(cfo, idx, use)
+        self._moving_average(cfo[use], idx[use])
+        self.n_updates += n_used
+        return n_used
+
+    def _moving_average(self, cfo: npt.NDArray[np.float64], idx: npt.NDArray[np.int64]) -> None:
+        """Exponential moving centre and spread of each device from its packets ``cfo`` (Hz)."""
+        k = self.device_ids.size
+        m = np.bincount(idx, minlength=k)
         has = m > 0
         if not has.any():
-            return m
-        xbar = np.bincount(idx[use], weights=cfo[use], minlength=k)[has] / m[has]
-        x2bar = np.bincount(idx[use], weights=cfo[use] ** 2, minlength=k)[has] / m[has]
+            return
+        xbar = np.bincount(idx, weights=cfo, minlength=k)[has] / m[has]
+        x2bar = np.bincount(idx, weights=cfo**2, minlength=k)[has] / m[has]
         a = self.params.track_alpha
         w = 1.0 - (1.0 - a) ** m[has]
         c = self.center_hz[has]
-        bound = m[has] * self.params.max_step_hz
+        bound = m[has] * self.params.effective_max_step_hz
         step = np.clip(w * (xbar - c), -bound, bound)
         new_c = c + step
         # Moving second moment about the new centre: E[(x - c)^2] = x2bar - 2 c xbar + c^2.
@@ -348,8 +520,51 @@ class CfoGate:
         v = self.tracked_std_hz[has] ** 2
         self.tracked_std_hz[has] = np.sqrt(v + w * (dev2 - v))
         self.center_hz[has] = new_c
-        self.n_updates += m
-        return m
+
+    def _reacquire(
+        self, cfo: npt.NDArray[np.float64], idx: npt.NDArray[np.int64], use: npt.NDArray[np.bool_]
+    ) -> npt.NDArray[np.bool_]:
+        """Count confident packets that no longer fit their device; re-centre a device after enough.
+
+        Returns the (N,) mask of packets taken by re-acquisition (they stay out of the moving average).
+        """
+        taken = np.zeros(cfo.size, bool)
+        fit_hz = _FIT_SIGMAS * self.weight_std_hz
+        d_all = np.maximum(idx, 0)
+        misfit = use & (np.abs(cfo - self.center_hz[d_all]) > fit_hz[d_all])
+        involved = (self.reacquire_count > 0) | (np.bincount(idx[misfit], minlength=self.device_ids.size) > 0)
+        # Order matters (a fitting packet resets its device's count), so the packets of devices with a count
+        # running or starting go one by one: normally none, only while a device has jumped.
+        for i in np.flatnonzero(use & involved[d_all]):
+            d = idx[i]
+            if abs(cfo[i] - self.center_hz[d]) <= fit_hz[d]:
+                self.reacquire_count[d] = 0
+                self.reacquire_sum_hz[d] = 0.0
+                continue
+            taken[i] = True
+            n = self.reacquire_count[d]
+            if n > 0 and abs(cfo[i] - self.reacquire_sum_hz[d] / n) > fit_hz[d]:
+                n = 0
+                self.reacquire_sum_hz[d] = 0.0
+            self.reacquire_count[d] = n + 1
+            self.reacquire_sum_hz[d] += cfo[i]
+            if n + 1 < self.params.reacquire_packets:
+                continue
+            new_c = self.reacquire_sum_hz[d] / (n + 1)
+            self.reacquire_count[d] = 0
+            self.reacquire_sum_hz[d] = 0.0
+            if abs(new_c - self.mean_hz[d]) > self.lambda_hz[d]:
+                continue  # never beyond the training window: a device cannot be walked away
+            log.info(
+                "CFO gate: device %d re-acquired at %.1f Hz (%+.2f ppm from its centre)",
+                self.device_ids[d],
+                new_c,
+                float(hz_to_ppm(new_c - self.center_hz[d], self.carrier_hz)),
+            )
+            self.center_hz[d] = new_c
+            self.tracked_std_hz[d] = self.std_hz[d]
+            self.n_reacquired[d] += 1
+        return taken
 
     def set_tracking(self, on: bool) -> None:
         """Switch drift tracking on or off."""
@@ -360,6 +575,9 @@ class CfoGate:
         self.center_hz = self.mean_hz.copy()
         self.tracked_std_hz = self.std_hz.copy()
         self.n_updates[:] = 0
+        self.reacquire_count[:] = 0
+        self.reacquire_sum_hz[:] = 0.0
+        self.n_reacquired[:] = 0
 
     # -- persistence -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -375,6 +593,9 @@ class CfoGate:
             "center_hz": self.center_hz.tolist(),
             "tracked_std_hz": self.tracked_std_hz.tolist(),
             "n_updates": self.n_updates.tolist(),
+            "reacquire_count": self.reacquire_count.tolist(),
+            "reacquire_sum_hz": self.reacquire_sum_hz.tolist(),
+            "n_reacquired": self.n_reacquired.tolist(),
         }
 
     @classmethod
@@ -392,6 +613,9 @@ class CfoGate:
                 center_hz=d.get("center_hz"),
                 tracked_std_hz=d.get("tracked_std_hz"),
                 n_updates=d.get("n_updates"),
+                reacquire_count=d.get("reacquire_count"),
+                reacquire_sum_hz=d.get("reacquire_sum_hz"),
+                n_reacquired=d.get("n_reacquired"),
             )
         except (KeyError, TypeError) as exc:
             raise ModelError(f"CFO gate state is incomplete or malformed: {exc}") from None

@@ -37,7 +37,7 @@ from lorarffi.errors import ConfigError, ModelError
 from lorarffi.rffi.augment import Augmenter
 from lorarffi.rffi.checkpoint import ModelDirConfig, fingerprint_arrays, save_model_dir
 from lorarffi.rffi.features import compute_features, shape_hparams
-from lorarffi.rffi.hybrid import CfoGate, GateParams
+from lorarffi.rffi.hybrid import DEFAULT_CARRIER_HZ, CfoGate, GateParams
 from lorarffi.rffi.preprocess import preprocess_preambles
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "select_torch_device",
     "split_train_val",
     "prepare_data",
+    "gate_params",
     "build_network",
     "place_model",
     "build_optimizer",
@@ -332,7 +333,8 @@ def prepare_data(
     tc : TrainConfig
         Seed, validation fraction, CFO compensation, representation, augmentation, gate parameters.
     data_info : dict, optional
-        Source description, part of the data fingerprint.
+        Source description, part of the data fingerprint; its ``carrier_hz`` (Hz), when there, is the CFO
+        gate's carrier unless ``tc.gate`` names one (:func:`gate_params`).
     """
     x_raw = np.asarray(iq)
     if x_raw.ndim != 2:
@@ -355,9 +357,18 @@ def prepare_data(
         val_idx=val_idx,
         features=compute_features(pre.iq, tc.representation),
         preprocessed_iq=pre.iq if tc.augment else None,
-        gate=CfoGate.fit(pre.cfo_hz[train_idx], labels[train_idx], classes, tc.gate),
+        gate=CfoGate.fit(pre.cfo_hz[train_idx], labels[train_idx], classes, gate_params(tc.gate, data_info)),
         fingerprint=fingerprint,
     )
+
+
+def gate_params(params: GateParams, data_info: dict[str, Any] | None = None) -> GateParams:
+    """``params`` with the carrier stated: theirs, else the data's (``data_info["carrier_hz"]``), else
+    :data:`~lorarffi.rffi.hybrid.DEFAULT_CARRIER_HZ`; the saved gate then says what its ppm refer to."""
+    if params.carrier_hz is not None:
+        return params
+    carrier_hz = (data_info or {}).get("carrier_hz") or DEFAULT_CARRIER_HZ
+    return dataclasses.replace(params, carrier_hz=float(carrier_hz))
 
 
 def build_network(name: str, hparams: dict[str, Any], seed: int) -> Any:
