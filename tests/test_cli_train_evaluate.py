@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 from lorarffi.cli import main
 from lorarffi.datasets.native import PreambleWriter
+from lorarffi.dsp.chirp import modulate
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.sim import Session, make_fleet, simulate_preamble_set
 
@@ -150,3 +152,92 @@ def test_errors_are_one_line_and_exit_2(files: pathlib.Path, tmp_path: pathlib.P
     assert "augment=" in capsys.readouterr().err
     assert main(["train", str(files / "train.h5"), "--out", str(tmp_path / "m"), "--devices", "7-9"]) == 2
     assert "lora-rffi: error:" in capsys.readouterr().err
+
+
+# -- data at other LoRa parameters, rows that are not preambles ----------------------------------------------
+
+OTHER = LoRaConfig(sf=8, bw_hz=250e3, fs_hz=1e6)  # not the project default: SF7, 125 kHz, 1 MS/s
+
+
+def _write_public(path: pathlib.Path, iq: np.ndarray, ids: np.ndarray) -> None:
+    """The public LoRa_RFFI layout as the authors ship it: 'data' rows [I | Q] and 'label' (1, N), no
+    LoRa parameters."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f["data"] = np.concatenate([iq.real, iq.imag], axis=1).astype(np.float64)
+        f["label"] = ids[None, :].astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def other(tmp_path_factory):
+    """A model trained at OTHER, test files at OTHER in the public layout (preambles, and rows cut after the
+    frame sync: LoRa payload symbols), and a native file at the project default."""
+    d = tmp_path_factory.mktemp("other")
+    fleet = make_fleet(4, seed=9, spread=5.0)
+    kw = {"session": Session(day=1, minutes_since_power_on=20), "snr_db": (20, 30)}
+    tr = simulate_preamble_set(fleet, OTHER, 30, rng=np.random.default_rng(1), **kw)
+    te = simulate_preamble_set(fleet, OTHER, 15, rng=np.random.default_rng(2), **kw)
+    with PreambleWriter(d / "train.h5", OTHER, source="test") as w:
+        w.append(tr.preambles, tr.device_ids, cfo_hz=tr.cfo_hz)
+    _write_public(d / "public.h5", te.preambles, te.device_ids)
+    rng = np.random.default_rng(3)
+    payload = np.stack(
+        [modulate(rng.integers(0, OTHER.n_chips, OTHER.preamble_symbols), OTHER) for _ in te.device_ids]
+    )
+    _write_public(d / "payload.h5", payload, te.device_ids)
+    with PreambleWriter(d / "default.h5", CFG, source="test") as w:
+        w.append(te.preambles, te.device_ids)
+    argv = ["-q", "train", str(d / "train.h5"), "--out", str(d / "model"), "--model", "rffi_net"]
+    argv += ["--epochs", "6", "--batch-size", "16", "--lr", "3e-3", "--augment", "", "--no-progress"]
+    assert main(argv) == 0
+    return d
+
+
+def test_a_public_layout_file_is_read_at_the_models_lora_parameters(other: pathlib.Path, capsys) -> None:
+    model, data = str(other / "model"), str(other / "public.h5")
+    assert json.loads((other / "model" / "config.json").read_text())["lora"]["sf"] == 8
+    capsys.readouterr()
+    for flags in ([], ["--sf", "8", "--bw-hz", "250k", "--fs-hz", "1M"]):  # flags may repeat the model's
+        assert main(["-q", "evaluate", model, data, "--json", *flags]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["n_packets"] == 60 and out["n_not_preamble"] == 0 and out["accuracy_hybrid"] >= 0.9
+    # flags describing other parameters than the model's, or a file stating others: one line, exit 2
+    assert main(["evaluate", model, data, "--sf", "9"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"lora-rffi: error: {data}: the data are SF9, 250 kHz, 1 MS/s (the file states none, with --sf) but "
+        f"the model {model} was trained at SF8, 250 kHz, 1 MS/s: give data captured at the model's parameters"
+    ]
+    assert main(["evaluate", model, str(other / "default.h5")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the data are SF7, 125 kHz, 1 MS/s (as the file states)" in err[0]
+
+
+def test_rows_that_are_not_preambles_are_counted_warned_about_and_left_to_the_cnn(
+    other: pathlib.Path, capsys, caplog
+) -> None:
+    capsys.readouterr()
+    with caplog.at_level(logging.WARNING):
+        assert main(["-q", "evaluate", str(other / "model"), str(other / "payload.h5"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_packets"] == 60 and out["n_not_preamble"] == 60
+    # no CFO to gate on: the hybrid is the CNN (a nonsense CFO would rule the devices out: rejections)
+    assert out["rejected"] == 0 and out["accuracy_hybrid"] == out["accuracy_cnn"]
+    assert out["confusion_hybrid"] == [row + [0] for row in out["confusion_cnn"]]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1
+    assert "payload.h5: 60 of 60 rows are not LoRa preamble up-chirps at SF8, 250 kHz, 1 MS/s" in warnings[0]
+
+
+def test_training_on_rows_that_are_not_preambles_gives_a_model_without_cfo_gate(
+    other: pathlib.Path, tmp_path: pathlib.Path, caplog
+) -> None:
+    argv = ["-q", "train", str(other / "payload.h5"), "--out", str(tmp_path / "m"), "--sf", "8"]
+    argv += ["--bw-hz", "250k", "--model", "rffi_net", "--epochs", "1", "--augment", "", "--no-progress"]
+    with caplog.at_level(logging.WARNING):
+        assert main(argv) == 0
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["hybrid"] is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2
+    assert "60 of 60 rows are not LoRa preamble up-chirps" in warnings[0] and "no CFO gate" in warnings[1]

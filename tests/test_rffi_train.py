@@ -134,7 +134,7 @@ def _best_cosine(seen: np.ndarray, stored: np.ndarray) -> np.ndarray:
 def test_the_batches_the_network_trains_on_carry_the_augmentation(sets, tmp_path: pathlib.Path) -> None:
     tr, _ = sets
     stored = compute_features(preprocess_preambles(tr.preambles, CFG).iq, IQ_TC["representation"])
-    plain = _training_inputs(tr, tmp_path / "plain", TrainConfig(**IQ_TC))
+    plain = _training_inputs(tr, tmp_path / "plain", TrainConfig(**IQ_TC, augment=()))
     snr_db = 10.0
     noisy = _training_inputs(
         tr, tmp_path / "noisy", TrainConfig(**IQ_TC, augment=("awgn",), aug_snr_db=(snr_db, snr_db))
@@ -266,7 +266,7 @@ def test_the_best_epoch_and_the_stop_follow_the_validation_loss() -> None:
     assert state.bad_epochs == 2 and [r["epoch"] for r in state.history] == [1, 2, 3, 4]
     assert stop_reason(TrainState(elapsed_s=99.9), tc) is None
     assert stop_reason(TrainState(elapsed_s=100.0), tc) == "time_limit"
-    assert stop_reason(TrainState(elapsed_s=1e9), TrainConfig()) is None  # no time cap
+    assert stop_reason(TrainState(elapsed_s=1e9), TrainConfig(max_time_s=None)) is None  # no time cap
 
 
 def test_validate_gives_the_mean_cross_entropy_and_the_accuracy() -> None:

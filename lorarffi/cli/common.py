@@ -74,23 +74,34 @@ def slice_arg(text: str) -> slice:
         raise argparse.ArgumentTypeError(f"{text!r} is not a range like 0:500") from None
 
 
-def add_lora_args(parser: argparse.ArgumentParser, *, fs_required: bool = False) -> None:
-    """Add ``--sf``, ``--bw-hz`` and ``--fs-hz`` with the project's defaults (SF7, 125 kHz, 1 MS/s)."""
+def add_lora_args(
+    parser: argparse.ArgumentParser, *, fs_required: bool = False, default_from: str | None = None
+) -> None:
+    """Add ``--sf``, ``--bw-hz`` and ``--fs-hz`` with the project's defaults (SF7, 125 kHz, 1 MS/s).
+
+    ``default_from`` names where a command takes the parameters the flags do not give (e.g. "the file's,
+    else the model's"), for the help.
+    """
     parser.add_argument(
-        "--sf", type=int, default=None, help="spreading factor 7-12 (default 7, or from the file)"
+        "--sf",
+        type=int,
+        default=None,
+        help=f"spreading factor 7-12 (default {default_from or '7, or from the file'})",
     )
     parser.add_argument(
         "--bw-hz",
         type=si_float,
         default=None,
-        help="LoRa bandwidth in Hz: 125k, 250k or 500k (default 125k, or from the file)",
+        help=f"LoRa bandwidth in Hz: 125k, 250k or 500k (default {default_from or '125k, or from the file'})",
     )
     parser.add_argument(
         "--fs-hz",
         type=si_float,
         default=None,
         required=fs_required,
-        help="sample rate in Hz for raw input (suffixes k/M allowed)",
+        help="sample rate in Hz for raw input (suffixes k/M allowed)"
+        if default_from is None
+        else f"sample rate in Hz, suffixes k/M allowed (default {default_from})",
     )
 
 

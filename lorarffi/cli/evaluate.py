@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from lorarffi.cli.common import int_range, slice_arg
+from lorarffi.cli.common import add_lora_args, int_range, slice_arg
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -25,22 +25,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch-size", type=int, default=64, help="packets per classification call (default 64)")
     p.add_argument("--device", default=None, help="torch device (default CUDA if available, else CPU)")
-    p.set_defaults(sf=None, bw_hz=None, fs_hz=None)  # the file's LoRa parameters (cli.data.load_selection)
+    add_lora_args(p, default_from="the file's, else the model's")
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorarffi.cli.data import load_selection
-    from lorarffi.errors import ConfigError
+    from lorarffi.cli.data import check_model_parameters, load_selection
     from lorarffi.rffi.evaluate import evaluate, write_plots
     from lorarffi.rffi.inference import load_classifier
 
     clf = load_classifier(args.model_dir, torch_device=args.device)
-    iq, ids, cfg, _ = load_selection(args)
-    if (cfg.sf, cfg.bw_hz, cfg.fs_hz) != (clf.lora.sf, clf.lora.bw_hz, clf.lora.fs_hz):
-        raise ConfigError(f"{args.data}: LoRa parameters {cfg} differ from the model's {clf.lora}")
+    sel = load_selection(args, fallback=clf.lora)  # a file stating no LoRa parameters is read at the model's
+    check_model_parameters(sel, clf.lora, args, args.model_dir)
+    ids = sel.device_ids
     if args.no_tracking:
         clf.set_tracking(False)
-    result, decision = evaluate(clf, iq, ids, batch_size=args.batch_size, source=args.data)
+    result, decision = evaluate(clf, sel.iq, ids, batch_size=args.batch_size, source=args.data)
     if args.save_tracking:
         clf.save_state()
     if args.plots:
@@ -52,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         f"packets {result.n_packets}  accuracy CNN {result.accuracy_cnn:.4f}  "
         f"hybrid {result.accuracy_hybrid:.4f}"
         f"  rejected {result.rejected}"
+        + (f"  not preambles {result.n_not_preamble}" if result.n_not_preamble else "")
     )
     print(
         f"{'device':>6} {'n':>6} {'prec_cnn':>9} {'rec_cnn':>8} {'prec_hyb':>9} {'rec_hyb':>8} "

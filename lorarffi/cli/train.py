@@ -1,5 +1,7 @@
 """``lora-rffi train DATA.h5 --out MODEL_DIR``: train a closed-set classifier (see lorarffi.rffi.train).
 
+The flags' defaults are the default model's recipe, :data:`lorarffi.rffi.recipe.RECIPE`.
+
 Data parallel: ``torchrun --nproc-per-node 2 -m lorarffi.cli train ...`` (gloo on CPU, NCCL on CUDA).
 """
 
@@ -9,46 +11,75 @@ import argparse
 import json
 
 from lorarffi.cli.common import add_lora_args, int_range, slice_arg
+from lorarffi.rffi.recipe import RECIPE
 
-__all__ = ["HELP", "add_arguments", "run"]
+__all__ = ["HELP", "DESCRIPTION", "add_arguments", "train_config", "run"]
 
 HELP = "train a device classifier on a preamble file"
+DESCRIPTION = (
+    "Train a closed-set device classifier and its CFO gate on a preamble file. Every default is the recipe "
+    "of the default model the closed_set benchmark reports (lorarffi.rffi.recipe.RECIPE, docs/models.md): "
+    f"{RECIPE.model} on the {RECIPE.representation.replace('_', ' ')}, "
+    f"{'+'.join(RECIPE.augment) or 'no'} augmentation, {RECIPE.optimizer.capitalize()} {RECIPE.lr:g}, "
+    f"up to {RECIPE.epochs} epochs"
+    + (f" within {RECIPE.max_time_s:g} s" if RECIPE.max_time_s else "")
+    + ". With no options `lora-rffi train DATA.h5 --out M` trains that model."
+)
+
+
+# The recipe's numbers: flag, RECIPE field, type, help.
+_RECIPE_NUMBERS = (
+    ("--epochs", "epochs", int, "most epochs"),
+    ("--batch-size", "batch_size", int, "global mini-batch size"),
+    ("--lr", "lr", float, "initial learning rate"),
+    ("--lr-patience", "lr_patience", int, "epochs without improvement before LR x lr-factor"),
+    ("--lr-factor", "lr_factor", float, "learning-rate factor"),
+    ("--patience", "early_stop_patience", int, "early stopping: epochs without improvement"),
+    ("--val-split", "val_split", float, "fraction of packets held out for validation"),
+    ("--seed", "seed", int, "seed of every random draw"),
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    r = RECIPE
     p.add_argument("data", help="preamble file (HDF5, ours or the public LoRa_RFFI layout)")
     p.add_argument("--out", required=True, help="model directory to write")
-    p.add_argument("--model", default="infocom_cnn", help="registered model name (default infocom_cnn)")
+    p.add_argument("--model", default=r.model, help="registered model name (default %(default)s)")
     p.add_argument("--objective", default="classifier", choices=["classifier"], help="training objective")
     p.add_argument(
         "--representation",
-        default="channel_independent_spectrogram",
+        default=r.representation,
         choices=["channel_independent_spectrogram", "spectrogram", "iq", "fft"],
-        help="model input (default channel_independent_spectrogram)",
+        help="model input (default %(default)s)",
     )
     p.add_argument(
         "--no-cfo-compensation",
         action="store_true",
         help="keep the CFO in the signal (only to measure what compensation buys)",
     )
-    p.add_argument("--optimizer", default="adam", choices=["adam", "rmsprop"])
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument(
-        "--lr-patience", type=int, default=10, help="epochs without improvement before LR x lr-factor"
+        "--optimizer", default=r.optimizer, choices=("adam", "rmsprop"), help="(default %(default)s)"
     )
-    p.add_argument("--lr-factor", type=float, default=0.2)
-    p.add_argument("--patience", type=int, default=30, help="early stopping: epochs without improvement")
+    for flag, name, kind, text in _RECIPE_NUMBERS:
+        p.add_argument(flag, type=kind, default=getattr(r, name), help=f"{text} (default %(default)s)")
     p.add_argument(
-        "--max-time-s", type=float, default=None, help="stop after the epoch exceeding this wall time"
+        "--max-time-s",
+        type=float,
+        default=r.max_time_s,
+        help="stop after the epoch exceeding this wall time, s; 0 = no cap "
+        f"(default {'none' if r.max_time_s is None else format(r.max_time_s, 'g')})",
     )
     p.add_argument("--devices", type=int_range, default=None, help="device ids, e.g. 1-10 (default all)")
     p.add_argument("--packets", type=slice_arg, default=None, help="packet range per device, e.g. 0:500")
-    p.add_argument("--val-split", type=float, default=0.1)
-    p.add_argument("--augment", default="", help="comma list of awgn,multipath,cfo (default none)")
     p.add_argument(
-        "--aug-snr-db", default="5:40", help="SNR range of the awgn augmentation, dB (default 5:40)"
+        "--augment",
+        default=",".join(r.augment),
+        help="comma list of awgn,multipath,cfo, or '' for none "
+        f"(default {','.join(r.augment) or 'none'})",
+    )
+    snr = f"{r.aug_snr_db[0]:g}:{r.aug_snr_db[1]:g}"
+    p.add_argument(
+        "--aug-snr-db", default=snr, help=f"SNR range of the awgn augmentation, dB (default {snr})"
     )
     p.add_argument("--cfo-margin-hz", type=float, default=None, help="CFO gate margin in Hz (default 1000)")
     p.add_argument(
@@ -58,24 +89,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="drift allowance of the hybrid's CFO weighting in Hz (default 300); 0 turns the weighting off "
         "(the paper's Algorithm 1: plain renormalisation)",
     )
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_lora_args(p)
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from lorarffi.cli.data import load_selection
+def train_config(args: argparse.Namespace):  # -> lorarffi.rffi.train.TrainConfig
+    """The :class:`~lorarffi.rffi.train.TrainConfig` the flags ask for (with no flags: ``TrainConfig()``)."""
     from lorarffi.errors import ConfigError
-    from lorarffi.rffi import ddp
     from lorarffi.rffi.hybrid import GateParams
-    from lorarffi.rffi.train import TrainConfig, train
+    from lorarffi.rffi.train import TrainConfig
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
         lo, hi = (float(v) for v in args.aug_snr_db.split(":"))
     except ValueError:
@@ -88,10 +113,10 @@ def run(args: argparse.Namespace) -> int:
     elif args.cfo_weight_std_hz is not None:
         gate_kw["cfo_weight_std_hz"] = args.cfo_weight_std_hz
     gate = GateParams(**gate_kw)
-    tc = TrainConfig(
+    return TrainConfig(
         model=args.model,
         representation={"name": args.representation, "params": {}},
-        compensate_cfo=not args.no_cfo_compensation,
+        compensate_cfo=RECIPE.compensate_cfo and not args.no_cfo_compensation,
         objective=args.objective,
         optimizer=args.optimizer,
         lr=args.lr,
@@ -104,13 +129,32 @@ def run(args: argparse.Namespace) -> int:
         augment=tuple(a.strip() for a in args.augment.split(",") if a.strip()),
         aug_snr_db=(lo, hi),
         seed=args.seed,
-        max_time_s=args.max_time_s,
+        max_time_s=args.max_time_s or None,
         gate=gate,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from lorarffi.cli.data import load_selection
+    from lorarffi.rffi import ddp
+    from lorarffi.rffi.train import train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tc = train_config(args)
     ddp.init_from_env()
-    iq, ids, cfg, info = load_selection(args)
+    sel = load_selection(args)
     result = train(
-        iq, ids, cfg, args.out, tc, resume=args.resume, progress=not args.no_progress, data_info=info
+        sel.iq,
+        sel.device_ids,
+        sel.cfg,
+        args.out,
+        tc,
+        resume=args.resume,
+        progress=not args.no_progress,
+        data_info=sel.info,
     )
     rank, _ = ddp.world()
     if rank == 0:

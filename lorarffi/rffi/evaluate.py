@@ -10,6 +10,7 @@ hybrid accuracy.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pathlib
@@ -42,6 +43,7 @@ class EvalResult:
     unknown_devices: list[int] = field(default_factory=list)
     n_unknown_device_packets: int = 0
     unknown_device_rejected: int = 0
+    n_not_preamble: int = 0  # rows failing the dechirp check (rffi.preprocess): no CFO, the CNN decides
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON object (confusion matrices as nested lists; the hybrid's last column = rejected)."""
@@ -55,6 +57,7 @@ class EvalResult:
             "unknown_devices": self.unknown_devices,
             "n_unknown_device_packets": self.n_unknown_device_packets,
             "unknown_device_rejected": self.unknown_device_rejected,
+            "n_not_preamble": self.n_not_preamble,
             "confusion_cnn": self.confusion_cnn.tolist(),
             "confusion_hybrid": self.confusion_hybrid.tolist(),
         }
@@ -178,7 +181,7 @@ def evaluate(
         np.concatenate([d.cfo_hz for d in parts]),
         np.concatenate([d.class_index for d in parts]),
     )
-    result = score(decision, truth, clf.device_ids)
+    result = dataclasses.replace(score(decision, truth, clf.device_ids), n_not_preamble=pre.n_not_preamble)
     if result.unknown_devices:
         log.warning(
             "%s: device(s) %s are not known to the model (%d packets, not scored)",

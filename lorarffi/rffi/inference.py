@@ -186,7 +186,10 @@ class Classifier:
 
     # -- decisions ---------------------------------------------------------------------------------
     def decide(self, logits: npt.ArrayLike, cfo_hz: npt.ArrayLike, *, track: bool = True) -> Decision:
-        """Hybrid decision from CNN logits (N, K) and CFO estimates (N,); optionally feeds drift tracking."""
+        """Hybrid decision from CNN logits (N, K) and CFO estimates (N,); optionally feeds drift tracking.
+
+        A row whose CFO is NaN (not a preamble, :func:`~lorarffi.rffi.preprocess.preprocess_preambles`) has
+        nothing to gate on: the CNN decides it, and drift tracking does not learn from it."""
         z = np.asarray(logits, dtype=np.float64)
         cfo = np.asarray(cfo_hz, dtype=np.float64).reshape(-1)
         if cfo.size != z.shape[0]:
@@ -195,14 +198,23 @@ class Classifier:
         p /= p.sum(axis=1, keepdims=True)
         cnn_idx = p.argmax(axis=1)
         cnn_conf = p.max(axis=1).astype(np.float32)
+        cnn = GateResult(
+            cnn_idx.astype(np.int64), cnn_conf, np.ones_like(p, dtype=bool), p.astype(np.float32)
+        )
         if self.hybrid and self.gate is not None:
-            res = self.gate.apply(z, cfo)
+            no_cfo = ~np.isfinite(cfo)  # rows that are not preambles (rffi.preprocess): the CNN decides them
+            res = self.gate.apply(z, np.where(no_cfo, 0.0, cfo))
+            if no_cfo.any():
+                res = GateResult(
+                    np.where(no_cfo, cnn.index, res.index),
+                    np.where(no_cfo, cnn.confidence, res.confidence),
+                    np.where(no_cfo[:, None], cnn.allowed, res.allowed),
+                    np.where(no_cfo[:, None], cnn.probs, res.probs),
+                )
             if track:
                 self.gate.update(cfo, res.index, res.confidence)
         else:
-            res = GateResult(
-                cnn_idx.astype(np.int64), cnn_conf, np.ones_like(p, dtype=bool), p.astype(np.float32)
-            )
+            res = cnn
         device = np.where(res.index >= 0, self._ids[np.maximum(res.index, 0)], -1).astype(np.int64)
         verdict = ["accept" if i >= 0 else "unknown" for i in res.index.tolist()]
         return Decision(device, verdict, self._ids[cnn_idx], res.confidence, cnn_conf, cfo, res.index)

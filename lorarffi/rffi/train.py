@@ -39,6 +39,7 @@ from lorarffi.rffi.checkpoint import ModelDirConfig, fingerprint_arrays, save_mo
 from lorarffi.rffi.features import compute_features, shape_hparams
 from lorarffi.rffi.hybrid import DEFAULT_CARRIER_HZ, CfoGate, GateParams
 from lorarffi.rffi.preprocess import preprocess_preambles
+from lorarffi.rffi.recipe import RECIPE
 
 __all__ = [
     "DEFAULT_REPRESENTATION",
@@ -73,13 +74,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_REPRESENTATION: dict[str, Any] = {"name": "channel_independent_spectrogram", "params": {}}
+DEFAULT_REPRESENTATION: dict[str, Any] = {"name": RECIPE.representation, "params": {}}
 STATE_DIR = "train_state"
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train (everything but the data).
+    """How to train (everything but the data). The defaults are the default model's recipe
+    (:data:`lorarffi.rffi.recipe.RECIPE`) with :class:`~lorarffi.rffi.hybrid.GateParams`'s gate.
 
     Parameters
     ----------
@@ -114,31 +116,31 @@ class TrainConfig:
     seed : int
         Seed of every random draw.
     max_time_s : float or None
-        Stop after the epoch during which this much wall time has passed, s.
+        Stop after the epoch during which this much wall time has passed, s (None: no cap).
     weight_decay : float
         Decoupled (AdamW) or L2 (RMSprop) weight decay.
     gate : GateParams
         Parameters of the CFO gate stored with the model.
     """
 
-    model: str = "infocom_cnn"
+    model: str = RECIPE.model
     model_hparams: dict[str, Any] = field(default_factory=dict)
     representation: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_REPRESENTATION))
-    compensate_cfo: bool = True
+    compensate_cfo: bool = RECIPE.compensate_cfo
     objective: Literal["classifier"] = "classifier"
-    optimizer: Literal["adam", "rmsprop"] = "adam"
-    lr: float = 1e-3
-    epochs: int = 30
-    batch_size: int = 32
-    lr_factor: float = 0.2
-    lr_patience: int = 10
-    early_stop_patience: int = 30
-    val_split: float = 0.1
-    augment: tuple[str, ...] = ()
-    aug_snr_db: tuple[float, float] = (5.0, 40.0)
-    seed: int = 0
-    max_time_s: float | None = None
-    weight_decay: float = 0.0
+    optimizer: Literal["adam", "rmsprop"] = RECIPE.optimizer
+    lr: float = RECIPE.lr
+    epochs: int = RECIPE.epochs
+    batch_size: int = RECIPE.batch_size
+    lr_factor: float = RECIPE.lr_factor
+    lr_patience: int = RECIPE.lr_patience
+    early_stop_patience: int = RECIPE.early_stop_patience
+    val_split: float = RECIPE.val_split
+    augment: tuple[str, ...] = RECIPE.augment
+    aug_snr_db: tuple[float, float] = RECIPE.aug_snr_db
+    seed: int = RECIPE.seed
+    max_time_s: float | None = RECIPE.max_time_s
+    weight_decay: float = RECIPE.weight_decay
     gate: GateParams = field(default_factory=GateParams)
 
     def __post_init__(self) -> None:
@@ -211,8 +213,8 @@ class TrainingData:
         Un-augmented model input of every packet.
     preprocessed_iq : ndarray of complex64, shape (N, L) or None
         CFO-compensated unit-RMS packets, kept only when training augments them.
-    gate : CfoGate
-        CFO statistics of the training split.
+    gate : CfoGate or None
+        CFO statistics of the training split's preamble rows; None when a device has none (no gate).
     fingerprint : str
         Identity of the data (:func:`~lorarffi.rffi.checkpoint.fingerprint_arrays`).
     """
@@ -223,7 +225,7 @@ class TrainingData:
     val_idx: npt.NDArray[np.int64]
     features: npt.NDArray[np.float32]
     preprocessed_iq: npt.NDArray[np.complex64] | None
-    gate: CfoGate
+    gate: CfoGate | None
     fingerprint: str
 
 
@@ -349,7 +351,15 @@ def prepare_data(
         raise ConfigError(f"training data holds {classes.size} device(s); a classifier needs at least 2")
     fingerprint = fingerprint_arrays(x_raw, ids, extra={"data": data_info or {}})
     train_idx, val_idx = split_train_val(labels, tc.val_split, np.random.default_rng([tc.seed, 0xC0FFEE]))
-    pre = preprocess_preambles(x_raw, cfg, compensate=tc.compensate_cfo)
+    source = (data_info or {}).get("file", "training data")
+    pre = preprocess_preambles(x_raw, cfg, compensate=tc.compensate_cfo, source=source)
+    fit = train_idx[pre.is_preamble[train_idx]]  # the gate learns from the rows with a CFO estimate
+    gate = None
+    if np.unique(labels[fit]).size == classes.size:
+        gate = CfoGate.fit(pre.cfo_hz[fit], labels[fit], classes, gate_params(tc.gate, data_info))
+    else:
+        log.warning("%s: some devices have no preamble row to learn a CFO from: the model gets no CFO gate "
+                    "(its hybrid decision is the CNN's)", source)
     return TrainingData(
         classes=classes,
         labels=labels,
@@ -357,7 +367,7 @@ def prepare_data(
         val_idx=val_idx,
         features=compute_features(pre.iq, tc.representation),
         preprocessed_iq=pre.iq if tc.augment else None,
-        gate=CfoGate.fit(pre.cfo_hz[train_idx], labels[train_idx], classes, gate_params(tc.gate, data_info)),
+        gate=gate,
         fingerprint=fingerprint,
     )
 
@@ -613,7 +623,7 @@ def model_dir_config(
         lora=cfg,
         device_ids=tuple(int(c) for c in data.classes),
         cfo_compensation=tc.compensate_cfo,
-        hybrid=data.gate.to_dict(),
+        hybrid=None if data.gate is None else data.gate.to_dict(),
         training={
             **tc.to_dict(),
             "best_epoch": best["epoch"],
@@ -799,7 +809,7 @@ def train(
     out_dir : path-like
         Model directory to write (weights, config, resumable state).
     tc : TrainConfig, optional
-        Training settings (defaults: INFOCOM CNN on the channel-independent spectrogram, Adam).
+        Training settings (default ``TrainConfig()``: the default model's recipe).
     resume : bool
         Continue from ``out_dir/train_state`` if present (same data and settings).
     progress : bool

@@ -1,0 +1,98 @@
+"""The training recipe of the default model: what ``lora-rffi train DATA.h5 --out M`` trains with no options.
+
+:data:`RECIPE` is the one place its settings are written. :class:`~lorarffi.rffi.train.TrainConfig` takes its
+defaults from it, the ``train`` command its flag defaults, and ``benchmarks/bench_closed_set.py`` its
+default-model run (``ours_infocom``), so the model the benchmark reports is the one the command trains. The
+CFO gate's defaults are :class:`~lorarffi.rffi.hybrid.GateParams`'s. Importing this module imports nothing
+heavy (the command line reads it to build its parser).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = ["Recipe", "RECIPE"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Training settings of a model (everything :class:`~lorarffi.rffi.train.TrainConfig` holds but the
+    model's extra hyper-parameters, the representation's parameters and the CFO gate).
+
+    Parameters
+    ----------
+    model : str
+        Registered model name.
+    representation : str
+        Registered representation name (with its default parameters).
+    compensate_cfo : bool
+        Remove each packet's CFO before the representation.
+    optimizer : {"adam", "rmsprop"}
+    lr : float
+        Initial learning rate.
+    epochs : int
+        Most epochs.
+    batch_size : int
+        Global mini-batch size.
+    lr_factor, lr_patience : float, int
+        Learning rate times ``lr_factor`` after ``lr_patience`` epochs without a lower validation loss.
+    early_stop_patience : int
+        Stop after this many epochs without a lower validation loss.
+    val_split : float
+        Fraction of packets held out for validation.
+    augment : tuple of str
+        Per-batch augmentation kinds.
+    aug_snr_db : (float, float)
+        In-band SNR range of the AWGN augmentation, dB.
+    max_time_s : float or None
+        Stop after the epoch during which this much wall time has passed, s (None: no cap). With a cap the
+        number of epochs, and so the weights, depend on the machine's speed.
+    weight_decay : float
+    seed : int
+    """
+
+    model: str
+    representation: str
+    compensate_cfo: bool
+    optimizer: Literal["adam", "rmsprop"]
+    lr: float
+    epochs: int
+    batch_size: int
+    lr_factor: float
+    lr_patience: int
+    early_stop_patience: int
+    val_split: float
+    augment: tuple[str, ...]
+    aug_snr_db: tuple[float, float]
+    max_time_s: float | None
+    weight_decay: float
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready fields (tuples as lists)."""
+        d = dataclasses.asdict(self)
+        d["augment"] = list(self.augment)
+        d["aug_snr_db"] = list(self.aug_snr_db)
+        return d
+
+
+RECIPE = Recipe(
+    model="infocom_cnn",
+    representation="channel_independent_spectrogram",
+    compensate_cfo=True,
+    optimizer="adam",
+    lr=1e-3,
+    epochs=60,
+    batch_size=32,
+    lr_factor=0.3,
+    lr_patience=4,
+    early_stop_patience=10,
+    val_split=0.1,
+    augment=("awgn", "multipath"),
+    aug_snr_db=(5.0, 30.0),
+    max_time_s=300.0,
+    weight_decay=0.0,
+    seed=0,
+)

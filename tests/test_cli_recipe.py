@@ -1,0 +1,93 @@
+"""`lora-rffi train` with no options trains the default model's recipe (lorarffi.rffi.recipe.RECIPE), the one
+TrainConfig's defaults and the closed_set benchmark's default-model run read; `train --help` says so."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import pathlib
+
+import pytest
+
+from lorarffi.cli import build_parser, main
+from lorarffi.cli.train import train_config
+from lorarffi.rffi.hybrid import GateParams
+from lorarffi.rffi.recipe import RECIPE, Recipe
+from lorarffi.rffi.train import TrainConfig
+
+BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_closed_set.py"
+
+
+def _cli_config(*flags: str) -> TrainConfig:
+    return train_config(build_parser().parse_args(["train", "data.h5", "--out", "m", *flags]))
+
+
+def _as_recipe(tc: TrainConfig) -> Recipe:
+    """The recipe fields of a TrainConfig (the representation by name, with no parameters)."""
+    assert tc.representation["params"] == {} and tc.model_hparams == {}
+    fields = {f.name: getattr(tc, f.name) for f in dataclasses.fields(Recipe) if f.name != "representation"}
+    return Recipe(representation=tc.representation["name"], **fields)
+
+
+def test_the_cli_defaults_and_trainconfig_defaults_are_the_recipe() -> None:
+    assert _as_recipe(TrainConfig()) == RECIPE
+    assert _cli_config() == TrainConfig()
+    assert _cli_config().gate == GateParams()  # the gate's defaults are GateParams'
+    # the recipe the benchmark reports: the INFOCOM CNN, CI spectrogram, AWGN + multipath augmentation
+    assert (RECIPE.model, RECIPE.representation, RECIPE.augment) == (
+        "infocom_cnn",
+        "channel_independent_spectrogram",
+        ("awgn", "multipath"),
+    )
+
+
+def test_every_flag_still_changes_its_setting() -> None:
+    tc = _cli_config(
+        "--model", "rffi_net", "--representation", "spectrogram", "--optimizer", "rmsprop", "--epochs", "3",
+        "--batch-size", "8", "--lr", "0.01", "--lr-patience", "2", "--lr-factor", "0.5", "--patience", "4",
+        "--max-time-s", "0", "--val-split", "0.2", "--augment", "", "--aug-snr-db", "0:10", "--seed", "7",
+        "--no-cfo-compensation",
+    )
+    assert tc == TrainConfig(
+        model="rffi_net", representation={"name": "spectrogram", "params": {}}, optimizer="rmsprop", epochs=3,
+        batch_size=8, lr=0.01, lr_patience=2, lr_factor=0.5, early_stop_patience=4, max_time_s=None,
+        val_split=0.2, augment=(), aug_snr_db=(0.0, 10.0), seed=7, compensate_cfo=False,
+    )
+    assert _cli_config("--max-time-s", "60").max_time_s == 60.0
+    assert _cli_config("--augment", "cfo, awgn").augment == ("cfo", "awgn")
+
+
+def _bench_module():
+    spec = importlib.util.spec_from_file_location("bench_closed_set", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_benchmarks_default_model_is_trained_with_the_recipe(monkeypatch) -> None:
+    bench = _bench_module()
+    monkeypatch.setattr(bench, "MIN", 1.0)  # the full run (LORARFFI_BENCH_QUICK scales the time caps)
+    assert bench.default_model_config() == TrainConfig()
+    # and run() trains "ours_infocom", the run its targets call the default model, with exactly that config
+    tree = ast.parse(BENCH.read_text())
+    run = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "run")
+    entries = [
+        (key.value, value)
+        for d in ast.walk(run)
+        if isinstance(d, ast.Dict)
+        for key, value in zip(d.keys, d.values, strict=True)
+        if isinstance(key, ast.Constant)
+    ]
+    (config,) = [v.elts[0] for k, v in entries if k == "ours_infocom"]
+    assert ast.unparse(config) == "default_model_config()"
+
+
+def test_train_help_says_the_defaults_are_the_benchmarked_recipe(capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--help"])
+    assert stop.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Every default is the recipe of the default model the closed_set benchmark reports" in text
+    assert f"--epochs EPOCHS most epochs (default {RECIPE.epochs})" in text
+    assert "(default awgn,multipath)" in text and "(default 300)" in text
