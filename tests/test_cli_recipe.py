@@ -12,6 +12,7 @@ import pytest
 
 from lorarffi.cli import build_parser, main
 from lorarffi.cli.train import train_config
+from lorarffi.errors import ConfigError
 from lorarffi.rffi.hybrid import GateParams
 from lorarffi.rffi.recipe import RECIPE, Recipe
 from lorarffi.rffi.train import TrainConfig
@@ -91,3 +92,15 @@ def test_train_help_says_the_defaults_are_the_benchmarked_recipe(capsys) -> None
     assert "Every default is the recipe of the default model the closed_set benchmark reports" in text
     assert f"--epochs EPOCHS most epochs (default {RECIPE.epochs})" in text
     assert "(default awgn,multipath)" in text and "(default 300)" in text
+
+
+def test_the_gate_flags_take_ppm_or_hz_but_not_both() -> None:
+    gate = _cli_config("--cfo-margin-ppm", "3", "--cfo-weight-std-ppm", "0.2").gate
+    assert (gate.margin_ppm, gate.margin_hz) == (3.0, None)
+    assert (gate.cfo_weight_std_ppm, gate.cfo_weighting) == (0.2, True)
+    gate = _cli_config("--cfo-margin-hz", "700", "--cfo-weight-std-hz", "300").gate
+    assert (gate.margin_hz, gate.margin_ppm, gate.cfo_weight_std_hz) == (700.0, None, 300.0)
+    assert _cli_config("--cfo-weight-std-ppm", "0").gate.cfo_weighting is False  # 0: Algorithm 1
+    assert _cli_config("--cfo-weight-std-hz", "0").gate.cfo_weighting is False
+    with pytest.raises(ConfigError, match="margin"):
+        _cli_config("--cfo-margin-hz", "700", "--cfo-margin-ppm", "2")

@@ -81,12 +81,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--aug-snr-db", default=snr, help=f"SNR range of the awgn augmentation, dB (default {snr})"
     )
-    p.add_argument("--cfo-margin-hz", type=float, default=None, help="CFO gate margin in Hz (default 1000)")
+    p.add_argument(
+        "--cfo-margin-ppm",
+        type=float,
+        default=None,
+        help="CFO gate margin in ppm of the carrier (default 2.5: a device stays through a 2 ppm step)",
+    )
+    p.add_argument(
+        "--cfo-margin-hz", type=float, default=None, help="the CFO gate margin in Hz instead of ppm"
+    )
+    p.add_argument(
+        "--cfo-weight-std-ppm",
+        type=float,
+        default=None,
+        help="drift allowance of the hybrid's CFO weighting in ppm of the carrier (default 0.1)",
+    )
     p.add_argument(
         "--cfo-weight-std-hz",
         type=float,
         default=None,
-        help="drift allowance of the hybrid's CFO weighting in Hz (default 300); 0 turns the weighting off "
+        help="the drift allowance in Hz instead of ppm; 0 turns the weighting off "
         "(the paper's Algorithm 1: plain renormalisation)",
     )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
@@ -108,10 +122,15 @@ def train_config(args: argparse.Namespace):  # -> lorarffi.rffi.train.TrainConfi
     gate_kw: dict = {}
     if args.cfo_margin_hz is not None:
         gate_kw["margin_hz"] = args.cfo_margin_hz
-    if args.cfo_weight_std_hz == 0:
+    if args.cfo_margin_ppm is not None:
+        gate_kw["margin_ppm"] = args.cfo_margin_ppm
+    if args.cfo_weight_std_hz == 0 or args.cfo_weight_std_ppm == 0:
         gate_kw["cfo_weighting"] = False
-    elif args.cfo_weight_std_hz is not None:
-        gate_kw["cfo_weight_std_hz"] = args.cfo_weight_std_hz
+    else:
+        if args.cfo_weight_std_hz is not None:
+            gate_kw["cfo_weight_std_hz"] = args.cfo_weight_std_hz
+        if args.cfo_weight_std_ppm is not None:
+            gate_kw["cfo_weight_std_ppm"] = args.cfo_weight_std_ppm
     gate = GateParams(**gate_kw)
     return TrainConfig(
         model=args.model,
