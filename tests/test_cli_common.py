@@ -86,3 +86,16 @@ def test_live_and_capture_report_rate_and_model_errors_in_one_line(tmp_path, cap
         "lora-rffi: error: -s 2e+06 and --fs-hz 1e+06 disagree: give one sample rate",
         "lora-rffi: error: --duration-s=0.0 is not valid: give a positive number of seconds",
     ]
+
+
+@pytest.mark.parametrize("module", ["lorarffi", "lorarffi.cli"])
+def test_python_dash_m_runs_the_command(module: str) -> None:
+    """``python -m lorarffi`` and ``python -m lorarffi.cli`` (what ``torchrun -m`` needs) run lora-rffi."""
+    import subprocess
+    import sys
+
+    from lorarffi import __version__
+
+    command = [sys.executable, "-m", module, "--version"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == f"lora-rffi {__version__}"
