@@ -8,7 +8,7 @@ import pytest
 
 from lorarffi.dsp import LoRaConfig, packet_waveform
 from lorarffi.errors import ConfigError
-from lorarffi.rffi.augment import AUGMENTATIONS, Augmenter
+from lorarffi.rffi.augment import AUGMENTATIONS, Augmenter, _small_clock_offset
 
 CFG = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1e6)
 L = CFG.preamble_samples
@@ -111,3 +111,73 @@ def test_unknown_kinds_are_refused() -> None:
     with pytest.raises(ConfigError, match="augment=.*'rain'"):
         Augmenter(("awgn", "rain"), CFG.fs_hz)
     assert Augmenter.from_kinds(["awgn", "", "cfo"], CFG.fs_hz).kinds == ("awgn", "cfo")
+
+
+# -- the receiver kind ------------------------------------------------------------------------------------
+def _receiver_only(**kw) -> Augmenter:
+    """An Augmenter of the receiver kind alone with every magnitude 0 unless given."""
+    zero = {
+        "rx_iq_gain_db": 0.0,
+        "rx_iq_phase_deg": 0.0,
+        "rx_dc_offset": 0.0,
+        "rx_phase_noise_rms_deg": 0.0,
+        "rx_clock_ppm": 0.0,
+        "rx_quantized_fraction": 0.0,
+    }
+    return Augmenter(("receiver",), CFG.fs_hz, bw_hz=CFG.bw_hz, **(zero | kw))
+
+
+def test_a_receiver_with_nothing_wrong_changes_nothing_but_rounding() -> None:
+    x = preambles(6)
+    y = _receiver_only()(x, np.random.default_rng(0))
+    # Two frequency shifts (each a float32 product of unit phasors: a few ulps) and the clock stage with 0
+    # ppm (x - 0 * x'): every sample within 8 float32 ulps of its unit amplitude.
+    np.testing.assert_allclose(y, x, rtol=0, atol=8 * np.finfo(np.float32).eps)
+
+
+def test_a_receiver_dc_offset_lands_where_the_packet_sat_in_its_band() -> None:
+    x = preambles(4)
+    aug = _receiver_only(rx_dc_offset=0.05)
+    rng = np.random.default_rng(3)
+    draws = aug.draw(4, rng)
+    y = aug.apply(x, draws, rng)
+    rx = draws.receiver
+    # The DC offset was added before the packet was shifted back by -offset: after it, a tone at -offset_hz
+    # of complex amplitude dc * rms(x) = dc (unit-modulus packets). Its projection on that tone is exact up to
+    # the packet's own leakage onto it, which the difference y - x does not have.
+    t_s = np.arange(L) / CFG.fs_hz
+    tone = np.exp(-2j * np.pi * rx.offset_hz[:, None] * t_s)
+    amp = np.mean((y - x) * np.conj(tone), axis=1)
+    assert np.all(np.abs(rx.dc_offset) <= 0.05)
+    np.testing.assert_allclose(amp, rx.dc_offset, rtol=0, atol=1e-5)
+
+
+def test_the_first_order_clock_error_follows_a_tone_it_displaces() -> None:
+    # A tone of f cycles/sample sampled by a clock e fast is exp(j 2 pi f n / (1 + e)). The first-order model
+    # leaves an error of about (2 pi f d)^2 / 2 at displacement d = n e; f = 1/16 (62.5 kHz at 1 MS/s: the
+    # edge of a 125 kHz LoRa band) and 20 ppm over L samples: d <= 0.164 samples.
+    n = np.arange(L)
+    f = 512 / L  # a whole number of cycles in the row: periodic, as the FFT derivative assumes
+    x = np.exp(2j * np.pi * f * n).astype(np.complex64)[None]
+    for ppm in (20.0, -20.0):
+        truth = np.exp(2j * np.pi * f * n / (1 + ppm * 1e-6))
+        y = _small_clock_offset(x, np.array([ppm]))[0]
+        d = np.abs(ppm) * 1e-6 * L
+        bound = (2 * np.pi * f * d) ** 2 / 2 + 1e-5  # + float32 FFT round-off of a unit tone
+        assert np.max(np.abs(y - truth)) <= bound
+        assert np.max(np.abs(x[0] - truth)) > 10 * bound  # the clock error itself is far larger
+    with pytest.raises(ConfigError, match="clock error too large"):
+        _small_clock_offset(x, np.array([100.0]))
+
+
+def test_receiver_draws_stay_within_their_ranges() -> None:
+    aug = Augmenter(("receiver",), CFG.fs_hz)
+    rx = aug.draw(4000, np.random.default_rng(1)).receiver
+    assert np.all(np.abs(rx.iq_gain_db) <= aug.rx_iq_gain_db)
+    assert np.all(np.abs(rx.iq_phase_deg) <= aug.rx_iq_phase_deg)
+    assert np.all(np.abs(rx.clock_ppm) <= aug.rx_clock_ppm)
+    assert np.all((rx.phase_noise_rms_deg >= 0) & (rx.phase_noise_rms_deg <= aug.rx_phase_noise_rms_deg))
+    # Half the packets TCXO-like (300 Hz RMS), half spread over +-20 kHz: the share beyond 2 kHz (6.7 sigma
+    # of the TCXO part) estimates 0.5 * 18/20 = 0.45; 4000 draws give a standard error of 0.008.
+    assert abs(np.mean(np.abs(rx.offset_hz) > 2e3) - 0.45) < 5 * 0.008
+    assert abs(np.mean(rx.quantized) - aug.rx_quantized_fraction) < 5 * np.sqrt(0.3 * 0.7 / 4000)

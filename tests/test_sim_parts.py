@@ -118,3 +118,38 @@ def test_batch_convention_round_trips_a_row_and_a_batch():
         per_packet([1, 2], 3, "gain")
     with pytest.raises(ConfigError, match="iq has shape"):
         as_batch(np.zeros((2, 2, 2)))
+
+
+def test_two_cluster_channel_has_its_late_cluster_at_the_drawn_delay_and_power():
+    rng = np.random.default_rng(4)
+    ch = channel.draw_two_cluster(
+        3, rms_delay_spread_s=100e-9, second_delay_s=[1e-6, 2e-6, 4e-6], second_power_db=[-3.0, -6.0, -9.0],
+        k_factor=5.0, doppler_hz=0.0, rng=rng,
+    )
+    half = ch.path_delays_s.shape[1] // 2
+    np.testing.assert_allclose(ch.path_powers.sum(axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(ch.path_delays_s[:, half], [1e-6, 2e-6, 4e-6], rtol=1e-12)
+    ratio_db = 10 * np.log10(ch.path_powers[:, half:].sum(axis=1) / ch.path_powers[:, :half].sum(axis=1))
+    np.testing.assert_allclose(ratio_db, [-3.0, -6.0, -9.0], rtol=1e-9)
+    # The late cluster shows as an echo: a delta through the static channel has energy at 2 us in row 1.
+    fs_hz = 8e6
+    x = np.zeros((3, 128), np.complex64)
+    x[:, 8] = 1.0
+    y = channel.apply_multipath(x, ch, fs_hz=fs_hz)
+    echo = np.abs(y[1, 8 + 16 - 2 : 8 + 16 + 3]) ** 2  # 2 us = 16 samples later, +-2 samples
+    assert echo.sum() > 0.5 * 10 ** (-6.0 / 10) / (1 + 10 ** (-6.0 / 10)) * (np.abs(y[1]) ** 2).sum()
+
+
+def test_place_channel_families_differ_and_bad_ones_are_refused():
+    (dev,) = make_fleet(1, seed=11)
+    exp = place_channel(dev, 1, doppler_hz=0.2)
+    two = place_channel(dev, 1, doppler_hz=0.2, family="two_cluster")
+    assert two.path_delays_s.shape[1] == 2 * exp.path_delays_s.shape[1]
+    assert 1e-6 <= two.path_delays_s[0, two.path_delays_s.shape[1] // 2] <= 4e-6
+    assert np.all(two.k_factor == 0.0)
+    with pytest.raises(ConfigError, match="family='street'"):
+        place_channel(dev, 1, doppler_hz=0.2, family="street")
+    from lorarffi.sim import Session
+
+    with pytest.raises(ConfigError, match="channel_family='street'"):
+        Session(channel_family="street")

@@ -168,6 +168,8 @@ def evaluate(
     if pre.iq.shape[0] != truth.size:
         raise ConfigError(f"{truth.size} labels for {pre.iq.shape[0]} preambles")
     logits = clf.logits(pre.iq)
+    if track:
+        clf.calibrate_receiver(logits, pre.cfo_hz)
     parts = [
         clf.decide(logits[s : s + batch_size], pre.cfo_hz[s : s + batch_size], track=track)
         for s in range(0, truth.size, batch_size)

@@ -56,6 +56,22 @@ spread returns to the training one. A fitting packet of the device resets the co
 re-centred farther than ``lambda_k`` from its training mean. Rejected and unconfident packets never update
 anything. Tracking can be switched off; its state is saved with the model (``hybrid_state.json``).
 
+Receiver offset
+---------------
+Every device's CFO is measured against the receiver's own oscillator, so another receiver (or the same one
+warmed up differently) moves every device by the same offset: an SDR with a 10 ppm reference moves a whole
+fleet by 8.7 kHz at 868 MHz, beyond any margin. The gate subtracts a common receiver offset ``r`` from every
+packet's CFO before anything else (``receiver_offset_ppm`` when the operator knows it, 0 otherwise), and with
+``receiver_tracking`` (on by default) it learns ``r`` from the CNN: packets the CNN alone calls with
+confidence ``>= track_min_confidence`` give residuals ``f - r - c_k`` for their CNN device; over the last
+``max(receiver_window, 3 K)`` of them (K devices), each device's median residual is taken, and when at least
+``receiver_min_devices`` devices, and two thirds of the fleet, agree on a common residual (each within
+``3 s_k`` of the median of their medians) that is larger than ``3 s_k`` of the median device, ``r`` moves by
+it. A shift of part of the fleet (a change of environment moves crystal devices, not TCXO ones) never has that
+two-thirds agreement; it is left to each device's tracking and re-acquisition. Offline, a recording is
+classified as a whole: :meth:`CfoGate.calibrate_receiver` applies the same rule to all of its packets first
+(a file that holds one device after another shows the devices' agreement only as a whole).
+
 Gate parameters saved before the carrier was stored (no ``carrier_hz`` entry) load as they were written:
 margin 1000 Hz, drift allowance 300 Hz, no floor, no re-acquisition, so old model directories decide as
 before.
@@ -95,6 +111,7 @@ _LEGACY: dict[str, Any] = {
     "max_step_hz": 10.0,
     "cfo_weight_floor": 0.0,
     "reacquire_packets": 0,
+    "receiver_tracking": False,
 }
 # A packet's CFO fits its device when it lies within this many weighting standard deviations of the centre.
 _FIT_SIGMAS = 3.0
@@ -160,6 +177,16 @@ class GateParams:
     reacquire_packets : int
         Re-centre a device after this many consecutive confidently accepted packets whose CFOs fit it no
         more but agree with each other (0: never).
+    receiver_offset_ppm : float
+        Known offset of this receiver's oscillator from the training receiver's, ppm of the carrier (the
+        starting point of receiver tracking).
+    receiver_tracking : bool
+        Learn a common receiver offset from CNN-confident packets (module docstring).
+    receiver_window : int
+        CNN-confident packets the receiver offset is estimated from (at least 3 per device).
+    receiver_min_devices : int
+        Devices that must agree on a common offset before it is applied (and at least two thirds of the
+        fleet).
     """
 
     k_sigma: float = 4.0
@@ -176,6 +203,10 @@ class GateParams:
     max_step_ppm: float | None = None
     cfo_weight_floor: float = 0.05
     reacquire_packets: int = 3
+    receiver_offset_ppm: float = 0.0
+    receiver_tracking: bool = True
+    receiver_window: int = 64
+    receiver_min_devices: int = 3
 
     def __post_init__(self) -> None:
         if not np.isfinite(self.k_sigma) or self.k_sigma < 0:
@@ -207,6 +238,15 @@ class GateParams:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ConfigError(f"reacquire_packets={n!r} is not valid: use an integer >= 0")
         object.__setattr__(self, "reacquire_packets", int(n))
+        if not np.isfinite(self.receiver_offset_ppm):
+            raise ConfigError(
+                f"receiver_offset_ppm={self.receiver_offset_ppm} is not valid: use a finite value"
+            )
+        for name in ("receiver_window", "receiver_min_devices"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ConfigError(f"{name}={v!r} is not valid: use an integer >= 1")
+            object.__setattr__(self, name, int(v))
 
     # -- the quantities in Hz at the carrier --------------------------------------------------------
     @property
@@ -323,6 +363,7 @@ class CfoGate:
         reacquire_count: npt.ArrayLike | None = None,
         reacquire_sum_hz: npt.ArrayLike | None = None,
         n_reacquired: npt.ArrayLike | None = None,
+        receiver_offset_hz: float | None = None,
     ) -> None:
         self.device_ids = np.asarray(device_ids, dtype=np.int64).reshape(-1)
         k = self.device_ids.size
@@ -342,6 +383,13 @@ class CfoGate:
             np.zeros(k) if reacquire_sum_hz is None else _f64(reacquire_sum_hz, "reacquire_sum_hz", k)
         )
         self.n_reacquired = _counts(n_reacquired, k)
+        self.receiver_offset_hz = (
+            float(ppm_to_hz(self.params.receiver_offset_ppm, self.params.effective_carrier_hz))
+            if receiver_offset_hz is None
+            else float(receiver_offset_hz)
+        )
+        self._rx_index = np.zeros(0, np.int64)  # CNN class of the recent CNN-confident packets
+        self._rx_residual_hz = np.zeros(0)  # their CFO minus receiver offset minus their device's centre
         if not np.all(np.isfinite(self.mean_hz)):
             raise ConfigError("CFO gate: a device has no finite training CFO mean (no training packets?)")
 
@@ -422,8 +470,8 @@ class CfoGate:
 
     # The two above share one (N, K) table of offsets, which apply() computes once for both.
     def _offsets_hz(self, cfo_hz: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        """(N, K) ``cfo_hz - centre_k``, Hz."""
-        return _f64(cfo_hz, "cfo_hz")[:, None] - self.center_hz[None, :]
+        """(N, K) ``cfo_hz - receiver offset - centre_k``, Hz."""
+        return _f64(cfo_hz, "cfo_hz")[:, None] - self.receiver_offset_hz - self.center_hz[None, :]
 
     def _allowed(self, offsets_hz: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
         return np.abs(offsets_hz) <= self.lambda_hz[None, :]
@@ -465,12 +513,20 @@ class CfoGate:
 
     # -- drift tracking ----------------------------------------------------------------------------
     def update(
-        self, cfo_hz: npt.ArrayLike, index: npt.ArrayLike, confidence: npt.ArrayLike
+        self,
+        cfo_hz: npt.ArrayLike,
+        index: npt.ArrayLike,
+        confidence: npt.ArrayLike,
+        *,
+        cnn_index: npt.ArrayLike | None = None,
+        cnn_confidence: npt.ArrayLike | None = None,
     ) -> npt.NDArray[np.int64]:
         """Move device statistics towards confidently accepted packets (no-op when tracking is off).
 
         Packets whose CFO fits their device (within ``3 s_k`` of its centre) feed the moving average; with
-        ``reacquire_packets`` > 0 the others feed re-acquisition instead (module docstring).
+        ``reacquire_packets`` > 0 the others feed re-acquisition instead (module docstring). With the CNN's
+        own predictions given and ``receiver_tracking`` on, CNN-confident packets first feed the receiver
+        offset.
 
         Parameters
         ----------
@@ -480,6 +536,8 @@ class CfoGate:
             Gated prediction (class index, -1 = rejected), as in :attr:`GateResult.index`.
         confidence : array_like of float, shape (N,)
             Renormalised confidence of each prediction.
+        cnn_index, cnn_confidence : array_like, shape (N,), optional
+            The CNN's own prediction (class index) and its probability, for receiver tracking.
 
         Returns
         -------
@@ -490,6 +548,13 @@ class CfoGate:
         if not self.params.tracking:
             return np.zeros(k, np.int64)
         cfo = _f64(cfo_hz, "cfo_hz")
+        if self.params.receiver_tracking and cnn_index is not None and cnn_confidence is not None:
+            self._track_receiver(
+                cfo,
+                np.asarray(cnn_index, np.int64).reshape(-1),
+                _f64(cnn_confidence, "cnn_confidence", cfo.size),
+            )
+        cfo = cfo - self.receiver_offset_hz
         idx = np.asarray(index, dtype=np.int64).reshape(-1)
         conf = _f64(confidence, "confidence", cfo.size)
         use = (idx >= 0) & (conf >= self.params.track_min_confidence) & np.isfinite(cfo)
@@ -499,6 +564,63 @@ class CfoGate:
         self._moving_average(cfo[use], idx[use])
         self.n_updates += n_used
         return n_used
+
+    def calibrate_receiver(
+        self, cfo_hz: npt.ArrayLike, cnn_index: npt.ArrayLike, cnn_confidence: npt.ArrayLike
+    ) -> float:
+        """Estimate the receiver offset from a whole recording at once, before deciding any of it.
+
+        The rule of receiver tracking (module docstring) over all of the given packets instead of the last
+        ``receiver_window``: a recording that holds one device after another has its devices' agreement only
+        as a whole. Uses no labels, only the CNN's own predictions. Returns the receiver offset, Hz.
+        """
+        cfo = _f64(cfo_hz, "cfo_hz")
+        idx = np.asarray(cnn_index, np.int64).reshape(-1)
+        conf = _f64(cnn_confidence, "cnn_confidence", cfo.size)
+        use = (conf >= self.params.track_min_confidence) & np.isfinite(cfo) & (idx >= 0)
+        self._apply_common_offset(idx[use], cfo[use] - self.receiver_offset_hz - self.center_hz[idx[use]])
+        return self.receiver_offset_hz
+
+    def _track_receiver(
+        self, cfo: npt.NDArray[np.float64], cnn_idx: npt.NDArray[np.int64], cnn_conf: npt.NDArray[np.float64]
+    ) -> None:
+        """Feed CNN-confident packets to the receiver-offset window; apply a common offset the devices in it
+        agree on (module docstring)."""
+        p = self.params
+        use = (cnn_conf >= p.track_min_confidence) & np.isfinite(cfo) & (cnn_idx >= 0)
+        if not use.any():
+            return
+        resid = cfo[use] - self.receiver_offset_hz - self.center_hz[cnn_idx[use]]
+        window = max(p.receiver_window, 3 * self.device_ids.size)
+        self._rx_index = np.concatenate([self._rx_index, cnn_idx[use]])[-window:]
+        self._rx_residual_hz = np.concatenate([self._rx_residual_hz, resid])[-window:]
+        if self._apply_common_offset(self._rx_index, self._rx_residual_hz):
+            self._rx_index = np.zeros(0, np.int64)
+            self._rx_residual_hz = np.zeros(0)
+
+    def _apply_common_offset(self, idx: npt.NDArray[np.int64], resid_hz: npt.NDArray[np.float64]) -> bool:
+        """Move the receiver offset by the residual (Hz) that enough devices agree on; True if it moved."""
+        p = self.params
+        seen = np.unique(idx)
+        if seen.size < p.receiver_min_devices:
+            return False
+        med = np.array([np.median(resid_hz[idx == d]) for d in seen])
+        common = float(np.median(med))
+        tol = _FIT_SIGMAS * self.weight_std_hz[seen]
+        agree = np.abs(med - common) <= tol
+        if agree.sum() < max(p.receiver_min_devices, int(np.ceil(2 * self.device_ids.size / 3))):
+            return False
+        if abs(common) <= np.median(tol):
+            return False
+        self.receiver_offset_hz += common
+        log.info(
+            "CFO gate: receiver offset now %.1f Hz (%+.2f ppm), agreed by %d of %d devices",
+            self.receiver_offset_hz,
+            float(hz_to_ppm(self.receiver_offset_hz, self.carrier_hz)),
+            int(agree.sum()),
+            seen.size,
+        )
+        return True
 
     def _moving_average(self, cfo: npt.NDArray[np.float64], idx: npt.NDArray[np.int64]) -> None:
         """Exponential moving centre and spread of each device from its packets ``cfo`` (Hz)."""
@@ -571,13 +693,17 @@ class CfoGate:
         self.params = dataclasses.replace(self.params, tracking=bool(on))
 
     def reset_tracking(self) -> None:
-        """Forget tracked drift: centres back to the training means."""
+        """Forget tracked drift: centres back to the training means, the receiver offset back to
+        ``receiver_offset_ppm``."""
         self.center_hz = self.mean_hz.copy()
         self.tracked_std_hz = self.std_hz.copy()
         self.n_updates[:] = 0
         self.reacquire_count[:] = 0
         self.reacquire_sum_hz[:] = 0.0
         self.n_reacquired[:] = 0
+        self.receiver_offset_hz = float(ppm_to_hz(self.params.receiver_offset_ppm, self.carrier_hz))
+        self._rx_index = np.zeros(0, np.int64)
+        self._rx_residual_hz = np.zeros(0)
 
     # -- persistence -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -596,6 +722,7 @@ class CfoGate:
             "reacquire_count": self.reacquire_count.tolist(),
             "reacquire_sum_hz": self.reacquire_sum_hz.tolist(),
             "n_reacquired": self.n_reacquired.tolist(),
+            "receiver_offset_hz": self.receiver_offset_hz,
         }
 
     @classmethod
@@ -616,6 +743,7 @@ class CfoGate:
                 reacquire_count=d.get("reacquire_count"),
                 reacquire_sum_hz=d.get("reacquire_sum_hz"),
                 n_reacquired=d.get("n_reacquired"),
+                receiver_offset_hz=d.get("receiver_offset_hz"),
             )
         except (KeyError, TypeError) as exc:
             raise ModelError(f"CFO gate state is incomplete or malformed: {exc}") from None

@@ -140,8 +140,10 @@ class Classifier:
         if self.config.cfo_compensation:
             return np.stack([np.asarray(p.preamble, np.complex64) for p in packets])
         if any(p.preamble_with_cfo is None for p in packets):
-            raise ConfigError("this model was trained without CFO compensation: it needs packets that keep "
-                              "their window as received (Packet.preamble_with_cfo)")
+            raise ConfigError(
+                "this model was trained without CFO compensation: it needs packets that keep "
+                "their window as received (Packet.preamble_with_cfo)"
+            )
         return np.stack([np.asarray(p.preamble_with_cfo, np.complex64) for p in packets])
 
     def preprocess(self, iq: npt.ArrayLike, *, source: object = "preambles") -> Preprocessed:
@@ -212,7 +214,7 @@ class Classifier:
                     np.where(no_cfo[:, None], cnn.probs, res.probs),
                 )
             if track:
-                self.gate.update(cfo, res.index, res.confidence)
+                self.gate.update(cfo, res.index, res.confidence, cnn_index=cnn_idx, cnn_confidence=cnn_conf)
         else:
             res = cnn
         device = np.where(res.index >= 0, self._ids[np.maximum(res.index, 0)], -1).astype(np.int64)
@@ -245,11 +247,30 @@ class Classifier:
         return self.classify(self.packet_preambles(packets), cfo_hz, track=track)
 
     # -- drift tracking ----------------------------------------------------------------------------
+    def calibrate_receiver(self, logits: npt.ArrayLike, cfo_hz: npt.ArrayLike) -> float:
+        """Estimate the receiver offset from a whole recording's CNN logits (N, K) and CFOs (N,) before
+        deciding it (:meth:`~lorarffi.rffi.hybrid.CfoGate.calibrate_receiver`); returns it in Hz (0 without a
+        gate or with receiver tracking off)."""
+        if self.gate is None or not self.gate.params.receiver_tracking:
+            return 0.0 if self.gate is None else self.gate.receiver_offset_hz
+        z = np.asarray(logits, dtype=np.float64)
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        return self.gate.calibrate_receiver(cfo_hz, p.argmax(axis=1), p.max(axis=1))
+
     def update_drift(self, decision: Decision) -> npt.NDArray[np.int64]:
         """Feed a decision (made with ``track=False``) to drift tracking; returns packets used per class."""
         if self.gate is None:
             return np.zeros(len(self.device_ids), np.int64)
-        return self.gate.update(decision.cfo_hz, decision.class_index, decision.confidence)
+        order = np.argsort(self._ids)
+        cnn_index = order[np.searchsorted(self._ids, decision.cnn_device_id, sorter=order)]
+        return self.gate.update(
+            decision.cfo_hz,
+            decision.class_index,
+            decision.confidence,
+            cnn_index=cnn_index,
+            cnn_confidence=decision.cnn_confidence,
+        )
 
     def set_tracking(self, on: bool) -> None:
         """Switch drift tracking on or off (persisted by :meth:`save_state`)."""

@@ -13,6 +13,7 @@ taps), the paths here lie on a fine delay grid and reach the sample grid through
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -32,6 +33,7 @@ __all__ = [
     "in_band_to_full_band_snr_db",
     "MultipathChannel",
     "draw_multipath",
+    "draw_two_cluster",
     "apply_multipath",
     "frequency_shift",
     "timing_shift",
@@ -286,6 +288,61 @@ def draw_multipath(
             + 1j * rng.standard_normal((n, _N_PATHS, _N_SINUSOIDS))
         )
         / np.sqrt(2),
+    )
+
+
+def draw_two_cluster(
+    n: int,
+    *,
+    rms_delay_spread_s: float | npt.ArrayLike,
+    second_delay_s: float | npt.ArrayLike,
+    second_power_db: float | npt.ArrayLike,
+    k_factor: float | npt.ArrayLike,
+    doppler_hz: float | npt.ArrayLike,
+    rng: np.random.Generator,
+) -> MultipathChannel:
+    """Draw ``n`` realisations of a two-cluster channel: a direct cluster and a late reflection cluster.
+
+    Each cluster has :func:`draw_multipath`'s exponential profile with the same RMS spread; the second starts
+    ``second_delay_s`` after the first with ``second_power_db`` of its power (an outdoor link with one strong
+    distant reflector, as in the clustered Saleh-Valenzuela and 3GPP TDL models). Only the first path of the
+    first cluster has a line-of-sight part (``k_factor``). Powers are normalised to sum 1.
+
+    Parameters
+    ----------
+    n : int
+    rms_delay_spread_s : float or (n,)
+        RMS delay spread within each cluster, s.
+    second_delay_s : float or (n,)
+        Delay of the second cluster's first path after the first cluster's, s (>= 0).
+    second_power_db : float or (n,)
+        Power of the second cluster relative to the first, dB.
+    k_factor, doppler_hz : float or (n,)
+        As in :func:`draw_multipath`.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    MultipathChannel
+        With twice :func:`draw_multipath`'s number of paths.
+    """
+    delay = per_packet(second_delay_s, n, "second_delay_s")
+    if np.any(delay < 0):
+        raise ConfigError("second_delay_s must be >= 0")
+    ratio = 10 ** (per_packet(second_power_db, n, "second_power_db") / 10)
+    first = draw_multipath(
+        n, rms_delay_spread_s=rms_delay_spread_s, k_factor=k_factor, doppler_hz=doppler_hz, rng=rng
+    )
+    second = draw_multipath(
+        n, rms_delay_spread_s=rms_delay_spread_s, k_factor=0.0, doppler_hz=doppler_hz, rng=rng
+    )
+    powers = np.concatenate([first.path_powers, second.path_powers * ratio[:, None]], axis=1)
+    return dataclasses.replace(
+        first,
+        path_delays_s=np.concatenate([first.path_delays_s, second.path_delays_s + delay[:, None]], axis=1),
+        path_powers=powers / powers.sum(axis=1, keepdims=True),
+        sos_cos=np.concatenate([first.sos_cos, second.sos_cos], axis=1),
+        sos_gain=np.concatenate([first.sos_gain, second.sos_gain], axis=1),
     )
 
 

@@ -24,6 +24,7 @@ from lorarffi.sim.transmitter import MARGIN_SAMPLES, transmit
 
 __all__ = ["PreambleSet", "simulate_preamble_set"]
 
+
 @dataclass(frozen=True)
 class PreambleSet:
     """Aligned fingerprint windows with ground truth, like the public dataset (not CFO-compensated).
@@ -130,7 +131,10 @@ def simulate_preamble_set(
     cfo = np.empty(len(rows))
     snr_all = np.empty(len(rows))
     channels = (
-        {d.device_id: place_channel(d, session.place, doppler_hz=doppler_hz) for d in fleet}
+        {
+            d.device_id: place_channel(d, session.place, doppler_hz=doppler_hz, family=session.channel_family)
+            for d in fleet
+        }
         if multipath
         else {}
     )

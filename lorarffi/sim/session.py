@@ -18,7 +18,12 @@ from lorarffi.sim import channel
 from lorarffi.sim.fleet import DeviceProfile
 from lorarffi.sim.oscillator import ENVIRONMENTS
 
-__all__ = ["Session", "place_channel", "session_mean_cfo_hz"]
+__all__ = ["CHANNEL_FAMILIES", "Session", "place_channel", "session_mean_cfo_hz"]
+
+#: Multipath families of place channels: ``"exponential"`` (the indoor profile the training augmentation also
+#: draws from) and ``"two_cluster"`` (an outdoor profile with a late reflection cluster, for shift tests).
+CHANNEL_FAMILIES = ("exponential", "two_cluster")
+
 
 @dataclass(frozen=True)
 class Session:
@@ -37,12 +42,15 @@ class Session:
         Named environment (a key of :data:`~lorarffi.sim.oscillator.ENVIRONMENTS`): ``"reference"`` leaves
         the CFOs alone; ``"nlos"`` moves each crystal device by about -1.7 ppm, as the real fleet's
         non-line-of-sight day did (:meth:`DeviceProfile.environment_offset_hz`).
+    channel_family : str
+        Multipath family of the place channels (a key of :data:`CHANNEL_FAMILIES`, see :func:`place_channel`).
     """
 
     day: int = 1
     minutes_since_power_on: float = 0.0
     place: int = 1
     environment: str = "reference"
+    channel_family: str = "exponential"
 
     def __post_init__(self) -> None:
         if not np.isfinite(self.minutes_since_power_on) or self.minutes_since_power_on < 0:
@@ -52,6 +60,10 @@ class Session:
         if self.environment not in ENVIRONMENTS:
             raise ConfigError(
                 f"environment={self.environment!r} is not valid: use one of {sorted(ENVIRONMENTS)}"
+            )
+        if self.channel_family not in CHANNEL_FAMILIES:
+            raise ConfigError(
+                f"channel_family={self.channel_family!r} is not valid: use one of {list(CHANNEL_FAMILIES)}"
             )
 
 
@@ -72,13 +84,30 @@ def session_mean_cfo_hz(
 _SALT_PLACE = 0x706C
 
 
-def place_channel(device: DeviceProfile, place: int, *, doppler_hz: float) -> channel.MultipathChannel:
+def place_channel(
+    device: DeviceProfile, place: int, *, doppler_hz: float, family: str = "exponential"
+) -> channel.MultipathChannel:
     """The multipath channel of ``device`` at ``place``: one realisation, the same in every session there.
 
-    RMS delay spread U(10, 300) ns and K-factor U(0, 10) (Shen et al. 2022 Table I), drawn per device and
-    place. Its Jakes process evolves with absolute session time at ``doppler_hz`` (people moving in the room).
+    ``"exponential"``: RMS delay spread U(10, 300) ns and K-factor U(0, 10) (Shen et al. 2022 Table I), drawn
+    per device and place. ``"two_cluster"``: no line of sight (K = 0), clusters of U(50, 300) ns RMS spread,
+    the second U(1, 4) us later at U(-9, -3) dB (:func:`~lorarffi.sim.channel.draw_two_cluster`; delay
+    spreads of outdoor links, beyond the indoor range the augmentation draws). The Jakes process evolves with
+    absolute session time at ``doppler_hz`` (people moving in the room).
     """
+    if family not in CHANNEL_FAMILIES:
+        raise ConfigError(f"family={family!r} is not valid: use one of {list(CHANNEL_FAMILIES)}")
     rng = np.random.default_rng([device.seed, _SALT_PLACE, int(place)])
     tau = rng.uniform(10e-9, 300e-9)
     k = rng.uniform(0.0, 10.0)
-    return channel.draw_multipath(1, rms_delay_spread_s=tau, k_factor=k, doppler_hz=doppler_hz, rng=rng)
+    if family == "exponential":
+        return channel.draw_multipath(1, rms_delay_spread_s=tau, k_factor=k, doppler_hz=doppler_hz, rng=rng)
+    return channel.draw_two_cluster(
+        1,
+        rms_delay_spread_s=rng.uniform(50e-9, 300e-9),
+        second_delay_s=rng.uniform(1e-6, 4e-6),
+        second_power_db=rng.uniform(-9.0, -3.0),
+        k_factor=0.0,
+        doppler_hz=doppler_hz,
+        rng=rng,
+    )

@@ -25,6 +25,7 @@ from lorarffi.sim.transmitter import MARGIN_SAMPLES, transmit
 
 __all__ = ["TransmissionEvent", "StreamSimulator", "simulate_stream"]
 
+
 @dataclass(frozen=True)
 class TransmissionEvent:
     """Ground truth of one packet in a simulated stream.
@@ -175,7 +176,12 @@ class StreamSimulator:
         peak_snr = 10 ** (self._hi / 10) * cfg.bw_hz / cfg.fs_hz
         self._rx_reference_rms = np.sqrt(self.noise_power * (1 + peak_snr))
         self._channels = (
-            {d.device_id: place_channel(d, self.session.place, doppler_hz=doppler_hz) for d in self._senders}
+            {
+                d.device_id: place_channel(
+                    d, self.session.place, doppler_hz=doppler_hz, family=self.session.channel_family
+                )
+                for d in self._senders
+            }
             if multipath
             else {}
         )
