@@ -100,6 +100,39 @@ def test_train_then_evaluate_then_export(files: pathlib.Path, capsys) -> None:
     assert rc == 0 and (model / "model.onnx").stat().st_size > 1000
 
 
+def test_another_receiver_is_learned_or_told(files: pathlib.Path, tmp_path: pathlib.Path, capsys) -> None:
+    model = tmp_path / "model"
+    args = ["-q", "train", str(files / "train.h5"), "--out", str(model), "--model", "rffi_net",
+            "--epochs", "6",
+            "--batch-size", "16", "--lr", "3e-3", "--devices", "1-4", "--seed", "2", "--no-progress"]
+    assert main(args) == 0
+    capsys.readouterr()
+    # The test packets as a receiver whose oscillator runs 10 ppm low sees them: every CFO 8681 Hz higher.
+    from lorarffi.datasets.native import load_dataset
+    from lorarffi.rffi.hybrid import ppm_to_hz
+
+    rx_hz = float(ppm_to_hz(10.0, 868.1e6))
+    iq, ids = load_dataset(files / "test.h5", devices=range(1, 5))
+    t_s = np.arange(iq.shape[1]) / CFG.fs_hz
+    with PreambleWriter(tmp_path / "rx.h5", CFG, source="test") as w:
+        w.append((iq * np.exp(2j * np.pi * rx_hz * t_s)).astype(np.complex64), ids)
+
+    def evaluate(*extra: str) -> dict:
+        assert main(["-q", "evaluate", str(model), str(tmp_path / "rx.h5"), "--json", *extra]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    base = evaluate()
+    # Learned from the recording: the median of the devices' median residuals, within the CFO estimator's
+    # jitter of the truth (packets at SNR 20-30 dB: tens of Hz).
+    assert base["receiver_offset_hz"] == pytest.approx(rx_hz, abs=100.0)
+    assert base["rejected"] == 0 and base["accuracy_hybrid"] >= base["accuracy_cnn"] - 0.05
+    blind = evaluate("--no-tracking")  # nothing learned: every packet is beyond every device's window
+    assert blind["receiver_offset_hz"] == 0.0 and blind["rejected"] == blind["n_packets"]
+    told = evaluate("--no-tracking", "--receiver-offset-ppm", "10")
+    assert told["receiver_offset_hz"] == pytest.approx(rx_hz, rel=1e-12)
+    assert told["rejected"] == 0 and told["accuracy_hybrid"] >= told["accuracy_cnn"] - 0.05
+
+
 def test_resume_continues_an_interrupted_run(files: pathlib.Path, capsys) -> None:
     model = files / "resumed"
     base = [

@@ -159,7 +159,13 @@ def test_off_means_off_and_old_saved_gates_keep_their_behaviour() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [{"receiver_window": 0}, {"receiver_min_devices": 1.5}, {"receiver_offset_ppm": np.nan}]
+    "bad",
+    [
+        {"receiver_window": 0},
+        {"receiver_min_devices": 1.5},
+        {"receiver_offset_ppm": np.nan},
+        {"receiver_min_confidence": 1.5},
+    ],
 )
 def test_bad_receiver_parameters_are_refused_by_name(bad: dict) -> None:
     ((name, _),) = bad.items()

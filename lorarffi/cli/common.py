@@ -19,6 +19,7 @@ __all__ = [
     "slice_arg",
     "add_lora_args",
     "add_radio_args",
+    "add_receiver_offset_arg",
     "sample_rate_hz",
     "lora_config",
 ]
@@ -209,3 +210,17 @@ def lora_config(
         changes["fs_hz"] = rate_hz
     changes.update(fields)
     return base.replace(**changes) if changes else base
+
+
+def add_receiver_offset_arg(p: argparse.ArgumentParser) -> None:
+    """``--receiver-offset-ppm``: how much higher every CFO reads through this receiver than through the
+    training one."""
+    p.add_argument(
+        "--receiver-offset-ppm",
+        type=float,
+        default=None,
+        help="how much higher every CFO reads through this receiver than through the training one, ppm of "
+        "the carrier (a receiver whose oscillator runs 10 ppm low reads +10): the CFO gate subtracts it "
+        "(default: the model's saved value, 0; the gate also learns it from the packets when two thirds "
+        "of the devices agree)",
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from lorarffi.cli.common import add_lora_args, int_range, slice_arg
+from lorarffi.cli.common import add_lora_args, add_receiver_offset_arg, int_range, slice_arg
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -25,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch-size", type=int, default=64, help="packets per classification call (default 64)")
     p.add_argument("--device", default=None, help="torch device (default CUDA if available, else CPU)")
+    add_receiver_offset_arg(p)
     add_lora_args(p, default_from="the file's, else the model's")
 
 
@@ -39,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     ids = sel.device_ids
     if args.no_tracking:
         clf.set_tracking(False)
+    if args.receiver_offset_ppm is not None:
+        clf.set_receiver_offset_ppm(args.receiver_offset_ppm)
     result, decision = evaluate(clf, sel.iq, ids, batch_size=args.batch_size, source=args.data)
     if args.save_tracking:
         clf.save_state()
@@ -52,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         f"hybrid {result.accuracy_hybrid:.4f}"
         f"  rejected {result.rejected}"
         + (f"  not preambles {result.n_not_preamble}" if result.n_not_preamble else "")
+        + (f"  receiver offset {result.receiver_offset_hz:+.0f} Hz" if result.receiver_offset_hz else "")
     )
     print(
         f"{'device':>6} {'n':>6} {'prec_cnn':>9} {'rec_cnn':>8} {'prec_hyb':>9} {'rec_hyb':>8} "

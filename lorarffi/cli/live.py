@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lorarffi.cli.common import add_lora_args, add_radio_args
+from lorarffi.cli.common import add_lora_args, add_radio_args, add_receiver_offset_arg
 
 __all__ = ["HELP", "DESCRIPTION", "EPILOG", "add_arguments", "run"]
 
@@ -95,6 +95,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="detector block in seconds of signal: bounds the added latency (default 0.016)",
     )
     p.add_argument("--buffer-s", type=float, default=None, help="ring buffer length in seconds (default 2)")
+    add_receiver_offset_arg(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -131,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
         # beside the source and detector threads add latency on a machine with few cores.
         torch.set_num_threads(args.threads)
         classifier = load_classifier(args.model)
+        if args.receiver_offset_ppm is not None:
+            classifier.set_receiver_offset_ppm(args.receiver_offset_ppm)
     # the LoRa parameters: the model's, or the flags'; the rate is the source's once it is open
     trained = classifier.lora if classifier is not None else None
     lora = lora_config(args, trained, trained=trained is not None)

@@ -74,7 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--augment",
         default=",".join(r.augment),
-        help="comma list of awgn,multipath,cfo, or '' for none "
+        help="comma list of awgn,multipath,cfo,receiver, or '' for none "
         f"(default {','.join(r.augment) or 'none'})",
     )
     snr = f"{r.aug_snr_db[0]:g}:{r.aug_snr_db[1]:g}"

@@ -44,6 +44,7 @@ class EvalResult:
     n_unknown_device_packets: int = 0
     unknown_device_rejected: int = 0
     n_not_preamble: int = 0  # rows failing the dechirp check (rffi.preprocess): no CFO, the CNN decides
+    receiver_offset_hz: float | None = None  # the CFO gate's receiver offset after the run (None: no gate)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON object (confusion matrices as nested lists; the hybrid's last column = rejected)."""
@@ -58,6 +59,7 @@ class EvalResult:
             "n_unknown_device_packets": self.n_unknown_device_packets,
             "unknown_device_rejected": self.unknown_device_rejected,
             "n_not_preamble": self.n_not_preamble,
+            "receiver_offset_hz": self.receiver_offset_hz,
             "confusion_cnn": self.confusion_cnn.tolist(),
             "confusion_hybrid": self.confusion_hybrid.tolist(),
         }
@@ -183,7 +185,11 @@ def evaluate(
         np.concatenate([d.cfo_hz for d in parts]),
         np.concatenate([d.class_index for d in parts]),
     )
-    result = dataclasses.replace(score(decision, truth, clf.device_ids), n_not_preamble=pre.n_not_preamble)
+    result = dataclasses.replace(
+        score(decision, truth, clf.device_ids),
+        n_not_preamble=pre.n_not_preamble,
+        receiver_offset_hz=None if clf.gate is None else clf.gate.receiver_offset_hz,
+    )
     if result.unknown_devices:
         log.warning(
             "%s: device(s) %s are not known to the model (%d packets, not scored)",

@@ -63,7 +63,7 @@ warmed up differently) moves every device by the same offset: an SDR with a 10 p
 fleet by 8.7 kHz at 868 MHz, beyond any margin. The gate subtracts a common receiver offset ``r`` from every
 packet's CFO before anything else (``receiver_offset_ppm`` when the operator knows it, 0 otherwise), and with
 ``receiver_tracking`` (on by default) it learns ``r`` from the CNN: packets the CNN alone calls with
-confidence ``>= track_min_confidence`` give residuals ``f - r - c_k`` for their CNN device; over the last
+probability ``>= receiver_min_confidence`` give residuals ``f - r - c_k`` for their CNN device; over the last
 ``max(receiver_window, 3 K)`` of them (K devices), each device's median residual is taken, and when at least
 ``receiver_min_devices`` devices, and two thirds of the fleet, agree on a common residual (each within
 ``3 s_k`` of the median of their medians) that is larger than ``3 s_k`` of the median device, ``r`` moves by
@@ -178,8 +178,9 @@ class GateParams:
         Re-centre a device after this many consecutive confidently accepted packets whose CFOs fit it no
         more but agree with each other (0: never).
     receiver_offset_ppm : float
-        Known offset of this receiver's oscillator from the training receiver's, ppm of the carrier (the
-        starting point of receiver tracking).
+        How much higher every CFO reads through this receiver than through the training one, ppm of the
+        carrier, when known (a receiver whose oscillator runs 10 ppm low reads +10): the starting point of
+        receiver tracking.
     receiver_tracking : bool
         Learn a common receiver offset from CNN-confident packets (module docstring).
     receiver_window : int
@@ -187,6 +188,9 @@ class GateParams:
     receiver_min_devices : int
         Devices that must agree on a common offset before it is applied (and at least two thirds of the
         fleet).
+    receiver_min_confidence : float
+        CNN probability a packet's call needs to feed receiver tracking (0.5: more likely than all the
+        other devices together; the per-device medians and the agreement rule absorb the wrong calls).
     """
 
     k_sigma: float = 4.0
@@ -207,6 +211,7 @@ class GateParams:
     receiver_tracking: bool = True
     receiver_window: int = 64
     receiver_min_devices: int = 3
+    receiver_min_confidence: float = 0.5
 
     def __post_init__(self) -> None:
         if not np.isfinite(self.k_sigma) or self.k_sigma < 0:
@@ -232,6 +237,10 @@ class GateParams:
             raise ConfigError(f"track_alpha={self.track_alpha} is not valid: use 0 < track_alpha <= 1")
         if not 0 <= self.track_min_confidence <= 1:
             raise ConfigError(f"track_min_confidence={self.track_min_confidence} is not valid: use 0 to 1")
+        if not 0 <= self.receiver_min_confidence <= 1:
+            raise ConfigError(
+                f"receiver_min_confidence={self.receiver_min_confidence} is not valid: use 0 to 1"
+            )
         if not 0 <= self.cfo_weight_floor <= 1:
             raise ConfigError(f"cfo_weight_floor={self.cfo_weight_floor} is not valid: use 0 to 1")
         n = self.reacquire_packets
@@ -577,7 +586,7 @@ class CfoGate:
         cfo = _f64(cfo_hz, "cfo_hz")
         idx = np.asarray(cnn_index, np.int64).reshape(-1)
         conf = _f64(cnn_confidence, "cnn_confidence", cfo.size)
-        use = (conf >= self.params.track_min_confidence) & np.isfinite(cfo) & (idx >= 0)
+        use = (conf >= self.params.receiver_min_confidence) & np.isfinite(cfo) & (idx >= 0)
         self._apply_common_offset(idx[use], cfo[use] - self.receiver_offset_hz - self.center_hz[idx[use]])
         return self.receiver_offset_hz
 
@@ -587,7 +596,7 @@ class CfoGate:
         """Feed CNN-confident packets to the receiver-offset window; apply a common offset the devices in it
         agree on (module docstring)."""
         p = self.params
-        use = (cnn_conf >= p.track_min_confidence) & np.isfinite(cfo) & (cnn_idx >= 0)
+        use = (cnn_conf >= p.receiver_min_confidence) & np.isfinite(cfo) & (cnn_idx >= 0)
         if not use.any():
             return
         resid = cfo[use] - self.receiver_offset_hz - self.center_hz[cnn_idx[use]]

@@ -22,6 +22,7 @@ finds them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import pathlib
@@ -37,7 +38,7 @@ from lorarffi.dsp.packet import Packet
 from lorarffi.errors import ConfigError
 from lorarffi.rffi.checkpoint import ModelDirConfig, load_model, save_hybrid_state
 from lorarffi.rffi.features import compute_features
-from lorarffi.rffi.hybrid import CfoGate, GateResult
+from lorarffi.rffi.hybrid import CfoGate, GateResult, ppm_to_hz
 from lorarffi.rffi.preprocess import Preprocessed, preprocess_preambles
 
 __all__ = ["Decision", "Classifier", "load_classifier"]
@@ -250,9 +251,11 @@ class Classifier:
     def calibrate_receiver(self, logits: npt.ArrayLike, cfo_hz: npt.ArrayLike) -> float:
         """Estimate the receiver offset from a whole recording's CNN logits (N, K) and CFOs (N,) before
         deciding it (:meth:`~lorarffi.rffi.hybrid.CfoGate.calibrate_receiver`); returns it in Hz (0 without a
-        gate or with receiver tracking off)."""
-        if self.gate is None or not self.gate.params.receiver_tracking:
-            return 0.0 if self.gate is None else self.gate.receiver_offset_hz
+        gate, else the gate's unchanged offset with tracking or receiver tracking off)."""
+        if self.gate is None:
+            return 0.0
+        if not (self.gate.params.tracking and self.gate.params.receiver_tracking):
+            return self.gate.receiver_offset_hz
         z = np.asarray(logits, dtype=np.float64)
         p = np.exp(z - z.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
@@ -276,6 +279,14 @@ class Classifier:
         """Switch drift tracking on or off (persisted by :meth:`save_state`)."""
         if self.gate is not None:
             self.gate.set_tracking(on)
+
+    def set_receiver_offset_ppm(self, ppm: float) -> None:
+        """Tell the CFO gate how much higher every CFO reads through this receiver than through the training
+        one, ppm of the carrier (receiver tracking, when on, starts from it; persisted by
+        :meth:`save_state`)."""
+        if self.gate is not None:
+            self.gate.params = dataclasses.replace(self.gate.params, receiver_offset_ppm=float(ppm))
+            self.gate.receiver_offset_hz = float(ppm_to_hz(ppm, self.gate.carrier_hz))
 
     def save_state(self, model_dir: str | os.PathLike | None = None) -> None:
         """Persist the gate's (tracked) state into the model directory."""
