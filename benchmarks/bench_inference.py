@@ -154,7 +154,8 @@ def run() -> str:
 
 
 def _default_model_section(speeds: dict[str, tuple[float, float]]) -> str:
-    """Accuracy (read from the closed_set section of docs/benchmarks.md) next to the speed measured here."""
+    """Accuracy under shift (read from the closed_set section of docs/benchmarks.md) next to the speed
+    measured here."""
     import math
     import pathlib
     import re
@@ -162,28 +163,35 @@ def _default_model_section(speeds: dict[str, tuple[float, float]]) -> str:
     doc = pathlib.Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
     text = doc.read_text() if doc.exists() else ""
     m = re.search(r"<!-- bench:closed_set -->(.*?)<!-- /bench:closed_set -->", text, re.S)
-    if not m:
+    title = r"### hybrid \(CNN \+ CFO gate\), single packet\n\n(.*?)\n\n"
+    hybrid = re.search(title, m.group(1) if m else "", re.S)
+    if not hybrid:
         return "\nDefault model: run `benchmarks/run.py --only closed_set` first for the accuracy side.\n"
-    systems = {"ours": "rffi_net", "ours_infocom": "infocom_cnn", "baseline": "tifs_resnet"}
-    # Size of the day-2 test set, from the gate table's "rejected / n" cells (for the standard errors below).
-    n_test = max((int(n) for n in re.findall(r"\| \d+ / (\d+) \|", m.group(1))), default=0)
+    systems = {"default": "infocom_cnn", "rffi_net_aug_rx": "rffi_net", "authors": "tifs_resnet"}
+    # Size of each day-2 test set, from the rejected-packets table's "(of n)" cells (standard errors).
+    n_test = max((int(n) for n in re.findall(r"\(of (\d+)\)", m.group(1))), default=0)
+    lines = hybrid.group(1).splitlines()
+    header = [c.strip() for c in lines[0].strip().strip("|").split("|")]
+    low_col = header.index("low SNR")
     rows, models = [], []
-    for line in m.group(1).splitlines():
+    for line in lines[2:]:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) >= 9 and cells[0] in systems:
-            name = systems[cells[0]]
-            acc = float(cells[5].rstrip("%")) / 100                      # day-2 hybrid accuracy
-            pps, p99 = speeds[name]
-            rows.append(
-                f"| {name} ({cells[0]}) | {cells[5]} | {cells[8]} | {cells[2]} | {pps:,.0f} | {p99:.2f} |"
-            )
-            models.append({"fast": pps >= 2000 and p99 <= 5.0, "acc": acc,
-                           "train_s": float(cells[2].split()[0]), "name": name})
+        if cells[0] not in systems:
+            continue
+        name = systems[cells[0]]
+        worst = cells[-1]  # "97.20% ((b) channel)": the lowest hybrid accuracy under any shift
+        acc = float(worst.split("%")[0]) / 100
+        pps, p99 = speeds[name]
+        rows.append(
+            f"| {name} ({cells[0]}) | {worst} | {cells[low_col]} | {cells[1]} | {pps:,.0f} | {p99:.2f} |"
+        )
+        models.append({"fast": pps >= 2000 and p99 <= 5.0, "acc": acc,
+                       "train_s": float(cells[1].split()[0]), "name": name})
     if not rows:
         return ""
-    # Among the fast models (else all): the most accurate, where a model within two standard errors of the
-    # accuracy difference of the best one (binomial, n_test packets each) ties with it; ties go to the shorter
-    # training run.
+    # Among the fast models (else all): the most accurate under its worst shift, where a model within two
+    # standard errors of the accuracy difference of the best one (binomial, n_test packets each) ties with it;
+    # ties go to the shorter training run.
     pool = [mdl for mdl in models if mdl["fast"]] or models
     top = max(mdl["acc"] for mdl in pool)
 
@@ -195,14 +203,15 @@ def _default_model_section(speeds: dict[str, tuple[float, float]]) -> str:
     best_name = min(tied, key=lambda mdl: mdl["train_s"])["name"]
     return (
         "\n### Default model: accuracy and speed\n\n"
-        "Day-2 accuracy and training time from the `closed_set` section, speed from the table above.\n\n"
-        "| model | day-2 hybrid | low-SNR hybrid | train time | packets/s | p99 ms |\n"
+        "Accuracy and training time from the `closed_set` section (single packet, the hybrid's lowest "
+        "accuracy under any shift, and at low SNR), speed from the table above.\n\n"
+        "| model | worst-shift hybrid | low-SNR hybrid | train time | packets/s | p99 ms |\n"
         "|---|---|---|---|---|---|\n"
         + "\n".join(rows)
-        + f"\n\nRule: the most accurate model among those meeting the light-model speed targets (>= 2,000 "
-        "packets/s, p99 <= 5 ms), else the most accurate; accuracy = day-2 hybrid, and accuracies within two "
-        f"standard errors of their difference (binomial, {n_test} packets each) are ties, which go to the "
-        f"shorter training run: **{best_name}** on this run.\n"
+        + "\n\nRule: the most accurate model under its worst shift among those meeting the light-model "
+        "speed targets (>= 2,000 packets/s, p99 <= 5 ms), else the most accurate; accuracies within two "
+        f"standard errors of their difference (binomial, {n_test} packets each) are ties, which go to the shorter "
+        f"training run: **{best_name}** on this run.\n"
     )
 
 
