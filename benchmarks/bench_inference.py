@@ -210,8 +210,8 @@ def _default_model_section(speeds: dict[str, tuple[float, float]]) -> str:
         + "\n".join(rows)
         + "\n\nRule: the most accurate model under its worst shift among those meeting the light-model "
         "speed targets (>= 2,000 packets/s, p99 <= 5 ms), else the most accurate; accuracies within two "
-        f"standard errors of their difference (binomial, {n_test} packets each) are ties, which go to the shorter "
-        f"training run: **{best_name}** on this run.\n"
+        f"standard errors of their difference (binomial, {n_test} packets each) are ties, which go to the "
+        f"shorter training run: **{best_name}** on this run.\n"
     )
 
 
