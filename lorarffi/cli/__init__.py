@@ -30,7 +30,9 @@ PROG = "lora-rffi"
 
 
 # One module per subcommand, in the order ``--help`` lists them.
-SUBCOMMANDS = ("capture", "dataset", "detect", "evaluate", "export_onnx", "live", "simulate", "train")
+SUBCOMMANDS = (
+    "capture", "dataset", "detect", "evaluate", "export_onnx", "live", "registry", "simulate", "train"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,67 @@
+"""Schema migrations: one function per version step, run in order inside one transaction when a registry
+written by older code is opened.
+
+Versions:
+
+1. ``meta``, ``devices`` (without ``carrier_hz``), ``embeddings``, ``audit``.
+2. ``devices.carrier_hz``: the carrier a device was enrolled on, in Hz (NULL for devices enrolled before).
+
+A registry whose version is newer than :data:`~.schema.SCHEMA_VERSION` is refused by the caller; nothing here
+downgrades.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from sqlalchemy import Connection, Table, text, update
+
+from lorarffi.rffi.registry.schema import SCHEMA_VERSION, devices, meta
+
+__all__ = ["MIGRATIONS", "migrate"]
+
+
+def _add_column(conn: Connection, table: Table, name: str) -> None:
+    column = table.c[name]
+    quote = conn.dialect.identifier_preparer.quote
+    conn.execute(
+        text(
+            f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} "
+            f"{column.type.compile(dialect=conn.dialect)}"
+        )
+    )
+
+
+def _v1_to_v2(conn: Connection) -> None:
+    _add_column(conn, devices, "carrier_hz")
+
+
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1_to_v2,)
+"""``MIGRATIONS[i]`` takes a registry from version ``i + 1`` to ``i + 2``."""
+assert len(MIGRATIONS) == SCHEMA_VERSION - 1, "one migration per version step"
+
+
+def migrate(conn: Connection, version: int) -> int:
+    """Bring a registry at schema ``version`` to :data:`SCHEMA_VERSION` inside the caller's transaction.
+
+    Parameters
+    ----------
+    conn : sqlalchemy.Connection
+        A connection inside a write transaction; the caller commits.
+    version : int
+        The registry's current schema version, 1 to :data:`SCHEMA_VERSION`.
+
+    Returns
+    -------
+    int
+        The number of steps run.
+    """
+    steps = MIGRATIONS[version - 1 :]
+    for step in steps:
+        step(conn)
+    if steps:
+        conn.execute(
+            update(meta).where(meta.c.key == "schema_version").values(value=json.dumps(SCHEMA_VERSION))
+        )
+    return len(steps)

@@ -1,0 +1,119 @@
+"""The registry's reads and writes as functions of an open connection; the caller owns the transaction.
+
+Inputs are already checked (:mod:`.store` does that); these functions only move rows.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import Connection, delete, func, insert, select, update
+
+from lorarffi.rffi.registry.records import AuditRow, DeviceRecord, as_utc
+from lorarffi.rffi.registry.schema import EMBEDDING_DTYPE, audit, devices, embeddings, meta
+
+__all__ = [
+    "read_meta",
+    "write_meta",
+    "device_records",
+    "embedding_matrix",
+    "store_device",
+    "insert_audit",
+    "read_audit",
+]
+
+LABELS = ("name", "notes")
+"""Device fields a re-enrollment keeps when it gives None for them."""
+
+
+def read_meta(conn: Connection) -> dict[str, Any]:
+    """Every ``meta`` entry, JSON-decoded."""
+    return {key: json.loads(value) for key, value in conn.execute(select(meta.c.key, meta.c.value))}
+
+
+def write_meta(conn: Connection, key: str, value: Any) -> None:
+    """Set ``meta[key]`` to ``value`` (JSON-encoded), replacing what was there."""
+    conn.execute(delete(meta).where(meta.c.key == key))
+    conn.execute(insert(meta).values(key=key, value=json.dumps(value)))
+
+
+def device_records(conn: Connection, device_id: int | None = None) -> list[DeviceRecord]:
+    """The enrolled devices in id order (only ``device_id`` when given), with their embedding counts."""
+    counts = (
+        select(embeddings.c.device_id, func.count().label("n")).group_by(embeddings.c.device_id).subquery()
+    )
+    query = (
+        select(devices, func.coalesce(counts.c.n, 0).label("n_embeddings"))
+        .outerjoin(counts, counts.c.device_id == devices.c.id)
+        .order_by(devices.c.id)
+    )
+    if device_id is not None:
+        query = query.where(devices.c.id == device_id)
+    out = []
+    for row in conn.execute(query).mappings():
+        fields = dict(row)
+        fields["device_id"] = fields.pop("id")
+        fields["enrolled_at"] = as_utc(fields["enrolled_at"])
+        out.append(DeviceRecord(**fields))
+    return out
+
+
+def embedding_matrix(conn: Connection, dim: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Every reference embedding in one query: device ids ``(M,)`` and vectors ``(M, dim)``, ordered by device
+    id, then row index. The vectors are a read-only view of one buffer."""
+    rows = conn.execute(
+        select(embeddings.c.device_id, embeddings.c.vector).order_by(
+            embeddings.c.device_id, embeddings.c.row_index
+        )
+    ).all()
+    if not rows:
+        return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
+    ids, vectors = zip(*rows, strict=True)
+    emb = np.frombuffer(b"".join(vectors), dtype=EMBEDDING_DTYPE).reshape(len(rows), dim)
+    return np.array(ids, dtype=np.int64), emb.astype(np.float32, copy=False)
+
+
+def store_device(conn: Connection, values: dict[str, Any], emb: npt.NDArray[np.float32]) -> None:
+    """Insert or replace device ``values["id"]`` and all its embeddings (rows of ``emb``, stored as
+    :data:`EMBEDDING_DTYPE`). On replacement, ``name`` and ``notes`` given as None keep their old values."""
+    device_id = values["id"]
+    conn.execute(delete(embeddings).where(embeddings.c.device_id == device_id))
+    changed = {k: v for k, v in values.items() if k != "id" and not (k in LABELS and v is None)}
+    if conn.execute(update(devices).where(devices.c.id == device_id).values(**changed)).rowcount == 0:
+        conn.execute(insert(devices).values(**values))
+    stored = np.ascontiguousarray(emb, dtype=EMBEDDING_DTYPE)
+    conn.execute(
+        insert(embeddings),
+        [{"device_id": device_id, "row_index": i, "vector": v.tobytes()} for i, v in enumerate(stored)],
+    )
+
+
+def insert_audit(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Append audit rows (column name -> value) in one statement."""
+    conn.execute(insert(audit), rows)
+
+
+def read_audit(conn: Connection, limit: int | None = None) -> list[AuditRow]:
+    """The audit log oldest first; with ``limit``, only its last ``limit`` rows."""
+    query = select(audit).order_by(audit.c.id.desc())
+    if limit is not None:
+        query = query.limit(limit)
+    rows = conn.execute(query).mappings().all()
+    return [
+        AuditRow(
+            verdict=r["verdict"],
+            device_id=r["device_id"],
+            score=r["score"],
+            source=r["source"],
+            start_sample=r["start_sample"],
+            cfo_hz=r["cfo_hz"],
+            snr_db=r["snr_db"],
+            time_utc=as_utc(r["time_utc"]),
+            model_fingerprint=r["model_fingerprint"],
+            audit_id=r["id"],
+        )
+        for r in reversed(rows)
+    ]

@@ -1,0 +1,100 @@
+"""The registry's tables, one SQLAlchemy Core schema for SQLite and server databases.
+
+- ``meta``: key -> JSON value: ``format``, ``schema_version``, ``model_fingerprint``, ``embedding_dim``,
+  ``model_info`` (the model's config summary), ``created_at``, ``threshold`` (value, FAR, method, k).
+- ``devices``: one row per enrolled device; ``id`` is the device id the operator gives.
+- ``embeddings``: the reference embeddings, one row per (device, row index), each a little-endian float32
+  vector of ``embedding_dim`` values; deleting a device deletes its embeddings (``ON DELETE CASCADE``).
+- ``audit``: the append-only decision log. ``device_id`` is not a foreign key: the log outlives devices.
+  On SQLite, triggers refuse UPDATE and DELETE of its rows.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    DDL,
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    event,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "FORMAT",
+    "EMBEDDING_DTYPE",
+    "metadata",
+    "meta",
+    "devices",
+    "embeddings",
+    "audit",
+]
+
+SCHEMA_VERSION = 2
+"""The schema this code writes; older ones are migrated on open (:mod:`.migrations`)."""
+FORMAT = "lora-rffi-registry"
+"""``meta.format`` of every registry."""
+EMBEDDING_DTYPE = "<f4"
+"""How an embedding vector is stored: little-endian float32, whatever the host."""
+
+metadata = MetaData()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("name", Text),
+    Column("enrolled_at", DateTime(timezone=True), nullable=False),
+    Column("n_packets", Integer, nullable=False),
+    *(Column(f"cfo_{statistic}_hz", Float) for statistic in ("mean", "std", "min", "max")),
+    Column("carrier_hz", Float),
+    Column("notes", Text),
+)
+
+embeddings = Table(
+    "embeddings",
+    metadata,
+    Column("device_id", Integer, ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    Column("row_index", Integer, primary_key=True),
+    Column("vector", LargeBinary, nullable=False),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("time_utc", DateTime(timezone=True), nullable=False),
+    Column("source", Text, nullable=False),
+    Column("start_sample", BigInteger),
+    Column("cfo_hz", Float),
+    Column("snr_db", Float),
+    Column("device_id", Integer),
+    Column("score", Float),
+    Column("verdict", String(32), nullable=False),
+    Column("model_fingerprint", String(128), nullable=False),
+)
+
+for _op in ("UPDATE", "DELETE"):
+    event.listen(
+        audit,
+        "after_create",
+        DDL(
+            f"CREATE TRIGGER audit_append_only_{_op.lower()} BEFORE {_op} ON audit "
+            "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
+        ).execute_if(dialect="sqlite"),
+    )
