@@ -1,6 +1,6 @@
 """The CFO gate's receiver offset: another receiver moves every device by the same offset, which the gate
-learns from the CNN's confident calls (streaming, and over a whole recording at once), while a shift of part of the
-fleet is never taken for it.
+learns from the CNN's confident calls (streaming, and over a whole recording at once), while a shift of part
+of the fleet is never taken for it.
 
 Ground truth: the offsets the tests put on the packets, and the gate's rule (module docstring of
 lorarffi.rffi.hybrid).
@@ -90,9 +90,10 @@ def test_no_receiver_shift_leaves_the_offset_at_exactly_zero() -> None:
     assert gate.receiver_offset_hz == 0.0
 
 
-def test_a_majority_short_of_two_thirds_is_not_a_receiver_offset() -> None:
+def test_a_shift_that_leaves_the_devices_in_their_windows_is_not_a_receiver_offset() -> None:
     gate = _gate()
-    shift = np.where(np.arange(N_DEV) < 7, float(ppm_to_hz(2.0, CARRIER_HZ)), 0.0)  # 7 of 12 moved
+    # 7 of 12 moved by 2 ppm, within the 2.5 ppm margin: the larger group agrees, but nothing needs moving.
+    shift = np.where(np.arange(N_DEV) < 7, float(ppm_to_hz(2.0, CARRIER_HZ)), 0.0)
     idx = np.tile(np.arange(N_DEV), 20)
     cfo, logits = _packets(gate, idx, shift)
     _stream(gate, cfo, logits)
@@ -126,10 +127,38 @@ def test_a_recording_of_one_device_after_another_is_calibrated_as_a_whole() -> N
     assert np.mean(got_streaming == idx) < 1.0
 
 
+def test_a_receiver_offset_and_an_environment_step_of_the_crystal_devices_together() -> None:
+    # Another receiver (+10 ppm for every device) in another environment, where the 5 crystal devices of 12
+    # also moved by -1.7 ppm and the 7 TCXO ones did not: the larger group sets the offset, the margin keeps
+    # the others.
+    gate = _gate()
+    rx_hz = float(ppm_to_hz(10.0, CARRIER_HZ))
+    shift = np.full(N_DEV, rx_hz)
+    shift[:5] += float(ppm_to_hz(-1.7, CARRIER_HZ))
+    idx = np.tile(np.arange(N_DEV), 20)
+    cfo, logits = _packets(gate, idx, shift)
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    assert gate.calibrate_receiver(cfo, p.argmax(axis=1), p.max(axis=1)) == pytest.approx(
+        rx_hz, abs=3 * SPREAD_HZ
+    )
+    assert np.mean(gate.apply(logits, cfo).index == idx) == 1.0
+
+
 def test_a_few_devices_agreeing_are_not_enough() -> None:
     gate = _gate(receiver_min_devices=3)
     idx = np.repeat([0, 1], 30)  # two devices only
     cfo, logits = _packets(gate, idx, np.full(N_DEV, 5000.0))
+    _stream(gate, cfo, logits)
+    assert gate.receiver_offset_hz == 0.0
+    # Three devices agree on 10 ppm, the nine others are scattered far beyond it (3 ppm apart): moving by the
+    # three's offset would leave most devices outside their windows, so it is not taken.
+    gate = _gate()
+    shift = float(ppm_to_hz(10.0, CARRIER_HZ)) + np.where(
+        np.arange(N_DEV) < 3, 0.0, float(ppm_to_hz(3.0, CARRIER_HZ)) * np.arange(N_DEV)
+    )
+    idx = np.tile(np.arange(N_DEV), 20)
+    cfo, logits = _packets(gate, idx, shift)
     _stream(gate, cfo, logits)
     assert gate.receiver_offset_hz == 0.0
 

@@ -64,11 +64,14 @@ fleet by 8.7 kHz at 868 MHz, beyond any margin. The gate subtracts a common rece
 packet's CFO before anything else (``receiver_offset_ppm`` when the operator knows it, 0 otherwise), and with
 ``receiver_tracking`` (on by default) it learns ``r`` from the CNN: packets the CNN alone calls with
 probability ``>= receiver_min_confidence`` give residuals ``f - r - c_k`` for their CNN device; over the last
-``max(receiver_window, 3 K)`` of them (K devices), each device's median residual is taken, and when at least
-``receiver_min_devices`` devices, and two thirds of the fleet, agree on a common residual (each within
-``3 s_k`` of the median of their medians) that is larger than ``3 s_k`` of the median device, ``r`` moves by
-it. A shift of part of the fleet (a change of environment moves crystal devices, not TCXO ones) never has that
-two-thirds agreement; it is left to each device's tracking and re-acquisition. Offline, a recording is
+``max(receiver_window, 3 K)`` of them (K devices), each device's median residual is taken. The receiver
+is taken to have moved when fewer than half of the devices seen lie inside their windows (``|median| <=
+lambda_k``); ``r`` then moves by the median of the largest group of devices that agree with each other (each
+within ``3 s_k``; at least ``receiver_min_devices`` of them), provided that brings at least two thirds of the
+devices seen back inside their windows. A receiver offset together with a change of environment (crystal
+devices move, TCXO ones do not) is found this way: the larger group sets ``r``, the margin keeps the other.
+A shift of part of the fleet that leaves most devices inside their windows (2 ppm of half the fleet) never
+moves ``r``; it is left to each device's tracking and re-acquisition. Offline, a recording is
 classified as a whole: :meth:`CfoGate.calibrate_receiver` applies the same rule to all of its packets first
 (a file that holds one device after another shows the devices' agreement only as a whole).
 
@@ -186,8 +189,7 @@ class GateParams:
     receiver_window : int
         CNN-confident packets the receiver offset is estimated from (at least 3 per device).
     receiver_min_devices : int
-        Devices that must agree on a common offset before it is applied (and at least two thirds of the
-        fleet).
+        Devices that must be seen, and agree on a common offset, before it is applied.
     receiver_min_confidence : float
         CNN probability a packet's call needs to feed receiver tracking (0.5: more likely than all the
         other devices together; the per-device medians and the agreement rule absorb the wrong calls).
@@ -608,26 +610,36 @@ class CfoGate:
             self._rx_residual_hz = np.zeros(0)
 
     def _apply_common_offset(self, idx: npt.NDArray[np.int64], resid_hz: npt.NDArray[np.float64]) -> bool:
-        """Move the receiver offset by the residual (Hz) that enough devices agree on; True if it moved."""
+        """Move the receiver offset by the residual (Hz) of the largest group of devices that agree, when that
+        brings most devices back into their windows (module docstring); True if it moved."""
         p = self.params
         seen = np.unique(idx)
         if seen.size < p.receiver_min_devices:
             return False
         med = np.array([np.median(resid_hz[idx == d]) for d in seen])
-        common = float(np.median(med))
         tol = _FIT_SIGMAS * self.weight_std_hz[seen]
-        agree = np.abs(med - common) <= tol
-        if agree.sum() < max(p.receiver_min_devices, int(np.ceil(2 * self.device_ids.size / 3))):
+        # agree[i, j]: device j's median lies within its own tolerance of device i's
+        agree = np.abs(med[None, :] - med[:, None]) <= tol[None, :]
+        size = agree.sum(axis=1)
+        best = np.flatnonzero(size == size.max())
+        i = best[np.argmin(np.abs(med[best]))]  # of equally large groups, the one nearest no offset
+        if size[i] < p.receiver_min_devices:
             return False
-        if abs(common) <= np.median(tol):
+        common = float(np.median(med[agree[i]]))
+        window = self.lambda_hz[seen]
+        inside_before = np.sum(np.abs(med) <= window)
+        inside_after = np.sum(np.abs(med - common) <= window)
+        if not (2 * inside_before < seen.size and 3 * inside_after >= 2 * seen.size):
             return False
         self.receiver_offset_hz += common
         log.info(
-            "CFO gate: receiver offset now %.1f Hz (%+.2f ppm), agreed by %d of %d devices",
+            "CFO gate: receiver offset now %.1f Hz (%+.2f ppm), agreed by %d of %d devices; %d of them back "
+            "in their windows",
             self.receiver_offset_hz,
             float(hz_to_ppm(self.receiver_offset_hz, self.carrier_hz)),
-            int(agree.sum()),
+            int(size[i]),
             seen.size,
+            int(inside_after),
         )
         return True
 
