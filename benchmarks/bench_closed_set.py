@@ -106,6 +106,17 @@ def _runs() -> dict:
             "rffi_net, Adam 3e-3, receiver + residual-CFO augmentation, SNR 0-30 dB",
             False,
         ),
+        "folded_aug_rx_cfo_snr0": (
+            dataclasses.replace(
+                base,
+                representation={"name": "folded_channel_independent_spectrogram", "params": {}},
+                augment=("awgn", "multipath", "receiver", "cfo"),
+                aug_snr_db=(0.0, 30.0),
+            ),
+            "default + receiver + residual-CFO augmentation, SNR 0-30 dB, CI spectrogram folded over the "
+            "preamble's symbol period (mean of its 7 whole chirps)",
+            False,
+        ),
         "authors": (
             TrainConfig(
                 model="tifs_resnet",
@@ -208,10 +219,12 @@ def _fused_accuracy(clf, ps, m: int) -> tuple[float, float]:
     """CNN and hybrid accuracy of decisions over ``m`` consecutive packets of one device.
 
     The CNN's log-probabilities are summed over the group; the hybrid gates that sum with the group's mean
-    CFO (no drift tracking). Groups are cut per device in packet order; a last partial group is dropped.
+    CFO (the receiver offset calibrated on the whole set first, as :func:`evaluate` does; no drift tracking).
+    Groups are cut per device in packet order; a last partial group is dropped.
     """
     pre = clf.preprocess(ps.preambles)
     z = clf.logits(pre.iq).astype(np.float64)
+    clf.calibrate_receiver(z, pre.cfo_hz)  # as evaluate() does for a recording
     logp = z - z.max(axis=1, keepdims=True)
     logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
     ids = np.asarray(ps.device_ids)

@@ -49,7 +49,9 @@ __all__ = [
     "available_representations",
 ]
 
-RepresentationName = Literal["iq", "fft", "spectrogram", "channel_independent_spectrogram"]
+RepresentationName = Literal[
+    "iq", "fft", "spectrogram", "channel_independent_spectrogram", "folded_channel_independent_spectrogram"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,3 +304,42 @@ def _channel_independent_spectrogram(iq: Any, *, n_fft: int = 256, hop: int = 12
                                      top_db: float = 120.0) -> Any:
     """:func:`~lorarffi.dsp.spectrogram.channel_independent_spectrogram` with a channel axis: (N, 1, F, T)."""
     return channel_independent_spectrogram(iq, n_fft=n_fft, hop=hop, crop=crop, top_db=top_db)[:, None]
+
+
+
+def _folded_shape(n_samples: int, *, n_fft: int, hop: int, crop: Any, top_db: float,
+                  period_frames: int) -> tuple[int, ...]:
+    n_frames = _spectrogram_shape(n_samples, n_fft=n_fft, hop=hop, crop=crop, top_db=top_db)[2]
+    if period_frames < 2 or n_frames < period_frames:
+        raise ConfigError(
+            f"period_frames={period_frames} is not valid for {n_frames} frames: use 2..{n_frames}"
+        )
+    first, stop = crop_rows(n_fft, crop)
+    return (1, stop - first, period_frames)
+
+
+@register_representation("folded_channel_independent_spectrogram", shape=_folded_shape)
+def _folded_channel_independent_spectrogram(iq: Any, *, n_fft: int = 256, hop: int = 128,
+                                            crop: Any = (0.3, 0.7), top_db: float = 120.0,
+                                            period_frames: int = 8) -> Any:
+    """The channel-independent spectrogram of the preamble folded over its symbol period: (N, 1, F, P).
+
+    STFT frames ``m`` and ``m + P`` (``P = period_frames`` hops = one symbol: 8 x 128 = 1024 samples at SF7,
+    125 kHz, 1 MS/s) lie at the same place in two identical up-chirps. Their powers are averaged over the
+    ``K = floor(M / P)`` whole periods (7 of the 63 frames at the defaults; frames after the last whole
+    period are left out), which keeps what every chirp repeats and divides the variance of the noise's power
+    by ``K``; then the log10 power ratio of adjacent frames is taken within the period, cyclically
+    (``log10(P[(j + 1) mod P] / P[j])``, as the next chirp starts where this one ends). A channel constant
+    over the preamble cancels, as in the unfolded one.
+    """
+    log_power = spectrogram(iq, n_fft=n_fft, hop=hop, crop=crop, top_db=top_db)
+    k = log_power.shape[-1] // period_frames
+    whole = log_power[..., : k * period_frames]
+    power = (10.0 ** whole).reshape(*log_power.shape[:-1], k, period_frames).mean(-2)
+    if is_tensor(power):
+        import torch
+
+        ratio = torch.log10(torch.roll(power, -1, dims=-1) / power)
+    else:
+        ratio = np.log10(np.roll(power, -1, axis=-1) / power)
+    return ratio[:, None]
