@@ -1,4 +1,5 @@
-"""``lora-rffi train DATA.h5 --out MODEL_DIR``: train a closed-set classifier (see lorarffi.rffi.train).
+"""``lora-rffi train DATA.h5 --out MODEL_DIR``: train a closed-set classifier, or with ``--objective`` an
+embedding extractor (see lorarffi.rffi.train).
 
 The flags' defaults are the default model's recipe, :data:`lorarffi.rffi.recipe.RECIPE`.
 
@@ -45,7 +46,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="preamble file (HDF5, ours or the public LoRa_RFFI layout)")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--model", default=r.model, help="registered model name (default %(default)s)")
-    p.add_argument("--objective", default="classifier", choices=["classifier"], help="training objective")
+    p.add_argument(
+        "--objective",
+        default=r.objective,
+        help="softmax (a classifier), or an embedding extractor trained with triplet (semi-hard mining), "
+        "supcon (supervised contrastive) or arcface (angular margin) (default %(default)s)",
+    )
+    p.add_argument(
+        "--embedding-dim",
+        type=int,
+        default=None,
+        help="embedding size of a metric objective (default 512 on tifs_resnet, else 128)",
+    )
     p.add_argument(
         "--representation",
         default=r.representation,
@@ -137,6 +149,7 @@ def train_config(args: argparse.Namespace):  # -> lorarffi.rffi.train.TrainConfi
         representation={"name": args.representation, "params": {}},
         compensate_cfo=RECIPE.compensate_cfo and not args.no_cfo_compensation,
         objective=args.objective,
+        embedding_dim=args.embedding_dim,
         optimizer=args.optimizer,
         lr=args.lr,
         epochs=args.epochs,

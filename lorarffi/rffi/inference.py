@@ -176,6 +176,13 @@ class Classifier:
         The network runs on sub-batches of ``batch_size`` packets: 64 keeps a small CNN's feature maps in
         cache (on 2 CPU cores, 3x the throughput of one 256-packet batch).
         """
+        return self._run_network(self.model, preambles, len(self.device_ids), batch_size=batch_size)
+
+    def _run_network(
+        self, fn: Any, preambles: npt.ArrayLike, width: int, *, batch_size: int
+    ) -> npt.NDArray[np.float32]:
+        """``fn`` (a torch function of a channels-last input batch, giving (B, width)) of preambles (N, L) in
+        the model's view, ``batch_size`` packets at a time: float32 numpy (N, width)."""
         from lorarffi.rffi.models import channels_last_batch
 
         torch = self._torch
@@ -184,8 +191,8 @@ class Classifier:
         with torch.inference_mode():
             for s in range(0, feats.shape[0], batch_size):
                 x = channels_last_batch(torch.from_numpy(feats[s : s + batch_size]).to(self.torch_device))
-                out.append(self.model(x).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.device_ids)), np.float32)
+                out.append(fn(x).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, width), np.float32)
 
     # -- decisions ---------------------------------------------------------------------------------
     def decide(self, logits: npt.ArrayLike, cfo_hz: npt.ArrayLike, *, track: bool = True) -> Decision:

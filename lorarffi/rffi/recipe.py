@@ -29,6 +29,8 @@ class Recipe:
         Registered representation name (with its default parameters).
     compensate_cfo : bool
         Remove each packet's CFO before the representation.
+    objective : str
+        Training objective (``"softmax"``: cross-entropy; the metric ones train an embedding).
     optimizer : {"adam", "rmsprop"}
     lr : float
         Initial learning rate.
@@ -56,6 +58,7 @@ class Recipe:
     model: str
     representation: str
     compensate_cfo: bool
+    objective: str
     optimizer: Literal["adam", "rmsprop"]
     lr: float
     epochs: int
@@ -82,6 +85,7 @@ RECIPE = Recipe(
     model="infocom_cnn",
     representation="channel_independent_spectrogram",
     compensate_cfo=True,
+    objective="softmax",
     optimizer="adam",
     lr=1e-3,
     epochs=60,

@@ -1,4 +1,4 @@
-"""Train a closed-set classifier on stored preambles and write a model directory.
+"""Train a closed-set classifier or an embedding extractor on stored preambles and write a model directory.
 
 :func:`train` is a short recipe of the functions below, each with one job: preprocess every packet once
 (:func:`prepare_data`), build the seeded network and place it for (data-parallel) training
@@ -6,7 +6,8 @@
 (:func:`start_or_resume`), then per epoch cut the shuffled global batches (:func:`epoch_batches`), augment
 them (:func:`batch_features`), train on this process's shard (:func:`train_one_epoch`), score the validation
 split (:func:`validate`), record the epoch (:func:`record_epoch`) and write the best model and the resumable
-state (:func:`save_train_state`).
+state (:func:`save_train_state`). The metric objectives (triplet, supervised contrastive, angular margin)
+take their loss, class-balanced batches and nearest-centroid validation from :mod:`lorarffi.rffi.metric`.
 
 Every random draw (split, initialisation, batch order, augmentation, dropout) derives from ``seed`` and the
 epoch/batch number, so a resumed run ends with the weights of an uninterrupted one. Under
@@ -34,6 +35,7 @@ import numpy.typing as npt
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.dsp.normalize import rms_normalize
 from lorarffi.errors import ConfigError, ModelError
+from lorarffi.rffi import metric
 from lorarffi.rffi.augment import Augmenter
 from lorarffi.rffi.checkpoint import ModelDirConfig, fingerprint_arrays, save_model_dir
 from lorarffi.rffi.features import compute_features, shape_hparams
@@ -93,8 +95,12 @@ class TrainConfig:
         ``{"name": ..., "params": {...}}`` of :class:`lorarffi.dsp.representation.RepresentationConfig`.
     compensate_cfo : bool
         Remove each packet's CFO before the representation (False only to measure what it buys).
-    objective : {"classifier"}
-        Softmax classification (cross-entropy).
+    objective : {"softmax", "triplet", "supcon", "arcface"}
+        Softmax classification (cross-entropy; ``"classifier"`` is its earlier name), or an embedding trained
+        with a metric loss (:mod:`lorarffi.rffi.metric`).
+    embedding_dim : int or None
+        Embedding size of a metric objective (None: 512 on ``tifs_resnet``, else 128); not for softmax, whose
+        embedding is the network's penultimate layer.
     optimizer : {"adam", "rmsprop"}
         Optimiser.
     lr : float
@@ -127,7 +133,8 @@ class TrainConfig:
     model_hparams: dict[str, Any] = field(default_factory=dict)
     representation: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_REPRESENTATION))
     compensate_cfo: bool = RECIPE.compensate_cfo
-    objective: Literal["classifier"] = "classifier"
+    objective: str = RECIPE.objective
+    embedding_dim: int | None = None
     optimizer: Literal["adam", "rmsprop"] = RECIPE.optimizer
     lr: float = RECIPE.lr
     epochs: int = RECIPE.epochs
@@ -144,8 +151,18 @@ class TrainConfig:
     gate: GateParams = field(default_factory=GateParams)
 
     def __post_init__(self) -> None:
-        if self.objective != "classifier":
-            raise ConfigError(f"objective={self.objective!r} is not valid here: use 'classifier'")
+        object.__setattr__(self, "objective", metric.canonical_objective(self.objective))
+        is_metric = metric.is_metric(self.objective)
+        if self.embedding_dim is not None and not (is_metric and self.embedding_dim >= 2):
+            raise ConfigError(
+                f"embedding_dim={self.embedding_dim} is not valid with objective={self.objective!r}: a "
+                "metric objective takes at least 2 (a softmax model's embedding is its penultimate layer)"
+            )
+        if is_metric and self.batch_size < 4:
+            raise ConfigError(
+                f"batch_size={self.batch_size} is too small for objective={self.objective!r}: "
+                "use at least 4 (2 devices x 2 packets)"
+            )
         if self.optimizer not in ("adam", "rmsprop"):
             raise ConfigError(f"optimizer={self.optimizer!r} is not valid: use 'adam' or 'rmsprop'")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -508,6 +525,7 @@ def train_one_epoch(
     *,
     world_size: int = 1,
     on_step: Callable[[float], None] | None = None,
+    objective: metric.MetricObjective | None = None,
 ) -> EpochStats:
     """One pass of optimiser steps, one per global batch.
 
@@ -525,6 +543,9 @@ def train_one_epoch(
         ``world_size / n_global``, so the gradient averaged over the processes is the global batch's mean.
     on_step : callable, optional
         Called after each step with the mean training loss so far.
+    objective : MetricObjective, optional
+        A metric loss on the network's embeddings (``train_model.embed``; one process) instead of the
+        cross-entropy of its logits.
     """
     import torch
     from torch.nn import functional as F
@@ -539,12 +560,16 @@ def train_one_epoch(
         x = channels_last_batch(torch.from_numpy(np.ascontiguousarray(xb)).to(torch_device))
         y = torch.from_numpy(yb).to(torch_device)
         optimizer.zero_grad(set_to_none=True)
-        z = train_model(x)
-        loss = F.cross_entropy(z, y, reduction="sum") * (world_size / n_global)
+        if objective is None:
+            z = train_model(x)
+            loss = F.cross_entropy(z, y, reduction="sum") * (world_size / n_global)
+            correct = int((z.argmax(1) == y).sum())
+        else:
+            loss, correct = objective(train_model.embed(x), y)
         loss.backward()
         optimizer.step()
         loss_sum += loss.item() * n_global / world_size
-        n_correct += int((z.argmax(1) == y).sum())
+        n_correct += correct
         n_seen += int(y.numel())
         if on_step is not None:
             on_step(loss_sum / max(n_seen * world_size, 1))
@@ -613,11 +638,15 @@ def model_dir_config(
     best: dict[str, float],
     data_info: dict[str, Any] | None = None,
     world_size: int = 1,
+    *,
+    model_name: str | None = None,
+    embedding_dim: int | None = None,
 ) -> ModelDirConfig:
     """The model directory's config for the weights of epoch record ``best`` (``epoch``, ``val_loss``,
-    ``val_acc``): network, representation, LoRa parameters, classes, CFO gate, training settings and data."""
+    ``val_acc``): network (``model_name``, default ``tc.model``), representation, LoRa parameters, classes,
+    CFO gate, training settings (with the objective and the size of the network's embedding) and data."""
     return ModelDirConfig(
-        model_name=tc.model,
+        model_name=model_name or tc.model,
         model_hparams=hparams,
         representation=dict(tc.representation),
         lora=cfg,
@@ -626,6 +655,7 @@ def model_dir_config(
         hybrid=None if data.gate is None else data.gate.to_dict(),
         training={
             **tc.to_dict(),
+            "embedding_dim": embedding_dim if embedding_dim is not None else tc.embedding_dim,
             "best_epoch": best["epoch"],
             "best_val_loss": best["val_loss"],
             "best_val_acc": best["val_acc"],
@@ -705,6 +735,7 @@ def _changed_settings(saved: dict[str, Any] | None, tc: TrainConfig) -> list[str
     if saved is None:  # state written before settings were saved: nothing to compare
         return []
     now = json.loads(json.dumps(tc.to_dict()))  # the same plain types the saved copy went through
+    saved = {**saved, "objective": metric.canonical_objective(str(saved.get("objective", "softmax")))}
     return [
         f"{k}: {saved.get(k)!r} -> {v!r}"
         for k, v in now.items()
@@ -796,7 +827,8 @@ def train(
     data_info: dict[str, Any] | None = None,
     device: Any = None,
 ) -> TrainResult:
-    """Train a classifier on stored preambles and write the model directory ``out_dir``.
+    """Train a classifier or an embedding extractor (``tc.objective``) on stored preambles and write the model
+    directory ``out_dir``.
 
     Parameters
     ----------
@@ -844,18 +876,22 @@ def train(
         if tc.augment
         else None
     )
-    hparams = {
-        **shape_hparams(data.features.shape[1:]),
-        **tc.model_hparams,
-        "n_classes": int(data.classes.size),
-    }
-    model = build_network(tc.model, hparams, tc.seed)
+    name, hparams = metric.network_spec(
+        tc.model,
+        {**shape_hparams(data.features.shape[1:]), **tc.model_hparams, "n_classes": int(data.classes.size)},
+        tc.objective,
+        tc.embedding_dim,
+    )
+    model = build_network(name, hparams, tc.seed)
     train_model = place_model(model, torch_device, world_size)
-    optimizer = build_optimizer(model, tc)
+    objective, trainable = _objective(model, tc, int(data.classes.size), world_size, torch_device)
+    optimizer = build_optimizer(trainable, tc)
     scheduler = build_scheduler(optimizer, tc)
-    state = start_or_resume(out, model, optimizer, scheduler, tc, data.fingerprint, resume=resume, rank=rank)
+    state = start_or_resume(
+        out, trainable, optimizer, scheduler, tc, data.fingerprint, resume=resume, rank=rank
+    )
 
-    n_steps = len(epoch_batches(data.train_idx, tc.batch_size, seed=tc.seed, epoch=1))
+    n_steps = len(_batches(data, tc, objective, 1, world_size))
     bar = _ProgressBar(n_steps, state.epoch + 1) if progress and rank == 0 else None
     stopped = "epochs"
     t_run = time.perf_counter() - state.elapsed_s
@@ -864,9 +900,7 @@ def train(
             for epoch in range(state.epoch + 1, tc.epochs + 1):
                 t_epoch = time.perf_counter()
                 torch.manual_seed(tc.seed * 100_003 + epoch)  # dropout
-                batches = epoch_batches(
-                    data.train_idx, tc.batch_size, seed=tc.seed, epoch=epoch, world_size=world_size
-                )
+                batches = _batches(data, tc, objective, epoch, world_size)
                 shards = _shards(data, batches, augmenter, tc, epoch, rank, world_size)
                 if bar is not None:
                     bar.start_epoch(epoch)
@@ -877,9 +911,14 @@ def train(
                     torch_device,
                     world_size=world_size,
                     on_step=bar.step if bar is not None else None,
+                    objective=objective,
                 )
-                val_loss, val_acc = validate(
-                    model, data.features[data.val_idx], data.labels[data.val_idx], torch_device
+                val_loss, val_acc = (
+                    validate(model, data.features[data.val_idx], data.labels[data.val_idx], torch_device)
+                    if objective is None
+                    else metric.validate_embeddings(
+                        model, data.features, data.labels, data.train_idx, data.val_idx, torch_device
+                    )
                 )
                 scheduler.step(val_loss)
                 rec = {
@@ -895,9 +934,19 @@ def train(
                 state.elapsed_s = time.perf_counter() - t_run
                 if rank == 0:
                     if improved:
-                        config = model_dir_config(tc, cfg, data, hparams, rec, data_info, world_size)
+                        config = model_dir_config(
+                            tc,
+                            cfg,
+                            data,
+                            hparams,
+                            rec,
+                            data_info,
+                            world_size,
+                            model_name=name,
+                            embedding_dim=int(model.penultimate_dim),
+                        )
                         save_model_dir(out, model, config)
-                    save_train_state(out, model, optimizer, scheduler, state)
+                    save_train_state(out, trainable, optimizer, scheduler, state)
                 if bar is not None:
                     bar.end_epoch(rec)
                 log.info(
@@ -923,6 +972,39 @@ def train(
         stopped,
         time.perf_counter() - t_start,
     )
+
+
+def _objective(
+    model: Any, tc: TrainConfig, n_classes: int, world_size: int, torch_device: Any
+) -> tuple[metric.MetricObjective | None, Any]:
+    """The metric objective of ``tc`` (None for softmax) and the module training updates and resumes: the
+    network, with the objective's own parameters (arcface's prototypes) beside it."""
+    import torch
+
+    if not metric.is_metric(tc.objective):
+        return None, model
+    if world_size > 1:
+        raise ConfigError(
+            f"objective={tc.objective!r} trains in one process (its batches are mined as a whole): "
+            "run it without torchrun"
+        )
+    objective = metric.build_objective(tc.objective, n_classes, int(model.embedding_dim), tc.seed)
+    objective.loss.to(torch_device)
+    return objective, torch.nn.ModuleDict({"net": model, "objective": objective.loss})
+
+
+def _batches(
+    data: TrainingData,
+    tc: TrainConfig,
+    objective: metric.MetricObjective | None,
+    epoch: int,
+    world_size: int,
+) -> list[tuple[int, npt.NDArray[np.int64]]]:
+    """The global batches of an epoch: shuffled (:func:`epoch_batches`), or class-balanced for a metric
+    objective (:func:`~lorarffi.rffi.metric.balanced_batches`)."""
+    if objective is None:
+        return epoch_batches(data.train_idx, tc.batch_size, seed=tc.seed, epoch=epoch, world_size=world_size)
+    return metric.balanced_batches(data.labels, data.train_idx, tc.batch_size, seed=tc.seed, epoch=epoch)
 
 
 def _shards(

@@ -7,7 +7,10 @@ True
 
 Each builder takes architecture hyper-parameters only (``n_classes``, ``in_channels``, ``input_shape``,
 widths) and returns an ``nn.Module`` whose ``forward`` maps a float32 batch ``(N, C, F, T)`` (or ``(N, C, L)``
-for IQ/FFT input) to logits ``(N, n_classes)``.
+for IQ/FFT input) to logits ``(N, n_classes)``. The backbones also give ``trunk(x)`` (the features their
+dense layers take, ``(N, trunk_dim)``) and ``penultimate(x)`` (the last layer's input,
+``(N, penultimate_dim)``: what enrollment embeds a softmax-trained model's packets with); ``embedding_net``
+puts an embedding head on any of them (:mod:`lorarffi.rffi.models.embedding`).
 """
 
 from __future__ import annotations
@@ -60,4 +63,4 @@ def list_models() -> list[str]:
 
 
 # Families register themselves on import (kept at the end: they need register_model).
-from lorarffi.rffi.models import infocom_cnn, rffi_net, tifs_resnet  # noqa: E402, F401
+from lorarffi.rffi.models import embedding, infocom_cnn, rffi_net, tifs_resnet  # noqa: E402, F401

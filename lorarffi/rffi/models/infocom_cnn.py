@@ -73,12 +73,21 @@ class InfocomCNN(nn.Module):
                 f"input_shape={tuple(input_shape)} is too small for this CNN (need at least 4 x 4)"
             )
         self.features = nn.Sequential(*layers)
+        self.trunk_dim = self.penultimate_dim = w3 * f * t
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(w3 * f * t, n_classes)
+        self.classifier = nn.Linear(self.trunk_dim, n_classes)
+
+    head_modules = ("dropout", "classifier")  # what an embedding head replaces (models.embedding)
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, F, T) -> the flattened feature map (N, trunk_dim), the dense layer's input."""
+        return torch.flatten(self.features(x), 1)
+
+    penultimate = trunk  # the classifier's input (dropout acts in training only)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, F, T) float32 -> logits (N, n_classes)."""
-        return self.classifier(self.dropout(torch.flatten(self.features(x), 1)))
+        return self.classifier(self.dropout(self.trunk(x)))
 
 
 class InfocomIQCNN(nn.Module):
@@ -107,11 +116,20 @@ class InfocomIQCNN(nn.Module):
             nn.MaxPool2d((1, 4)),
             *_conv_bn_relu(w2, w3, (2, kernel_len)),
         )
-        self.classifier = nn.Linear(w3 * rows * (length // 16), n_classes)
+        self.trunk_dim = self.penultimate_dim = w3 * rows * (length // 16)
+        self.classifier = nn.Linear(self.trunk_dim, n_classes)
+
+    head_modules = ("classifier",)  # what an embedding head replaces (models.embedding)
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 2, L) -> the flattened feature map (N, trunk_dim), the dense layer's input."""
+        return torch.flatten(self.features(x.unsqueeze(1)), 1)
+
+    penultimate = trunk  # the classifier's input
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 2, L) float32 -> logits (N, n_classes)."""
-        return self.classifier(torch.flatten(self.features(x.unsqueeze(1)), 1))
+        return self.classifier(self.trunk(x))
 
 
 @register_model("infocom_cnn")

@@ -67,13 +67,23 @@ class RffiNet(nn.Module):
         w1, w2, w3 = widths
         n = convs_per_block
         self.features = nn.Sequential(_block(in_channels, w1, n), _block(w1, w2, n), _block(w2, w3, n))
+        self.trunk_dim = self.penultimate_dim = w3 * f
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(w3 * f, n_classes)
+        self.classifier = nn.Linear(self.trunk_dim, n_classes)
+
+    head_modules = ("dropout", "classifier")  # what an embedding head replaces (models.embedding)
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, F, T) -> the time-averaged feature map, flattened (N, trunk_dim): the dense layer's
+        input."""
+        z = self.features(x).mean(dim=3)  # (N, w3, F/8): average over time
+        return torch.flatten(z, 1)
+
+    penultimate = trunk  # the classifier's input (dropout acts in training only)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, F, T) -> logits (N, n_classes)."""
-        z = self.features(x).mean(dim=3)  # (N, w3, F/8): average over time
-        return self.classifier(self.dropout(torch.flatten(z, 1)))
+        return self.classifier(self.dropout(self.trunk(x)))
 
 
 @register_model("rffi_net")

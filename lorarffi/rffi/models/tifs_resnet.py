@@ -84,13 +84,22 @@ class TifsResNet(nn.Module):
         t = (input_shape[1] + 1) // 2 // 2
         if f < 1 or t < 1:
             raise ConfigError(f"input_shape={tuple(input_shape)} is too small for the TIFS network")
-        self.dense = nn.Linear(64 * f * t, embedding_dim)
+        self.trunk_dim = 64 * f * t
+        self.penultimate_dim = embedding_dim
+        self.dense = nn.Linear(self.trunk_dim, embedding_dim)
         self.head = nn.Linear(embedding_dim, n_classes)
+
+    head_modules = ("dense", "head")  # what an embedding head replaces (models.embedding)
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, F, T) -> the pooled feature map, flattened (N, trunk_dim): the dense layer's input."""
+        return torch.flatten(self.pool(self.blocks(self.stem(x))), 1)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, F, T) -> unit-norm fingerprints (N, embedding_dim)."""
-        z = self.dense(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
-        return F.normalize(z, dim=1)
+        return F.normalize(self.dense(self.trunk(x)), dim=1)
+
+    penultimate = embed  # the softmax head's input
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, F, T) float32 -> logits (N, n_classes)."""
