@@ -80,19 +80,22 @@ def _runs() -> dict:
     from lorarffi.rffi.train import TrainConfig
 
     ci = {"name": "channel_independent_spectrogram", "params": {}}
-    base = default_model_config()
+    # The ablation's candidates train for a fixed 40 epochs (early stopping still on) without a wall-time
+    # cap, so that they compare at equal training whatever else the machine is doing.
+    base = dataclasses.replace(default_model_config(), epochs=40, max_time_s=None)
     return {
         "default": (default_model_config(), "the default model (`lora-rffi train` with no options)", True),
         "aug_rx": (
             dataclasses.replace(base, augment=("awgn", "multipath", "receiver")),
-            "default + receiver augmentation",
+            "default + receiver augmentation (40 epochs, no time cap)",
             False,
         ),
         "aug_rx_cfo_snr0": (
             dataclasses.replace(
                 base, augment=("awgn", "multipath", "receiver", "cfo"), aug_snr_db=(0.0, 30.0)
             ),
-            "default + receiver + residual-CFO augmentation, augmentation SNR 0-30 dB",
+            "default + receiver + residual-CFO augmentation, augmentation SNR 0-30 dB (40 epochs, no time "
+            "cap)",
             False,
         ),
         "rffi_net_aug_rx": (
@@ -103,7 +106,7 @@ def _runs() -> dict:
                 augment=("awgn", "multipath", "receiver", "cfo"),
                 aug_snr_db=(0.0, 30.0),
             ),
-            "rffi_net, Adam 3e-3, receiver + residual-CFO augmentation, SNR 0-30 dB",
+            "rffi_net, Adam 3e-3, receiver + residual-CFO augmentation, SNR 0-30 dB (40 epochs, no time cap)",
             False,
         ),
         "folded_aug_rx_cfo_snr0": (
@@ -114,7 +117,7 @@ def _runs() -> dict:
                 aug_snr_db=(0.0, 30.0),
             ),
             "default + receiver + residual-CFO augmentation, SNR 0-30 dB, CI spectrogram folded over the "
-            "preamble's symbol period (mean of its 7 whole chirps)",
+            "preamble's symbol period (mean of its 7 whole chirps; 40 epochs, no time cap)",
             False,
         ),
         "authors": (
