@@ -34,11 +34,13 @@ def test_the_cli_defaults_and_trainconfig_defaults_are_the_recipe() -> None:
     assert _as_recipe(TrainConfig()) == RECIPE
     assert _cli_config() == TrainConfig()
     assert _cli_config().gate == GateParams()  # the gate's defaults are GateParams'
-    # the recipe the benchmark reports: the INFOCOM CNN, CI spectrogram, AWGN + multipath augmentation
-    assert (RECIPE.model, RECIPE.representation, RECIPE.augment) == (
+    # the recipe the benchmark reports: the INFOCOM CNN on the folded CI spectrogram, AWGN (0-30 dB),
+    # multipath, receiver and residual-CFO augmentation
+    assert (RECIPE.model, RECIPE.representation, RECIPE.augment, RECIPE.aug_snr_db) == (
         "infocom_cnn",
-        "channel_independent_spectrogram",
-        ("awgn", "multipath"),
+        "folded_channel_independent_spectrogram",
+        ("awgn", "multipath", "receiver", "cfo"),
+        (0.0, 30.0),
     )
 
 
@@ -80,7 +82,7 @@ def test_train_help_says_the_defaults_are_the_benchmarked_recipe(capsys) -> None
     text = " ".join(capsys.readouterr().out.split())
     assert "Every default is the recipe of the default model the closed_set benchmark reports" in text
     assert f"--epochs EPOCHS most epochs (default {RECIPE.epochs})" in text
-    assert "(default awgn,multipath)" in text and "(default 300)" in text
+    assert "(default awgn,multipath,receiver,cfo)" in text and "(default 300)" in text
 
 
 def test_the_gate_flags_take_ppm_or_hz_but_not_both() -> None:
@@ -93,3 +95,20 @@ def test_the_gate_flags_take_ppm_or_hz_but_not_both() -> None:
     assert _cli_config("--cfo-weight-std-hz", "0").gate.cfo_weighting is False
     with pytest.raises(ConfigError, match="margin"):
         _cli_config("--cfo-margin-hz", "700", "--cfo-margin-ppm", "2")
+
+
+def test_the_folded_representation_folds_over_the_datas_own_symbol() -> None:
+    from lorarffi.dsp.config import LoRaConfig
+    from lorarffi.errors import ConfigError
+    from lorarffi.rffi.train import representation_for
+
+    folded = {"name": "folded_channel_independent_spectrogram", "params": {}}
+    # 2**SF * fs / bw samples per symbol over a 128-sample hop
+    assert representation_for(folded, LoRaConfig())["params"] == {"period_frames": 8}
+    assert representation_for(folded, LoRaConfig(sf=9, fs_hz=500e3))["params"] == {"period_frames": 16}
+    given = {"name": folded["name"], "params": {"period_frames": 4, "hop": 64}}
+    assert representation_for(given, LoRaConfig()) == given
+    ci = {"name": "channel_independent_spectrogram", "params": {}}
+    assert representation_for(ci, LoRaConfig()) is ci
+    with pytest.raises(ConfigError, match="hop=100 does not divide the 1024 samples"):
+        representation_for({"name": folded["name"], "params": {"hop": 100}}, LoRaConfig())

@@ -83,7 +83,7 @@ class Recipe:
 
 RECIPE = Recipe(
     model="infocom_cnn",
-    representation="channel_independent_spectrogram",
+    representation="folded_channel_independent_spectrogram",
     compensate_cfo=True,
     objective="softmax",
     optimizer="adam",
@@ -94,8 +94,8 @@ RECIPE = Recipe(
     lr_patience=4,
     early_stop_patience=10,
     val_split=0.1,
-    augment=("awgn", "multipath"),
-    aug_snr_db=(5.0, 30.0),
+    augment=("awgn", "multipath", "receiver", "cfo"),
+    aug_snr_db=(0.0, 30.0),
     max_time_s=300.0,
     weight_decay=0.0,
     seed=0,

@@ -389,6 +389,27 @@ def prepare_data(
     )
 
 
+def representation_for(representation: dict[str, Any], cfg: LoRaConfig) -> dict[str, Any]:
+    """``representation`` with the parameters it takes from the LoRa configuration stated.
+
+    A folded channel-independent spectrogram folds over one symbol: without ``period_frames`` it gets
+    ``cfg.samples_per_symbol / hop`` (8 at SF7, 125 kHz, 1 MS/s and the default 128-sample hop), so the
+    saved model says what it was trained on. Other representations are returned unchanged.
+    """
+    if representation.get("name") != "folded_channel_independent_spectrogram":
+        return representation
+    params = dict(representation.get("params") or {})
+    if "period_frames" in params:
+        return representation
+    hop = int(params.get("hop", 128))
+    if cfg.samples_per_symbol % hop:
+        raise ConfigError(
+            f"folded_channel_independent_spectrogram: hop={hop} does not divide the {cfg.samples_per_symbol} "
+            "samples of a symbol; give a hop that does"
+        )
+    return {**representation, "params": {**params, "period_frames": cfg.samples_per_symbol // hop}}
+
+
 def gate_params(params: GateParams, data_info: dict[str, Any] | None = None) -> GateParams:
     """``params`` with the carrier stated: theirs, else the data's (``data_info["carrier_hz"]``), else
     :data:`~lorarffi.rffi.hybrid.DEFAULT_CARRIER_HZ`; the saved gate then says what its ppm refer to."""
@@ -867,6 +888,7 @@ def train(
         warnings.warn("train(device=...) is deprecated: use torch_device=", DeprecationWarning, stacklevel=2)
     t_start = time.perf_counter()
     tc = tc or TrainConfig()
+    tc = dataclasses.replace(tc, representation=representation_for(tc.representation, cfg))
     out = pathlib.Path(out_dir)
     rank, world_size = ddp.world()
     torch_device = select_torch_device(torch_device if device is None else device)
