@@ -210,13 +210,16 @@ SUMMARY_CLASSIFIED = {  # without the wall-clock fields
     "n_untimed_overflows": 0,
     "n_timeouts": 0,
     "n_bad_frames": 0,
+    "loss_observable": True,
+    "loss_reason": None,
     "n_nonfinite": 6,
     "latency_ms": {"p50": 2.3, "p90": 3.25, "p99": 3.25, "max": 3.25, "mean": 2.25},
+    "sinks": {},
 }
 SUMMARY_KEYS = [
     "source", "fs_hz", "n_samples", "stream_s", "wall_s", "n_packets", "verdicts", "devices", "n_overflows",
-    "n_lost_samples", "n_gaps", "n_untimed_overflows", "n_timeouts", "n_bad_frames", "n_nonfinite",
-    "latency_ms", "realtime_factor",
+    "n_lost_samples", "n_gaps", "n_untimed_overflows", "n_timeouts", "n_bad_frames", "loss_observable",
+    "loss_reason", "n_nonfinite", "latency_ms", "realtime_factor", "sinks",
 ]  # fmt: skip
 SUMMARY_TEXT_CLASSIFIED = [
     "packets: 4 (accept 3, unknown 1)",

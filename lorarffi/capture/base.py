@@ -177,6 +177,17 @@ class Source(abc.ABC):
         k = bisect.bisect_right(self._arrival_starts, int(index)) - 1
         return self._arrival_times[max(k, 0)]
 
+    def loss_unobservable_reason(self) -> str | None:
+        """Why the loss counters may be short of what was really lost, or None when every loss is counted.
+
+        Here: overflows whose size is unknown (:attr:`SourceStats.n_untimed_overflows`). Sources whose
+        transport can lose data without a trace (raw ZeroMQ PUB/SUB) add their own reasons.
+        """
+        n = self.n_untimed_overflows
+        if n:
+            return f"{n} overflow(s) of unknown size: the samples lost in them are not counted"
+        return None
+
     def stats(self) -> SourceStats:
         """The counters now (safe to call from any thread)."""
         with self._lock:

@@ -12,7 +12,9 @@ Wire format (gr-zeromq ``base_impl.cc``, ``tag_headers.cc``): each message is th
   samples in the stream, so messages the publisher dropped show as a gap of the right size.
 
 Without tags nothing on the wire says where a message belongs: indices simply count the items received, and
-messages lost in transit (a PUB sink drops at its high-water mark) cannot be seen. Malformed messages
+messages lost in transit (a PUB sink drops at its high-water mark) cannot be seen; the source says so
+(:meth:`ZmqSource.loss_unobservable_reason`). A PUSH sink waits for the receiver instead of dropping, and
+tagged messages reveal every gap, so those two modes count every loss. Malformed messages
 (payload not a multiple of 8 bytes, a truncated header or tag) are counted in ``n_bad_frames`` and dropped;
 they never end the stream. The source connects (GNU Radio sinks bind); ``bind=True`` binds instead.
 """
@@ -242,6 +244,8 @@ class ZmqSource(ThreadedSource):
         self.idle_timeout_s = idle_timeout_s
         self.n_tags = 0
         self.n_messages = 0
+        self.n_tagged_messages = 0
+        self.n_untagged_messages = 0
         self._ctx = zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.SUB if pattern == "sub" else zmq.PULL)
         self._sock.setsockopt(zmq.LINGER, 0)
@@ -274,6 +278,7 @@ class ZmqSource(ThreadedSource):
                     return None
             else:
                 offset, payload_start = header.offset, header.payload_start
+                self.n_tagged_messages += 1
                 self.n_tags += len(header.tags)
                 for _off, key, value in header.tags:
                     if key == "rx_freq" and isinstance(value, float):
@@ -282,8 +287,29 @@ class ZmqSource(ThreadedSource):
         if n_bytes % _ITEM_BYTES:
             self._bad(f"payload of {n_bytes} bytes is not a multiple of {_ITEM_BYTES} (complex64)")
             return None
+        if offset is None:
+            self.n_untagged_messages += 1
         iq = np.frombuffer(frame, dtype=np.complex64, offset=payload_start, count=n_bytes // _ITEM_BYTES)
         return offset, iq
+
+    def loss_unobservable_reason(self) -> str | None:
+        """Why losses may go uncounted: raw PUB/SUB (no offsets on the wire), malformed messages dropped
+        from an untagged stream (their size is unknown), overflows of unknown size; None when every loss is
+        counted (tagged messages; raw PUSH/PULL, where the sender waits instead of dropping)."""
+        reasons = []
+        if self.pattern == "sub" and (self.n_untagged_messages or not self.n_tagged_messages):
+            reasons.append(
+                "raw PUB/SUB carries no sequence numbers: messages the publisher dropped cannot be seen "
+                "(use pass_tags, or a PUSH sink with zmq+pull:)"
+                if self.n_untagged_messages
+                else "PUB/SUB with no tagged message received: nothing shows what the publisher sent"
+            )
+        if self.n_bad_frames and self.n_untagged_messages:
+            reasons.append(f"{self.n_bad_frames} malformed message(s) dropped; their samples are not counted")
+        base = super().loss_unobservable_reason()
+        if base:
+            reasons.append(base)
+        return "; ".join(reasons) or None
 
     def _bad(self, problem: str) -> None:
         with self._lock:

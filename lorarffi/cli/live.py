@@ -15,7 +15,9 @@ DESCRIPTION = (
     "Sources: soapy:ARGS (a SoapySDR radio), file:PATH (raw with --format/--fs-hz, SigMF, I/Q WAV), "
     "zmq:tcp://HOST:PORT (GNU Radio ZMQ PUB sink; zmq+pull: for PUSH), sim (the built-in virtual radio). "
     "Exits at the end of a finite source, after --duration-s, or on Ctrl-C / SIGTERM, printing a summary "
-    "(counts, dropped samples, latency percentiles)."
+    "(counts, dropped samples and whether every loss was observable, latency percentiles, what network "
+    "sinks delivered). Decisions can go to JSONL, a ZeroMQ PUB socket (--publish) and an MQTT broker "
+    "(--mqtt)."
 )
 EPILOG = "example: lora-rffi live --source sim --model runs/model --duration-s 30 --json"
 
@@ -37,8 +39,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--publish",
         default=None,
         metavar="ENDPOINT",
-        help="publish decisions as JSON on a ZeroMQ PUB socket (e.g. tcp://127.0.0.1:5556 or 5556; "
-        "binds 127.0.0.1 unless an address is named)",
+        help="publish decisions as JSON on a ZeroMQ PUB socket, alerts once more under the topic 'alert' "
+        "(e.g. tcp://127.0.0.1:5556 or 5556; binds 127.0.0.1 unless an address is named)",
+    )
+    p.add_argument(
+        "--mqtt",
+        default=None,
+        metavar="URL",
+        help="publish decisions to PREFIX/decision and alerts to PREFIX/alert on an MQTT broker, JSON with "
+        "QoS 1 (mqtt://HOST:PORT/PREFIX, e.g. mqtt://127.0.0.1:1883/lorarffi); reconnects by itself",
+    )
+    p.add_argument(
+        "--mqtt-queue",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="MQTT messages held while the broker is unreachable; more are dropped and counted "
+        "(default 10000)",
     )
     p.add_argument(
         "--record",
@@ -187,6 +204,10 @@ def run(args: argparse.Namespace) -> int:
             pub = ZmqPublishSink(args.publish)
             log.info("publishing decisions on %s", pub.endpoint)
             sinks.append(pub)
+        if args.mqtt:
+            from lorarffi.live.mqtt_sink import MqttSink
+
+            sinks.append(MqttSink(args.mqtt, queue_size=args.mqtt_queue, source=source.name))
         if args.jsonl:
             sinks.append(JsonlSink(args.jsonl))
         if args.json:

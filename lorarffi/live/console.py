@@ -88,8 +88,10 @@ class ConsoleSink(Sink):
             "" if rate is None else f"{rate / 1e6:.2f} MS/s ({s.get('realtime_factor', 0):.1f}x real time)",
         )
         head.add_row("samples", f"{s.get('n_samples', 0):,}")
+        unseen = "" if s.get("loss_observable", True) else "  (more may be lost unseen: see the summary)"
         head.add_row(
-            "dropped samples", f"{s.get('n_lost_samples', 0):,} in {s.get('n_overflows', 0)} overflows"
+            "dropped samples",
+            f"{s.get('n_lost_samples', 0):,} in {s.get('n_overflows', 0)} overflows{unseen}",
         )
         head.add_row(
             "packets",

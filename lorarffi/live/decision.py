@@ -3,9 +3,10 @@
 A :class:`DecisionRecord` carries what the detector measured (stream position, CFO, SNR, power, sync word),
 what the decision stage concluded (device, verdict and, when the stage has them, the CNN's own pick, a
 confidence, a score, the channel and spreading factor) and the decision latency. Its JSON form
-(:meth:`DecisionRecord.to_dict`, :meth:`DecisionRecord.to_json`) is what the JSONL and ZeroMQ sinks emit: the
-packet fields, ``device``, ``verdict`` and ``latency_ms`` always, each optional field only when the stage set
-it. :attr:`DecisionRecord.device_label` is the one place a decision is named for counting and display.
+(:meth:`DecisionRecord.to_dict`, :meth:`DecisionRecord.to_json`) is what the JSONL, ZeroMQ and MQTT sinks
+emit: the packet fields, ``device``, ``verdict`` and ``latency_ms`` always, each optional field only when the
+stage set it. :attr:`DecisionRecord.device_label` is the one place a decision is named for counting and
+display, and :attr:`DecisionRecord.is_alert` the one place a decision is judged worth an alert.
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-__all__ = ["DecisionRecord", "NO_MODEL_LABEL", "UNKNOWN_LABEL"]
+__all__ = ["DecisionRecord", "NO_MODEL_LABEL", "UNKNOWN_LABEL", "ALERT_VERDICTS"]
 
 NO_MODEL_LABEL = "-"
 """Device label of a decision made without a model (detection only)."""
 UNKNOWN_LABEL = "unknown"
 """Device label of a packet the stage rejected (``device < 0``)."""
+ALERT_VERDICTS = frozenset({"rogue"})
+"""Verdicts published as alerts. ``"unknown"`` is not one: it says the evidence was not enough to name a
+device (a weak or drifted packet as often as a stranger), and alerting on it would bury the rogues; it stays
+in the decision stream for whoever wants it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +116,11 @@ class DecisionRecord:
     def known_device(self) -> int | None:
         """The device id when the stage named one; None without a model or when the packet was rejected."""
         return None if self.device is None or self.device < 0 else self.device
+
+    @property
+    def is_alert(self) -> bool:
+        """True when the decision is published as an alert (its verdict is in :data:`ALERT_VERDICTS`)."""
+        return self.verdict in ALERT_VERDICTS
 
     @property
     def device_label(self) -> str:

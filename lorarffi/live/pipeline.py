@@ -59,7 +59,8 @@ class LivePipeline:
     decider : DecisionStage, optional
         Default :class:`~lorarffi.live.stages.DetectionOnly`.
     sinks : sequence of Sink
-        Receive samples, decisions and progress; closed at the end with the summary.
+        Receive samples, decisions and progress; drained when the stream ends (their queues delivered, so
+        their counters in the summary are final), then closed with the summary.
     duration_s : float, optional
         Stop after this much signal (seconds of samples, not wall-clock).
     detector_factory : callable, optional
@@ -157,6 +158,7 @@ class LivePipeline:
             "devices": dict(self.counts.devices),
             "n_overflows": st.n_overflows,
             "n_lost_samples": st.n_lost_samples,
+            "loss_observable": self.source.loss_unobservable_reason() is None,
             "latency_p99_ms": self.latency.percentile(99),
         }
 
@@ -195,6 +197,9 @@ class LivePipeline:
             self._close_sinks(self.summary(self._clock() - t0))  # recorders still write their metadata
             raise
         source.close()
+        for sink in self.sinks:
+            if hasattr(sink, "drain"):  # optional: sinks written before the call existed lack it
+                sink.drain()
         summary = self.summary(self._clock() - t0)
         self._close_sinks(summary)
         return summary
@@ -227,6 +232,13 @@ class LivePipeline:
             source_stats=self.source.stats(),
             n_nonfinite=self.n_nonfinite,
             latency_ms=self.latency.summary_ms(),
+            loss_reason=self.source.loss_unobservable_reason(),
+            sinks={
+                name: counters
+                for sink in self.sinks
+                if hasattr(sink, "counters")
+                for name, counters in sink.counters().items()
+            },
         )
 
 

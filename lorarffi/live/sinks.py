@@ -1,4 +1,4 @@
-"""Where live decisions go: SigMF recorder, preamble writer, ZeroMQ PUB of decisions, JSONL file.
+"""Where live decisions go: SigMF recorder, preamble writer, ZeroMQ PUB of decisions and alerts, JSONL file.
 
 Every sink has the same calls, made by the live pipeline in its one thread:
 
@@ -6,11 +6,13 @@ Every sink has the same calls, made by the live pipeline in its one thread:
 - :meth:`Sink.on_decisions` ``(records, packets)``: one :class:`~lorarffi.live.decision.DecisionRecord` per
   detected packet and the detector's packets in the same order;
 - :meth:`Sink.on_progress` ``(status)``: periodic counters for displays;
+- :meth:`Sink.drain` ``()``: the stream ended; deliver what is still queued (a bounded wait);
+- :meth:`Sink.counters` ``()``: counters for the run summary (network sinks: delivered, dropped);
 - :meth:`Sink.close` ``(summary)``: the :class:`~lorarffi.live.summary.LiveSummary` (None when the run did not
   start), then release files and sockets.
 
-The console views are in :mod:`lorarffi.live.console`. Network endpoints bind to 127.0.0.1 unless the user
-names another address (:func:`bind_endpoint`).
+The console views are in :mod:`lorarffi.live.console`, the MQTT publisher in :mod:`lorarffi.live.mqtt_sink`.
+Network endpoints bind to 127.0.0.1 unless the user names another address (:func:`bind_endpoint`).
 """
 
 from __future__ import annotations
@@ -83,6 +85,13 @@ class Sink:
 
     def on_progress(self, status: dict[str, Any]) -> None:
         """Periodic status (counters, rates, decisions per verdict and device) for displays."""
+
+    def drain(self) -> None:
+        """The stream ended: deliver what is still queued (a bounded wait), before the summary is made."""
+
+    def counters(self) -> dict[str, dict[str, Any]]:
+        """Counters for the run summary, under the sink's name (empty: nothing to report)."""
+        return {}
 
     def close(self, summary: LiveSummary | None = None) -> None:
         """The run ended (``summary`` holds its counts); release resources."""
@@ -221,16 +230,22 @@ class PreambleSink(Sink):
 
 
 class ZmqPublishSink(Sink):
-    """Publish each decision as one JSON message on a ZeroMQ PUB socket (bound to 127.0.0.1 by default).
+    """Publish each decision as one JSON message on a ZeroMQ PUB socket (bound to 127.0.0.1 by default), and
+    each alert (:attr:`~lorarffi.live.decision.DecisionRecord.is_alert`) once more under the topic ``alert``.
+
+    A decision is one frame (``topic`` set: two, the topic then the JSON); an alert is always two frames,
+    ``alert`` then the same JSON, sent after its decision. A SUB filter of ``alert`` receives the alerts only.
 
     Parameters
     ----------
     endpoint : str
         ``tcp://127.0.0.1:5556``, a port number, or an explicit ``tcp://HOST:PORT`` (``tcp://*:5556`` binds
-        all        interfaces, because the user said so). Port 0 picks a free port: see :attr:`endpoint`.
+        all interfaces, because the user said so). Port 0 picks a free port: see :attr:`endpoint`.
     topic : bytes
-        Optional first frame (a SUB filter key); empty: single-frame messages.
+        Optional first frame of a decision (a SUB filter key); empty: single-frame decisions.
     """
+
+    ALERT_TOPIC = b"alert"
 
     def __init__(self, endpoint: str, *, topic: bytes = b"") -> None:
         import zmq
@@ -250,6 +265,7 @@ class ZmqPublishSink(Sink):
         self.endpoint = self._sock.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.topic = topic
         self.n_sent = 0
+        self.n_alerts = 0
 
     def on_decisions(self, records: Sequence[DecisionRecord], packets: Sequence[Any]) -> None:
         for rec in records:
@@ -259,6 +275,9 @@ class ZmqPublishSink(Sink):
             else:
                 self._sock.send(payload)
             self.n_sent += 1
+            if rec.is_alert:
+                self._sock.send_multipart([self.ALERT_TOPIC, payload])
+                self.n_alerts += 1
 
     def close(self, summary: LiveSummary | None = None) -> None:
         self._sock.close()

@@ -116,10 +116,18 @@ class LiveSummary:
         Decisions per device label (``"unknown"`` for rejected ones, ``"-"`` without a model).
     source_stats : SourceStats
         The source's counters at the end (overflows, lost samples, gaps, timeouts, bad frames).
+    loss_reason : str or None
+        Why the loss counters may be short of what was really lost (raw ZeroMQ PUB/SUB carries no sequence
+        numbers; overflows of unknown size), or None when every loss was counted
+        (:meth:`~lorarffi.capture.base.Source.loss_unobservable_reason`). Reported as ``loss_observable``
+        and ``loss_reason``.
     n_nonfinite : int
         Non-finite samples the detector replaced.
     latency_ms : dict
         ``p50``, ``p90``, ``p99``, ``max``, ``mean`` of the decision latency in ms (NaN without packets).
+    sinks : dict
+        Counters of the sinks that deliver over a network, by sink name (e.g. ``"mqtt"``: messages
+        delivered, dropped because its queue was full, undelivered at the end).
     """
 
     source: str
@@ -133,6 +141,13 @@ class LiveSummary:
     source_stats: SourceStats = field(default_factory=SourceStats)
     n_nonfinite: int = 0
     latency_ms: dict[str, float] = field(default_factory=dict)
+    loss_reason: str | None = None
+    sinks: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def loss_observable(self) -> bool:
+        """True when every lost sample was counted (see ``loss_reason``)."""
+        return self.loss_reason is None
 
     @property
     def realtime_factor(self) -> float:
@@ -140,7 +155,8 @@ class LiveSummary:
         return self.stream_s / self.wall_s if self.wall_s > 0 else math.inf
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain fields for JSON, the source's counters inline (``n_overflows``, ``n_lost_samples``...)."""
+        """Plain fields for JSON, the source's counters inline (``n_overflows``, ``n_lost_samples``...), then
+        ``loss_observable`` and ``loss_reason``."""
         d: dict[str, Any] = {
             "source": self.source,
             "fs_hz": self.fs_hz,
@@ -152,9 +168,12 @@ class LiveSummary:
             "devices": dict(self.devices),
         }
         d.update((k, v) for k, v in self.source_stats.to_dict().items() if k not in _NOT_SUMMARISED)
+        d["loss_observable"] = self.loss_observable
+        d["loss_reason"] = self.loss_reason
         d["n_nonfinite"] = self.n_nonfinite
         d["latency_ms"] = dict(self.latency_ms)
         d["realtime_factor"] = self.realtime_factor
+        d["sinks"] = {name: dict(counters) for name, counters in self.sinks.items()}
         return d
 
     def to_json(self) -> str:
@@ -175,6 +194,8 @@ class LiveSummary:
             f"(untimed {st.n_untimed_overflows}); timeouts {st.n_timeouts}; "
             f"bad frames {st.n_bad_frames}",
         ]
+        if self.loss_reason is not None:
+            lines.append(f"loss accounting: not observable: {self.loss_reason}")
         if self.n_packets:
             lines.append(
                 f"latency: p50 {lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms, p99 {lat['p99']:.1f} ms, "
@@ -182,6 +203,8 @@ class LiveSummary:
             )
         if set(self.devices) - {NO_MODEL_LABEL}:  # a model decided (detection only reports no device)
             lines.append("devices: " + ", ".join(f"{k}: {v}" for k, v in sorted(self.devices.items())))
+        for name, counters in self.sinks.items():
+            lines.append(f"{name}: " + ", ".join(f"{k} {v}" for k, v in counters.items()))
         return "\n".join(lines)
 
 
