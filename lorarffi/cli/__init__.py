@@ -31,7 +31,8 @@ PROG = "lora-rffi"
 
 # One module per subcommand, in the order ``--help`` lists them.
 SUBCOMMANDS = (
-    "capture", "dataset", "detect", "evaluate", "export_onnx", "live", "registry", "simulate", "train"
+    "capture", "dataset", "detect", "evaluate", "export_onnx", "live", "registry", "simulate", "train",
+    "enroll", "authenticate", "rogue",
 )
 
 

@@ -1,0 +1,198 @@
+"""The INPUT of ``enroll`` and ``authenticate``: a preamble dataset (HDF5, device ids from the file) or a
+recording (raw, SigMF or WAV: detection runs first), read as packets in a model's view.
+
+A recording's packets carry their start sample and SNR; a SigMF recording whose annotations label its packets
+(``core:label``, as ``lora-rffi simulate --stream`` writes: a device id or ``rogue``) gives each detected
+packet the label of the annotation starting within one symbol of it (:data:`UNLABELLED` when none does,
+:data:`ROGUE_LABEL` for ``rogue``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from lorarffi.cli.common import add_lora_args, int_range, lora_config, slice_arg
+from lorarffi.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from lorarffi.rffi.embedding import Embedder
+
+__all__ = ["PacketInput", "add_input_args", "read_input", "ROGUE_LABEL", "UNLABELLED"]
+
+ROGUE_LABEL = -1
+"""Label of a packet a recording's annotations call ``rogue`` (never an enrolled id: ids are >= 0)."""
+UNLABELLED = -2
+"""Label of a detected packet no annotation matches."""
+# Flags that apply to a recording: flag, type, default, help.
+_RECORDING_FLAGS = (
+    ("--format", str, None, "sample format of a raw recording: cf32, ci16, cu8 or ci8"),
+    ("--chunk-samples", int, 1 << 20, "samples read per chunk (default 1048576)"),
+)
+
+
+@dataclass(frozen=True)
+class PacketInput:
+    """Packets of an INPUT in a model's view.
+
+    Attributes
+    ----------
+    preambles : ndarray of complex64, shape (N, L)
+        Aligned, unit-RMS, CFO compensated when the model takes it so.
+    cfo_hz : ndarray of float64, shape (N,)
+        CFO estimates, Hz (NaN: a stored row that is not a preamble).
+    labels : ndarray of int64, shape (N,), or None
+        Who sent each packet, when the input says (a dataset's device ids, a labelled recording's).
+    start_sample : ndarray of int64, shape (N,), or None
+        First preamble sample of each packet in a recording.
+    snr_db : ndarray of float64, shape (N,), or None
+        SNR estimate of each packet of a recording, dB.
+    kind : {"dataset", "recording"}
+    source : str
+        The INPUT as given.
+    """
+
+    preambles: npt.NDArray[np.complex64]
+    cfo_hz: npt.NDArray[np.float64]
+    labels: npt.NDArray[np.int64] | None
+    start_sample: npt.NDArray[np.int64] | None
+    snr_db: npt.NDArray[np.float64] | None
+    kind: str
+    source: str
+
+    def __len__(self) -> int:
+        return int(self.cfo_hz.size)
+
+
+def add_input_args(p: argparse.ArgumentParser, *, model_help: str) -> None:
+    """``MODEL_DIR``, ``INPUT``, ``--registry``, ``--devices``, ``--packets``, ``--format``,
+    ``--chunk-samples``, ``--device`` and the LoRa flags."""
+    p.add_argument("model_dir", metavar="MODEL_DIR", help=model_help)
+    p.add_argument(
+        "input",
+        metavar="INPUT",
+        help="a preamble dataset (HDF5, ours or the public layout) or a recording (raw, .sigmf-meta, .wav)",
+    )
+    p.add_argument("--registry", required=True, metavar="REG", help="registry: SQLite file or database URL")
+    p.add_argument("--devices", type=int_range, help="dataset: device ids, e.g. 21-30 (default all)")
+    p.add_argument(
+        "--packets",
+        type=slice_arg,
+        help="packet range: per device of a dataset, e.g. 0:100; of the detected packets of a recording",
+    )
+    for flag, kind, default, text in _RECORDING_FLAGS:
+        p.add_argument(flag, type=kind, default=default, help=text)
+    p.add_argument("--device", default=None, help="torch device (default CUDA if available, else CPU)")
+    add_lora_args(p, default_from="the file's, else the model's")
+
+
+def is_dataset(path: str) -> bool:
+    """Whether ``path`` is an HDF5 file (a preamble dataset); anything else is read as a recording."""
+    import h5py
+
+    try:
+        return bool(h5py.is_hdf5(path))
+    except OSError:
+        return False
+
+
+def read_input(args: argparse.Namespace, embedder: Embedder) -> PacketInput:
+    """Read ``args.input`` as packets in ``embedder``'s view (module docstring).
+
+    Raises
+    ------
+    ConfigError
+        Empty selection, a flag that does not apply, or data at other LoRa parameters than the model's.
+    InputDataError
+        The file cannot be read.
+    """
+    if is_dataset(args.input):
+        return _read_dataset(args, embedder)
+    if args.devices is not None:
+        raise ConfigError(f"--devices selects devices of a dataset; {args.input} is a recording")
+    return _read_recording(args, embedder)
+
+
+def _read_dataset(args: argparse.Namespace, embedder: Embedder) -> PacketInput:
+    from lorarffi.cli.data import check_model_parameters, load_selection
+
+    sel_args = argparse.Namespace(**{**vars(args), "data": args.input})
+    sel = load_selection(sel_args, fallback=embedder.lora)
+    check_model_parameters(sel, embedder.lora, sel_args, embedder.model_dir)
+    pre = embedder.preprocess(sel.iq, source=args.input)
+    return PacketInput(pre.iq, pre.cfo_hz, sel.device_ids, None, None, "dataset", args.input)
+
+
+def _read_recording(args: argparse.Namespace, embedder: Embedder) -> PacketInput:
+    import numpy as np
+
+    from lorarffi.datasets.recording import open_recording
+    from lorarffi.dsp import StreamDetector
+
+    if args.chunk_samples < 1:
+        raise ConfigError(f"--chunk-samples={args.chunk_samples} is not valid: use 1 or more")
+    with open_recording(args.input, format=args.format, fs_hz=args.fs_hz) as rec:
+        cfg = lora_config(args, embedder.lora, trained=True, fs_hz=rec.fs_hz)
+        det = StreamDetector(cfg)
+        packets = []
+        for _start, chunk in rec.iter_chunks(args.chunk_samples):
+            packets += det.process(chunk)
+        packets += det.flush()
+        annotations = rec.annotations
+    if args.packets is not None:
+        packets = packets[args.packets]
+    if not packets:
+        raise ConfigError(
+            f"{args.input}: no LoRa packet detected" + (" in --packets" if args.packets else "")
+        )
+    start = np.array([p.start for p in packets], np.int64)
+    symbol_samples = cfg.n_chips * cfg.fs_hz / cfg.bw_hz
+    return PacketInput(
+        embedder.packet_preambles(packets),
+        np.array([p.cfo_hz for p in packets], np.float64),
+        _annotation_labels(annotations, start, symbol_samples),
+        start,
+        np.array([p.snr_db for p in packets], np.float64),
+        "recording",
+        args.input,
+    )
+
+
+def _annotation_labels(
+    annotations: list[dict], start: npt.NDArray[np.int64], tolerance_samples: float
+) -> npt.NDArray[np.int64] | None:
+    """Labels of detected packets from a recording's annotations (None when none is labelled)."""
+    import numpy as np
+
+    labelled = [a for a in annotations if "core:label" in a and "core:sample_start" in a]
+    if not labelled:
+        return None
+    ann_start = np.array([int(a["core:sample_start"]) for a in labelled], np.int64)
+    ann_label = np.array([_label(a["core:label"]) for a in labelled], np.int64)
+    order = np.argsort(ann_start)
+    ann_start, ann_label = ann_start[order], ann_label[order]
+    pos = np.clip(np.searchsorted(ann_start, start), 1, ann_start.size) - 1
+    best = np.where(
+        (pos + 1 < ann_start.size)
+        & (
+            np.abs(ann_start[np.minimum(pos + 1, ann_start.size - 1)] - start)
+            < np.abs(ann_start[pos] - start)
+        ),
+        pos + 1,
+        pos,
+    )
+    near = np.abs(ann_start[best] - start) <= tolerance_samples
+    return np.where(near, ann_label[best], UNLABELLED).astype(np.int64)
+
+
+def _label(value: object) -> int:
+    if str(value).strip().lower() == "rogue":
+        return ROGUE_LABEL
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return UNLABELLED

@@ -1,0 +1,282 @@
+"""``lora-rffi enroll``, ``authenticate`` and ``rogue`` end to end on a tiny simulated fleet and an extractor
+trained a few epochs with ``--objective triplet``: weights untouched by enrollment, re-enrollment, the JSON
+contract (single-packet figures always, fused ones beside them), the figures against the per-packet lines and
+the file's labels, the audit log from two processes at once, a registry of another model refused, recordings,
+and one error line with exit code 2 for bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from lorarffi.cli import main
+from lorarffi.rffi.registry import Registry
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TRAIN = [
+    "--model",
+    "rffi_net",
+    "--objective",
+    "triplet",
+    "--batch-size",
+    "16",
+    "--lr",
+    "3e-3",
+    "--threads",
+    "1",
+]
+N_TEST = 20  # packets per device in test.h5
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory) -> pathlib.Path:
+    """train.h5 (session 1, 40 packets) and test.h5 (session 2, 20 packets) of devices 1-12; models trained on
+    devices 1-6 (``model``: 4 epochs; ``other``: another seed, 1 epoch)."""
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("fleet")
+    common = ["-q", "simulate", "--devices", "12", "--spread", "3", "--seed", "0"]
+    assert main([*common, "--packets", "40", "--session", "1", "--out", str(d / "train.h5")]) == 0
+    test = ["--packets", str(N_TEST), "--session", "2", "--multipath", "--out", str(d / "test.h5")]
+    assert main([*common, *test]) == 0
+    for name, seed, epochs in (("model", "2", "4"), ("other", "5", "1")):
+        args = [
+            "-q",
+            "train",
+            str(d / "train.h5"),
+            "--devices",
+            "1-6",
+            "--out",
+            str(d / name),
+            "--seed",
+            seed,
+        ]
+        assert main([*args, "--epochs", epochs, "--no-progress", *TRAIN]) == 0
+    return d
+
+
+def _sha256(path: pathlib.Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _lines(capsys) -> list[dict]:
+    return [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+
+
+def _one_error_line(capsys, *fragments: str) -> None:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lora-rffi: error: "), err
+    for f in fragments:
+        assert f in err[0], err[0]
+
+
+@pytest.fixture()
+def registry(fleet, tmp_path) -> pathlib.Path:
+    reg = tmp_path / "fleet.db"
+    args = [
+        "enroll",
+        str(fleet / "model"),
+        str(fleet / "train.h5"),
+        "--registry",
+        str(reg),
+        "--devices",
+        "7-10",
+    ]
+    assert main([*args, "--packets", "0:30", "--json"]) == 0
+    return reg
+
+
+def test_enrollment_leaves_the_weights_unchanged_and_stores_each_device(fleet, tmp_path, capsys) -> None:
+    weights = fleet / "model" / "weights.safetensors"
+    before = _sha256(weights)
+    reg = tmp_path / "fleet.db"
+    args = [
+        "enroll",
+        str(fleet / "model"),
+        str(fleet / "train.h5"),
+        "--registry",
+        str(reg),
+        "--devices",
+        "7-10",
+    ]
+    assert main([*args, "--packets", "0:30", "--json"]) == 0
+    doc = _lines(capsys)[0]
+    assert _sha256(weights) == before and doc["model_fingerprint"] == f"sha256:{before}"
+    assert [(d["device_id"], d["n_packets"], d["n_embeddings"]) for d in doc["devices"]] == [
+        (i, 30, 30) for i in range(7, 11)
+    ]
+    with Registry.open(reg) as r:
+        assert r.model_fingerprint == f"sha256:{before}" and r.embedding_dim == 128
+        assert all(
+            d.cfo_std_hz is not None and d.cfo_min_hz <= d.cfo_mean_hz <= d.cfo_max_hz for d in r.devices()
+        )
+    # enrolling again updates the device: fewer packets, a name
+    one = [
+        "enroll",
+        str(fleet / "model"),
+        str(fleet / "train.h5"),
+        "--registry",
+        str(reg),
+        "--device-id",
+        "8",
+    ]
+    assert main([*one, "--name", "pump", "--packets", "0:10"]) == 0
+    capsys.readouterr()
+    with Registry.open(reg) as r:
+        dev = r.device(8)
+        assert (dev.name, dev.n_packets, dev.n_embeddings, len(r.devices())) == ("pump", 10, 10, 4)
+    assert _sha256(weights) == before
+
+
+def _authenticate(fleet, reg, capsys, *extra: str) -> tuple[list[dict], dict]:
+    args = ["authenticate", str(fleet / "model"), str(fleet / "test.h5"), "--registry", str(reg)]
+    assert main([*args, "--devices", "7-12", "--json", *extra]) == 0
+    lines = _lines(capsys)
+    return lines[:-1], lines[-1]
+
+
+def test_authenticate_json_single_packet_figures_with_fused_ones_beside_them(fleet, registry, capsys) -> None:
+    packets, summary = _authenticate(fleet, registry, capsys, "--far", "0.05")
+    n = 6 * N_TEST
+    assert len(packets) == n and summary["type"] == "summary" and summary["n_packets"] == n
+    assert {
+        "type",
+        "packet",
+        "true_device",
+        "decision",
+        "verdict",
+        "nearest_device",
+        "score",
+        "cfo_hz",
+    } <= set(packets[0])
+    truth = np.array([p["true_device"] for p in packets])
+    decision = [p["decision"] for p in packets]
+    legit = np.isin(truth, [7, 8, 9, 10])
+    assert summary["n_enrolled_packets"] == 4 * N_TEST and summary["n_unenrolled_packets"] == 2 * N_TEST
+    assert summary["accuracy"] == pytest.approx(
+        np.mean([decision[i] == truth[i] for i in np.flatnonzero(legit)])
+    )
+    assert summary["rogue_rate"] == pytest.approx(
+        np.mean([decision[i] == "rogue" for i in np.flatnonzero(~legit)])
+    )
+    for p in packets:
+        accepted = p["decision"] != "rogue"
+        assert (p["verdict"] == "accept") == accepted and (p["device"] == p["decision"] if accepted else True)
+        assert accepted == (p["score"] <= summary["threshold"]["value"] and p["cfo_ok"])
+    t = summary["threshold"]
+    assert t["far"] == 0.05 and t["k"] == 15 and "leave-one-device-out" in t["method"]
+    assert "fused_accuracy" not in summary
+    with Registry.open(registry) as r:
+        assert len(r.audit()) == n
+    # M = 5: the single-packet figures are the same, the fused ones are beside them
+    packets5, summary5 = _authenticate(fleet, registry, capsys, "--packets-per-decision", "5")
+    for key in ("n_packets", "accuracy", "rogue_rate", "false_reject_rate"):
+        assert summary5[key] == summary[key]
+    assert [p["decision"] for p in packets5] == decision
+    assert summary5["packets_per_decision"] == 5 and summary5["fused_n_decisions"] == n // 5
+    assert {"fused_accuracy", "fused_rogue_rate", "fused_false_reject_rate", "fused_threshold"} <= set(
+        summary5
+    )
+    groups: dict[int, list[dict]] = {}
+    for p in packets5:
+        groups.setdefault(p["fused_group"], []).append(p)
+    assert all(len(g) == 5 and len({p["true_device"] for p in g}) == 1 for g in groups.values())
+    fused_ok = [
+        g[0]["fused_decision"] == g[0]["true_device"] for g in groups.values() if g[0]["true_device"] <= 10
+    ]
+    assert summary5["fused_accuracy"] == pytest.approx(np.mean(fused_ok))
+    with Registry.open(registry) as r:
+        rows = r.audit()
+        assert len(rows) == n + n + n // 5 and rows[-1].source.endswith("[fused 5]")
+
+
+def test_a_registry_of_another_model_is_refused_in_one_line(fleet, registry, capsys) -> None:
+    args = [str(fleet / "other"), str(fleet / "test.h5"), "--registry", str(registry)]
+    assert main(["authenticate", *args]) == 2
+    _one_error_line(capsys, str(registry), "enrolled with model")
+    assert main(["enroll", *args]) == 2
+    _one_error_line(capsys, str(registry), "enrolled with model")
+
+
+def test_two_processes_authenticating_into_one_registry_lose_no_audit_rows(fleet, registry) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "lorarffi.cli",
+        "-q",
+        "authenticate",
+        str(fleet / "model"),
+        str(fleet / "test.h5"),
+        "--registry",
+        str(registry),
+        "--far",
+        "0.05",
+        "--json",
+    ]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-500:] for o in outs]
+    n = 12 * N_TEST
+    assert all(len(o[0].decode().strip().splitlines()) == n + 1 for o in outs)
+    with Registry.open(registry) as r:
+        rows = r.audit()
+    assert len(rows) == 2 * n and len({r.audit_id for r in rows}) == 2 * n
+
+
+def test_recordings_are_detected_first(fleet, tmp_path, capsys) -> None:
+    rec = tmp_path / "stream.sigmf-meta"
+    sim = ["-q", "simulate", "--stream", str(rec), "--devices", "3", "--rogues", "1", "--duration-s", "3"]
+    assert main([*sim, "--seed", "1", "--spread", "3"]) == 0
+    capsys.readouterr()
+    assert main(["detect", str(rec), "--json"]) == 0
+    n_detected = len(capsys.readouterr().out.strip().splitlines())
+    assert n_detected > 4
+    reg = tmp_path / "rec.db"
+    base = [str(fleet / "model"), str(rec), "--registry", str(reg)]
+    assert main(["enroll", *base]) == 2
+    _one_error_line(capsys, "recording", "--device-id")
+    assert main(["enroll", *base, "--device-id", "31", "--name", "gate", "--json"]) == 0
+    (dev,) = _lines(capsys)[0]["devices"]
+    assert (dev["device_id"], dev["name"], dev["n_packets"]) == (31, "gate", n_detected)
+    assert main(["enroll", *base, "--device-id", "32", "--packets", "0:4"]) == 0
+    capsys.readouterr()
+    assert main(["authenticate", *base, "--json"]) == 0
+    lines = _lines(capsys)
+    assert len(lines) == n_detected + 1
+    # the annotations label the packets: device ids 1-3 or rogue (-1), none of them enrolled here
+    assert all(p["start_sample"] >= 0 and p["snr_db"] is not None for p in lines[:-1])
+    assert {p["true_device"] for p in lines[:-1]} <= {1, 2, 3, -1}
+    assert lines[-1]["n_unenrolled_packets"] == n_detected and lines[-1]["accuracy"] is None
+
+
+def test_rogue_command_reports_roc_figures_and_a_plot(fleet, tmp_path, capsys) -> None:
+    args = ["rogue", str(fleet / "model"), "--enroll", str(fleet / "train.h5"), "--devices", "7-10"]
+    args += ["--legit", str(fleet / "test.h5"), "--rogue", str(fleet / "test.h5"), "--rogue-devices", "11-12"]
+    assert main([*args, "--json", "--plots", str(tmp_path / "plots")]) == 0
+    doc = _lines(capsys)[0]
+    assert {"auc", "eer", "threshold", "frr", "far", "n_legit", "n_rogue"} <= set(doc)
+    assert (doc["n_legit"], doc["n_rogue"], doc["far"]) == (4 * N_TEST, 2 * N_TEST, 0.01)
+    assert 0.0 <= doc["auc"] <= 1.0 and 0.0 <= doc["eer"] <= 1.0 and doc["far_measured"] <= 0.01
+    assert pathlib.Path(doc["plots"][0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main([*args[:-2], "--rogue-devices", "9-12"]) == 2  # a rogue that is enrolled
+    _one_error_line(capsys, "[9, 10]", "enrolled")
+
+
+def test_bad_input_is_one_line_and_exit_code_2(fleet, tmp_path, capsys) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"\x00not a database" * 100)
+    args = [str(fleet / "model"), str(fleet / "test.h5"), "--registry", str(junk)]
+    assert main(["authenticate", *args]) == 2
+    _one_error_line(capsys, str(junk))
+    assert main(["enroll", *args, "--name", "x"]) == 2
+    _one_error_line(capsys, "--name", "--device-id")
+    assert main(["authenticate", *args[:2], "--registry", str(tmp_path / "missing.db")]) == 2
+    _one_error_line(capsys, "missing.db", "no such registry")
