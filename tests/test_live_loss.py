@@ -26,6 +26,7 @@ from lorarffi.capture.zmq_source import ZmqSource  # noqa: E402
 from lorarffi.cli import main  # noqa: E402
 from lorarffi.dsp.config import LoRaConfig  # noqa: E402
 from lorarffi.live.pipeline import LivePipeline  # noqa: E402
+from lorarffi.live.sinks import Sink  # noqa: E402
 
 CFG = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1e6)
 IDLE_S = 1.0  # the stream ends this long after its last message
@@ -41,9 +42,20 @@ def noise() -> np.ndarray:
     return (0.01 * (rng.standard_normal(n) + 1j * rng.standard_normal(n))).astype(np.complex64)
 
 
-def run_zmq(noise, *, pattern: str, tagged, skip=SKIPPED, extra: list[bytes] = ()):
+class Progress(Sink):
+    """Keeps the pipeline's progress statuses (what the console view shows)."""
+
+    def __init__(self) -> None:
+        self.statuses: list[dict] = []
+
+    def on_progress(self, status) -> None:
+        self.statuses.append(status)
+
+
+def run_zmq(noise, *, pattern: str, tagged, skip=SKIPPED, extra: list[bytes] = (), progress=None):
     """Publish ``noise`` in messages of MSG samples (with offsets when ``tagged``; ``tagged="mixed"``: every
-    other one), leaving out the ``skip`` ones and appending ``extra`` raw messages; run the pipeline."""
+    other one), leaving out the ``skip`` ones and appending ``extra`` raw messages; run the pipeline (progress
+    reported after every chunk to ``progress``)."""
     pub = GrPublisher("pub" if pattern == "sub" else "push")
     src = ZmqSource(pub.endpoint, fs_hz=1e6, pattern=pattern, idle_timeout_s=IDLE_S)
     try:
@@ -57,7 +69,8 @@ def run_zmq(noise, *, pattern: str, tagged, skip=SKIPPED, extra: list[bytes] = (
             pub.send([gr_message(iq, offset=i * MSG if with_offset else None)])
         for frame in extra:
             pub.send([frame])
-        summary = LivePipeline(src, CFG).run()
+        sinks = [] if progress is None else [progress]
+        summary = LivePipeline(src, CFG, sinks=sinks, progress_period_s=0.0).run()
     finally:
         src.close()
         pub.close()
@@ -65,7 +78,8 @@ def run_zmq(noise, *, pattern: str, tagged, skip=SKIPPED, extra: list[bytes] = (
 
 
 def test_raw_pub_sub_says_its_losses_are_not_observable(noise) -> None:
-    summary = run_zmq(noise, pattern="sub", tagged=False)
+    progress = Progress()
+    summary = run_zmq(noise, pattern="sub", tagged=False, progress=progress)
     # two messages never arrived, and nothing on the wire shows it: the counters cannot see the loss ...
     assert summary.n_samples == MSG * (N_MSG - len(SKIPPED))
     assert summary.source_stats.n_lost_samples == 0
@@ -77,15 +91,18 @@ def test_raw_pub_sub_says_its_losses_are_not_observable(noise) -> None:
     lines = summary.format().splitlines()
     assert lines[2].startswith("dropped samples: 0 in 0 gap(s)")  # the line that cannot see the loss ...
     assert lines[3] == f"loss accounting: not observable: {d['loss_reason']}"  # ... and the one that says so
+    assert progress.statuses and all(st["loss_observable"] is False for st in progress.statuses)
 
 
 def test_tagged_pub_sub_counts_every_lost_sample(noise) -> None:
-    summary = run_zmq(noise, pattern="sub", tagged=True)
+    progress = Progress()
+    summary = run_zmq(noise, pattern="sub", tagged=True, progress=progress)
     assert summary.source_stats.n_lost_samples == MSG * len(SKIPPED)
     assert summary.source_stats.n_gaps == len(SKIPPED)
     d = summary.to_dict()
     assert d["loss_observable"] is True and d["loss_reason"] is None
     assert not any(line.startswith("loss accounting") for line in summary.format().splitlines())
+    assert progress.statuses and all(st["loss_observable"] is True for st in progress.statuses)
 
 
 def test_a_pub_sub_stream_with_some_untagged_messages_is_not_observable(noise) -> None:

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import threading
 import time
+import types
 
 import numpy as np
 import pytest
@@ -35,7 +36,7 @@ from lorarffi.errors import ConfigError
 from lorarffi.live.decision import ALERT_VERDICTS, DecisionRecord
 from lorarffi.live.mqtt_sink import MQTT_SCHEMA_VERSION, MqttSink, mqtt_payload, parse_mqtt_url
 from lorarffi.live.pipeline import LivePipeline
-from lorarffi.live.sinks import ZmqPublishSink
+from lorarffi.live.sinks import Sink, ZmqPublishSink
 
 CFG = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1e6)
 WAIT_S = 20.0  # longest wait for messages to arrive (they take milliseconds; this only bounds a failure)
@@ -363,6 +364,33 @@ def test_pipeline_decisions_and_alerts_reach_the_broker(broker, subscriber, sim_
     c = summary.sinks["mqtt"]
     assert (c["n_decisions"], c["n_alerts"]) == (summary.n_packets, summary.n_packets // 2)
     assert c["n_delivered"] == c["n_decisions"] + c["n_alerts"] and c["n_undelivered"] == 0
+
+
+class Queued(Sink):
+    """A network sink stand-in: its counters say whether it was drained before the summary was made."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def drain(self) -> None:
+        self.calls.append("drain")
+
+    def counters(self):
+        return {"queued": {"drained": "drain" in self.calls}}
+
+    def close(self, summary=None) -> None:
+        self.calls.append("close")
+
+
+def test_the_pipeline_drains_sinks_before_the_summary_and_reports_their_counters(sim_stream) -> None:
+    sink = Queued()
+    src = open_source(f"file:{sim_stream.path}", format="cf32", fs_hz=1e6)
+    calls = ("on_samples", "on_decisions", "on_progress", "close")
+    plain = types.SimpleNamespace(**{name: lambda *args: None for name in calls})  # no drain, no counters
+    summary = LivePipeline(src, CFG, sinks=[sink, plain]).run()
+    assert sink.calls == ["drain", "close"]
+    assert summary.sinks == {"queued": {"drained": True}}
+    assert summary.format().splitlines()[-1] == "queued: drained True"
 
 
 @pytest.mark.slow
