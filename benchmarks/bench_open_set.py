@@ -12,8 +12,8 @@ devices 31-35. Under shift the same devices are received as the closed-set bench
 Systems, each enrolled and scored the same way (``lorarffi.rffi.authenticate``: k = 15, threshold for FAR 1 %
 from the enrollment packets, CFO gate), except the authors' recipe, scored its own way:
 
-- ``triplet`` (ours): ``infocom_cnn`` embedding head, 128-d, triplet loss on semi-hard triplets mined online,
-  Adam, the default augmentation;
+- ``triplet`` (ours): the default recipe (``lorarffi.rffi.recipe.RECIPE``: network, representation,
+  augmentation, Adam) with a 128-d embedding head, triplet loss on semi-hard triplets mined online;
 - ``supcon``: the same with the supervised contrastive loss;
 - ``softmax``: the default closed-set model (``TrainConfig()``), its normalised penultimate features;
 - ``authors``: the TIFS extractor (``tifs_resnet``, 512-d), random triplets (no miner), RMSprop 1e-3, k-NN
@@ -116,11 +116,8 @@ def _runs() -> dict:
     metric = TrainConfig(objective="triplet", epochs=60, max_time_s=330 * MIN)
     ci = {"name": "channel_independent_spectrogram", "params": {}}
     return {
-        "triplet": (metric, "ours: infocom_cnn embedding head (128-d), semi-hard triplets, Adam 1e-3"),
-        "supcon": (
-            dataclasses.replace(metric, objective="supcon"),
-            "infocom_cnn head, supervised contrastive",
-        ),
+        "triplet": (metric, "ours: the default recipe with an embedding head, semi-hard triplets"),
+        "supcon": (dataclasses.replace(metric, objective="supcon"), "the same, supervised contrastive loss"),
         "softmax": (
             dataclasses.replace(TrainConfig(), max_time_s=300 * MIN),
             "the default closed-set model (softmax), its normalised penultimate features",
@@ -616,11 +613,13 @@ def _report(runs, train_info, results, few, scale, ids, t_data, roc_png, few_png
         "Systems:",
         "",
     ]
-    for name, (_tc, desc) in runs.items():
+    for name, (tc, desc) in runs.items():
         ti = train_info[name]
         lines.append(
-            f"- **{name}** ({results[name]['dim']}-d): {desc}; trained {ti['train_s']:.0f} s, "
-            f"{ti['epochs']} epochs (stop: {ti['stopped']})"
+            f"- **{name}** ({results[name]['dim']}-d): {desc} ({tc.model}, {tc.representation['name']}, "
+            f"{tc.optimizer} {tc.lr:g}, augmentation {'+'.join(tc.augment)} at {tc.aug_snr_db[0]:g}-"
+            f"{tc.aug_snr_db[1]:g} dB); trained {ti['train_s']:.0f} s, {ti['epochs']} epochs (stop: "
+            f"{ti['stopped']})"
         )
     lines += [
         "",
