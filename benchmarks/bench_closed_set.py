@@ -118,17 +118,6 @@ def _runs() -> dict:
             "averaged over its 7 whole chirps)",
             False,
         ),
-        "folded_band": (
-            dataclasses.replace(
-                previous,
-                representation={**folded, "params": {"crop": [0.4, 0.6]}},
-                **rx_cfo,
-                **fixed,
-            ),
-            "as folded_aug_rx_cfo_snr0 with the rows cropped to +-100 kHz (51 rows: the 125 kHz band and its "
-            "edges) instead of +-200 kHz",
-            False,
-        ),
         "authors": (
             TrainConfig(
                 model="tifs_resnet",
