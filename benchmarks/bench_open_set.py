@@ -36,13 +36,12 @@ import time
 
 import numpy as np
 
-QUICK = os.environ.get("LORARFFI_BENCH_QUICK") == "1"  # smoke test of this script: tiny data and budgets
-N_THREADS = 2
+# QUICK (LORARFFI_BENCH_QUICK=1): a smoke test of this script, tiny data and budgets
+from bench_closed_set import N_THREADS, QUICK
+
 FLEET_SEED = 16
-N_TRAIN_DEVICES = 6 if QUICK else 30
-N_ENROLLED = 4 if QUICK else 10
-N_ROGUES = 2 if QUICK else 5
-N_TUNED = 2 if QUICK else 5
+# devices: training, enrolled, rogues, rogues tuned to an enrolled device's CFO
+N_TRAIN_DEVICES, N_ENROLLED, N_ROGUES, N_TUNED = (6, 4, 2, 2) if QUICK else (30, 10, 5, 5)
 N_ENROLL = 20 if QUICK else 100
 FEW_SHOT = (1, 5, 10) if QUICK else (1, 5, 10, 25, 100)
 K = 15
@@ -111,10 +110,11 @@ def _data(cfg):
 
 # -- systems ----------------------------------------------------------------------------------------------
 def _runs() -> dict:
+    from bench_closed_set import _runs as closed_set_runs
+
     from lorarffi.rffi.train import TrainConfig
 
     metric = TrainConfig(objective="triplet", epochs=60, max_time_s=330 * MIN)
-    ci = {"name": "channel_independent_spectrogram", "params": {}}
     return {
         "triplet": (metric, "ours: the default recipe with an embedding head, semi-hard triplets"),
         "supcon": (dataclasses.replace(metric, objective="supcon"), "the same, supervised contrastive loss"),
@@ -123,20 +123,7 @@ def _runs() -> dict:
             "the default closed-set model (softmax), its normalised penultimate features",
         ),
         "authors": (
-            TrainConfig(
-                model="tifs_resnet",
-                representation=ci,
-                objective="triplet",
-                optimizer="rmsprop",
-                lr=1e-3,
-                epochs=400,
-                lr_patience=10,
-                lr_factor=0.2,
-                early_stop_patience=30,
-                max_time_s=420 * MIN,
-                augment=("awgn", "multipath"),
-                aug_snr_db=(0.0, 40.0),
-            ),
+            dataclasses.replace(closed_set_runs()["authors"][0], objective="triplet", max_time_s=420 * MIN),
             "authors' recipe: TIFS extractor (512-d), random triplets, RMSprop 1e-3, k-NN vote k=15, "
             "mean distance to the 15 nearest enrolled embeddings",
         ),
