@@ -559,13 +559,14 @@ class CfoGate:
         if not self.params.tracking:
             return np.zeros(k, np.int64)
         cfo = _f64(cfo_hz, "cfo_hz")
+        offset_hz = self.receiver_offset_hz  # the one these packets were gated with
         if self.params.receiver_tracking and cnn_index is not None and cnn_confidence is not None:
             self._track_receiver(
                 cfo,
                 np.asarray(cnn_index, np.int64).reshape(-1),
                 _f64(cnn_confidence, "cnn_confidence", cfo.size),
             )
-        cfo = cfo - self.receiver_offset_hz
+        cfo = cfo - offset_hz
         idx = np.asarray(index, dtype=np.int64).reshape(-1)
         conf = _f64(confidence, "confidence", cfo.size)
         use = (idx >= 0) & (conf >= self.params.track_min_confidence) & np.isfinite(cfo)
