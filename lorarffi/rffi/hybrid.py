@@ -587,10 +587,10 @@ class CfoGate:
         as a whole. Uses no labels, only the CNN's own predictions. Returns the receiver offset, Hz.
         """
         cfo = _f64(cfo_hz, "cfo_hz")
-        idx = np.asarray(cnn_index, np.int64).reshape(-1)
-        conf = _f64(cnn_confidence, "cnn_confidence", cfo.size)
-        use = (conf >= self.params.receiver_min_confidence) & np.isfinite(cfo) & (idx >= 0)
-        self._apply_common_offset(idx[use], cfo[use] - self.receiver_offset_hz - self.center_hz[idx[use]])
+        idx, resid = self._confident_residuals(
+            cfo, np.asarray(cnn_index, np.int64).reshape(-1), _f64(cnn_confidence, "cnn_confidence", cfo.size)
+        )
+        self._apply_common_offset(idx, resid)
         return self.receiver_offset_hz
 
     def _track_receiver(
@@ -598,17 +598,23 @@ class CfoGate:
     ) -> None:
         """Feed CNN-confident packets to the receiver-offset window; apply a common offset the devices in it
         agree on (module docstring)."""
-        p = self.params
-        use = (cnn_conf >= p.receiver_min_confidence) & np.isfinite(cfo) & (cnn_idx >= 0)
-        if not use.any():
+        idx, resid = self._confident_residuals(cfo, cnn_idx, cnn_conf)
+        if not idx.size:
             return
-        resid = cfo[use] - self.receiver_offset_hz - self.center_hz[cnn_idx[use]]
-        window = max(p.receiver_window, 3 * self.device_ids.size)
-        self._rx_index = np.concatenate([self._rx_index, cnn_idx[use]])[-window:]
+        window = max(self.params.receiver_window, 3 * self.device_ids.size)
+        self._rx_index = np.concatenate([self._rx_index, idx])[-window:]
         self._rx_residual_hz = np.concatenate([self._rx_residual_hz, resid])[-window:]
         if self._apply_common_offset(self._rx_index, self._rx_residual_hz):
             self._rx_index = np.zeros(0, np.int64)
             self._rx_residual_hz = np.zeros(0)
+
+    def _confident_residuals(
+        self, cfo: npt.NDArray[np.float64], cnn_idx: npt.NDArray[np.int64], cnn_conf: npt.NDArray[np.float64]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """CNN class and residual ``f - r - c_k`` (Hz) of the packets whose CNN call is confident enough."""
+        use = (cnn_conf >= self.params.receiver_min_confidence) & np.isfinite(cfo) & (cnn_idx >= 0)
+        idx = cnn_idx[use]
+        return idx, cfo[use] - self.receiver_offset_hz - self.center_hz[idx]
 
     def _apply_common_offset(self, idx: npt.NDArray[np.int64], resid_hz: npt.NDArray[np.float64]) -> bool:
         """Move the receiver offset by the residual (Hz) of the largest group of devices that agree, when that

@@ -87,6 +87,12 @@ class Decision:
         ]
 
 
+
+def _softmax(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Row-wise softmax of logits (N, K), shifted by each row's maximum."""
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    return p / p.sum(axis=1, keepdims=True)
+
 class Classifier:
     """A loaded model directory ready to classify packets (see :func:`load_classifier`).
 
@@ -204,8 +210,7 @@ class Classifier:
         cfo = np.asarray(cfo_hz, dtype=np.float64).reshape(-1)
         if cfo.size != z.shape[0]:
             raise ConfigError(f"cfo_hz has {cfo.size} entries but there are {z.shape[0]} preambles")
-        p = np.exp(z - z.max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
+        p = _softmax(z)
         cnn_idx = p.argmax(axis=1)
         cnn_conf = p.max(axis=1).astype(np.float32)
         cnn = GateResult(
@@ -263,9 +268,7 @@ class Classifier:
             return 0.0
         if not (self.gate.params.tracking and self.gate.params.receiver_tracking):
             return self.gate.receiver_offset_hz
-        z = np.asarray(logits, dtype=np.float64)
-        p = np.exp(z - z.max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
+        p = _softmax(np.asarray(logits, dtype=np.float64))
         return self.gate.calibrate_receiver(cfo_hz, p.argmax(axis=1), p.max(axis=1))
 
     def update_drift(self, decision: Decision) -> npt.NDArray[np.int64]:
