@@ -173,6 +173,10 @@ class RepresentationConfig:
     def __hash__(self) -> int:
         return hash((self.name, json.dumps(self.to_dict()["params"], sort_keys=True)))
 
+    def params_with_defaults(self) -> dict[str, Any]:
+        """Every parameter of the representation: the given ones, the function's defaults for the rest."""
+        return {**_REGISTRY[self.name].defaults, **self.params}
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible ``{"name": ..., "params": {...}}`` (tuples become lists)."""
         return {"name": self.name, "params": {k: _json_value(v) for k, v in self.params.items()}}
@@ -192,8 +196,7 @@ class RepresentationConfig:
 def _resolved(rep_cfg: RepresentationConfig) -> tuple[_Representation, dict[str, Any]]:
     if not isinstance(rep_cfg, RepresentationConfig):
         raise ConfigError(f"rep_cfg={rep_cfg!r} is not valid: expected a RepresentationConfig")
-    entry = _REGISTRY[rep_cfg.name]
-    return entry, {**entry.defaults, **rep_cfg.params}
+    return _REGISTRY[rep_cfg.name], rep_cfg.params_with_defaults()
 
 
 def output_shape(rep_cfg: RepresentationConfig, n_samples: int) -> tuple[int, ...]:

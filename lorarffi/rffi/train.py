@@ -34,6 +34,7 @@ import numpy.typing as npt
 
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.dsp.normalize import rms_normalize
+from lorarffi.dsp.representation import RepresentationConfig
 from lorarffi.errors import ConfigError, ModelError
 from lorarffi.rffi import metric
 from lorarffi.rffi.augment import Augmenter
@@ -401,7 +402,7 @@ def representation_for(representation: dict[str, Any], cfg: LoRaConfig) -> dict[
     params = dict(representation.get("params") or {})
     if "period_frames" in params:
         return representation
-    hop = int(params.get("hop", 128))
+    hop = int(RepresentationConfig.from_dict(representation).params_with_defaults()["hop"])
     if cfg.samples_per_symbol % hop:
         raise ConfigError(
             f"folded_channel_independent_spectrogram: hop={hop} does not divide the {cfg.samples_per_symbol} "
