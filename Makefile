@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMPS := .make-stamps
-APT_PACKAGES := python3-soapysdr libsoapysdr-dev soapysdr-tools g++ make mosquitto
+APT_PACKAGES := python3-soapysdr libsoapysdr-dev soapysdr-tools g++ make mosquitto redis-server postgresql \
+	gnuradio
 SOAPY_MODULE_DIR := $(CURDIR)/native/build
 export SOAPY_SDR_PLUGIN_PATH := $(SOAPY_MODULE_DIR)$(if $(SOAPY_SDR_PLUGIN_PATH),:$(SOAPY_SDR_PLUGIN_PATH))
 export PYTHONDONTWRITEBYTECODE := 1
