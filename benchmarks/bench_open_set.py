@@ -56,22 +56,12 @@ DOCS_IMG = pathlib.Path(__file__).resolve().parent.parent / "docs" / "img"
 
 
 # -- data -------------------------------------------------------------------------------------------------
-def _tuned(device, target_cfo_hz: float, session, times_s):
-    """``device`` with its crystal moved so that its mean CFO over ``times_s`` of ``session`` is
-    ``target_cfo_hz``."""
-    from lorarffi.sim.session import session_mean_cfo_hz
-
-    delta_hz = target_cfo_hz - float(np.mean(session_mean_cfo_hz(device, session, times_s)))
-    return dataclasses.replace(
-        device, crystal_ppm=device.crystal_ppm + delta_hz / device.carrier_freq_hz * 1e6
-    )
-
-
 def _data(cfg):
     """Training set, enrollment set, test sets (closed-set benchmark's, key -> PreambleSet) and the ids."""
     from bench_closed_set import N_TEST, SPREAD, _sim, _test_sets, _train_set
 
     from lorarffi.sim import Session, make_fleet
+    from lorarffi.sim.session import tuned_to_cfo
 
     n = N_TRAIN_DEVICES + N_ENROLLED + N_ROGUES + N_TUNED
     fleet = make_fleet(n, seed=FLEET_SEED, spread=SPREAD, cfo_model="calibrated")
@@ -95,7 +85,7 @@ def _data(cfg):
     day2 = Session(day=2, minutes_since_power_on=0.0, place=2)
     times = np.arange(N_TEST) * 6.0  # the closed-set test sets' packet times
     tuned = [
-        _tuned(dev, enrolled_mean[enrolled[j].device_id], day2, times)
+        tuned_to_cfo(dev, enrolled_mean[enrolled[j].device_id], day2, times)
         for j, dev in enumerate(fleet[N_TRAIN_DEVICES + N_ENROLLED + N_ROGUES :])
     ]
     sets = _test_sets(enrolled + rogues + tuned, cfg)

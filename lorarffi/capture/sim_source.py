@@ -10,6 +10,7 @@ The simulator's ground truth is :attr:`SimSource.events`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from lorarffi.capture.base import Pacer, ThreadedSource
@@ -33,6 +34,9 @@ class SimSource(ThreadedSource):
         seed recognises them).
     n_rogues : int
         Extra transmitters that are not in the fleet.
+    tuned_rogues : sequence of int
+        Ids of fleet devices each imitated by one more rogue whose carrier is tuned to that device's CFO
+        (a CFO-tuned attacker, see :class:`~lorarffi.sim.stream.StreamSimulator`).
     snr_db : float or (low, high), optional
         Signal-to-noise ratio of the packets in dB (default: the simulator's range).
     mean_interval_s : float, optional
@@ -65,6 +69,7 @@ class SimSource(ThreadedSource):
         *,
         n_devices: int = 4,
         n_rogues: int = 0,
+        tuned_rogues: Sequence[int] = (),
         snr_db: float | tuple[float, float] | None = None,
         mean_interval_s: float | None = None,
         duration_s: float | None = None,
@@ -103,8 +108,14 @@ class SimSource(ThreadedSource):
         if mean_interval_s is not None:
             extra["mean_interval_s"] = mean_interval_s
         self.simulator = StreamSimulator(
-            self.fleet, cfg, session=Session(**(session or {})), rogues=n_rogues, seed=seed, spread=spread,
-            **extra
+            self.fleet,
+            cfg,
+            session=Session(**(session or {})),
+            rogues=n_rogues,
+            tuned_rogues=tuned_rogues,
+            seed=seed,
+            spread=spread,
+            **extra,
         )
         self.n_total = None if duration_s is None else int(round(duration_s * cfg.fs_hz))
         self.step_samples = int(chunk_samples)

@@ -41,6 +41,7 @@ _ACCEPTS: dict[str, set[str]] = {
         "cfg",
         "n_devices",
         "n_rogues",
+        "tuned_rogues",
         "snr_db",
         "mean_interval_s",
         "duration_s",

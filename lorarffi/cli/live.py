@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lorarffi.cli.common import add_lora_args, add_radio_args, add_receiver_offset_arg
+from lorarffi.cli.common import add_lora_args, add_radio_args, add_receiver_offset_arg, int_range
 
 __all__ = ["HELP", "DESCRIPTION", "EPILOG", "add_arguments", "run"]
 
@@ -90,6 +90,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loop", action="store_true", help="file: start again at the end")
     p.add_argument("--devices", type=int, default=None, help="sim: simulated devices (default 4)")
     p.add_argument("--rogues", type=int, default=None, help="sim: extra devices outside the fleet")
+    p.add_argument(
+        "--rogues-tuned-to",
+        type=int_range,
+        default=None,
+        metavar="IDS",
+        help="sim: one more rogue per listed fleet device (e.g. 1 or 1,3), its carrier tuned to that "
+        "device's CFO: an attacker the CFO gate alone cannot stop (default none)",
+    )
+    p.add_argument(
+        "--sim-truth",
+        default=None,
+        metavar="FILE.jsonl",
+        help="sim: write what was transmitted (start sample, device, rogue or not, CFO, SNR), one JSON line "
+        "per packet, to FILE when the run ends: the ground truth to score the decisions against",
+    )
     p.add_argument("--snr-db", type=float, default=None, help="sim: packet SNR in dB")
     p.add_argument("--seed", type=int, default=None, help="sim: seed of the stream")
     p.add_argument(
@@ -127,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
     from lorarffi.live.sinks import JsonlSink, PreambleSink, SigMFSink, ZmqPublishSink
     from lorarffi.live.stages import ClassifierStage, DetectionOnly
     from lorarffi.live.stopping import stop_on_signals
+    from lorarffi.live.truth import write_truth
 
     log = logging.getLogger("lorarffi.live")
     fs_hz = sample_rate_hz(args)
@@ -135,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
     spec = args.source.strip()
     is_sim = spec == "sim" or spec.startswith("sim:")
     speed = 1.0 if args.realtime else args.speed
+    if not is_sim and (args.sim_truth or args.rogues_tuned_to):
+        raise ConfigError("--sim-truth and --rogues-tuned-to need the simulated radio (--source sim)")
     if speed is None and is_sim:
         speed = 1.0  # the virtual radio runs in real time unless told otherwise
     if speed == 0:
@@ -165,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
         "loop": args.loop or None,
         "n_devices": args.devices,
         "n_rogues": args.rogues,
+        "tuned_rogues": args.rogues_tuned_to,
         "snr_db": args.snr_db,
         "seed": args.seed,
         "fleet_seed": args.fleet_seed,
@@ -226,5 +245,7 @@ def run(args: argparse.Namespace) -> int:
         raise
     with stop_on_signals(source):
         summary = pipeline.run()
+    if args.sim_truth:
+        write_truth(args.sim_truth, source)
     print(summary.to_json() if args.json else summary.format(), flush=True)
     return 0

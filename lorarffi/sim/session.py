@@ -8,6 +8,7 @@ persists. :func:`session_mean_cfo_hz` is a device's expected CFO in a session.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,7 @@ from lorarffi.sim import channel
 from lorarffi.sim.fleet import DeviceProfile
 from lorarffi.sim.oscillator import ENVIRONMENTS
 
-__all__ = ["CHANNEL_FAMILIES", "Session", "place_channel", "session_mean_cfo_hz"]
+__all__ = ["CHANNEL_FAMILIES", "Session", "place_channel", "session_mean_cfo_hz", "tuned_to_cfo"]
 
 #: Multipath families of place channels: ``"exponential"`` (the indoor profile the training augmentation also
 #: draws from) and ``"two_cluster"`` (an outdoor profile with a late reflection cluster, for shift tests).
@@ -79,6 +80,27 @@ def session_mean_cfo_hz(
     if session.environment != "reference":
         cfo = cfo + device.environment_offset_hz(session.environment)
     return cfo
+
+
+
+def tuned_to_cfo(
+    device: DeviceProfile,
+    target_cfo_hz: float,
+    session: Session,
+    time_since_power_on_s: npt.ArrayLike = 0.0,
+    *,
+    device_id: int | None = None,
+) -> DeviceProfile:
+    """``device`` with its crystal moved so that its mean CFO over ``time_since_power_on_s`` (s) of
+    ``session`` is ``target_cfo_hz`` (Hz): an attacker who tunes its carrier onto a legitimate device's CFO
+    while its hardware fingerprint stays its own.
+
+    ``device_id`` renames it (default: keeps its id).
+    """
+    mean_hz = float(np.mean(session_mean_cfo_hz(device, session, time_since_power_on_s)))
+    ppm = device.crystal_ppm + (float(target_cfo_hz) - mean_hz) / device.carrier_freq_hz * 1e6
+    tuned = dataclasses.replace(device, crystal_ppm=ppm)
+    return tuned if device_id is None else dataclasses.replace(tuned, device_id=int(device_id))
 
 
 _SALT_PLACE = 0x706C

@@ -20,7 +20,7 @@ from lorarffi.errors import ConfigError
 from lorarffi.sim import channel
 from lorarffi.sim.fleet import DeviceProfile, make_fleet
 from lorarffi.sim.receiver import ReceiverProfile, adc, front_end, resample
-from lorarffi.sim.session import Session, place_channel, session_mean_cfo_hz
+from lorarffi.sim.session import Session, place_channel, session_mean_cfo_hz, tuned_to_cfo
 from lorarffi.sim.transmitter import MARGIN_SAMPLES, transmit
 
 __all__ = ["TransmissionEvent", "StreamSimulator", "simulate_stream"]
@@ -68,6 +68,7 @@ class TransmissionEvent:
 
 _NOISE_BLOCK = 1 << 16
 _SALT_ROGUE = 0x726F
+_SALT_TUNED = 0x7475
 
 
 class StreamSimulator:
@@ -83,9 +84,13 @@ class StreamSimulator:
     fleet : sequence of DeviceProfile
     cfg : LoRaConfig
     session : Session
-    rogues : int
-        Number of extra look-alike devices (same chip, spread and carrier) outside the fleet; their ids follow
-        the fleet's highest id and their events say ``is_rogue``.
+    rogues : int or sequence of DeviceProfile
+        Number of extra look-alike devices (same chip, spread and carrier) outside the fleet, their ids
+        following the fleet's highest id; or the rogue devices themselves (e.g. one tuned to a fleet device's
+        CFO, :func:`~lorarffi.sim.session.tuned_to_cfo`). Their events say ``is_rogue``.
+    tuned_rogues : sequence of int
+        Ids of fleet devices each imitated by one more look-alike rogue whose carrier is tuned to that
+        device's mean CFO at the session's start (a CFO-tuned attacker; its ids follow the other rogues').
     snr_db : float or (low, high)
         In-band SNR per packet in dB (uniform over the range).
     mean_interval_s : float
@@ -123,7 +128,8 @@ class StreamSimulator:
         cfg: LoRaConfig,
         *,
         session: Session | None = None,
-        rogues: int = 0,
+        rogues: int | Sequence[DeviceProfile] = 0,
+        tuned_rogues: Sequence[int] = (),
         snr_db: float | tuple[float, float] = (10.0, 25.0),
         mean_interval_s: float = 0.3,
         seed: int = 0,
@@ -137,7 +143,7 @@ class StreamSimulator:
     ) -> None:
         if not fleet:
             raise ConfigError("fleet is empty")
-        if int(rogues) < 0:
+        if isinstance(rogues, int) and rogues < 0:
             raise ConfigError(f"rogues={rogues!r} is not valid: use >= 0")
         if not mean_interval_s > 0:
             raise ConfigError(f"mean_interval_s={mean_interval_s!r} is not valid: use > 0")
@@ -153,7 +159,9 @@ class StreamSimulator:
         self.fleet = list(fleet)
         last = max(d.device_id for d in self.fleet)
         self.rogues = (
-            make_fleet(
+            list(rogues)
+            if not isinstance(rogues, int)
+            else make_fleet(
                 int(rogues),
                 seed=self.seed ^ _SALT_ROGUE,
                 chip=self.fleet[0].chip,  # type: ignore
@@ -164,6 +172,7 @@ class StreamSimulator:
             if rogues
             else []
         )
+        self.rogues += self._tuned_rogues(tuned_rogues, spread)
         self._senders = self.fleet + self.rogues
         self._lo, self._hi = channel.snr_range_db(snr_db)
         self.mean_interval_s = float(mean_interval_s)
@@ -199,6 +208,30 @@ class StreamSimulator:
     def position(self) -> int:
         """Absolute index of the next sample :meth:`read` returns."""
         return self._position
+
+    def _tuned_rogues(self, targets: Sequence[int], spread: float) -> list[DeviceProfile]:
+        """One look-alike rogue per target id, its carrier tuned to the target's mean CFO at the session's
+        start."""
+        by_id = {d.device_id: d for d in self.fleet}
+        unknown = sorted(set(targets) - set(by_id))
+        if unknown:
+            raise ConfigError(f"tuned_rogues={list(targets)!r}: no fleet device with id {unknown}")
+        if not targets:
+            return []
+        last = max(d.device_id for d in self.fleet + self.rogues)
+        t0_s = self.session.minutes_since_power_on * 60.0
+        look_alikes = make_fleet(
+            len(targets),
+            seed=self.seed ^ _SALT_TUNED,
+            chip=self.fleet[0].chip,  # type: ignore
+            spread=spread,
+            first_device=last + 1,
+            carrier_freq_hz=self.fleet[0].carrier_freq_hz,
+        )
+        return [
+            tuned_to_cfo(dev, float(session_mean_cfo_hz(by_id[t], self.session, t0_s)), self.session, t0_s)
+            for dev, t in zip(look_alikes, targets, strict=True)
+        ]
 
     @property
     def events(self) -> list[TransmissionEvent]:
