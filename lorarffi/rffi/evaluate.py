@@ -1,8 +1,9 @@
 """Evaluate a model directory on stored preambles: CNN alone vs hybrid, per-device precision/recall, plots.
 
 Stored packets go through the same preprocessing as training
-(:func:`~lorarffi.rffi.preprocess.preprocess_preambles`), then through :meth:`Classifier.classify` in file
-order, ``batch_size`` packets at a time, so drift tracking (when on) sees the packets in the order they were
+(:func:`~lorarffi.rffi.preprocess.preprocess_preambles`), then through the one decision path
+(:func:`~lorarffi.rffi.classify.classify_preambles`, as ``lora-rffi classify`` takes it) in file order,
+``batch_size`` packets at a time, so drift tracking (when on) sees the packets in the order they were
 captured. Accuracy counts the packets of devices the model knows; packets of other devices are counted apart
 (``unknown_devices``; how many the gate rejected), never scored. A rejected packet counts as wrong in the
 hybrid accuracy.
@@ -14,6 +15,7 @@ import dataclasses
 import logging
 import os
 import pathlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lorarffi.errors import ConfigError
+from lorarffi.rffi.classify import classify_preambles
 from lorarffi.rffi.inference import Classifier, Decision
 
 __all__ = ["EvalResult", "evaluate", "write_plots"]
@@ -141,8 +144,12 @@ def evaluate(
     batch_size: int = 64,
     track: bool = True,
     source: object = "data",
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[EvalResult, Decision]:
     """Classify stored (not compensated) preambles in order and score them.
+
+    The decisions are :func:`~lorarffi.rffi.classify.classify_preambles`'s (the one decision path), scored
+    by :func:`score`.
 
     Parameters
     ----------
@@ -158,6 +165,8 @@ def evaluate(
         Let drift tracking learn from the packets (when the gate's tracking is on).
     source : object
         Named in error messages.
+    progress : callable, optional
+        Called with the number of packets the network has just processed (a progress bar's advance).
 
     Returns
     -------
@@ -169,22 +178,9 @@ def evaluate(
     pre = clf.preprocess(iq, source=source)
     if pre.iq.shape[0] != truth.size:
         raise ConfigError(f"{truth.size} labels for {pre.iq.shape[0]} preambles")
-    logits = clf.logits(pre.iq)
-    if track:
-        clf.calibrate_receiver(logits, pre.cfo_hz)
-    parts = [
-        clf.decide(logits[s : s + batch_size], pre.cfo_hz[s : s + batch_size], track=track)
-        for s in range(0, truth.size, batch_size)
-    ]
-    decision = Decision(
-        np.concatenate([d.device_id for d in parts]),
-        sum((d.verdict for d in parts), []),
-        np.concatenate([d.cnn_device_id for d in parts]),
-        np.concatenate([d.confidence for d in parts]),
-        np.concatenate([d.cnn_confidence for d in parts]),
-        np.concatenate([d.cfo_hz for d in parts]),
-        np.concatenate([d.class_index for d in parts]),
-    )
+    decision = classify_preambles(
+        clf, pre.iq, pre.cfo_hz, batch_size=batch_size, track=track, progress=progress
+    ).closed_set
     result = dataclasses.replace(
         score(decision, truth, clf.device_ids),
         n_not_preamble=pre.n_not_preamble,
@@ -207,63 +203,23 @@ def write_plots(
     true_ids: npt.ArrayLike,
     clf: Classifier,
 ) -> list[pathlib.Path]:
-    """Confusion-matrix PNGs (CNN, hybrid) and a CFO-versus-packet plot per device with its gate band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Write ``confusion_cnn.png``, ``confusion_hybrid.png`` (counts in the cells, row share as colour) and
+    ``cfo_per_device.png`` (each device's CFO against its gate window) in ``out_dir``; return the paths."""
+    from lorarffi.rffi import plots
 
     out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
     labels = [str(d) for d in result.device_ids]
-    for name, conf, cols in (
-        ("cnn", result.confusion_cnn, labels),
-        ("hybrid", result.confusion_hybrid, labels + ["unknown"]),
+    written = []
+    for name, conf, cols, acc in (
+        ("cnn", result.confusion_cnn, labels, result.accuracy_cnn),
+        ("hybrid", result.confusion_hybrid, [*labels, "unknown"], result.accuracy_hybrid),
     ):
-        fig, ax = plt.subplots(figsize=(1 + 0.35 * len(cols), 1 + 0.35 * len(labels)))
-        norm = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
-        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-        ax.set_xticks(range(len(cols)), cols, rotation=90, fontsize=7)
-        ax.set_yticks(range(len(labels)), labels, fontsize=7)
-        ax.set_xlabel("predicted device")
-        ax.set_ylabel("true device")
-        acc = result.accuracy_cnn if name == "cnn" else result.accuracy_hybrid
-        ax.set_title(f"{name}: accuracy {acc:.4f}")
-        fig.tight_layout()
-        path = out / f"confusion_{name}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
-    truth = np.asarray(true_ids, dtype=np.int64).reshape(-1)
-    devices = sorted(set(truth.tolist()))
-    n_cols = min(5, len(devices))
-    n_rows = -(-len(devices) // n_cols)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.2 * n_cols, 2.4 * n_rows), squeeze=False)
-    gate = clf.gate
-    for ax, dev in zip(axes.flat, devices, strict=False):
-        rows = np.flatnonzero(truth == dev)
-        ok = decision.device_id[rows] == dev
-        ax.plot(
-            np.arange(rows.size)[ok], decision.cfo_hz[rows][ok], ".", ms=2, color="tab:blue", label="correct"
+        what = "CNN alone" if name == "cnn" else "CNN + CFO gate"
+        score_text = f"accuracy {100 * acc:.2f} %" if np.isfinite(acc) else "no packet of a known device"
+        fig = plots.confusion_figure(
+            conf, labels, cols, title=f"{what}: {score_text} ({result.n_packets} packets)"
         )
-        ax.plot(
-            np.arange(rows.size)[~ok], decision.cfo_hz[rows][~ok], ".", ms=3, color="tab:red", label="wrong"
-        )
-        if gate is not None and dev in clf.device_ids:
-            k = clf.device_ids.index(dev)
-            lam = gate.lambda_hz[k]
-            for y in (gate.mean_hz[k] - lam, gate.mean_hz[k] + lam):
-                ax.axhline(y, color="gray", lw=0.8, ls="--")
-        ax.set_title(f"device {dev}", fontsize=8)
-        ax.tick_params(labelsize=6)
-    for ax in list(axes.flat)[len(devices) :]:
-        ax.axis("off")
-    fig.supxlabel("packet")
-    fig.supylabel("CFO (Hz)")
-    fig.tight_layout()
-    path = out / "cfo_per_device.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    written.append(path)
+        written.append(plots.save_figure(fig, out / f"confusion_{name}.png"))
+    fig = plots.cfo_per_device_figure(decision.cfo_hz, true_ids, decision.device_id, clf.gate)
+    written.append(plots.save_figure(fig, out / "cfo_per_device.png"))
     return written

@@ -157,30 +157,8 @@ def plot_roc(
     *,
     title: str = "rogue detection",
 ) -> pathlib.Path:
-    """Write the ROC (rogue detection rate ``1 - FAR`` against ``FRR``, log-scaled FRR axis) of one or several
-    labelled results as a PNG; returns ``path``."""
-    import matplotlib
+    """Write the ROC of one or several labelled results, with each operating point and EER marked
+    (:func:`lorarffi.rffi.plots.roc_figure`), as a PNG; returns ``path``."""
+    from lorarffi.rffi.plots import roc_figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    curves = figures if isinstance(figures, dict) else {"": figures}
-    fig, ax = plt.subplots(figsize=(5.0, 4.2))
-    for label, f in curves.items():
-        fpr = np.maximum(f.frr_curve, 1e-4)
-        name = f"{label}: " if label else ""
-        ax.plot(fpr, 1.0 - f.far_curve, lw=1.4, label=f"{name}AUC {f.auc:.4f}, EER {100 * f.eer:.2f} %")
-    ax.set_xscale("log")
-    ax.set_xlim(1e-4, 1.0)
-    ax.set_ylim(0.0, 1.01)
-    ax.set_xlabel("legitimate packets called rogue (FRR)")
-    ax.set_ylabel("rogue packets caught (1 - FAR)")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    out = pathlib.Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(roc_figure(figures, title=title), path, dpi=110)
