@@ -16,13 +16,15 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-__all__ = ["DecisionRecord", "NO_MODEL_LABEL", "UNKNOWN_LABEL", "ALERT_VERDICTS"]
+__all__ = ["DecisionRecord", "NO_MODEL_LABEL", "UNKNOWN_LABEL", "ROGUE", "ALERT_VERDICTS"]
 
 NO_MODEL_LABEL = "-"
 """Device label of a decision made without a model (detection only)."""
 UNKNOWN_LABEL = "unknown"
-"""Device label of a packet the stage rejected (``device < 0``)."""
-ALERT_VERDICTS = frozenset({"rogue"})
+"""Device label of a packet the stage rejected (``device < 0``) without calling it a rogue."""
+ROGUE = "rogue"
+"""Verdict, and device label, of a packet a registry stage found to be no enrolled device."""
+ALERT_VERDICTS = frozenset({ROGUE})
 """Verdicts published as alerts. ``"unknown"`` is not one: it says the evidence was not enough to name a
 device (a weak or drifted packet as often as a stranger), and alerting on it would bury the rogues; it stays
 in the decision stream for whoever wants it."""
@@ -47,8 +49,8 @@ class DecisionRecord:
     device : int or None
         The device decided on; -1 when the stage rejected the packet; None without a model.
     verdict : str
-        ``"detected"`` (no model), ``"accept"`` or ``"unknown"`` (closed-set classifier); stages may add their
-        own (``"rogue"``).
+        ``"detected"`` (no model), ``"accept"`` or ``"unknown"`` (closed-set classifier), ``"accept"`` or
+        ``"rogue"`` (registry stage).
     latency_ms : float
         From the arrival of the packet's last preamble sample to its decision, in ms (NaN until the pipeline
         has timed it).
@@ -57,7 +59,8 @@ class DecisionRecord:
     confidence : float, optional
         Probability of the decision, 0 to 1 (0 when rejected).
     score : float, optional
-        A stage's score of the decision (e.g. a distance to the enrolled fingerprint).
+        A stage's score of the decision: the registry stage's K-NN score (mean embedding distance to the
+        nearest enrolled device's references; accepted at most the registry's threshold).
     channel_hz : float, optional
         Centre frequency of the channel the packet was received on, in Hz.
     sf : int, optional
@@ -124,11 +127,13 @@ class DecisionRecord:
 
     @property
     def device_label(self) -> str:
-        """How the decision is counted and shown: the device id, ``"unknown"`` (rejected) or ``"-"``
-        (no model)."""
+        """How the decision is counted and shown: the device id, ``"rogue"`` (rejected as a rogue),
+        ``"unknown"`` (rejected otherwise) or ``"-"`` (no model)."""
         if self.device is None:
             return NO_MODEL_LABEL
-        return UNKNOWN_LABEL if self.device < 0 else str(self.device)
+        if self.device >= 0:
+            return str(self.device)
+        return ROGUE if self.verdict == ROGUE else UNKNOWN_LABEL
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON fields in order: packet fields, ``device``, ``verdict``, ``latency_ms``, then the optional

@@ -1,19 +1,23 @@
 """Decision stages: a batch of detected packets in, one decision record per packet out.
 
 :class:`DetectionOnly` reports every packet without a model; :class:`ClassifierStage` classifies the batch
-with a trained model directory (spectrogram, CNN, CFO-gated hybrid decision with drift tracking). Any
-object with ``decide(packets) -> list[DecisionRecord]`` is a stage (an enrollment registry slots in here).
+with a trained model directory (spectrogram, CNN, CFO-gated hybrid decision with drift tracking);
+:class:`RegistryStage` authenticates it against a device registry (an enrolled device or ``rogue``, every
+decision in the registry's audit log). Any object with ``decide(packets) -> list[DecisionRecord]`` is a stage.
 Stages leave ``latency_ms`` unset: the pipeline times each decision.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import numpy as np
+
 from lorarffi.live.decision import DecisionRecord
 
-__all__ = ["DecisionStage", "DetectionOnly", "ClassifierStage"]
+__all__ = ["DecisionStage", "DetectionOnly", "ClassifierStage", "RegistryStage"]
 
 
 class DecisionStage(Protocol):
@@ -65,3 +69,116 @@ class ClassifierStage:
                 strict=True,
             )
         ]
+
+
+class RegistryStage:
+    """Decisions against a device registry: each packet is given an enrolled device id (verdict
+    ``"accept"``) or called ``"rogue"`` (``device=-1``), with its K-NN score, and every decision is appended
+    to the registry's audit log in one transaction per batch.
+
+    The batch takes the one decision path of ``lora-rffi authenticate``
+    (:func:`~lorarffi.rffi.authenticate.decide_packets` with the authenticator of
+    :func:`~lorarffi.rffi.authenticate.open_authenticator`): the packets' fingerprint windows in the model's
+    view, their embeddings, the nearest enrolled device and its score, the threshold, the CFO gate.
+
+    Parameters
+    ----------
+    embedder : Embedder
+        The model the registry is bound to (:func:`~lorarffi.rffi.embedding.load_embedder`); another model's
+        registry is refused in one line (:class:`~lorarffi.errors.ModelError`).
+    registry : Registry
+        Open registry; the stage reads its devices and threshold once, here.
+    source : str
+        The audit log's ``source`` of every decision (the stream's name).
+    k : int
+        Neighbours of the score.
+    far : float, optional
+        False-accept rate of the threshold (None: the stored one's).
+    cfo_gate : bool
+        Apply the CFO gate.
+    batch_size : int
+        Packets per network call.
+    """
+
+    def __init__(
+        self,
+        embedder: Any,
+        registry: Any,
+        *,
+        source: str = "",
+        k: int | None = None,
+        far: float | None = None,
+        cfo_gate: bool = True,
+        batch_size: int = 64,
+    ) -> None:
+        from lorarffi.rffi.authenticate import open_authenticator
+        from lorarffi.rffi.knn import DEFAULT_K
+
+        self.embedder = embedder
+        self.registry = registry
+        self.source = source
+        self.batch_size = batch_size
+        self.authenticator = open_authenticator(
+            embedder, registry, k=DEFAULT_K if k is None else k, far=far, cfo_gate=cfo_gate
+        )
+        self._owns_registry = False
+
+    @classmethod
+    def from_paths(
+        cls,
+        model_dir: str | os.PathLike,
+        registry: str | os.PathLike,
+        *,
+        torch_device: Any = None,
+        **options: Any,
+    ) -> RegistryStage:
+        """A stage built from a model directory and a registry path or database URL (what a worker process
+        is given); the stage owns the registry it opens and :meth:`close` releases it.
+
+        ``options`` are the constructor's (``source``, ``k``, ``far``, ``cfo_gate``, ``batch_size``).
+        """
+        from lorarffi.rffi.embedding import load_embedder
+        from lorarffi.rffi.registry import Registry
+
+        embedder = load_embedder(model_dir, torch_device=torch_device)
+        reg = Registry.open(registry, model_fingerprint=embedder.fingerprint or None)
+        try:
+            stage = cls(embedder, reg, **options)
+        except BaseException:
+            reg.close()
+            raise
+        stage._owns_registry = True
+        return stage
+
+    @property
+    def lora(self) -> Any:
+        """The LoRa parameters the model was trained with (:class:`~lorarffi.dsp.config.LoRaConfig`)."""
+        return self.embedder.lora
+
+    def decide(self, packets: Sequence[Any]) -> list[DecisionRecord]:
+        if not packets:
+            return []
+        from lorarffi.rffi.authenticate import decide_packets
+
+        dec = decide_packets(
+            self.embedder,
+            self.authenticator,
+            self.registry,
+            self.embedder.packet_preambles(packets),
+            cfo_hz=np.array([p.cfo_hz for p in packets], np.float64),
+            source=self.source,
+            start_sample=np.array([p.start for p in packets], np.int64),
+            snr_db=np.array([p.snr_db for p in packets], np.float64),
+            batch_size=self.batch_size,
+        )
+        return [
+            DecisionRecord.for_packet(p, device=d, verdict=v, score=s)
+            for p, d, v, s in zip(
+                packets, dec.device_id.tolist(), dec.verdict, dec.score.tolist(), strict=True
+            )
+        ]
+
+    def close(self) -> None:
+        """Release the registry when the stage opened it (:meth:`from_paths`)."""
+        if self._owns_registry:
+            self.registry.close()

@@ -76,7 +76,10 @@ __all__ = [
     "Authenticator",
     "current_threshold",
     "decision_groups",
+    "open_authenticator",
+    "decide_packets",
     "authenticate",
+    "audit_rows",
     "summarize",
 ]
 
@@ -471,7 +474,66 @@ def _cfo_gate(devices: list[DeviceRecord], params: GateParams | None) -> CfoGate
     )
 
 
-# -- the one call ----------------------------------------------------------------------------------------
+# -- the one call ---------------------------------------------------------------------------------------
+def open_authenticator(
+    embedder: Embedder,
+    registry: Registry,
+    *,
+    k: int = DEFAULT_K,
+    far: float | None = None,
+    cfo_gate: bool = True,
+) -> Authenticator:
+    """The :class:`Authenticator` of a registry for the model it is bound to (a registry of another model is
+    refused in one line): its references, threshold (:func:`current_threshold`) and the CFO gate with the
+    model's carrier and margin.
+
+    Parameters
+    ----------
+    embedder : Embedder
+    registry : Registry
+    k : int
+        Neighbours of the score.
+    far : float, optional
+        False-accept rate of the threshold (None: the stored one's, else :data:`DEFAULT_FAR`).
+    cfo_gate : bool
+        Apply the CFO gate (False: the embedding score alone decides).
+    """
+    check_bound(embedder, registry)
+    return Authenticator.from_registry(
+        registry, k=k, far=far, gate_params=_embedder_gate_params(embedder), cfo_gate=cfo_gate
+    )
+
+
+def decide_packets(
+    embedder: Embedder,
+    authenticator: Authenticator,
+    registry: Registry,
+    preambles: npt.ArrayLike,
+    *,
+    cfo_hz: npt.ArrayLike | None = None,
+    packets_per_decision: int = 1,
+    transmitter_ids: npt.ArrayLike | None = None,
+    source: str = "",
+    start_sample: npt.ArrayLike | None = None,
+    snr_db: npt.ArrayLike | None = None,
+    batch_size: int = 64,
+    audit: bool = True,
+) -> Decisions:
+    """Embed and decide a batch of packets with an open authenticator, and append every decision to the
+    registry's audit log in one transaction: the one decision path of :func:`authenticate` and of the live
+    registry stage (:class:`~lorarffi.live.stages.RegistryStage`).
+
+    Parameters are those of :func:`authenticate`; ``authenticator`` is :func:`open_authenticator`'s.
+    """
+    emb = embedder.embed(preambles, batch_size=batch_size)
+    decisions = authenticator.decide(
+        emb, cfo_hz, packets_per_decision=packets_per_decision, transmitter_ids=transmitter_ids
+    )
+    if audit:
+        registry.append_audit(audit_rows(decisions, source=source, start_sample=start_sample, snr_db=snr_db))
+    return decisions
+
+
 def authenticate(
     embedder: Embedder,
     registry: Registry,
@@ -489,7 +551,8 @@ def authenticate(
     batch_size: int = 64,
     audit: bool = True,
 ) -> Decisions:
-    """Authenticate packets against a registry and append every decision to its audit log.
+    """Authenticate packets against a registry and append every decision to its audit log
+    (:func:`open_authenticator`, then :func:`decide_packets`).
 
     Parameters
     ----------
@@ -525,17 +588,21 @@ def authenticate(
     -------
     Decisions
     """
-    check_bound(embedder, registry)
-    emb = embedder.embed(preambles, batch_size=batch_size)
-    auth = Authenticator.from_registry(
-        registry, k=k, far=far, gate_params=_embedder_gate_params(embedder), cfo_gate=cfo_gate
+    auth = open_authenticator(embedder, registry, k=k, far=far, cfo_gate=cfo_gate)
+    return decide_packets(
+        embedder,
+        auth,
+        registry,
+        preambles,
+        cfo_hz=cfo_hz,
+        packets_per_decision=packets_per_decision,
+        transmitter_ids=transmitter_ids,
+        source=source,
+        start_sample=start_sample,
+        snr_db=snr_db,
+        batch_size=batch_size,
+        audit=audit,
     )
-    decisions = auth.decide(
-        emb, cfo_hz, packets_per_decision=packets_per_decision, transmitter_ids=transmitter_ids
-    )
-    if audit:
-        registry.append_audit(audit_rows(decisions, source=source, start_sample=start_sample, snr_db=snr_db))
-    return decisions
 
 
 def _embedder_gate_params(embedder: Embedder) -> GateParams | None:

@@ -1,0 +1,166 @@
+"""Live decisions against a device registry: the registry stage decides with ``authenticate``'s one path,
+every decision lands in the audit log, rogues are alerted, drift tracking moves the stored CFO statistics,
+and file, ZeroMQ and SoapySDR sources give the same decisions on one recording.
+
+One small triplet extractor is trained per module on a simulated fleet of 8 devices (no multipath, so a few
+epochs separate them); devices 1-4 are enrolled from their own simulated preambles; the recording holds
+devices 1-4, two rogues from outside the fleet and one rogue tuned to device 2's CFO.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+
+from lorarffi.dsp.config import LoRaConfig
+from lorarffi.live.stages import RegistryStage
+from lorarffi.rffi.registry import Registry
+
+pytestmark = pytest.mark.slow
+
+CFG = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1e6)
+ENROLLED = (1, 2, 3, 4)
+N_SAMPLES = 4_000_000  # 4 s of recording
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict:
+    """The model directory, a registry of devices 1-4 (copied per test by ``registry``), the recording (a
+    cf32 file and its samples) and the simulator's ground truth."""
+    import torch
+
+    from lorarffi.rffi.embedding import load_embedder
+    from lorarffi.rffi.enroll import enroll
+    from lorarffi.rffi.train import TrainConfig, train
+    from lorarffi.sim import Session, StreamSimulator, make_fleet, simulate_preamble_set
+
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("registry_world")
+    fleet = make_fleet(8, seed=0, spread=3.0)
+    ps = simulate_preamble_set(
+        fleet, CFG, 40, session=Session(), rng=np.random.default_rng(3), snr_db=(15.0, 30.0), multipath=False
+    )
+    config = TrainConfig(model="rffi_net", objective="triplet", epochs=4, batch_size=16, lr=3e-3, seed=2)
+    train(ps.preambles, ps.device_ids, CFG, d / "model", config)
+    emb = load_embedder(d / "model")
+    enrolled = np.isin(ps.device_ids, ENROLLED)
+    pre = emb.preprocess(ps.preambles[enrolled])
+    with Registry.create(d / "fleet.db", model_fingerprint=emb.fingerprint, embedding_dim=emb.dim) as reg:
+        enroll(emb, reg, pre.iq, ps.device_ids[enrolled], cfo_hz=pre.cfo_hz)
+    sim = StreamSimulator(
+        fleet[:4],
+        CFG,
+        seed=4,
+        snr_db=(20.0, 30.0),
+        mean_interval_s=0.1,
+        rogues=2,
+        tuned_rogues=[2],
+        spread=3.0,
+        multipath=False,
+    )
+    _, iq = sim.read(N_SAMPLES)
+    iq.setflags(write=False)
+    path = d / "recording.cf32"
+    iq.tofile(path)
+    events = [e for e in sim.events if e.start + e.n_samples <= iq.size]
+    return {"model": d / "model", "registry": d / "fleet.db", "path": path, "iq": iq, "events": events}
+
+
+@pytest.fixture()
+def registry(world, tmp_path) -> pathlib.Path:
+    """A fresh copy of the enrolled registry (empty audit log)."""
+    reg = tmp_path / "fleet.db"
+    shutil.copy(world["registry"], reg)
+    return reg
+
+
+@pytest.fixture(scope="module")
+def packets(world) -> list:
+    """The offline detector's packets of the whole recording."""
+    from lorarffi.dsp.detect import StreamDetector
+
+    det = StreamDetector(CFG)
+    return det.process(world["iq"]) + det.flush()
+
+
+def truth_of(world, packets) -> list:
+    """The simulator's event of each detected packet (the one starting within a symbol of it)."""
+    starts = np.array([e.start for e in world["events"]])
+    out = []
+    for p in packets:
+        i = int(np.argmin(np.abs(starts - p.start)))
+        assert abs(starts[i] - p.start) < CFG.n_chips * CFG.fs_hz / CFG.bw_hz
+        out.append(world["events"][i])
+    return out
+
+
+def test_the_registry_stage_decides_as_authenticate_does_and_audits_every_decision(
+    world, packets, registry, tmp_path
+) -> None:
+    from lorarffi.rffi.authenticate import authenticate
+    from lorarffi.rffi.embedding import load_embedder
+
+    assert len(packets) == len(world["events"]) >= 20
+    stage = RegistryStage.from_paths(world["model"], registry, source="air")
+    try:
+        records = stage.decide(packets[:10]) + stage.decide(packets[10:])
+    finally:
+        stage.close()
+    assert [r.start for r in records] == [p.start for p in packets]
+
+    # authenticate() on the same windows, against an identical registry, decides the same
+    other = tmp_path / "other.db"
+    shutil.copy(world["registry"], other)
+    emb = load_embedder(world["model"])
+    with Registry.open(other) as reg:
+        offline = authenticate(
+            emb, reg, emb.packet_preambles(packets), cfo_hz=[p.cfo_hz for p in packets], audit=False
+        )
+    assert [r.device for r in records] == offline.device_id.tolist()
+    assert [r.verdict for r in records] == offline.verdict
+    # the same network on the same windows, batched differently: float32 distances of unit vectors of
+    # 128 values agree to a few ulps of 1 times the terms summed
+    np.testing.assert_allclose([r.score for r in records], offline.score, rtol=0, atol=128 * 4 * 2**-23)
+
+    with Registry.open(registry) as reg:
+        rows = reg.audit()
+        fingerprint = reg.model_fingerprint
+    assert len(rows) == len(records)
+    for row, rec in zip(rows, records, strict=True):
+        assert (row.source, row.start_sample, row.verdict) == ("air", rec.start, rec.verdict)
+        assert row.device_id == (rec.device if rec.device >= 0 else None)
+        assert (row.cfo_hz, row.snr_db, row.score) == (rec.cfo_hz, rec.snr_db, rec.score)
+        assert row.model_fingerprint == fingerprint
+    # one transaction per batch: a batch's rows carry one time, the next batch a later one
+    assert len({r.time_utc for r in rows[:10]}) == 1 and len({r.time_utc for r in rows[10:]}) == 1
+    assert rows[10].time_utc > rows[9].time_utc
+
+
+def test_rogues_are_rogue_and_alerted_and_enrolled_devices_are_named(world, packets, registry) -> None:
+    stage = RegistryStage.from_paths(world["model"], registry)
+    try:
+        records = stage.decide(packets)
+    finally:
+        stage.close()
+    truth = truth_of(world, packets)
+    rogue = np.array([e.is_rogue for e in truth])
+    assert rogue.sum() >= 3 and (~rogue).sum() >= 10
+    for rec, e in zip(records, truth, strict=True):
+        if e.is_rogue:
+            assert (rec.device, rec.verdict, rec.is_alert, rec.device_label) == (-1, "rogue", True, "rogue")
+        else:
+            assert rec.device in (e.device_id, -1)  # never another enrolled device
+    named = np.mean([r.device == e.device_id for r, e in zip(records, truth, strict=True) if not e.is_rogue])
+    assert named >= 0.8
+
+
+def test_a_registry_of_another_model_is_refused(world, tmp_path) -> None:
+    from lorarffi.errors import ModelError
+
+    with Registry.create(tmp_path / "x.db", model_fingerprint="sha256:0000", embedding_dim=128):
+        pass
+    with pytest.raises(ModelError, match="registry was enrolled with model sha256:0000"):
+        RegistryStage.from_paths(world["model"], tmp_path / "x.db")
