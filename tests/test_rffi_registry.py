@@ -406,7 +406,7 @@ def test_a_version_1_registry_is_migrated_on_open(tmp_path) -> None:
             "INSERT INTO embeddings VALUES (4, ?, ?)", [(i, v.tobytes()) for i, v in enumerate(vec)]
         )
     with Registry.open(path, model_fingerprint=FP) as r:
-        assert r.schema_version == SCHEMA_VERSION == 2
+        assert r.schema_version == SCHEMA_VERSION == 3
         (dev,) = r.devices()
         assert (dev.device_id, dev.name, dev.notes, dev.carrier_hz, dev.cfo_mean_hz) == (
             4,
@@ -419,7 +419,9 @@ def test_a_version_1_registry_is_migrated_on_open(tmp_path) -> None:
         assert r.reference_embeddings()[1].tobytes() == vec.tobytes()
         assert r.enroll_device(5, vec, carrier_hz=868.3e6).carrier_hz == 868.3e6
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+            str(SCHEMA_VERSION),
+        )
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     with Registry.open(path) as r:  # opening a current registry migrates nothing
         assert [d.carrier_hz for d in r.devices()] == [None, 868.3e6]

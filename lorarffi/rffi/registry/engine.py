@@ -1,6 +1,11 @@
 """Where a registry lives and how it is connected to: a plain path is an SQLite file, anything with ``://`` a
 database URL (``sqlite:///...``, ``postgresql://...``).
 
+``postgresql://`` connects through psycopg 3 (libpq). Its password comes from the URL, or better from the
+environment (``PGPASSWORD``) or a password file (``PGPASSFILE``, default ``~/.pgpass``), as libpq reads them;
+libpq options in the query string pass through (``?sslmode=verify-full&sslrootcert=ca.pem`` for TLS). Messages
+and JSON name a registry by its URL with the password masked (:attr:`Location.label`).
+
 On SQLite every connection turns foreign keys on and waits up to :data:`BUSY_TIMEOUT_MS` for a lock; the
 driver's own transaction handling is switched off and transactions start with ``BEGIN`` (reads) or
 ``BEGIN IMMEDIATE`` (writes, see :data:`WRITE`), so a writer takes the lock before its first read and two
@@ -21,12 +26,23 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 
 from lorarffi.errors import ConfigError, InputDataError
 
-__all__ = ["Location", "locate", "make_engine", "enable_wal", "database_errors", "BUSY_TIMEOUT_MS", "WRITE"]
+__all__ = [
+    "Location",
+    "locate",
+    "make_engine",
+    "enable_wal",
+    "database_errors",
+    "redact_url",
+    "BUSY_TIMEOUT_MS",
+    "WRITE",
+]
 
 BUSY_TIMEOUT_MS = 30_000
 """How long an SQLite connection waits for another process's write lock, in ms."""
 WRITE = "lorarffi_write"
 """Execution option marking a connection whose transactions write (SQLite: ``BEGIN IMMEDIATE``)."""
+DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"}
+"""The driver a URL without one gets (SQLAlchemy's own default for PostgreSQL, psycopg2, is not installed)."""
 
 
 @dataclass(frozen=True)
@@ -57,10 +73,34 @@ def locate(path_or_url: str | os.PathLike) -> Location:
         url = make_url(text)
     except ArgumentError as exc:
         raise ConfigError(f"registry URL {text!r} is not a valid database URL: {exc}") from None
+    label = url.render_as_string(hide_password=True)
+    if url.drivername in DRIVERS:
+        url = url.set(drivername=DRIVERS[url.drivername])
     path = None
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         path = Path(url.database)
-    return Location(url, url.render_as_string(hide_password=True), path)
+    return Location(url, label, path)
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the password of a ``scheme://user:password@host`` URL replaced by ``***`` (for logs).
+
+    Examples
+    --------
+    >>> redact_url("postgresql://app:hunter2@db:5432/reg?sslmode=require")
+    'postgresql://app:***@db:5432/reg?sslmode=require'
+    >>> redact_url("redis://:hunter2@10.0.0.5:6379/lora"), redact_url("fleet.db")
+    ('redis://:***@10.0.0.5:6379/lora', 'fleet.db')
+    """
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return text
+    authority, slash, tail = rest.partition("/")
+    credentials, at, host = authority.rpartition("@")
+    if not at or ":" not in credentials:
+        return text
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}{slash}{tail}"
 
 
 def make_engine(location: Location) -> Engine:

@@ -5,6 +5,7 @@ Versions:
 
 1. ``meta``, ``devices`` (without ``carrier_hz``), ``embeddings``, ``audit``.
 2. ``devices.carrier_hz``: the carrier a device was enrolled on, in Hz (NULL for devices enrolled before).
+3. ``audit.packet_key`` and its unique index: the packet a decision is about, written once (NULL before).
 
 A registry whose version is newer than :data:`~.schema.SCHEMA_VERSION` is refused by the caller; nothing here
 downgrades.
@@ -17,7 +18,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection, Table, text, update
 
-from lorarffi.rffi.registry.schema import SCHEMA_VERSION, devices, meta
+from lorarffi.rffi.registry.schema import SCHEMA_VERSION, audit, audit_packet_key, devices, meta
 
 __all__ = ["MIGRATIONS", "migrate"]
 
@@ -37,7 +38,12 @@ def _v1_to_v2(conn: Connection) -> None:
     _add_column(conn, devices, "carrier_hz")
 
 
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1_to_v2,)
+def _v2_to_v3(conn: Connection) -> None:
+    _add_column(conn, audit, "packet_key")
+    audit_packet_key.create(conn)
+
+
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1_to_v2, _v2_to_v3)
 """``MIGRATIONS[i]`` takes a registry from version ``i + 1`` to ``i + 2``."""
 assert len(MIGRATIONS) == SCHEMA_VERSION - 1, "one migration per version step"
 

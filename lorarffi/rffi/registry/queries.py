@@ -23,6 +23,7 @@ __all__ = [
     "store_device",
     "insert_audit",
     "read_audit",
+    "update_cfo_centres",
 ]
 
 LABELS = ("name", "notes")
@@ -91,9 +92,24 @@ def store_device(conn: Connection, values: dict[str, Any], emb: npt.NDArray[np.f
     )
 
 
-def insert_audit(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Append audit rows (column name -> value) in one statement."""
-    conn.execute(insert(audit), rows)
+def insert_audit(conn: Connection, rows: list[dict[str, Any]]) -> int:
+    """Append audit rows (column name -> value); rows whose ``packet_key`` is already logged are skipped.
+    Returns the number appended."""
+    keyed = [r for r in rows if r.get("packet_key") is not None]
+    plain = [r for r in rows if r.get("packet_key") is None]
+    if plain:
+        conn.execute(insert(audit), plain)
+    if not keyed:
+        return len(plain)
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as keyed_insert
+    elif conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as keyed_insert
+    else:  # pragma: no cover - the registry runs on SQLite and PostgreSQL
+        raise NotImplementedError(f"keyed audit rows on {conn.dialect.name}")
+    stmt = keyed_insert(audit).on_conflict_do_nothing(index_elements=[audit.c.packet_key])
+    appended = conn.execute(stmt.returning(audit.c.packet_key), keyed).all()
+    return len(plain) + len(appended)
 
 
 def read_audit(conn: Connection, limit: int | None = None) -> list[AuditRow]:
@@ -114,6 +130,16 @@ def read_audit(conn: Connection, limit: int | None = None) -> list[AuditRow]:
             time_utc=as_utc(r["time_utc"]),
             model_fingerprint=r["model_fingerprint"],
             audit_id=r["id"],
+            packet_key=r["packet_key"],
         )
         for r in reversed(rows)
     ]
+
+
+def update_cfo_centres(conn: Connection, centres: dict[int, tuple[float, float]]) -> None:
+    """Set ``cfo_mean_hz`` and ``cfo_std_hz`` of devices: device id -> (mean, std), Hz. Devices no longer
+    enrolled are skipped."""
+    for device_id, (mean_hz, std_hz) in centres.items():
+        conn.execute(
+            update(devices).where(devices.c.id == device_id).values(cfo_mean_hz=mean_hz, cfo_std_hz=std_hz)
+        )

@@ -108,6 +108,9 @@ class AuditRow(_Record):
         The model that made the decision; None: the registry's model.
     audit_id : int or None
         The row's id in the log (set on rows read back, ignored on append).
+    packet_key : str or None
+        Names the packet decided on when it must be logged once (unique in the log; a row whose key is
+        already there is not appended again). None: no such constraint.
     """
 
     verdict: str
@@ -120,6 +123,7 @@ class AuditRow(_Record):
     time_utc: datetime | None = None
     model_fingerprint: str | None = None
     audit_id: int | None = None
+    packet_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,9 @@
 - ``embeddings``: the reference embeddings, one row per (device, row index), each a little-endian float32
   vector of ``embedding_dim`` values; deleting a device deletes its embeddings (``ON DELETE CASCADE``).
 - ``audit``: the append-only decision log. ``device_id`` is not a foreign key: the log outlives devices.
-  On SQLite, triggers refuse UPDATE and DELETE of its rows.
+  Triggers refuse UPDATE and DELETE of its rows (and TRUNCATE on PostgreSQL). ``packet_key`` names the packet
+  a decision is about when the writer needs it written once (a scale-out worker: ``node/run/start_sample``);
+  it is unique, NULL for rows without one.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -36,9 +39,10 @@ __all__ = [
     "devices",
     "embeddings",
     "audit",
+    "audit_packet_key",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema this code writes; older ones are migrated on open (:mod:`.migrations`)."""
 FORMAT = "lora-rffi-registry"
 """``meta.format`` of every registry."""
@@ -87,7 +91,10 @@ audit = Table(
     Column("score", Float),
     Column("verdict", String(32), nullable=False),
     Column("model_fingerprint", String(128), nullable=False),
+    Column("packet_key", String(255)),
 )
+audit_packet_key = Index("audit_packet_key", audit.c.packet_key, unique=True)
+"""At most one audit row per named packet (rows without a key are not constrained)."""
 
 for _op in ("UPDATE", "DELETE"):
     event.listen(
@@ -98,3 +105,10 @@ for _op in ("UPDATE", "DELETE"):
             "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
         ).execute_if(dialect="sqlite"),
     )
+for _ddl in (
+    "CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$",
+    "CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit "
+    "FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()",
+):
+    event.listen(audit, "after_create", DDL(_ddl).execute_if(dialect="postgresql"))

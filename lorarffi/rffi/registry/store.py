@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime
@@ -412,15 +412,15 @@ class Registry:
         """Append decisions to the audit log in one transaction; returns the number appended.
 
         ``time_utc`` left None is the time of this call; ``model_fingerprint`` left None is the registry's.
-        NaN CFO, SNR or score are stored as unknown (NULL).
+        NaN CFO, SNR or score are stored as unknown (NULL). A row whose ``packet_key`` is already in the log
+        is skipped (not counted), so a batch written again after a crash is logged once.
         """
         now = utc_now()
         values = [self._audit_values(r, now) for r in rows]
         if not values:
             return 0
         with self._write() as conn:
-            queries.insert_audit(conn, values)
-        return len(values)
+            return queries.insert_audit(conn, values)
 
     def audit(self, limit: int | None = None) -> list[AuditRow]:
         """The audit log, oldest first; with ``limit``, its last ``limit`` rows."""
@@ -428,6 +428,33 @@ class Registry:
             limit = _count(limit, "limit", minimum=0)
         with self._read() as conn:
             return queries.read_audit(conn, limit)
+
+    def record_decisions(
+        self, rows: Sequence[AuditRow], *, cfo_tracked: Mapping[int, tuple[float, float]] | None = None
+    ) -> None:
+        """Append decisions to the audit log and move devices' CFO statistics by drift tracking, in one
+        transaction (:meth:`append_audit` for the rows).
+
+        Parameters
+        ----------
+        rows : sequence of AuditRow
+        cfo_tracked : mapping of int to (float, float), optional
+            Device id -> its tracked CFO centre and spread, Hz: they become the device's ``cfo_mean_hz`` and
+            ``cfo_std_hz`` (its enrollment range ``cfo_min_hz``..``cfo_max_hz`` stays, so the CFO gate's
+            window keeps covering it). Devices no longer enrolled are skipped.
+        """
+        now = utc_now()
+        values = [self._audit_values(r, now) for r in rows]
+        centres = {
+            _device_id(d): (_finite(m, "tracked cfo_mean_hz"), _finite(s, "tracked cfo_std_hz"))
+            for d, (m, s) in (cfo_tracked or {}).items()
+        }
+        if not values and not centres:
+            return
+        with self._write() as conn:
+            if values:
+                queries.insert_audit(conn, values)
+            queries.update_cfo_centres(conn, centres)
 
     # -- portable files ----------------------------------------------------------------------------
     def export(self, path: str | os.PathLike) -> pathlib.Path:
@@ -487,6 +514,7 @@ class Registry:
             "score": optional_float(row.score, "score"),
             "verdict": row.verdict,
             "model_fingerprint": row.model_fingerprint or self.model_fingerprint,
+            "packet_key": _optional_text(row.packet_key, "packet_key"),
         }
 
 
@@ -533,6 +561,13 @@ def _device_id(device_id: Any) -> int:
     if not 0 <= int(device_id) <= _MAX_DEVICE_ID:
         raise ConfigError(f"device_id={device_id} must be between 0 and {_MAX_DEVICE_ID}")
     return int(device_id)
+
+
+def _finite(x: Any, name: str) -> float:
+    v = optional_float(x, name)
+    if v is None:
+        raise ConfigError(f"{name}={x!r} must be a finite number")
+    return v
 
 
 def _count(n: Any, name: str, minimum: int = 1) -> int:
