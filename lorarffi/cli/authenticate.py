@@ -1,6 +1,7 @@
 """``lora-rffi authenticate MODEL_DIR INPUT --registry REG``: decide each packet of a dataset or recording as
 an enrolled device or ``rogue`` (K-NN score and threshold, CFO gate; see lorarffi.rffi.authenticate), and
-append every decision to the registry's audit log.
+append every decision to the registry's audit log. The decisions are ``lora-rffi classify --registry``'s
+(:func:`lorarffi.rffi.classify.classify_preambles`), scored where the input says who sent each packet.
 
 ``--json``: one object per packet (``"type": "packet"``), then one summary object (``"type": "summary"``):
 ``n_packets``, ``accuracy`` (share of enrolled devices' packets given their own id) and ``rogue_rate`` (share
@@ -13,9 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
+from lorarffi.cli.classify import add_registry_decision_args
 from lorarffi.cli.inputs import add_input_args
+from lorarffi.cli.progress import add_progress_arg
 
 __all__ = ["HELP", "DESCRIPTION", "EPILOG", "add_arguments", "run"]
 
@@ -32,14 +36,7 @@ EPILOG = "example: lora-rffi authenticate runs/extractor day2.h5 --registry flee
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_input_args(p, model_help="the model the registry was enrolled with")
-    p.add_argument("--k", type=int, default=15, help="neighbours the score averages (default 15)")
-    p.add_argument(
-        "--far",
-        type=float,
-        default=None,
-        help="false-accept rate of the threshold, chosen from the enrollment packets when the stored one was "
-        "chosen for another (default: the stored threshold's, else 0.01)",
-    )
+    add_registry_decision_args(p)
     p.add_argument(
         "--packets-per-decision",
         type=int,
@@ -47,34 +44,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="M",
         help="also decide groups of M consecutive packets of one transmitter (default 1: single packets)",
     )
-    p.add_argument("--no-cfo-gate", action="store_true", help="decide on the embedding score alone")
     p.add_argument("--json", action="store_true", help="one JSON object per packet, then a summary object")
+    add_progress_arg(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    from lorarffi.cli.classify import open_registry_decider
     from lorarffi.cli.inputs import read_input
-    from lorarffi.rffi.authenticate import authenticate, summarize
-    from lorarffi.rffi.embedding import load_embedder
-    from lorarffi.rffi.enroll import check_bound
-    from lorarffi.rffi.registry import Registry
+    from lorarffi.cli.progress import progress_bar, progress_enabled
+    from lorarffi.rffi.authenticate import audit_rows, summarize
+    from lorarffi.rffi.classify import classify_preambles
 
-    emb = load_embedder(args.model_dir, torch_device=args.device)
-    with Registry.open(args.registry, model_fingerprint=emb.fingerprint or None) as reg:
-        check_bound(emb, reg)
+    with open_registry_decider(args) as (emb, reg, auth):
         packets = read_input(args, emb)
-        decisions = authenticate(
-            emb,
-            reg,
-            packets.preambles,
-            cfo_hz=packets.cfo_hz,
-            k=args.k,
-            far=args.far,
-            packets_per_decision=args.packets_per_decision,
-            transmitter_ids=packets.labels if packets.kind == "dataset" else None,
-            cfo_gate=not args.no_cfo_gate,
-            source=args.input,
-            start_sample=packets.start_sample,
-            snr_db=packets.snr_db,
+        with progress_bar("authenticate", len(packets), enabled=progress_enabled(args)) as advance:
+            decisions = classify_preambles(  # the decisions `classify --registry` makes
+                emb,
+                packets.preambles,
+                packets.cfo_hz,
+                authenticator=auth,
+                packets_per_decision=args.packets_per_decision,
+                transmitter_ids=packets.labels if packets.kind == "dataset" else None,
+                progress=advance,
+            ).registry
+        reg.append_audit(
+            audit_rows(decisions, source=args.input, start_sample=packets.start_sample, snr_db=packets.snr_db)
         )
         summary = {
             "type": "summary",
@@ -87,13 +81,14 @@ def run(args: argparse.Namespace) -> int:
             "source": args.input,
         }
     out = sys.stdout
+    start, snr = packets.start_sample, packets.snr_db
     for i, rec in enumerate(decisions.to_records()):
         rec = {
             "type": "packet",
             "packet": i,
             "true_device": None if packets.labels is None else int(packets.labels[i]),
-            "start_sample": None if packets.start_sample is None else int(packets.start_sample[i]),
-            "snr_db": None if packets.snr_db is None else float(packets.snr_db[i]),
+            "start_sample": None if start is None or start[i] < 0 else int(start[i]),
+            "snr_db": None if snr is None or not math.isfinite(snr[i]) else float(snr[i]),
             **rec,
         }
         out.write((json.dumps(rec) if args.json else _line(rec)) + "\n")

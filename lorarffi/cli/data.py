@@ -4,7 +4,7 @@ it at, and the one check that data and model share them."""
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lorarffi.cli.common import lora_config
@@ -37,6 +37,9 @@ class Selection:
         ``file``, ``devices``, ``packets``, ``n_packets`` (recorded with a trained model).
     file_cfg : LoRaConfig or None
         The parameters the file states (None: a file in the public layout that states none).
+    meta : dict of ndarray
+        The rows' stored metadata (:meth:`~lorarffi.datasets.native.PreambleFile.meta`: ``start``,
+        ``snr_db``, ...; -1 / NaN where unknown).
     """
 
     iq: npt.NDArray[np.complex64]
@@ -44,6 +47,7 @@ class Selection:
     cfg: LoRaConfig
     info: dict[str, Any]
     file_cfg: LoRaConfig | None
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def cfg_origin(self) -> str:
@@ -76,11 +80,12 @@ def load_selection(args: argparse.Namespace, *, fallback: LoRaConfig | None = No
             )
         iq = pf.read_rows(rows)
         ids = pf.device_ids[rows]
+        meta = pf.meta(rows)
         file_cfg = pf.cfg
     cfg = lora_config(args, file_cfg if file_cfg is not None else fallback)  # flags override
     packets = None if args.packets is None else [args.packets.start, args.packets.stop]
     info = {"file": str(args.data), "devices": args.devices, "packets": packets, "n_packets": int(rows.size)}
-    return Selection(iq, ids, cfg, info, file_cfg)
+    return Selection(iq, ids, cfg, info, file_cfg, meta)
 
 
 def _describe(cfg: LoRaConfig) -> str:

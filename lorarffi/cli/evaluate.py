@@ -1,4 +1,6 @@
-"""``lora-rffi evaluate MODEL_DIR DATA.h5``: accuracy of the CNN alone and of the CFO-gated hybrid."""
+"""``lora-rffi evaluate MODEL_DIR DATA.h5``: accuracy of the CNN alone and of the CFO-gated hybrid: the
+decisions ``lora-rffi classify`` makes (:func:`lorarffi.rffi.classify.classify_preambles`), scored against
+the file's labels."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import argparse
 import json
 
 from lorarffi.cli.common import add_lora_args, add_receiver_offset_arg, int_range, slice_arg
+from lorarffi.cli.progress import add_progress_arg
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -27,22 +30,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="torch device (default CUDA if available, else CPU)")
     add_receiver_offset_arg(p)
     add_lora_args(p, default_from="the file's, else the model's")
+    add_progress_arg(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    from lorarffi.cli.classify import load_classifier_for
     from lorarffi.cli.data import check_model_parameters, load_selection
+    from lorarffi.cli.progress import progress_bar, progress_enabled
     from lorarffi.rffi.evaluate import evaluate, write_plots
-    from lorarffi.rffi.inference import load_classifier
 
-    clf = load_classifier(args.model_dir, torch_device=args.device)
+    clf = load_classifier_for(args)  # as `classify` loads it: --no-tracking, --receiver-offset-ppm applied
     sel = load_selection(args, fallback=clf.lora)  # a file stating no LoRa parameters is read at the model's
     check_model_parameters(sel, clf.lora, args, args.model_dir)
     ids = sel.device_ids
-    if args.no_tracking:
-        clf.set_tracking(False)
-    if args.receiver_offset_ppm is not None:
-        clf.set_receiver_offset_ppm(args.receiver_offset_ppm)
-    result, decision = evaluate(clf, sel.iq, ids, batch_size=args.batch_size, source=args.data)
+    with progress_bar("evaluate", ids.size, enabled=progress_enabled(args)) as advance:
+        result, decision = evaluate(
+            clf, sel.iq, ids, batch_size=args.batch_size, source=args.data, progress=advance
+        )
     if args.save_tracking:
         clf.save_state()
     if args.plots:

@@ -48,9 +48,10 @@ class PacketInput:
     labels : ndarray of int64, shape (N,), or None
         Who sent each packet, when the input says (a dataset's device ids, a labelled recording's).
     start_sample : ndarray of int64, shape (N,), or None
-        First preamble sample of each packet in a recording.
+        First preamble sample of each packet in a recording (of a dataset: as stored, -1 unknown; None when
+        the file stores none).
     snr_db : ndarray of float64, shape (N,), or None
-        SNR estimate of each packet of a recording, dB.
+        SNR estimate of each packet of a recording, dB (of a dataset: as stored, NaN unknown).
     kind : {"dataset", "recording"}
     source : str
         The INPUT as given.
@@ -68,16 +69,23 @@ class PacketInput:
         return int(self.cfo_hz.size)
 
 
-def add_input_args(p: argparse.ArgumentParser, *, model_help: str) -> None:
-    """``MODEL_DIR``, ``INPUT``, ``--registry``, ``--devices``, ``--packets``, ``--format``,
-    ``--chunk-samples``, ``--device`` and the LoRa flags."""
+def add_input_args(
+    p: argparse.ArgumentParser, *, model_help: str, registry_help: str | None = None
+) -> None:
+    """``MODEL_DIR``, ``INPUT``, ``--registry`` (required unless ``registry_help`` says what it is for),
+    ``--devices``, ``--packets``, ``--format``, ``--chunk-samples``, ``--device`` and the LoRa flags."""
     p.add_argument("model_dir", metavar="MODEL_DIR", help=model_help)
     p.add_argument(
         "input",
         metavar="INPUT",
         help="a preamble dataset (HDF5, ours or the public layout) or a recording (raw, .sigmf-meta, .wav)",
     )
-    p.add_argument("--registry", required=True, metavar="REG", help="registry: SQLite file or database URL")
+    p.add_argument(
+        "--registry",
+        required=registry_help is None,
+        metavar="REG",
+        help=registry_help or "registry: SQLite file or database URL",
+    )
     p.add_argument("--devices", type=int_range, help="dataset: device ids, e.g. 21-30 (default all)")
     p.add_argument(
         "--packets",
@@ -124,7 +132,18 @@ def _read_dataset(args: argparse.Namespace, embedder: Embedder) -> PacketInput:
     sel = load_selection(sel_args, fallback=embedder.lora)
     check_model_parameters(sel, embedder.lora, sel_args, embedder.model_dir)
     pre = embedder.preprocess(sel.iq, source=args.input)
-    return PacketInput(pre.iq, pre.cfo_hz, sel.device_ids, None, None, "dataset", args.input)
+    start, snr = _known(sel.meta.get("start")), _known(sel.meta.get("snr_db"))
+    return PacketInput(pre.iq, pre.cfo_hz, sel.device_ids, start, snr, "dataset", args.input)
+
+
+def _known(values: npt.NDArray | None) -> npt.NDArray | None:
+    """Stored per-packet values, or None when the file knows none (all -1 or NaN: public files)."""
+    import numpy as np
+
+    if values is None or values.size == 0:
+        return None
+    unknown = np.isnan(values) if values.dtype.kind == "f" else values < 0
+    return None if unknown.all() else values
 
 
 def _read_recording(args: argparse.Namespace, embedder: Embedder) -> PacketInput:
