@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from lorarffi import __version__
+from lorarffi.cli.config import add_config_arg, apply_settings
 from lorarffi.errors import LoraRffiError
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS"]
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    add_config_arg(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         module = importlib.import_module(f"{__name__}.{name}")
@@ -68,6 +70,12 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        apply_settings(parser, argv)  # config file and LORA_RFFI_* variables: the parsers' defaults
+    except LoraRffiError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
