@@ -64,9 +64,9 @@ def test_the_rate_flags_must_agree() -> None:
 
 def test_the_radio_flag_group() -> None:
     args = parse(["-f", "868.1M", "-s", "1M", "-g", "AGC", "-a", "RX2"])
-    assert (args.center_freq_hz, args.rate_hz, args.gain_db, args.antenna) == (868.1e6, 1e6, "agc", "RX2")
+    assert (args.center_freq_hz, args.fs_hz, args.gain_db, args.antenna) == (868.1e6, 1e6, "agc", "RX2")
     args = parse(["--freq", "433.92M", "--rate", "250k", "--gain", "30.5", "--antenna", "TX/RX"])
-    assert (args.center_freq_hz, args.rate_hz, args.gain_db, args.antenna) == (433.92e6, 250e3, 30.5, "TX/RX")
+    assert (args.center_freq_hz, args.fs_hz, args.gain_db, args.antenna) == (433.92e6, 250e3, 30.5, "TX/RX")
     assert (args := parse([])).center_freq_hz is None and args.gain_db is None
     with pytest.raises(SystemExit):  # a radio-only command needs the frequency and the rate
         parse(["-f", "868M"], radio=True)

@@ -132,7 +132,7 @@ def test_simulate_stream_writes_sigmf_with_ground_truth_annotations(tmp_path, ca
     ("argv", "match"),
     [
         (["--devices", "2", "--out", "x.h5"], "--packets"),
-        (["--devices", "0", "--packets", "3", "--out", "x.h5"], "--devices 0"),
+        (["--devices", "0", "--packets", "3", "--out", "x.h5"], "--n-devices 0"),
         (["--devices", "2", "--stream", "x.sigmf-meta"], "--duration-s"),
         (["--devices", "2", "--packets", "2", "--out", "x.h5", "--spread", "-1"], "spread="),
     ],

@@ -98,9 +98,9 @@ def test_append_extends_the_file_and_records_a_new_source(native_file) -> None:
         np.testing.assert_array_equal(pf.read_rows(np.arange(34)), np.concatenate([iq, extra]))
         np.testing.assert_array_equal(pf.device_ids[30:], [7] * 4)
         assert list(pf.meta([0, 33])["source"]) == ["test session 1", "session 2"]
-    with pytest.raises(ConfigError, match="differs from"):
+    with pytest.raises(ConfigError, match="holds packets at SF7, .*, these are at SF8, "):
         PreambleWriter(path, CFG.replace(sf=8), source="x", append=True)
-    with pytest.raises(ConfigError, match="exists: pass append=True"):
+    with pytest.raises(ConfigError, match="exists: choose another name, or replace it \\(--overwrite"):
         PreambleWriter(path, CFG, source="x")
     with PreambleWriter(path, CFG, source="x", append=True) as w:
         with pytest.raises(ConfigError, match="2048 per"):

@@ -306,7 +306,7 @@ def test_summary_dict_and_json_line_are_the_expected_ones() -> None:
     assert collect.summary is summary  # the sinks were closed with it
     empty = LiveSummary(source="s", fs_hz=1e6, n_samples=0, stream_s=0.0, wall_s=0.0, n_packets=0)
     line = json.loads(empty.to_json())
-    assert list(line) == ["summary"] and line["summary"]["realtime_factor"] is None  # inf: not JSON
+    assert list(line) == ["type", "summary"] and line["summary"]["realtime_factor"] is None  # inf: not JSON
     buf = io.StringIO()
     sink = JsonlSink(buf, summary=True)
     sink.close(summary)

@@ -33,7 +33,15 @@ import numpy.typing as npt
 from lorarffi.capture.base import ThreadedSource
 from lorarffi.errors import ConfigError, InputDataError
 
-__all__ = ["ZmqSource", "TagHeader", "parse_tag_header", "skip_pmt", "GR_HEADER_MAGIC", "GR_HEADER_VERSION"]
+__all__ = [
+    "ZmqSource",
+    "check_endpoint",
+    "TagHeader",
+    "parse_tag_header",
+    "skip_pmt",
+    "GR_HEADER_MAGIC",
+    "GR_HEADER_VERSION",
+]
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +189,37 @@ def parse_tag_header(frame: bytes | memoryview) -> TagHeader:
     return TagHeader(offset=int(offset), tags=tuple(tags), payload_start=pos)
 
 
+_FIRST_NOTE_S = 5.0  # seconds without a first message before the source says what it waits for
+
+
+def check_endpoint(endpoint: str, kind: str = "zmq") -> None:
+    """Refuse an endpoint ZeroMQ cannot use, in words: no ``transport://``, a tcp endpoint without a port, or
+    a numeric host that is not an IPv4 address.
+
+    Raises
+    ------
+    ConfigError
+    """
+    import ipaddress
+
+    transport, sep, rest = endpoint.partition("://")
+    if not sep or not transport or not rest:
+        raise ConfigError(
+            f"{kind}:{endpoint} is not a ZeroMQ endpoint: use {kind}:tcp://HOST:PORT "
+            "(e.g. zmq:tcp://127.0.0.1:5555)"
+        )
+    if transport != "tcp":
+        return
+    host, sep, port = rest.rpartition(":")
+    if not sep or not (port.isdigit() and int(port) < 65536 or port == "*"):
+        raise ConfigError(f"{kind}:{endpoint}: the port is missing or above 65535: use tcp://HOST:PORT")
+    if host and all(c.isdigit() or c == "." for c in host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ConfigError(f"{kind}:{endpoint}: {host} is not an IPv4 address") from None
+
+
 def _looks_tagged(frame: bytes | memoryview) -> bool:
     return (
         len(frame) >= _HEADER.size and frame[0] == 0xF0 and frame[1] == 0x5F and frame[2] == GR_HEADER_VERSION
@@ -213,7 +252,7 @@ class ZmqSource(ThreadedSource):
         self,
         endpoint: str,
         *,
-        fs_hz: float | None,
+        fs_hz: float | None = None,
         pattern: Literal["sub", "pull"] = "sub",
         pass_tags: bool | None = None,
         bind: bool = False,
@@ -222,9 +261,12 @@ class ZmqSource(ThreadedSource):
         buffer_s: float = 2.0,
         chunk_samples: int = 1 << 16,
     ) -> None:
+        kind = "zmq+pull" if pattern == "pull" else "zmq"
+        check_endpoint(endpoint, kind)
         if fs_hz is None:
             raise ConfigError(
-                f"zmq source {endpoint}: give fs_hz (--fs-hz): nothing on the wire says the rate"
+                f"{kind}:{endpoint}: give the sample rate (-s/--fs-hz; fs_hz from Python): nothing on the "
+                "wire says it"
             )
         if pattern not in ("sub", "pull"):
             raise ConfigError(f"pattern={pattern!r} is not valid: use 'sub' or 'pull'")
@@ -261,6 +303,16 @@ class ZmqSource(ThreadedSource):
             self._sock.close(0)
             raise InputDataError(endpoint, f"cannot {'bind' if bind else 'connect'}: {exc}") from None
         self.last_endpoint = self._sock.getsockopt(zmq.LAST_ENDPOINT).decode() if bind else endpoint
+
+    @property
+    def waiting_for(self) -> str:
+        """What the source waits for, in words (for messages while nothing arrives)."""
+        sender = "PUB" if self.pattern == "sub" else "PUSH"
+        verb = "bound at" if self.last_endpoint != self.endpoint else "at"
+        return (
+            f"a GNU Radio ZMQ {sender} sink {verb} {self.last_endpoint} to send samples (is its flowgraph "
+            "running, and is this its address?)"
+        )
 
     def _decode(self, frame: memoryview) -> tuple[int | None, npt.NDArray[np.complex64]] | None:
         """(absolute offset or None, samples) of one payload frame; None when malformed (counted)."""
@@ -325,8 +377,19 @@ class ZmqSource(ThreadedSource):
         index = 0  # stream index of the next sample
         rebase = None  # stream index minus publisher offset, fixed by the first tagged message
         last_rx = None
+        t_start = time.monotonic()
+        next_note_s = _FIRST_NOTE_S
+        log.info("%s: waiting for %s", self.name, self.waiting_for)
         try:
             while not self.stopping:
+                if last_rx is None and time.monotonic() - t_start >= next_note_s:
+                    log.warning(
+                        "%s: no message after %.0f s; waiting for %s",
+                        self.name,
+                        next_note_s,
+                        self.waiting_for,
+                    )
+                    next_note_s *= 2
                 if not poller.poll(100):
                     if (
                         self.idle_timeout_s is not None

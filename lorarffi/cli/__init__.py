@@ -9,8 +9,9 @@ modules are shared helpers: :mod:`~lorarffi.cli.common` (flag groups, the one ar
 Subcommand modules import heavy dependencies (torch, h5py, zmq) inside their ``run`` function, so
 ``lora-rffi --help`` stays fast.
 
-Errors: a :class:`~lorarffi.errors.LoraRffiError` becomes one line on stderr and exit code 2; argparse usage
-errors also exit 2; Ctrl-C exits 130.
+Errors: a :class:`~lorarffi.errors.LoraRffiError` becomes one line on stderr and exit code 2; usage errors
+are one line too and also exit 2; Ctrl-C exits 130. A deprecated flag spelling works and gives a one-line
+warning. ``-q``/``-v`` go before or after the subcommand. Output conventions: docs/cli.md.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sys
 from collections.abc import Sequence
 
 from lorarffi import __version__
+from lorarffi.cli.common import CliParser, HelpFormatter, add_verbosity_args, deprecated_flags
 from lorarffi.cli.config import add_config_arg, apply_settings
 from lorarffi.errors import LoraRffiError
 
@@ -33,20 +35,22 @@ PROG = "lora-rffi"
 # One module per subcommand, in the order ``--help`` lists them.
 SUBCOMMANDS = (
     "capture", "dataset", "detect", "evaluate", "export_onnx", "live", "registry", "simulate", "train",
-    "enroll", "authenticate", "rogue", "classify",
+    "enroll", "authenticate", "rogue", "classify", "completion", "demo", "worker",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(
+    parser = CliParser(
         prog=PROG,
         description="LoRa RF fingerprint identification: detect packets, build datasets, train, evaluate, "
         "and authenticate devices live.",
+        epilog="example: lora-rffi simulate --n-devices 4 --packets 50 -o fleet.h5\n\n"
+        "`lora-rffi COMMAND --help` describes each command; docs/cli.md the conventions.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    add_verbosity_args(parser, top=True)
     add_config_arg(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
@@ -56,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
             help=module.HELP,
             description=getattr(module, "DESCRIPTION", None) or module.__doc__.splitlines()[0],
             epilog=getattr(module, "EPILOG", None),
+            formatter_class=HelpFormatter,
         )
+        add_verbosity_args(command, top=False)
         module.add_arguments(command)
         command.set_defaults(func=module.run)
     return parser
@@ -81,13 +87,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     _configure_logging(args.verbose, args.quiet)
+    for note in deprecated_flags(args):
+        logging.getLogger(__name__).warning(note)
     try:
         return int(args.func(args) or 0)
     except LoraRffiError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"{PROG}: interrupted" + (f": {exc.args[0]}" if exc.args else ""), file=sys.stderr)
         return 130
     except BrokenPipeError:  # stdout closed early (e.g. `| head`): not an error of ours
         return 0

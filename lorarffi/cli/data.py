@@ -7,7 +7,7 @@ import argparse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lorarffi.cli.common import lora_config
+from lorarffi.cli.common import describe_ids, describe_slice, lora_config
 from lorarffi.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -76,7 +76,9 @@ def load_selection(args: argparse.Namespace, *, fallback: LoRaConfig | None = No
         rows = pf.select(args.devices, args.packets)
         if rows.size == 0:
             raise ConfigError(
-                f"{args.data}: the selection devices={args.devices} packets={args.packets} is empty"
+                f"{args.data}: no packet in the selection (--devices "
+                f"{'all' if args.devices is None else describe_ids(args.devices)}, --packets "
+                f"{describe_slice(args.packets)}): the file holds devices {describe_ids(pf.device_ids)}"
             )
         iq = pf.read_rows(rows)
         ids = pf.device_ids[rows]

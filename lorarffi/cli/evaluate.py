@@ -5,35 +5,70 @@ the file's labels."""
 from __future__ import annotations
 
 import argparse
-import json
+import logging
+import math
 
-from lorarffi.cli.common import add_lora_args, add_receiver_offset_arg, int_range, slice_arg
+from lorarffi.cli.common import (
+    add_json_arg,
+    add_lora_args,
+    add_receiver_offset_arg,
+    add_torch_device_arg,
+    check_output,
+    describe_ids,
+    int_range,
+    positive_int,
+    print_json,
+    slice_arg,
+    torch_device,
+)
 from lorarffi.cli.progress import add_progress_arg
 
-__all__ = ["HELP", "add_arguments", "run"]
+__all__ = ["HELP", "DESCRIPTION", "EPILOG", "add_arguments", "run"]
 
 HELP = "score a model on a labelled preamble file"
+DESCRIPTION = (
+    "Score a trained model on a preamble file whose packets are labelled with their device: the accuracy of "
+    "the neural network alone and of the hybrid decision that also checks each packet's carrier frequency "
+    "offset (CFO) against the window learned for the device, per-device precision and recall, and how many "
+    "packets the CFO gate rejected. Packets of devices the model does not know are counted apart. Prints a "
+    "table, or one JSON object with --json; --plots writes the confusion matrices and the CFO per device."
+)
+EPILOG = "example: lora-rffi evaluate runs/model fleet_day2.h5 --json --plots runs/plots"
+
+_NO_KNOWN = "no packet of a device the model knows: nothing to score"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir", help="model directory written by `lora-rffi train`")
     p.add_argument("data", help="preamble file (HDF5, ours or the public layout)")
     p.add_argument("--devices", type=int_range, default=None, help="device ids, e.g. 1-10 (default all)")
-    p.add_argument("--packets", type=slice_arg, default=None, help="packet range per device, e.g. 500:1000")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument("--plots", default=None, metavar="DIR", help="write confusion-matrix and CFO plots here")
+    p.add_argument(
+        "--packets", type=slice_arg, default=None, help="packet range per device, e.g. 500:1000 (default all)"
+    )
+    add_json_arg(p, "one JSON object")
+    p.add_argument(
+        "--plots",
+        default=None,
+        metavar="DIR",
+        help="write confusion-matrix and CFO plots in this directory (made if missing; plots there replaced)",
+    )
     p.add_argument("--no-tracking", action="store_true", help="evaluate with drift tracking off")
     p.add_argument(
         "--save-tracking", action="store_true", help="keep the drift-tracked gate state in MODEL_DIR"
     )
-    p.add_argument("--batch-size", type=int, default=64, help="packets per classification call (default 64)")
-    p.add_argument("--device", default=None, help="torch device (default CUDA if available, else CPU)")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=64, help="packets per classification call (default 64)"
+    )
+    add_torch_device_arg(p)
     add_receiver_offset_arg(p)
     add_lora_args(p, default_from="the file's, else the model's")
     add_progress_arg(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    args.device = torch_device(args.device)
+    if args.plots:
+        check_output(args.plots, overwrite=True, flag="--plots", directory=True)
     from lorarffi.cli.classify import load_classifier_for
     from lorarffi.cli.data import check_model_parameters, load_selection
     from lorarffi.cli.progress import progress_bar, progress_enabled
@@ -51,12 +86,23 @@ def run(args: argparse.Namespace) -> int:
         clf.save_state()
     if args.plots:
         write_plots(args.plots, result, decision, ids, clf)
+    if not result.n_packets:
+        logging.getLogger(__name__).warning(
+            "%s: %s (the model knows devices %s; these are %s): the accuracies are undefined",
+            args.data,
+            _NO_KNOWN,
+            describe_ids(result.device_ids),
+            describe_ids(result.unknown_devices),
+        )
     if args.json:
-        print(json.dumps(result.to_dict()))
+        print_json(
+            {"type": "summary", **result.to_dict()},
+            reasons={"accuracy_cnn": _NO_KNOWN, "accuracy_hybrid": _NO_KNOWN},
+        )
         return 0
     print(
-        f"packets {result.n_packets}  accuracy CNN {result.accuracy_cnn:.4f}  "
-        f"hybrid {result.accuracy_hybrid:.4f}"
+        f"packets {result.n_packets}  accuracy CNN {_score(result.accuracy_cnn)}  "
+        f"hybrid {_score(result.accuracy_hybrid)}"
         f"  rejected {result.rejected}"
         + (f"  not preambles {result.n_not_preamble}" if result.n_not_preamble else "")
         + (f"  receiver offset {result.receiver_offset_hz:+.0f} Hz" if result.receiver_offset_hz else "")
@@ -81,3 +127,7 @@ def run(args: argparse.Namespace) -> int:
             f"{result.unknown_device_rejected} rejected by the CFO gate)"
         )
     return 0
+
+
+def _score(v: float) -> str:
+    return f"{v:.4f}" if math.isfinite(v) else "-"

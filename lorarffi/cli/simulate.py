@@ -1,8 +1,8 @@
 """``lora-rffi simulate``: synthetic devices as aligned preamble sets (HDF5) or a recording with truth.
 
-- ``lora-rffi simulate --devices N --packets M --out FILE.h5 [--seed S] [--snr-db A:B] [--multipath]
+- ``lora-rffi simulate --n-devices N --packets M -o FILE.h5 [--seed S] [--snr-db A:B] [--multipath]
   [--session K] [--first-device D] [--spread X]``: each device's packets in our preamble schema.
-- ``lora-rffi simulate --stream OUT.sigmf-meta --devices N --duration-s T [--rogues R]``: a SigMF recording
+- ``lora-rffi simulate --stream OUT.sigmf-meta --n-devices N --duration-s T [--rogues R]``: a SigMF recording
   whose annotations are the ground truth (``core:sample_start`` = first preamble sample, ``core:label`` =
   device id or ``rogue``, ``lorarffi:cfo_hz``/``lorarffi:snr_db``).
 
@@ -16,7 +16,15 @@ import argparse
 import logging
 from pathlib import Path
 
-from lorarffi.cli.common import add_lora_args, lora_config, si_float
+from lorarffi.cli.common import (
+    add_json_arg,
+    add_lora_args,
+    add_n_devices_arg,
+    check_output,
+    lora_config,
+    print_json,
+    si_float,
+)
 from lorarffi.errors import ConfigError
 
 __all__ = ["HELP", "DESCRIPTION", "add_arguments", "run", "parse_snr_range"]
@@ -42,19 +50,28 @@ def parse_snr_range(text: str) -> tuple[float, float]:
 
 HELP = "make synthetic LoRa devices' preamble sets or a recording with ground truth"
 DESCRIPTION = (
-    "Simulate look-alike LoRa devices with persistent hardware fingerprints (CFO drift, IQ imbalance, PLL "
-    "sweep nonlinearity and transients, filter ripple, PA) through a channel. Either aligned preamble sets "
-    "in our HDF5 schema (--out) or a continuous SigMF recording with one annotation per packet (--stream)."
+    "Make a fleet of look-alike LoRa transmitters that each keep their own hardware flaws (oscillator offset "
+    "and drift, IQ imbalance, PLL and filter quirks, power amplifier) and send their packets through a "
+    "noisy radio channel. Write either every device's aligned preambles to an HDF5 file (-o), ready for "
+    "train and evaluate, or a continuous SigMF recording of packets in noise whose annotations say who sent "
+    "each packet (--stream), ready for detect and live. The same --seed gives the same devices in every "
+    "file: --session 1 and --session 2 make a training day and a test day of one fleet. The file appears "
+    "only when complete (an interrupted run leaves nothing)."
+)
+EPILOG = (
+    "example: lora-rffi simulate --n-devices 4 --packets 50 -o fleet_day1.h5\n"
+    "         lora-rffi simulate --n-devices 4 --packets 50 --session 2 -o fleet_day2.h5\n"
+    "         lora-rffi simulate --stream rec.sigmf-meta --n-devices 3 --rogues 1 --duration-s 5"
 )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     out = p.add_mutually_exclusive_group(required=True)
-    out.add_argument("--out", type=Path, help="write aligned preamble sets to this HDF5 file")
+    out.add_argument("-o", "--out", type=Path, help="write aligned preamble sets to this HDF5 file")
     out.add_argument(
         "--stream", type=Path, help="write a SigMF recording (NAME.sigmf-meta) of packets in noise"
     )
-    p.add_argument("--devices", type=int, required=True, help="number of devices in the fleet")
+    add_n_devices_arg(p, required=True, help="number of devices in the fleet")
     p.add_argument("--packets", type=int, default=None, help="packets per device (--out)")
     p.add_argument("--duration-s", type=float, default=None, help="recording length in s (--stream)")
     p.add_argument("--rogues", type=int, default=0, help="extra devices outside the fleet (--stream)")
@@ -96,7 +113,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=1.0,
         help="scale of the per-device hardware differences (default 1.0; 0 = identical hardware)",
     )
-    p.add_argument("--chip", choices=["sx1276", "sx1272", "sx1261"], default="sx1276", help="chip model")
+    p.add_argument(
+        "--chip", choices=["sx1276", "sx1272", "sx1261"], default="sx1276", help="transceiver chip model"
+    )
     p.add_argument(
         "--packet-interval-s",
         type=float,
@@ -109,8 +128,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=0.3,
         help="mean idle time between packets in s (--stream, default 0.3)",
     )
-    p.add_argument("--center-freq-hz", type=si_float, default=868.1e6, help="carrier frequency (868.1M)")
+    p.add_argument(
+        "-f",
+        "--center-freq-hz",
+        type=si_float,
+        default=868.1e6,
+        help="carrier frequency in Hz (default 868.1M)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+    add_json_arg(p)
     add_lora_args(p)
 
 
@@ -120,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     from lorarffi.sim import Session, make_fleet
 
     if args.devices < 1:
-        raise ConfigError(f"--devices {args.devices} is not valid: use 1 or more")
+        raise ConfigError(f"--n-devices {args.devices} is not valid: use 1 or more")
     if args.session < 0:
         raise ConfigError(f"--session {args.session} is not valid: use 0 or more")
     cfg = lora_config(args)
@@ -164,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_set(args, cfg, fleet, session, provenance, np) -> int:
+    from lorarffi.datasets.atomic import atomic_path
     from lorarffi.datasets.native import PreambleWriter
     from lorarffi.sim import simulate_preamble_set
 
@@ -173,7 +200,8 @@ def _run_set(args, cfg, fleet, session, provenance, np) -> int:
         "packet_interval_s": args.packet_interval_s,
     }
     source = f"simulate seed={args.seed} session={args.session}"
-    with PreambleWriter(args.out, cfg, source=source, provenance=provenance, overwrite=args.overwrite) as w:
+    check_output(args.out, overwrite=args.overwrite, flag="-o/--out")
+    with atomic_path(args.out) as tmp, PreambleWriter(tmp, cfg, source=source, provenance=provenance) as w:
         for dev in fleet:
             rng = np.random.default_rng([args.seed, args.session, dev.device_id])
             ps = simulate_preamble_set(
@@ -196,6 +224,18 @@ def _run_set(args, cfg, fleet, session, provenance, np) -> int:
                 capture_time_s=_EPOCH_S + (session.day - 1) * 86400.0 + ps.capture_time_s,
             )
             log.info("device %d: %d packets", dev.device_id, len(ps))
+    if args.json:
+        print_json(
+            {
+                "type": "summary",
+                "file": str(args.out),
+                "n_packets": args.devices * args.packets,
+                "n_devices": args.devices,
+                "device_ids": [d.device_id for d in fleet],
+                "session": args.session,
+            }
+        )
+        return 0
     print(
         f"{args.out}: {args.devices * args.packets} packets of {args.devices} devices "
         f"(ids {fleet[0].device_id}-{fleet[-1].device_id}), session {args.session}"
@@ -251,6 +291,18 @@ def _run_stream(args, cfg, fleet, session, provenance) -> int:
         datetime=_EPOCH_S + (session.day - 1) * 86400.0,
     )
     n_rogue = sum(ev.is_rogue for ev in events)
+    if args.json:
+        print_json(
+            {
+                "type": "summary",
+                "file": str(path),
+                "duration_s": args.duration_s,
+                "n_packets": len(events),
+                "n_rogue_packets": int(n_rogue),
+                "n_devices": args.devices,
+            }
+        )
+        return 0
     print(
         f"{path}: {args.duration_s:g} s, {len(events)} packets ({n_rogue} from rogues) of "
         f"{args.devices} devices"

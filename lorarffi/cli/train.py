@@ -1,7 +1,10 @@
-"""``lora-rffi train DATA.h5 --out MODEL_DIR``: train a closed-set classifier, or with ``--objective`` an
+"""``lora-rffi train DATA.h5 -o MODEL_DIR``: train a closed-set classifier, or with ``--objective`` an
 embedding extractor (see lorarffi.rffi.train).
 
-The flags' defaults are the default model's recipe, :data:`lorarffi.rffi.recipe.RECIPE`.
+The flags' defaults are the default model's recipe, :data:`lorarffi.rffi.recipe.RECIPE`. The model is
+written to a hidden sibling ``.MODEL_DIR.partial`` and renamed to MODEL_DIR when training ends, so an
+interrupted run leaves no model that looks finished; ``--resume`` continues it (or continues a finished
+model with more epochs or time). An existing MODEL_DIR is replaced only with ``--overwrite``.
 
 Data parallel: ``torchrun --nproc-per-node 2 -m lorarffi.cli train ...`` (gloo on CPU, NCCL on CUDA).
 """
@@ -9,12 +12,24 @@ Data parallel: ``torchrun --nproc-per-node 2 -m lorarffi.cli train ...`` (gloo o
 from __future__ import annotations
 
 import argparse
-import json
+import shutil
+from pathlib import Path
 
-from lorarffi.cli.common import add_lora_args, int_range, slice_arg
+from lorarffi.cli.common import (
+    add_json_arg,
+    add_lora_args,
+    check_output,
+    int_range,
+    nonnegative_float,
+    positive_float,
+    positive_int,
+    print_json,
+    slice_arg,
+)
+from lorarffi.errors import ConfigError
 from lorarffi.rffi.recipe import RECIPE
 
-__all__ = ["HELP", "DESCRIPTION", "add_arguments", "train_config", "run"]
+__all__ = ["HELP", "DESCRIPTION", "EPILOG", "add_arguments", "train_config", "run"]
 
 HELP = "train a device classifier on a preamble file"
 DESCRIPTION = (
@@ -24,18 +39,25 @@ DESCRIPTION = (
     f"{'+'.join(RECIPE.augment) or 'no'} augmentation, {RECIPE.optimizer.capitalize()} {RECIPE.lr:g}, "
     f"up to {RECIPE.epochs} epochs"
     + (f" within {RECIPE.max_time_s:g} s" if RECIPE.max_time_s else "")
-    + ". With no options `lora-rffi train DATA.h5 --out M` trains that model."
+    + ". With no options `lora-rffi train DATA.h5 --out M` trains that model. The model directory appears "
+    "when training ends; an interrupted run is kept aside for --resume; an existing model is replaced only "
+    "with --overwrite. Prints one JSON summary object (best epoch, validation loss and accuracy, why it "
+    "stopped)."
+)
+EPILOG = (
+    "example: lora-rffi train fleet_day1.h5 -o runs/model\n"
+    "         lora-rffi train fleet_day1.h5 -o runs/model --resume --max-time-s 600"
 )
 
 
 # The recipe's numbers: flag, RECIPE field, type, help.
 _RECIPE_NUMBERS = (
-    ("--epochs", "epochs", int, "most epochs"),
-    ("--batch-size", "batch_size", int, "global mini-batch size"),
-    ("--lr", "lr", float, "initial learning rate"),
-    ("--lr-patience", "lr_patience", int, "epochs without improvement before LR x lr-factor"),
-    ("--lr-factor", "lr_factor", float, "learning-rate factor"),
-    ("--patience", "early_stop_patience", int, "early stopping: epochs without improvement"),
+    ("--epochs", "epochs", positive_int, "most epochs"),
+    ("--batch-size", "batch_size", positive_int, "global mini-batch size"),
+    ("--lr", "lr", positive_float, "initial learning rate"),
+    ("--lr-patience", "lr_patience", positive_int, "epochs without improvement before LR x lr-factor"),
+    ("--lr-factor", "lr_factor", positive_float, "learning-rate factor"),
+    ("--patience", "early_stop_patience", positive_int, "early stopping: epochs without improvement"),
     ("--val-split", "val_split", float, "fraction of packets held out for validation"),
     ("--seed", "seed", int, "seed of every random draw"),
 )
@@ -44,7 +66,10 @@ _RECIPE_NUMBERS = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     r = RECIPE
     p.add_argument("data", help="preamble file (HDF5, ours or the public LoRa_RFFI layout)")
-    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("-o", "--out", required=True, help="model directory to write")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the model directory --out if it holds a model"
+    )
     p.add_argument("--model", default=r.model, help="registered model name (default %(default)s)")
     p.add_argument(
         "--objective",
@@ -70,19 +95,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="keep the CFO in the signal (only to measure what compensation buys)",
     )
     p.add_argument(
-        "--optimizer", default=r.optimizer, choices=("adam", "rmsprop"), help="(default %(default)s)"
+        "--optimizer",
+        default=r.optimizer,
+        choices=("adam", "rmsprop"),
+        help="optimiser (default %(default)s)",
     )
     for flag, name, kind, text in _RECIPE_NUMBERS:
         p.add_argument(flag, type=kind, default=getattr(r, name), help=f"{text} (default %(default)s)")
     p.add_argument(
         "--max-time-s",
-        type=float,
+        type=nonnegative_float,
         default=r.max_time_s,
-        help="stop after the epoch exceeding this wall time, s; 0 = no cap "
+        help="stop after the epoch exceeding this wall time of this run, s (a --resume run gets the whole "
+        "budget again); 0 = no cap "
         f"(default {'none' if r.max_time_s is None else format(r.max_time_s, 'g')})",
     )
     p.add_argument("--devices", type=int_range, default=None, help="device ids, e.g. 1-10 (default all)")
-    p.add_argument("--packets", type=slice_arg, default=None, help="packet range per device, e.g. 0:500")
+    p.add_argument(
+        "--packets", type=slice_arg, default=None, help="packet range per device, e.g. 0:500 (default all)"
+    )
     p.add_argument(
         "--augment",
         default=",".join(r.augment),
@@ -115,22 +146,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="the drift allowance in Hz instead of ppm; 0 turns the weighting off "
         "(the paper's Algorithm 1: plain renormalisation)",
     )
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run of --out (same data and settings; --epochs and --max-time-s may "
+        "change), or train a finished model further",
+    )
+    p.add_argument(
+        "--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_json_arg(p, "the summary as one JSON object (always: the summary is JSON)")
     add_lora_args(p)
 
 
 def train_config(args: argparse.Namespace):  # -> lorarffi.rffi.train.TrainConfig
     """The :class:`~lorarffi.rffi.train.TrainConfig` the flags ask for (with no flags: ``TrainConfig()``)."""
-    from lorarffi.errors import ConfigError
     from lorarffi.rffi.hybrid import GateParams
     from lorarffi.rffi.train import TrainConfig
 
     try:
         lo, hi = (float(v) for v in args.aug_snr_db.split(":"))
     except ValueError:
-        raise ConfigError(f"--aug-snr-db={args.aug_snr_db!r} is not a range like 5:40") from None
+        raise ConfigError(f"--aug-snr-db {args.aug_snr_db} is not a range like 5:40") from None
+    if not lo <= hi:
+        raise ConfigError(f"--aug-snr-db {args.aug_snr_db}: the low end comes first, e.g. {hi:g}:{lo:g}")
     gate_kw: dict = {}
     if args.cfo_margin_hz is not None:
         gate_kw["margin_hz"] = args.cfo_margin_hz
@@ -166,6 +206,61 @@ def train_config(args: argparse.Namespace):  # -> lorarffi.rffi.train.TrainConfi
     )
 
 
+def _work_dir(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(the model directory asked for, the directory to train in): a hidden ``.NAME.partial`` sibling renamed
+    onto it at the end, or the model directory itself when ``--resume`` continues a finished model.
+
+    Raises
+    ------
+    ConfigError
+        ``--out`` is a file, holds a model and neither ``--overwrite`` nor ``--resume`` is given, or
+        ``--resume`` finds no run to continue.
+    """
+    from lorarffi.rffi.train import STATE_DIR
+
+    out = Path(args.out)
+    partial = out.with_name(f".{out.name}.partial")
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume continues the model in --out, --overwrite replaces it: give one")
+    if args.resume:
+        for work in (partial, out):
+            if (work / STATE_DIR / "state.json").is_file():
+                return out, work
+        raise ConfigError(
+            f"{out}: nothing to resume (no interrupted or finished run of it here): drop --resume to start "
+            "a new run"
+        )
+    check_output(out, overwrite=args.overwrite, flag="-o/--out", directory=True)
+    if partial.exists():
+        shutil.rmtree(partial)
+    return out, partial
+
+
+def _interrupted(out: Path, work: Path) -> str:
+    """What an interrupted run left, for the Ctrl-C message (an empty partial directory is removed)."""
+    from lorarffi.rffi.train import STATE_DIR
+
+    if (work / STATE_DIR / "state.json").is_file():
+        return (
+            f"training of {out} stopped; its last finished epoch is kept in {work}: run the same command "
+            "with --resume to continue"
+        )
+    if work != out and work.exists():
+        shutil.rmtree(work)
+    return f"training of {out} stopped before its first epoch ended: nothing to resume"
+
+
+def _finish(out: Path, work: Path) -> None:
+    """Put the finished model of ``work`` at ``out`` (replacing what --overwrite allowed to replace)."""
+    import os
+
+    if work == out:
+        return
+    if out.is_dir():
+        shutil.rmtree(out)
+    os.replace(work, out)
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -176,32 +271,37 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     tc = train_config(args)
+    out, work = _work_dir(args)
     ddp.init_from_env()
     sel = load_selection(args)
-    result = train(
-        sel.iq,
-        sel.device_ids,
-        sel.cfg,
-        args.out,
-        tc,
-        resume=args.resume,
-        progress=not args.no_progress,
-        data_info=sel.info,
-    )
+    try:
+        result = train(
+            sel.iq,
+            sel.device_ids,
+            sel.cfg,
+            work,
+            tc,
+            resume=args.resume,
+            progress=not args.no_progress,
+            data_info=sel.info,
+        )
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(_interrupted(out, work)) from None
     rank, _ = ddp.world()
     if rank == 0:
-        print(
-            json.dumps(
-                {
-                    "model_dir": str(result.model_dir),
-                    "best_epoch": result.best_epoch,
-                    "best_val_loss": result.best_val_loss,
-                    "best_val_acc": result.best_val_acc,
-                    "epochs_run": len(result.history),
-                    "stopped": result.stopped,
-                    "elapsed_s": round(result.elapsed_s, 2),
-                }
-            )
+        _finish(out, work)
+        print_json(
+            {
+                "type": "summary",
+                "model_dir": str(out),
+                "best_epoch": result.best_epoch,
+                "best_val_loss": result.best_val_loss,
+                "best_val_acc": result.best_val_acc,
+                "epochs_run": len(result.history),
+                "stopped": result.stopped,
+                "elapsed_s": round(result.elapsed_s, 2),
+            },
+            reasons={"best_val_loss": "no epoch improved on the validation loss"},
         )
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

@@ -76,6 +76,14 @@ def _utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _plain(cfg: LoRaConfig | None) -> str:
+    """LoRa parameters in words, for messages: ``SF7, 125 kHz, 1 MS/s, 8 preamble symbols``."""
+    if cfg is None:
+        return "unstated LoRa parameters"
+    return (f"SF{cfg.sf}, {cfg.bw_hz / 1e3:g} kHz, {cfg.fs_hz / 1e6:g} MS/s, {cfg.preamble_symbols} preamble "
+            "symbols")
+
+
 def detect_layout(f, path: object) -> Layout:
     """``"native"`` or ``"public"`` for an open h5py file; anything else is an :class:`InputDataError`."""
     if f.attrs.get("lorarffi_format") == FORMAT_NAME or "preambles" in f:
@@ -177,8 +185,8 @@ class PreambleWriter(Closeable):
                 raise
         else:
             if exists and not overwrite:
-                raise ConfigError(f"{self.path} exists: pass append=True to extend it or overwrite=True to "
-                                  "replace it")
+                raise ConfigError(f"{self.path} exists: choose another name, or replace it (--overwrite; "
+                                  "overwrite=True from Python) or extend it (append=True from Python)")
             self._f = open_h5(self.path, "w")
             self._init_file(provenance or {})
         self._source_index = self._add_source(session)
@@ -227,8 +235,8 @@ class PreambleWriter(Closeable):
                                             f"lora-rffi {__version__} writes")
         stored = _cfg_from_attrs(f.attrs, self.path)
         if stored != self.cfg:
-            raise ConfigError(f"cfg={self.cfg} differs from {self.path}'s {stored}: append only packets with "
-                              "the same LoRa parameters")
+            raise ConfigError(f"{self.path} holds packets at {_plain(stored)}, these are at "
+                              f"{_plain(self.cfg)}: append only packets with the same LoRa parameters")
         if "preambles" in f:
             self._iq_dtype = f["preambles"].dtype
             dcpl = f["preambles"].compression_opts

@@ -400,9 +400,17 @@ def open_recording(
         magic = _peek(p, 4)
         if magic in (b"RIFF", b"RF64"):
             rec = _open_wav(p)
+        elif format is None and name.endswith(tuple(_NAMED_FORMATS)):
+            what = _NAMED_FORMATS[next(s for s in _NAMED_FORMATS if name.endswith(s))]
+            raise InputDataError(p, f"not {what} (its first bytes are not {what}'s header)")
         else:
             return _open_raw(p, format, fs_hz, center_freq_hz)
     return _reconcile(rec, format, fs_hz, center_freq_hz)
+
+
+# Extensions that name a file format: a file with one whose content is not that format is refused (named), not
+# read as raw samples.
+_NAMED_FORMATS = {".wav": "a WAV file", ".h5": "an HDF5 file", ".hdf5": "an HDF5 file"}
 
 
 def _peek(p: Path, n: int) -> bytes:

@@ -338,7 +338,8 @@ def write_sigmf(
     targets = [out] if archive else [meta_path, data_path]
     existing = [str(t) for t in targets if t.exists()]
     if existing and not overwrite:
-        raise ConfigError(f"{', '.join(existing)} exists: choose another name or pass overwrite=True")
+        raise ConfigError(f"{', '.join(existing)} exists: choose another name or replace it (--overwrite; "
+                          "overwrite=True from Python)")
     raw, n_clipped = quantize(x, datatype)
     if n_clipped:
         log.warning("%s: %d of %d components beyond full scale clipped to %s range", out, n_clipped, raw.size,
@@ -430,7 +431,8 @@ class SigMFRecorder(Closeable):
         self.meta_path, self.data_path, _ = sigmf_paths(path)
         existing = [str(t) for t in (self.meta_path, self.data_path) if t.exists()]
         if existing and not overwrite:
-            raise ConfigError(f"{', '.join(existing)} exists: choose another name or pass overwrite=True")
+            raise ConfigError(f"{', '.join(existing)} exists: choose another name or replace it "
+                              "(--overwrite; overwrite=True from Python)")
         self.fs_hz = float(fs_hz)
         self._global = _global_info(self.datatype, self.fs_hz, description=description, hw=hw, cfg=cfg,
                                     author=author)

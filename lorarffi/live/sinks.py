@@ -17,6 +17,7 @@ Network endpoints bind to 127.0.0.1 unless the user names another address (:func
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -42,6 +43,7 @@ __all__ = [
     "ZmqPublishSink",
     "JsonlSink",
     "bind_endpoint",
+    "run_record",
 ]
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ def bind_endpoint(text: str) -> str:
     """
     t = text.strip()
     if t.isdigit():
+        _check_port(t, text)
         return f"tcp://127.0.0.1:{t}"
     if t.startswith("tcp://"):
         host, sep, port = t[len("tcp://") :].rpartition(":")
@@ -64,6 +67,8 @@ def bind_endpoint(text: str) -> str:
             raise ConfigError(
                 f"endpoint {text!r} is not valid: use tcp://HOST:PORT (e.g. tcp://127.0.0.1:5556)"
             )
+        if port != "*":
+            _check_port(port, text)
         if not host:
             return f"tcp://127.0.0.1:{port}"
         return t
@@ -72,6 +77,27 @@ def bind_endpoint(text: str) -> str:
             f"endpoint {text!r} is not valid: use tcp://HOST:PORT, a port number, or ipc://PATH"
         )
     return t
+
+
+def _check_port(port: str, text: str) -> None:
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(
+            f"endpoint {text}: port {port} is not valid: use 1-65535 (0 or * picks a free port)"
+        )
+
+
+def run_record(command: Sequence[str] | str) -> dict[str, Any]:
+    """The first line a run writes to a JSONL file it appends to, so the runs in one file can be told apart:
+    ``{"type": "run", "run_id": <12 hex digits>, "time_utc": <ISO 8601>, "command": <command line>}``."""
+    import datetime
+    import uuid
+
+    return {
+        "type": "run",
+        "run_id": uuid.uuid4().hex[:12],
+        "time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": command if isinstance(command, str) else " ".join(command),
+    }
 
 
 class Sink:
@@ -291,9 +317,17 @@ class JsonlSink(Sink):
     target : path-like or ``"-"`` or text stream
     summary : bool
         Also write the summary as a final ``{"summary": ...}`` line.
+    run : dict, optional
+        A first line marking the run (:func:`run_record`), so runs appended to one file stay apart.
     """
 
-    def __init__(self, target: str | os.PathLike[str] | IO[str], *, summary: bool = False) -> None:
+    def __init__(
+        self,
+        target: str | os.PathLike[str] | IO[str],
+        *,
+        summary: bool = False,
+        run: dict[str, Any] | None = None,
+    ) -> None:
         if hasattr(target, "write"):
             self._fh: IO[str] = target  # type: ignore[assignment]
             self._own = False
@@ -308,6 +342,9 @@ class JsonlSink(Sink):
             self._own = True
         self._summary = summary
         self.n_written = 0
+        if run is not None:
+            self._fh.write(json.dumps(run) + "\n")
+            self._fh.flush()
 
     def on_decisions(self, records: Sequence[DecisionRecord], packets: Sequence[Any]) -> None:
         for rec in records:

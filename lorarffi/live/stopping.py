@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from lorarffi.capture.base import Source
 
-__all__ = ["chunks_within", "stop_on_signals"]
+__all__ = ["chunks_within", "stop_on_signals", "stop_after"]
 
 log = logging.getLogger(__name__)
 
@@ -80,3 +80,26 @@ def stop_on_signals(source: Source) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def stop_after(source: Source, timeout_s: float | None) -> Iterator[threading.Event]:
+    """Within the block, stop ``source`` after ``timeout_s`` seconds of wall time (as Ctrl-C would); the
+    event yielded is set when that happened. ``None``: no limit."""
+    fired = threading.Event()
+    if timeout_s is None:
+        yield fired
+        return
+
+    def fire() -> None:
+        fired.set()
+        log.warning("%s: stopping: %g s of wall time passed", source.name, timeout_s)
+        source.stop()
+
+    timer = threading.Timer(timeout_s, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield fired
+    finally:
+        timer.cancel()

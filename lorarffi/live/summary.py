@@ -177,8 +177,9 @@ class LiveSummary:
         return d
 
     def to_json(self) -> str:
-        """The ``--json`` summary line: ``{"summary": to_dict()}`` with non-finite floats as ``null``."""
-        return json.dumps({"summary": _finite(self.to_dict())})
+        """The ``--json`` summary line: ``{"type": "summary", "summary": to_dict()}``, non-finite floats as
+        ``null`` (docs/cli.md)."""
+        return json.dumps({"type": "summary", "summary": _finite(self.to_dict())})
 
     def format(self) -> str:
         """A few human-readable lines."""

@@ -28,10 +28,12 @@ import numpy as np
 import numpy.typing as npt
 
 from lorarffi import __version__
+from lorarffi.datasets.atomic import atomic_path, write_atomic
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import ConfigError, InputDataError, ModelError
 
 __all__ = [
+    "check_weights_sha256",
     "ModelDirConfig",
     "save_model_dir",
     "load_model",
@@ -125,9 +127,7 @@ def _jsonable(x: Any) -> Any:
 
 
 def _write_json_atomic(path: pathlib.Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
 
 
 def fingerprint_arrays(*arrays: npt.ArrayLike, extra: dict[str, Any] | None = None) -> str:
@@ -152,9 +152,8 @@ def save_model_dir(path: str | os.PathLike, model, config: ModelDirConfig) -> pa
     out = pathlib.Path(path)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    tmp = out / (WEIGHTS_FILE + ".tmp")
-    save_file(state, str(tmp), metadata={"format": FORMAT, "model": config.model_name})
-    os.replace(tmp, out / WEIGHTS_FILE)
+    with atomic_path(out / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT, "model": config.model_name})
     d = config.to_dict()
     d["weights_sha256"] = hashlib.sha256((out / WEIGHTS_FILE).read_bytes()).hexdigest()
     _write_json_atomic(out / CONFIG_FILE, d)
@@ -191,6 +190,27 @@ def save_hybrid_state(path: str | os.PathLike, hybrid: dict[str, Any]) -> None:
     _write_json_atomic(p / HYBRID_STATE_FILE, _jsonable(hybrid))
 
 
+def check_weights_sha256(path: str | os.PathLike, weights: bytes) -> None:
+    """Refuse weights whose SHA-256 is not the one the model directory's ``config.json`` records (a model
+    saved before the hash was recorded is accepted).
+
+    Raises
+    ------
+    ModelError
+        The weights were changed or damaged after the model was saved.
+    """
+    p = pathlib.Path(path)
+    try:
+        stored = json.loads((p / CONFIG_FILE).read_text()).get("weights_sha256")
+    except (OSError, json.JSONDecodeError, AttributeError) as exc:
+        raise InputDataError(p / CONFIG_FILE, f"cannot read model config: {exc}") from None
+    if stored and hashlib.sha256(weights).hexdigest() != stored:
+        raise ModelError(
+            f"{p / WEIGHTS_FILE}: the weights are not the ones {CONFIG_FILE} records (SHA-256 differs): the "
+            "file was changed or damaged after training; restore it or train the model again"
+        )
+
+
 def load_model(path: str | os.PathLike, torch_device=None):
     """Load a model directory: ``(model, config)``, the model in eval mode on ``torch_device``.
 
@@ -208,7 +228,7 @@ def load_model(path: str | os.PathLike, torch_device=None):
     """
     import torch
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     from lorarffi.rffi.models import build_model
 
@@ -220,7 +240,12 @@ def load_model(path: str | os.PathLike, torch_device=None):
     if torch_device is None:
         torch_device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        state = load_file(str(wpath), device="cpu")
+        data = wpath.read_bytes()
+    except OSError as exc:
+        raise InputDataError(wpath, f"cannot read weights: {exc.strerror or exc}") from None
+    check_weights_sha256(p, data)
+    try:
+        state = load(data)
     except (SafetensorError, OSError) as exc:
         raise InputDataError(wpath, f"cannot read weights: {exc}") from None
     model = build_model(config.model_name, **config.model_hparams)

@@ -642,12 +642,16 @@ def record_epoch(state: TrainState, rec: dict[str, float]) -> bool:
     return improved
 
 
-def stop_reason(state: TrainState, tc: TrainConfig) -> str | None:
+def stop_reason(state: TrainState, tc: TrainConfig, *, run_elapsed_s: float | None = None) -> str | None:
     """``"early_stop"`` after ``tc.early_stop_patience`` epochs without a lower validation loss,
-    ``"time_limit"`` once ``tc.max_time_s`` has passed, else None (go on)."""
+    ``"time_limit"`` once ``tc.max_time_s`` has passed, else None (go on).
+
+    The time cap applies to ``run_elapsed_s``, this run's time (a resumed run gets its whole budget), when
+    given; else to ``state.elapsed_s``, the time of every run of the model."""
     if state.bad_epochs >= tc.early_stop_patience:
         return "early_stop"
-    if tc.max_time_s is not None and state.elapsed_s >= tc.max_time_s:
+    elapsed_s = state.elapsed_s if run_elapsed_s is None else run_elapsed_s
+    if tc.max_time_s is not None and elapsed_s >= tc.max_time_s:
         return "time_limit"
     return None
 
@@ -918,6 +922,7 @@ def train(
     bar = _ProgressBar(n_steps, state.epoch + 1) if progress and rank == 0 else None
     stopped = "epochs"
     t_run = time.perf_counter() - state.elapsed_s
+    t_this_run = time.perf_counter()
     try:
         with torch.random.fork_rng(devices=[]):
             for epoch in range(state.epoch + 1, tc.epochs + 1):
@@ -977,7 +982,7 @@ def train(
                     "val_acc %(val_acc).4f lr %(lr).3g (%(time_s).1f s)",
                     rec,
                 )
-                reason = stop_reason(state, tc)
+                reason = stop_reason(state, tc, run_elapsed_s=time.perf_counter() - t_this_run)
                 if reason is not None:
                     stopped = reason
                     break
