@@ -9,11 +9,13 @@ devices 1-4, two rogues from outside the fleet and one rogue tuned to device 2's
 
 from __future__ import annotations
 
+import json
 import pathlib
 import shutil
 
 import numpy as np
 import pytest
+from test_live_mqtt import broker, mosquitto_bin, subscriber  # noqa: F401 - a real mosquitto per test
 
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.live.stages import RegistryStage
@@ -164,3 +166,162 @@ def test_a_registry_of_another_model_is_refused(world, tmp_path) -> None:
         pass
     with pytest.raises(ModelError, match="registry was enrolled with model sha256:0000"):
         RegistryStage.from_paths(world["model"], tmp_path / "x.db")
+
+
+# -- the live command ----------------------------------------------------------------------------------------
+def live(world, registry, capsys, *extra: str) -> tuple[list[dict], dict]:
+    """``lora-rffi live`` on the recording with ``--registry``: the decisions and the summary."""
+    from lorarffi.cli import main
+
+    source = ["--source", f"file:{world['path']}", "--format", "cf32", "--fs-hz", "1M"]
+    argv = ["live", *source, "--model", str(world["model"]), "--registry", str(registry), "--json", *extra]
+    assert main(argv) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    return lines[:-1], lines[-1]["summary"]
+
+
+def test_live_with_a_registry_decides_every_packet_audits_it_and_alerts_every_rogue(
+    world,
+    packets,
+    registry,
+    broker,  # noqa: F811 - the imported fixture
+    subscriber,  # noqa: F811 - the imported fixture
+    capsys,
+) -> None:
+    got, summary = live(world, registry, capsys, "--mqtt", broker.url)
+    truth = truth_of(world, packets)
+    assert [g["start"] for g in got] == [p.start for p in packets]  # one decision per packet
+    assert summary["n_packets"] == len(got) == len(world["events"])
+    assert all(g["verdict"] == "rogue" for g, e in zip(got, truth, strict=True) if e.is_rogue)
+    assert all(g["verdict"] in ("accept", "rogue") and "score" in g for g in got)
+    assert all((g["device"] == -1) == (g["verdict"] == "rogue") for g in got)
+    rogues = [g for g in got if g["verdict"] == "rogue"]
+    assert summary["devices"]["rogue"] == len(rogues) == summary["sinks"]["mqtt"]["n_alerts"]
+    alerts = subscriber.wait_for("lorarffi/alert", set(range(len(rogues))))
+    assert [alerts[i]["decision"] for i in range(len(rogues))] == rogues
+    with Registry.open(registry) as reg:
+        rows = reg.audit()
+    assert [(r.start_sample, r.verdict, r.device_id) for r in rows] == [
+        (g["start"], g["verdict"], g["device"] if g["device"] >= 0 else None) for g in got
+    ]
+    assert {r.source for r in rows} == {summary["source"]}
+
+
+def test_drift_tracking_moves_a_devices_stored_cfo_mean_toward_its_cfo(
+    world, packets, registry, tmp_path, capsys
+) -> None:
+    from sqlalchemy import update
+
+    from lorarffi.rffi.registry.schema import devices
+
+    shift_hz = 150.0  # inside the device's fit (3 x its ~90 Hz CFO weighting spread): the moving average
+    off = tmp_path / "off.db"
+    with Registry.open(registry) as reg:
+        enrolled_hz = reg.device(1).cfo_mean_hz
+        with reg.engine.begin() as conn:
+            conn.execute(update(devices).where(devices.c.id == 1).values(cfo_mean_hz=enrolled_hz + shift_hz))
+    shutil.copy(registry, off)
+    got, _ = live(world, registry, capsys)
+    true_hz = np.mean([g["cfo_hz"] for g in got if g["device"] == 1])
+    assert abs(true_hz - enrolled_hz) < 30.0  # the recording's device 1 is where it was enrolled
+    with Registry.open(registry) as reg:
+        tracked_hz = reg.device(1).cfo_mean_hz
+    # each of m >= 3 packets moves the centre by track_alpha = 2 % of the distance (at most 10 Hz each):
+    # at least 1 - 0.98**3 = 5.9 % of 150 Hz, i.e. 8.8 Hz
+    n_1 = sum(g["device"] == 1 for g in got)
+    assert n_1 >= 3
+    assert true_hz < tracked_hz <= enrolled_hz + shift_hz - (1 - 0.98**3) * (enrolled_hz + shift_hz - true_hz)
+    with Registry.open(off) as reg:
+        before = [(d.device_id, d.cfo_mean_hz, d.cfo_std_hz) for d in reg.devices()]
+    got_off, _ = live(world, off, capsys, "--no-drift-tracking")
+    assert [g["device"] for g in got_off] == [g["device"] for g in got]
+    with Registry.open(off) as reg:
+        assert [(d.device_id, d.cfo_mean_hz, d.cfo_std_hz) for d in reg.devices()] == before
+
+
+def test_live_refuses_a_registry_without_its_model_in_one_line(world, tmp_path, capsys) -> None:
+    from lorarffi.cli import main
+
+    with Registry.create(tmp_path / "x.db", model_fingerprint="sha256:0000", embedding_dim=128):
+        pass
+    source = ["--source", f"file:{world['path']}", "--format", "cf32", "--fs-hz", "1M", "--json"]
+    for extra in (["--model", str(world["model"])], []):
+        assert main(["live", *source, *extra, "--registry", str(tmp_path / "x.db")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("lora-rffi: error: "), err
+        assert ("sha256:0000" if extra else "--registry needs --model") in err[0]
+
+
+# -- sources -------------------------------------------------------------------------------------------------
+class Collect:
+    def __init__(self) -> None:
+        self.records: list = []
+
+    def on_samples(self, start, iq) -> None:
+        pass
+
+    def on_decisions(self, records, packets) -> None:
+        self.records += records
+
+    def on_progress(self, status) -> None:
+        pass
+
+    def close(self, summary=None) -> None:
+        pass
+
+
+def decisions_from(source, world, registry: pathlib.Path, **kw) -> list[tuple]:
+    """The registry stage's decisions on a source (drift tracking off: every run starts from the same
+    state), as (start, device, verdict, score)."""
+    from lorarffi.live.pipeline import LivePipeline
+
+    stage = RegistryStage.from_paths(world["model"], registry, track=False)
+    sink = Collect()
+    try:
+        summary = LivePipeline(source, CFG, decider=stage, sinks=[sink], **kw).run()
+    finally:
+        stage.close()
+    assert summary.source_stats.n_lost_samples == 0 and summary.n_packets == len(sink.records)
+    return [(r.start, r.device, r.verdict, r.score) for r in sink.records]
+
+
+def test_file_zmq_and_soapy_sources_give_the_same_decisions(world, registry, replay_module) -> None:
+    import threading
+
+    import zmq
+    from support import gr_message
+
+    from lorarffi.capture.sources import open_source
+    from lorarffi.capture.zmq_source import ZmqSource
+
+    path, iq = world["path"], world["iq"]
+    from_file = decisions_from(
+        open_source(f"file:{path}", format="cf32", fs_hz=1e6, chunk_samples=30_000), world, registry
+    )
+    assert len(from_file) == len(world["events"]) and any(v == "rogue" for _, _, v, _ in from_file)
+    from_soapy = decisions_from(open_source(f"soapy:driver=replay,file={path},rate=1e6"), world, registry)
+
+    pub = zmq.Context.instance().socket(zmq.PUSH)
+    pub.setsockopt(zmq.LINGER, 2000)
+    pub.bind("tcp://127.0.0.1:*")
+    endpoint = pub.getsockopt(zmq.LAST_ENDPOINT).decode()
+
+    def send() -> None:  # GNU Radio's wire format (the tagged header), 16384 samples a message
+        for pos in range(0, iq.size, 16_384):
+            pub.send(gr_message(iq[pos : pos + 16_384], offset=pos))
+
+    source = ZmqSource(endpoint, fs_hz=1e6, pattern="pull", idle_timeout_s=5.0)
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        from_zmq = decisions_from(source, world, registry, duration_s=iq.size / 1e6)
+    finally:
+        sender.join(10)
+        pub.close()
+    for other in (from_soapy, from_zmq):
+        assert [r[:3] for r in other] == [r[:3] for r in from_file]
+        # the same packets' windows through the network in batches of other sizes: float32 distances of
+        # unit vectors of 128 values agree to a few ulps of 1 times the terms summed
+        np.testing.assert_allclose(
+            [r[3] for r in other], [r[3] for r in from_file], rtol=0, atol=128 * 4 * 2**-23
+        )

@@ -36,6 +36,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--model", default=None, metavar="DIR", help="trained model directory (default: detection only)"
     )
     p.add_argument(
+        "--registry",
+        default=None,
+        metavar="REG",
+        help="decide against this device registry (SQLite file or database URL) enrolled with --model: each "
+        "packet an enrolled device id or 'rogue', every decision appended to its audit log (default: the "
+        "model's closed-set classes)",
+    )
+    p.add_argument(
+        "--no-drift-tracking",
+        action="store_true",
+        help="leave the devices' CFO statistics as they are (default: confidently accepted packets track "
+        "their device's CFO drift, stored in the registry with --registry)",
+    )
+    p.add_argument(
         "--publish",
         default=None,
         metavar="ENDPOINT",
@@ -158,6 +172,9 @@ def run(args: argparse.Namespace) -> int:
     if speed == 0:
         speed = None
     classifier = None
+    registry_stage = None
+    if args.registry and not args.model:
+        raise ConfigError("--registry needs --model: the model the registry was enrolled with")
     if args.model:
         import torch
 
@@ -166,7 +183,15 @@ def run(args: argparse.Namespace) -> int:
         # One intra-op thread by default: a live batch is a few packets, and idle OpenMP workers spinning
         # beside the source and detector threads add latency on a machine with few cores.
         torch.set_num_threads(args.threads)
-        classifier = load_classifier(args.model)
+        if args.registry:
+            from lorarffi.live.stages import RegistryStage
+
+            registry_stage = RegistryStage.from_paths(
+                args.model, args.registry, track=not args.no_drift_tracking
+            )
+            classifier = registry_stage.embedder
+        else:
+            classifier = load_classifier(args.model)
         if args.receiver_offset_ppm is not None:
             classifier.set_receiver_offset_ppm(args.receiver_offset_ppm)
     # the LoRa parameters: the model's, or the flags'; the rate is the source's once it is open
@@ -191,11 +216,21 @@ def run(args: argparse.Namespace) -> int:
     }
     if is_sim:
         opts["cfg"] = lora
-    source = open_source(spec, **opts)
+    try:
+        source = open_source(spec, **opts)
+    except BaseException:
+        if registry_stage is not None:
+            registry_stage.close()
+        raise
     sinks = []
     try:
         cfg = lora.replace(fs_hz=source.fs_hz)
-        decider = ClassifierStage(classifier) if classifier is not None else DetectionOnly()
+        if registry_stage is not None:
+            registry_stage.source = source.name
+        track = not args.no_drift_tracking
+        decider = registry_stage or (
+            ClassifierStage(classifier, track=track) if classifier is not None else DetectionOnly()
+        )
         if args.record:
             from lorarffi.datasets.sigmf_io import SigMFRecorder
 
@@ -242,9 +277,15 @@ def run(args: argparse.Namespace) -> int:
         source.close()
         for sink in sinks:
             sink.close(None)
+        if registry_stage is not None:
+            registry_stage.close()
         raise
-    with stop_on_signals(source):
-        summary = pipeline.run()
+    try:
+        with stop_on_signals(source):
+            summary = pipeline.run()
+    finally:
+        if registry_stage is not None:
+            registry_stage.close()
     if args.sim_truth:
         write_truth(args.sim_truth, source)
     print(summary.to_json() if args.json else summary.format(), flush=True)

@@ -73,8 +73,9 @@ class ClassifierStage:
 
 class RegistryStage:
     """Decisions against a device registry: each packet is given an enrolled device id (verdict
-    ``"accept"``) or called ``"rogue"`` (``device=-1``), with its K-NN score, and every decision is appended
-    to the registry's audit log in one transaction per batch.
+    ``"accept"``) or called ``"rogue"`` (``device=-1``), with its K-NN score; every decision is appended to
+    the registry's audit log, and the CFO drift of confidently accepted packets stored in their devices' CFO
+    statistics, in one transaction per batch.
 
     The batch takes the one decision path of ``lora-rffi authenticate``
     (:func:`~lorarffi.rffi.authenticate.decide_packets` with the authenticator of
@@ -96,6 +97,9 @@ class RegistryStage:
         False-accept rate of the threshold (None: the stored one's).
     cfo_gate : bool
         Apply the CFO gate.
+    track : bool
+        Track each enrolled device's CFO drift and store it in the registry
+        (:mod:`lorarffi.rffi.authenticate`, "Drift tracking").
     batch_size : int
         Packets per network call.
     """
@@ -109,6 +113,7 @@ class RegistryStage:
         k: int | None = None,
         far: float | None = None,
         cfo_gate: bool = True,
+        track: bool = True,
         batch_size: int = 64,
     ) -> None:
         from lorarffi.rffi.authenticate import open_authenticator
@@ -119,7 +124,12 @@ class RegistryStage:
         self.source = source
         self.batch_size = batch_size
         self.authenticator = open_authenticator(
-            embedder, registry, k=DEFAULT_K if k is None else k, far=far, cfo_gate=cfo_gate
+            embedder,
+            registry,
+            k=DEFAULT_K if k is None else k,
+            far=far,
+            cfo_gate=cfo_gate,
+            drift_tracking=track,
         )
         self._owns_registry = False
 
@@ -135,7 +145,8 @@ class RegistryStage:
         """A stage built from a model directory and a registry path or database URL (what a worker process
         is given); the stage owns the registry it opens and :meth:`close` releases it.
 
-        ``options`` are the constructor's (``source``, ``k``, ``far``, ``cfo_gate``, ``batch_size``).
+        ``options`` are the constructor's (``source``, ``k``, ``far``, ``cfo_gate``, ``track``,
+        ``batch_size``).
         """
         from lorarffi.rffi.embedding import load_embedder
         from lorarffi.rffi.registry import Registry

@@ -43,6 +43,17 @@ false-accept rate from groups of M enrollment packets (:meth:`Authenticator.fuse
 scores varies less, so the threshold differs from the single-packet one), and its CFO is the median of its
 packets' CFOs.
 
+Drift tracking
+--------------
+With ``drift_tracking`` (the live registry stage's default; off for ``authenticate``), packets accepted
+confidently, with a score at most :data:`TRACK_SCORE_RATIO` of the threshold and a finite CFO, move their
+device's CFO centre and spread by the CFO gate's tracking rule (:meth:`~lorarffi.rffi.hybrid.CfoGate.update`:
+an exponential moving average bounded per packet, re-acquisition after a few packets that agree on a new CFO).
+The tracked centre and spread are stored as the device's ``cfo_mean_hz`` and ``cfo_std_hz`` in the same
+transaction as the batch's audit rows; the enrollment range (``cfo_min_hz``..``cfo_max_hz``) stays, so the
+gate's window (symmetric about the centre, covering that range) always keeps the enrollment CFOs, widening by
+as much as the centre has moved.
+
 Audit
 -----
 Every single-packet decision, and every fused one (source suffixed ``[fused M]``), is appended to the
@@ -60,6 +71,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lorarffi.errors import ConfigError
+from lorarffi.rffi.classify import classify_preambles
 from lorarffi.rffi.embedding import Embedder
 from lorarffi.rffi.enroll import check_bound
 from lorarffi.rffi.hybrid import CfoGate, GateParams
@@ -70,6 +82,7 @@ from lorarffi.rffi.threshold import DEFAULT_FAR, choose_threshold
 __all__ = [
     "DEFAULT_FAR",
     "ROGUE",
+    "TRACK_SCORE_RATIO",
     "Verdicts",
     "Decisions",
     "FusedDecisions",
@@ -88,6 +101,8 @@ log = logging.getLogger(__name__)
 ROGUE = "rogue"
 """The verdict, and the decision, of a packet not accepted as an enrolled device."""
 ACCEPT = "accept"
+TRACK_SCORE_RATIO = 0.8
+"""A packet feeds drift tracking when accepted with a score at most this fraction of the threshold."""
 
 
 @dataclass(frozen=True)
@@ -323,6 +338,7 @@ class Authenticator:
         gate_params: GateParams | None = None,
         cfo_gate: bool = True,
         calibrate_receiver: bool = True,
+        drift_tracking: bool = False,
     ) -> Authenticator:
         """Read a registry's references and devices; take its threshold (choosing it when needed, see
         :func:`current_threshold`).
@@ -342,6 +358,8 @@ class Authenticator:
             Apply the CFO gate.
         calibrate_receiver : bool
             Estimate a common receiver offset per call.
+        drift_tracking : bool
+            Let :meth:`track` move the devices' CFO windows (module docstring).
         """
         ids, emb = registry.reference_embeddings()
         if ids.size == 0:
@@ -349,7 +367,7 @@ class Authenticator:
         index = ReferenceIndex(ids, emb, k=k, n_candidates=n_candidates)
         devices = registry.devices()
         threshold = current_threshold(registry, index, far=far, devices=devices)
-        gate = _cfo_gate(devices, gate_params) if cfo_gate else None
+        gate = _cfo_gate(devices, gate_params, drift_tracking) if cfo_gate else None
         return cls(index, threshold.value, gate, far=threshold.far, calibrate_receiver=calibrate_receiver)
 
     def decide(
@@ -420,6 +438,30 @@ class Authenticator:
         inside = np.abs(offset) <= self.gate.lambda_hz[gg]
         return np.where(has, inside, True)
 
+    def track(self, decisions: Decisions) -> dict[int, tuple[float, float]]:
+        """Feed the confidently accepted packets of ``decisions`` (made by :meth:`decide`) to drift tracking
+        (module docstring); no-op without a CFO gate or with tracking off.
+
+        Returns
+        -------
+        dict
+            Device id -> its tracked CFO centre and spread in Hz, for each device the packets moved.
+        """
+        gate = self.gate
+        if gate is None or not gate.params.tracking or len(decisions) == 0:
+            return {}
+        pos = np.searchsorted(gate.device_ids, decisions.device_id)
+        found = (decisions.device_id >= 0) & (pos < gate.device_ids.size)
+        found &= gate.device_ids[np.minimum(pos, gate.device_ids.size - 1)] == decisions.device_id
+        confident = found & (decisions.score <= TRACK_SCORE_RATIO * self.threshold)
+        before = (gate.center_hz.copy(), gate.tracked_std_hz.copy())
+        gate.update(decisions.cfo_hz, np.where(found, pos, -1), confident.astype(np.float64))
+        moved = (gate.center_hz != before[0]) | (gate.tracked_std_hz != before[1])
+        return {
+            int(gate.device_ids[g]): (float(gate.center_hz[g]), float(gate.tracked_std_hz[g]))
+            for g in np.flatnonzero(moved)
+        }
+
     def fused_threshold(self, packets_per_decision: int) -> float:
         """The score threshold of decisions on groups of M packets, for the same false-accept rate as the
         single-packet one (:func:`~lorarffi.rffi.threshold.choose_threshold` with ``packets_per_decision``;
@@ -454,15 +496,16 @@ class Authenticator:
         )
 
 
-def _cfo_gate(devices: list[DeviceRecord], params: GateParams | None) -> CfoGate | None:
-    """The CFO windows of the devices enrolled with CFO statistics (None when there are none)."""
+def _cfo_gate(devices: list[DeviceRecord], params: GateParams | None, tracking: bool) -> CfoGate | None:
+    """The CFO windows of the devices enrolled with CFO statistics (None when there are none), with drift
+    tracking on or off."""
     known = [d for d in devices if d.cfo_mean_hz is not None]
     if not known:
         return None
     if params is None:
         carriers = [d.carrier_hz for d in known if d.carrier_hz is not None]
         params = GateParams(carrier_hz=float(np.median(carriers)) if carriers else None)
-    params = dataclasses.replace(params, tracking=False)
+    params = dataclasses.replace(params, tracking=tracking)
     return CfoGate(
         [d.device_id for d in known],
         [d.cfo_mean_hz for d in known],
@@ -482,6 +525,7 @@ def open_authenticator(
     k: int = DEFAULT_K,
     far: float | None = None,
     cfo_gate: bool = True,
+    drift_tracking: bool = False,
 ) -> Authenticator:
     """The :class:`Authenticator` of a registry for the model it is bound to (a registry of another model is
     refused in one line): its references, threshold (:func:`current_threshold`) and the CFO gate with the
@@ -497,10 +541,17 @@ def open_authenticator(
         False-accept rate of the threshold (None: the stored one's, else :data:`DEFAULT_FAR`).
     cfo_gate : bool
         Apply the CFO gate (False: the embedding score alone decides).
+    drift_tracking : bool
+        Let :func:`decide_packets` track the devices' CFO drift (module docstring).
     """
     check_bound(embedder, registry)
     return Authenticator.from_registry(
-        registry, k=k, far=far, gate_params=_embedder_gate_params(embedder), cfo_gate=cfo_gate
+        registry,
+        k=k,
+        far=far,
+        gate_params=_embedder_gate_params(embedder),
+        cfo_gate=cfo_gate,
+        drift_tracking=drift_tracking,
     )
 
 
@@ -519,18 +570,27 @@ def decide_packets(
     batch_size: int = 64,
     audit: bool = True,
 ) -> Decisions:
-    """Embed and decide a batch of packets with an open authenticator, and append every decision to the
-    registry's audit log in one transaction: the one decision path of :func:`authenticate` and of the live
-    registry stage (:class:`~lorarffi.live.stages.RegistryStage`).
+    """Decide a batch of packets with an open authenticator (the decisions of
+    :func:`~lorarffi.rffi.classify.classify_preambles`, which ``lora-rffi classify --registry`` and
+    ``authenticate`` make); append every decision to the registry's audit log and store the CFO drift the
+    batch tracked (when the authenticator tracks it), in one transaction. :func:`authenticate` and the live
+    registry stage (:class:`~lorarffi.live.stages.RegistryStage`) decide through it.
 
     Parameters are those of :func:`authenticate`; ``authenticator`` is :func:`open_authenticator`'s.
     """
-    emb = embedder.embed(preambles, batch_size=batch_size)
-    decisions = authenticator.decide(
-        emb, cfo_hz, packets_per_decision=packets_per_decision, transmitter_ids=transmitter_ids
-    )
-    if audit:
-        registry.append_audit(audit_rows(decisions, source=source, start_sample=start_sample, snr_db=snr_db))
+    x = np.asarray(preambles)
+    cfo = np.full(x.shape[0], np.nan) if cfo_hz is None else cfo_hz
+    decisions = classify_preambles(  # the decisions `lora-rffi classify --registry` makes
+        embedder,
+        x,
+        cfo,
+        authenticator=authenticator,
+        batch_size=batch_size,
+        packets_per_decision=packets_per_decision,
+        transmitter_ids=transmitter_ids,
+    ).registry
+    rows = audit_rows(decisions, source=source, start_sample=start_sample, snr_db=snr_db) if audit else []
+    registry.record_decisions(rows, cfo_tracked=authenticator.track(decisions))
     return decisions
 
 
