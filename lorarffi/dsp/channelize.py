@@ -11,6 +11,7 @@ Blocks sit at fixed absolute positions, so the output does not depend on how the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -19,9 +20,10 @@ import numpy.typing as npt
 import scipy.fft
 from scipy.signal import firwin, kaiserord
 
+from lorarffi.dsp.packet import Packet
 from lorarffi.errors import ConfigError
 
-__all__ = ["Channelizer", "channel_to_input_index", "choose_decimation", "channel_filter"]
+__all__ = ["Channelizer", "channel_to_input_index", "packet_to_input", "choose_decimation", "channel_filter"]
 
 _ATTENUATION_DB = 60.0  # stop-band attenuation of the channel filter
 _FFT_OVER_TAPS = 16  # FFT length at least this many filter lengths (overlap-save efficiency)
@@ -52,6 +54,25 @@ def channel_to_input_index(index: npt.ArrayLike, decimation: int) -> npt.NDArray
     """
     out = np.asarray(index, dtype=np.float64) * int(decimation)
     return float(out) if out.ndim == 0 else out
+
+
+def packet_to_input(packet: Packet, decimation: int, fs_hz: float) -> Packet:
+    """A packet found on a channel with its positions moved to the input stream (indices and ``fs_hz``).
+
+    ``start`` and ``start_frac`` keep the sub-sample estimate (``start + start_frac`` is mapped exactly);
+    ``fingerprint_start`` and ``stop`` are rounded to the nearest input sample. The fingerprint window is
+    untouched: it stays at ``preamble_fs_hz``.
+    """
+    exact = float(channel_to_input_index(packet.start + packet.start_frac, decimation))
+    start = int(round(exact))
+    return dataclasses.replace(
+        packet,
+        start=start,
+        start_frac=exact - start,
+        fingerprint_start=int(round(float(channel_to_input_index(packet.fingerprint_start, decimation)))),
+        stop=int(round(float(channel_to_input_index(packet.stop, decimation)))),
+        fs_hz=float(fs_hz),
+    )
 
 
 def choose_decimation(fs_hz: float, bw_hz: float, *, min_oversampling: int = 2) -> int:

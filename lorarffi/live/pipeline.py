@@ -7,6 +7,12 @@ each decision, and gives every sink the batch's :class:`~lorarffi.live.decision.
 in the source's indices (lost samples) flushes the detector and starts a fresh one at the new index, so no
 packet is stitched across a gap and every ``start`` stays an absolute stream index.
 
+With a :class:`~lorarffi.live.gateway.GatewayPlan` the detector is a
+:class:`~lorarffi.live.gateway.GatewayDetector` (channelizer, one detector per channel and spreading factor)
+and each decision carries ``channel_hz`` and ``sf``: packets whose fingerprint window is shared with another
+packet of the same channel and SF get the verdict ``"collision"``, packets of an (SF, bandwidth) no decision
+stage holds get ``"unsupported"``; both are counted like any verdict, never dropped.
+
 Latency of a decision is measured from the arrival of the packet's last preamble sample (when the source
 received the run holding it, see :meth:`~lorarffi.capture.base.Source.arrival_time_s`) to the moment its
 decision is made, in milliseconds.
@@ -18,19 +24,25 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from lorarffi.capture.base import Source
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import ConfigError
 from lorarffi.live.decision import DecisionRecord
+from lorarffi.live.gateway import GatewayDetector, GatewayPlan, TaggedPacket
 from lorarffi.live.sinks import Sink
 from lorarffi.live.stages import DecisionStage, DetectionOnly
 from lorarffi.live.stopping import chunks_within
 from lorarffi.live.summary import DecisionCounts, LatencyHistogram, LiveSummary
 
-__all__ = ["LivePipeline", "run_live"]
+__all__ = ["LivePipeline", "run_live", "COLLISION_VERDICT", "UNSUPPORTED_VERDICT"]
+
+COLLISION_VERDICT = "collision"
+"""Verdict of a packet whose fingerprint window holds another packet of its channel and spreading factor."""
+UNSUPPORTED_VERDICT = "unsupported"
+"""Verdict of a packet of an (SF, bandwidth) that no decision stage was trained for."""
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +86,13 @@ class LivePipeline:
         Monotonic clock in seconds, shared with the source's arrival times.
     progress_period_s : float
         Sinks' :meth:`~lorarffi.live.sinks.Sink.on_progress` is called at most this often (wall clock).
+    gateway : GatewayPlan, optional
+        Listen to several channels of a wideband capture at several spreading factors (``cfg.sf`` is then
+        only the SF of ``decider``); ``detector_factory`` is not used. None: one channel at ``cfg.sf``.
+    deciders : mapping of (sf, bw_hz) to DecisionStage, optional
+        Gateway only: the stage for each (SF, bandwidth) configuration. Default: ``decider`` for
+        ``(cfg.sf, cfg.bw_hz)``, or detection only for every configuration when ``decider`` is None or
+        :class:`~lorarffi.live.stages.DetectionOnly`. Packets of other configurations are ``"unsupported"``.
     """
 
     def __init__(
@@ -88,6 +107,8 @@ class LivePipeline:
         block_s: float = 0.016,
         clock: Callable[[], float] = time.monotonic,
         progress_period_s: float = 0.25,
+        gateway: GatewayPlan | None = None,
+        deciders: Mapping[tuple[int, float], DecisionStage] | None = None,
     ) -> None:
         if not math.isclose(cfg.fs_hz, source.fs_hz, rel_tol=1e-9):
             raise ConfigError(
@@ -95,6 +116,14 @@ class LivePipeline:
             )
         if duration_s is not None and not duration_s > 0:
             raise ConfigError(f"duration_s={duration_s!r} is not valid: give a positive duration in seconds")
+        if gateway is not None:
+            if not block_s > 0:
+                raise ConfigError(f"block_s={block_s!r} is not valid: give a positive duration in seconds")
+
+            def detector_factory(c: LoRaConfig) -> GatewayDetector:
+                return GatewayDetector(c, gateway, block_s=block_s)
+        elif deciders is not None:
+            raise ConfigError("deciders (one stage per SF and bandwidth) need a gateway plan")
         if detector_factory is None:
             from lorarffi.dsp.detect import StreamDetector
 
@@ -107,6 +136,16 @@ class LivePipeline:
         self.source = source
         self.cfg = cfg
         self.decider: DecisionStage = decider if decider is not None else DetectionOnly()
+        self.gateway = gateway
+        if deciders is not None:
+            self.deciders: dict[tuple[int, float], DecisionStage] | None = {
+                (int(sf), float(bw)): stage for (sf, bw), stage in deciders.items()
+            }
+        elif isinstance(self.decider, DetectionOnly):
+            self.deciders = None  # detection only: every configuration
+        else:
+            self.deciders = {(cfg.sf, float(cfg.bw_hz)): self.decider}
+        self.detector_time_s: dict[str, float] = {}
         self.sinks = list(sinks)
         self.duration_s = duration_s
         self._make_detector = detector_factory
@@ -125,10 +164,14 @@ class LivePipeline:
         return self.counts.n_decisions
 
     # -- one batch of packets -> decisions -> sinks ------------------------------------------------------
-    def _decide(self, packets: list[Any]) -> None:
-        if not packets:
+    def _decide(self, found: list[Any], offset: int) -> None:
+        if not found:
             return
-        records = self.decider.decide(packets)
+        if self.gateway is None:
+            packets = [_shift(p, offset) for p in found]
+            records = self.decider.decide(packets)
+        else:
+            packets, records = self._decide_tagged(found, offset)
         t_decided = self._clock()
         if len(records) != len(packets):
             raise ConfigError(
@@ -140,9 +183,44 @@ class LivePipeline:
         for sink in self.sinks:
             sink.on_decisions(timed, packets)
 
+    def _decide_tagged(
+        self, found: list[TaggedPacket], offset: int
+    ) -> tuple[list[Any], list[DecisionRecord]]:
+        """Gateway packets -> records: collisions and unsupported configurations get their verdict, the rest
+        go to the stage of their (SF, bandwidth) in one batch per stage; every record carries its channel
+        and SF."""
+        packets = [_shift(t.packet, offset) for t in found]
+        records: list[DecisionRecord | None] = [None] * len(found)
+        batches: dict[tuple[int, float], list[int]] = {}
+        bw_hz = float(self.cfg.bw_hz)
+        for i, (t, p) in enumerate(zip(found, packets, strict=True)):
+            if t.collided:
+                records[i] = DecisionRecord.for_packet(p, device=None, verdict=COLLISION_VERDICT)
+            elif self.deciders is not None and (t.sf, bw_hz) not in self.deciders:
+                records[i] = DecisionRecord.for_packet(p, device=None, verdict=UNSUPPORTED_VERDICT)
+            else:
+                batches.setdefault((t.sf, bw_hz), []).append(i)
+        for key, idx in batches.items():
+            stage = self.decider if self.deciders is None else self.deciders[key]
+            decided = stage.decide([packets[i] for i in idx])
+            if len(decided) != len(idx):
+                raise ConfigError(
+                    f"the decision stage returned {len(decided)} decisions for {len(idx)} packets"
+                )
+            for i, rec in zip(idx, decided, strict=True):
+                records[i] = rec
+        tagged = [
+            dataclasses.replace(rec, channel_hz=t.channel_hz, sf=t.sf)
+            for rec, t in zip(records, found, strict=True)
+        ]
+        return packets, tagged
+
     def _latency_ms(self, record: DecisionRecord, t_decided: float) -> float:
         """From the arrival of the record's last preamble sample to ``t_decided``, in ms (rounded to µs)."""
-        last = record.fingerprint_start + self._preamble_span - 1
+        span = self._preamble_span
+        if record.sf is not None and record.sf != self.cfg.sf:
+            span = int(round(self.cfg.preamble_symbols * 2**record.sf * self.cfg.fs_hz / self.cfg.bw_hz))
+        last = record.fingerprint_start + span - 1
         return round(1e3 * max(0.0, t_decided - self.source.arrival_time_s(last)), 3)
 
     def _status(self, t0: float) -> dict[str, Any]:
@@ -179,11 +257,11 @@ class LivePipeline:
                     offset = start
                 for sink in self.sinks:
                     sink.on_samples(start, iq)
-                packets = detector.process(iq)
+                found = detector.process(iq)
                 self.n_samples += iq.shape[0]
                 expected = start + iq.shape[0]
-                if packets:
-                    self._decide([_shift(p, offset) for p in packets])
+                if found:
+                    self._decide(found, offset)
                 now = self._clock()
                 if now >= next_progress:
                     next_progress = now + self.progress_period_s
@@ -215,8 +293,10 @@ class LivePipeline:
             raise errors[0]
 
     def _finish(self, detector: Any, offset: int) -> None:
-        self._decide([_shift(p, offset) for p in detector.flush()])
+        self._decide(detector.flush(), offset)
         self.n_nonfinite += int(getattr(detector, "n_nonfinite", 0))
+        for name, spent_s in getattr(detector, "time_s", {}).items():
+            self.detector_time_s[name] = self.detector_time_s.get(name, 0.0) + spent_s
 
     def summary(self, wall_s: float) -> LiveSummary:
         """The run so far, ``wall_s`` seconds of wall clock after it started."""

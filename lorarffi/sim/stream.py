@@ -48,6 +48,10 @@ class TransmissionEvent:
     n_payload_symbols : int
     n_samples : int
         Packet length in samples (preamble to end of payload).
+    channel_hz : float, optional
+        Centre frequency of the channel the packet was sent on, Hz (a gateway stream; None otherwise).
+    sf : int, optional
+        Spreading factor of the packet (a gateway stream; None: the stream's ``cfg.sf``).
     """
 
     start: int
@@ -59,6 +63,8 @@ class TransmissionEvent:
     sync_word: int
     n_payload_symbols: int
     n_samples: int
+    channel_hz: float | None = None
+    sf: int | None = None
 
     @property
     def stop(self) -> int:
@@ -69,6 +75,7 @@ class TransmissionEvent:
 _NOISE_BLOCK = 1 << 16
 _SALT_ROGUE = 0x726F
 _SALT_TUNED = 0x7475
+_SALT_PLAN = 0x6777  # the devices' channels and spreading factors in a gateway stream
 
 
 class StreamSimulator:
@@ -91,6 +98,16 @@ class StreamSimulator:
     tuned_rogues : sequence of int
         Ids of fleet devices each imitated by one more look-alike rogue whose carrier is tuned to that
         device's mean CFO at the session's start (a CFO-tuned attacker; its ids follow the other rogues').
+    channels_hz : sequence of float, optional
+        A gateway stream: every device (rogues too) sends on one of these channels (centre frequencies, Hz,
+        drawn per device from ``seed``), the stream being sampled at ``cfg.fs_hz`` around
+        ``center_freq_hz``. Packets on different channels may overlap in time; packets on the same channel
+        never do, and ``mean_interval_s`` is then the mean time between packet starts on any channel.
+    sfs : sequence of int, optional
+        A gateway stream: each device's spreading factor is drawn from these (default ``cfg.sf``); its
+        packets' ``n_payload_symbols`` symbols carry ``sf`` bits each.
+    center_freq_hz : float, optional
+        Frequency of the stream's 0 Hz with ``channels_hz`` (default: halfway between the outer channels).
     snr_db : float or (low, high)
         In-band SNR per packet in dB (uniform over the range).
     mean_interval_s : float
@@ -140,6 +157,9 @@ class StreamSimulator:
         noise_power: float = 1e-3,
         spread: float = 1.0,
         receiver: ReceiverProfile | None = None,
+        channels_hz: Sequence[float] | None = None,
+        sfs: Sequence[int] | None = None,
+        center_freq_hz: float | None = None,
     ) -> None:
         if not fleet:
             raise ConfigError("fleet is empty")
@@ -194,6 +214,9 @@ class StreamSimulator:
             if multipath
             else {}
         )
+        self._gateway = channels_hz is not None or sfs is not None
+        self.assignments = self._assign(channels_hz, sfs, center_freq_hz)
+        self._busy_until_s: dict[float | None, float] = {}
         self._plan_rng = np.random.default_rng([self.seed, 1])
         self._planned: list[
             tuple[TransmissionEvent, float, npt.NDArray[np.int64]]
@@ -203,6 +226,35 @@ class StreamSimulator:
         self._first_active = 0  # planned packets before this one lie wholly before the read position
         self._noise_block: tuple[int, npt.NDArray[np.complex64]] = (-1, np.zeros(0, np.complex64))
         self._position = 0
+
+    def _assign(
+        self, channels_hz: Sequence[float] | None, sfs: Sequence[int] | None, center_freq_hz: float | None
+    ) -> dict[int, tuple[float | None, int]]:
+        """Each sender's (channel centre in Hz or None, spreading factor); checks the channels fit."""
+        chans = [float(c) for c in channels_hz] if channels_hz is not None else []
+        sf_list = [int(v) for v in sfs] if sfs is not None else [self.cfg.sf]
+        if channels_hz is not None and not chans:
+            raise ConfigError("channels_hz is empty: give at least one channel or None")
+        if not sf_list or any(not 6 <= v <= 12 for v in sf_list):
+            raise ConfigError(f"sfs={sfs!r} is not valid: spreading factors run from 6 to 12")
+        if chans:
+            self.center_freq_hz = (
+                float(center_freq_hz) if center_freq_hz is not None else (min(chans) + max(chans)) / 2
+            )
+            reach = max(abs(c - self.center_freq_hz) for c in chans) + self.cfg.bw_hz / 2
+            if reach > self.cfg.fs_hz / 2:
+                raise ConfigError(
+                    f"channels_hz={chans!r} do not fit in {self.cfg.fs_hz:g} S/s around "
+                    f"{self.center_freq_hz:g} Hz: use a larger fs_hz or closer channels"
+                )
+        else:
+            self.center_freq_hz = center_freq_hz
+        rng = np.random.default_rng([self.seed, _SALT_PLAN])
+        out = {}
+        for d in self._senders:
+            ch = chans[int(rng.integers(len(chans)))] if chans else None
+            out[d.device_id] = (ch, sf_list[int(rng.integers(len(sf_list)))])
+        return out
 
     @property
     def position(self) -> int:
@@ -245,11 +297,15 @@ class StreamSimulator:
             rng = self._plan_rng
             t = self._next_free_s + rng.exponential(self.mean_interval_s)
             dev = self._senders[int(rng.integers(len(self._senders)))]
+            channel_hz, sf = self.assignments[dev.device_id]
+            ev_cfg = self.cfg if sf == self.cfg.sf else self.cfg.replace(sf=sf)
             n_pay = int(rng.integers(self.payload_symbols[0], self.payload_symbols[1] + 1))
-            payload = rng.integers(0, self.cfg.n_chips, n_pay)
+            payload = rng.integers(0, ev_cfg.n_chips, n_pay)
             snr = float(rng.uniform(self._lo, self._hi))
+            if self._gateway:  # the packet waits for its channel to be free
+                t = max(t, self._busy_until_s.get(channel_hz, 0.0))
             pos = t * fs  # exact (fractional) position of the packet start, in samples
-            lay = packet_layout(self.cfg, n_pay, n_preamble=self.n_preamble)
+            lay = packet_layout(ev_cfg, n_pay, n_preamble=self.n_preamble)
             n_samples = int(np.ceil(lay.stop))
             t_on = self.session.minutes_since_power_on * 60.0 + t
             cfo = float(session_mean_cfo_hz(dev, self.session, t_on))
@@ -266,9 +322,15 @@ class StreamSimulator:
                 sync_word=self.cfg.sync_word,
                 n_payload_symbols=n_pay,
                 n_samples=n_samples,
+                channel_hz=channel_hz,
+                sf=sf if self._gateway else None,
             )
             self._planned.append((ev, pos, payload))
-            self._next_free_s = t + (n_samples + 64) / fs
+            if self._gateway:
+                self._busy_until_s[channel_hz] = t + (n_samples + 64) / fs
+                self._next_free_s = t
+            else:
+                self._next_free_s = t + (n_samples + 64) / fs
 
     def _packet(self, index: int) -> npt.NDArray[np.complex64]:
         """Planned packet ``index`` as received, without noise, and ``MARGIN_SAMPLES`` on either side."""
@@ -280,9 +342,10 @@ class StreamSimulator:
         first = ev.start - MARGIN_SAMPLES
         n_samples = ev.n_samples + 2 * MARGIN_SAMPLES
         t0 = np.array([(first - pos) / self.cfg.fs_hz])
+        channel_hz, sf = self.assignments[dev.device_id]
         x = transmit(
             [dev],
-            self.cfg,
+            self.cfg if sf == self.cfg.sf else self.cfg.replace(sf=sf),
             payload,
             t0_s=t0,
             n_samples=n_samples,
@@ -299,6 +362,9 @@ class StreamSimulator:
         noise_in_band = self.noise_power * self.cfg.bw_hz / self.cfg.fs_hz
         scale = np.sqrt(10 ** (ev.snr_db / 10) * noise_in_band / power)
         out = (x[0] * scale).astype(np.complex64)
+        if channel_hz is not None:  # onto its channel (the carrier phase is random anyway)
+            shift = 2 * np.pi * (channel_hz - self.center_freq_hz) / self.cfg.fs_hz
+            out *= np.exp(1j * shift * np.arange(out.size)).astype(np.complex64)
         if self.receiver is not None:
             lo_offset_hz = self.receiver.clock_ppm * 1e-6 * dev.carrier_freq_hz
             out = front_end(out, self.receiver, fs_hz=self.cfg.fs_hz, rng=rng, lo_offset_hz=lo_offset_hz)
@@ -340,7 +406,8 @@ class StreamSimulator:
             lo, hi = ev.start - MARGIN_SAMPLES, ev.stop + MARGIN_SAMPLES
             if hi <= start:
                 self._cache.pop(index, None)
-                self._first_active = index + 1
+                if index == self._first_active:  # packets of a gateway stream may end out of order
+                    self._first_active = index + 1
                 continue
             if lo >= stop:
                 break

@@ -1,0 +1,236 @@
+"""The gateway: one wideband capture, several channels and spreading factors, one decision per packet with
+its channel and SF; unsupported configurations and same-channel collisions reported, never dropped."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from lorarffi.capture.base import ThreadedSource
+from lorarffi.cli import main
+from lorarffi.dsp import LoRaConfig, packet_waveform
+from lorarffi.live.decision import DecisionRecord
+from lorarffi.live.gateway import GatewayPlan, parse_sfs
+from lorarffi.live.pipeline import COLLISION_VERDICT, UNSUPPORTED_VERDICT, LivePipeline
+from lorarffi.live.sinks import Sink
+from lorarffi.sim import make_fleet
+from lorarffi.sim.stream import StreamSimulator, simulate_stream
+
+FS_HZ = 1e6
+CENTER_HZ = 868.3e6
+CHANNELS_HZ = (868.1e6, 868.3e6, 868.5e6)
+SFS = (7, 8, 9)
+CFG = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=FS_HZ)
+DECIMATION = 4  # the channelizer's choice at 1 MS/s and 125 kHz: 2 samples per chip
+# a packet found on a channel maps back to within one channel sample of its start (test_dsp_channelize.py)
+START_TOL = DECIMATION
+
+
+class ArraySource(ThreadedSource):
+    """A recording held in memory, delivered in fixed chunks."""
+
+    def __init__(self, iq: np.ndarray, chunk: int = 100_000) -> None:
+        super().__init__(fs_hz=FS_HZ, buffer_s=30.0)
+        self.name = "array"
+        self.iq, self.chunk = iq, chunk
+
+    def _produce(self) -> None:
+        for s in range(0, self.iq.size, self.chunk):
+            self._emit(s, self.iq[s : s + self.chunk])
+
+
+class Collect(Sink):
+    def __init__(self) -> None:
+        self.records: list[DecisionRecord] = []
+
+    def on_decisions(self, records, packets) -> None:
+        self.records += records
+
+
+class FixedStage:
+    """A stand-in decision stage: every packet is device 1, accepted; remembers what it was given."""
+
+    def __init__(self) -> None:
+        self.seen: list = []
+
+    def decide(self, packets):
+        self.seen += packets
+        return [DecisionRecord.for_packet(p, device=1, verdict="accept") for p in packets]
+
+
+def _run(iq: np.ndarray, **kw) -> tuple:
+    sink = Collect()
+    plan = GatewayPlan(CENTER_HZ, CHANNELS_HZ, kw.pop("sfs", SFS))
+    summary = LivePipeline(ArraySource(iq), CFG, sinks=[sink], gateway=plan, **kw).run()
+    return summary, sink.records
+
+
+@pytest.fixture(scope="module")
+def gateway_stream():
+    """6 s of a gateway recording: 8 devices on 3 channels at SF7-9, SNR 0-25 dB, overlapping across
+    channels."""
+    iq, events = simulate_stream(
+        make_fleet(8, seed=0), CFG, duration_s=6.0, channels_hz=CHANNELS_HZ, sfs=SFS,
+        center_freq_hz=CENTER_HZ, snr_db=(0.0, 25.0), mean_interval_s=0.08, seed=3,
+    )
+    return iq, [e for e in events if e.stop < iq.size]
+
+
+def _match(records, events):
+    """Pairs (record, event) with the same start (within START_TOL), or None for a record matching none."""
+    starts = np.array([e.start for e in events])
+    out = []
+    for r in records:
+        j = int(np.argmin(np.abs(starts - r.start)))
+        out.append((r, events[j] if abs(starts[j] - r.start) <= START_TOL else None))
+    return out
+
+
+def test_every_packet_once_with_its_channel_and_sf(gateway_stream):
+    iq, events = gateway_stream
+    assert {e.channel_hz for e in events} == set(CHANNELS_HZ) and {e.sf for e in events} == set(SFS)
+    overlapping = sum(b.start < a.stop for a, b in zip(events, events[1:], strict=False))
+    assert overlapping >= 3  # packets on different channels overlap in time
+    summary, records = _run(iq)
+    pairs = _match(records, events)
+    assert all(e is not None for _, e in pairs)  # no false packets
+    assert sorted(e.start for _, e in pairs) == sorted(e.start for e in events)  # each exactly once
+    for r, e in pairs:
+        assert (r.channel_hz, r.sf) == (e.channel_hz, e.sf)
+        assert r.verdict == "detected"  # no clean packet is called a collision
+        assert abs(r.cfo_hz - e.cfo_hz) < 50.0
+        assert r.time_s == pytest.approx(r.start / FS_HZ)
+    assert summary.n_packets == len(events) and summary.verdicts == {"detected": len(events)}
+    assert all(math.isfinite(r.latency_ms) for r in records)
+
+
+def test_unsupported_configurations_are_reported_and_counted(gateway_stream):
+    iq, events = gateway_stream
+    stage = FixedStage()
+    summary, records = _run(iq, decider=stage)  # the stage holds (cfg.sf, cfg.bw_hz) = (7, 125 kHz) only
+    assert len(records) == len(events)
+    by_sf = {sf: [r.verdict for r in records if r.sf == sf] for sf in SFS}
+    assert set(by_sf[7]) == {"accept"} and len(stage.seen) == len(by_sf[7])
+    assert set(by_sf[8] + by_sf[9]) == {UNSUPPORTED_VERDICT}
+    assert summary.verdicts[UNSUPPORTED_VERDICT] == len(by_sf[8]) + len(by_sf[9]) > 0
+    assert all(r.device is None for r in records if r.verdict == UNSUPPORTED_VERDICT)
+    # a mapping from (SF, bandwidth) to stage: two configurations, two stages
+    s7, s9 = FixedStage(), FixedStage()
+    _, records = _run(iq, deciders={(7, 125e3): s7, (9, 125e3): s9})
+    assert len(s7.seen) == sum(r.sf == 7 for r in records) and len(s9.seen) == sum(r.sf == 9 for r in records)
+    assert {r.verdict for r in records if r.sf == 8} == {UNSUPPORTED_VERDICT}
+
+
+def _place(iq: np.ndarray, cfg: LoRaConfig, start: float, channel_hz: float, amp: float, seed: int) -> None:
+    """Add a packet at exact (fractional) input index ``start`` on a channel."""
+    rng = np.random.default_rng(seed)
+    i0 = math.floor(start)
+    pk = packet_waveform(cfg, rng.integers(0, cfg.n_chips, 16), cfo_hz=float(rng.uniform(-8e3, 8e3))
+                         + channel_hz - CENTER_HZ, t0_s=-(start - i0) / FS_HZ,
+                         phase_rad=float(rng.uniform(0, 2 * np.pi)))
+    iq[i0 : i0 + pk.size] += (amp * pk).astype(np.complex64)
+
+
+def _noise(n: int) -> np.ndarray:
+    rng = np.random.default_rng(99)
+    # in-band (125 kHz) noise power 0.01 of a unit packet: SNR 20 dB at amplitude 1
+    sigma = math.sqrt(0.01 * FS_HZ / 125e3 / 2)
+    return (sigma * (rng.standard_normal(n) + 1j * rng.standard_normal(n))).astype(np.complex64)
+
+
+def test_overlapping_packets_on_different_channels_or_sfs_are_all_found():
+    iq = _noise(1_200_000)
+    c7, c8 = CFG, CFG.replace(sf=8)
+    placed = [  # (start, channel, sf): all four overlap in time
+        (100_000.3, 868.1e6, 7), (101_500.0, 868.5e6, 7), (102_250.7, 868.1e6, 8), (103_000.0, 868.3e6, 7),
+    ]
+    for k, (s, ch, sf) in enumerate(placed):
+        _place(iq, c7 if sf == 7 else c8, s, ch, 1.0, seed=k)
+    summary, records = _run(iq, sfs=(7, 8))
+    got = sorted((r.channel_hz, r.sf, r.start) for r in records)
+    want = sorted((ch, sf, s) for s, ch, sf in placed)
+    assert len(got) == len(want)
+    for (gch, gsf, gs), (wch, wsf, ws) in zip(got, want, strict=True):
+        assert (gch, gsf) == (wch, wsf) and abs(gs - ws) <= START_TOL
+    assert summary.verdicts == {"detected": 4}
+
+
+@pytest.mark.parametrize(("offset_symbols", "amp"), [(3.0, 0.8), (14.5, 1.0)])
+def test_same_channel_same_sf_overlap_is_a_collision_not_a_fingerprint(offset_symbols, amp):
+    """The second packet starts during the first's preamble (both windows shared) or during its payload
+    (the first's window is clean, the second's holds the first's payload)."""
+    iq = _noise(600_000)
+    sps = CFG.samples_per_symbol
+    first, second = 100_000.0, 100_000.0 + offset_symbols * sps + 37.5
+    _place(iq, CFG, first, 868.3e6, 1.0, seed=1)
+    _place(iq, CFG, second, 868.3e6, amp, seed=2)
+    _place(iq, CFG, 400_000.0, 868.3e6, 1.0, seed=3)  # a lone packet after them: not a collision
+    stage = FixedStage()
+    summary, records = _run(iq, decider=stage, sfs=(7,))
+    verdicts = {round(r.start / sps): r.verdict for r in records}
+    lone = verdicts.pop(round(400_000 / sps))
+    assert lone == "accept"
+    first_clean = offset_symbols > CFG.preamble_symbols + 4.25  # the second starts after the first's SFD
+    first_verdict = verdicts.pop(round(first / sps), None)
+    if first_clean:  # the first packet's fingerprint window is its own: decided as usual
+        assert first_verdict == "accept"
+        assert verdicts.pop(round(second / sps)) == COLLISION_VERDICT  # found, and its window is shared
+    else:
+        assert first_verdict in (COLLISION_VERDICT, None)
+    # every other decision about the overlapping pair is a collision, and none of theirs went to the stage
+    assert set(verdicts.values()) <= {COLLISION_VERDICT}
+    n_collisions = sum(r.verdict == COLLISION_VERDICT for r in records)
+    assert n_collisions >= 1 and summary.verdicts[COLLISION_VERDICT] == n_collisions
+    assert len(stage.seen) == 1 + first_clean
+
+
+def test_simulated_gateway_stream_is_chunk_independent_and_keeps_single_channel_streams():
+    kw = dict(channels_hz=CHANNELS_HZ, sfs=SFS, mean_interval_s=0.05, seed=5)
+    a = StreamSimulator(make_fleet(4, seed=1), CFG, **kw)
+    b = StreamSimulator(make_fleet(4, seed=1), CFG, **kw)
+    _, whole = a.read(700_000)
+    parts = [b.read(n)[1] for n in (1, 123_456, 300_000, 276_543)]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    assert a.events == b.events and all(e.channel_hz in CHANNELS_HZ and e.sf in SFS for e in a.events)
+    assert len({(a.assignments[d][0], a.assignments[d][1]) for d in a.assignments}) > 1
+    # same channel: never overlapping
+    for ch in CHANNELS_HZ:
+        evs = [e for e in a.events if e.channel_hz == ch]
+        assert all(y.start >= x.stop for x, y in zip(evs, evs[1:], strict=False))
+    # no channel plan: the events carry no channel and no SF
+    plain = StreamSimulator(make_fleet(4, seed=1), CFG, seed=5)
+    plain.read(300_000)
+    assert all(e.channel_hz is None and e.sf is None for e in plain.events)
+
+
+def test_parse_sfs():
+    assert parse_sfs("7-12") == (7, 8, 9, 10, 11, 12) and parse_sfs("7,9") == (7, 9)
+    for bad in ("", "12-7", "5", "7-13", "x"):
+        with pytest.raises(Exception, match="--sf"):
+            parse_sfs(bad)
+
+
+def test_cli_live_gateway_decisions_carry_channel_and_sf(gateway_stream, tmp_path, capsys):
+    iq, events = gateway_stream
+    path = tmp_path / "gw.cf32"
+    iq.tofile(path)
+    rc = main(["live", "--source", f"file:{path}", "--format", "cf32", "-s", "1M", "-f", "868.3M",
+               "--channels", "868.1M,868.3M,868.5M", "--sf", "7-9", "--json", "--no-view"])
+    assert rc == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    decisions = [d for d in lines if "verdict" in d]
+    assert len(decisions) == len(events)
+    truth = {e.start: e for e in events}
+    for d in decisions:
+        e = min(truth.values(), key=lambda e: abs(e.start - d["start"]))
+        assert abs(e.start - d["start"]) <= START_TOL
+        assert (d["channel_hz"], d["sf"]) == (e.channel_hz, e.sf)
+    # without --channels and with one SF: the single-channel pipeline, no channel or SF in the records
+    rc = main(["live", "--source", f"file:{path}", "--format", "cf32", "-s", "1M", "--sf", "7", "--json",
+               "--no-view", "--duration-s", "1"])
+    assert rc == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert all("channel_hz" not in d and "sf" not in d for d in lines if "verdict" in d)
