@@ -32,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default=None, help="sample format of a raw file: cf32, ci16, cu8 or ci8")
     add_lora_args(p)
     add_radio_args(p, radio_only=False)
+    _gateway_args(p)
     p.add_argument(
         "--model", default=None, metavar="DIR", help="trained model directory (default: detection only)"
     )
@@ -144,6 +145,56 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_receiver_offset_arg(p)
 
 
+def _gateway_args(p: argparse.ArgumentParser) -> None:
+    """``--channels`` and a ``--sf`` that also takes a range or list (a gateway listening plan)."""
+    for action in p._actions:
+        if action.dest == "sf":
+            action.type, action.metavar = str, "SF"
+            action.help = (
+                "spreading factor (default 7, or the model's); with a range or list (7-12, 7,9) every "
+                "channel is searched at each"
+            )
+    p.add_argument(
+        "--channels",
+        default=None,
+        metavar="F1,F2,...",
+        help="listen to these channels of the capture (centre frequencies in Hz, suffixes k/M/G, e.g. "
+        "868.1M,868.3M,868.5M; the capture's centre is -f): each decision carries channel_hz and sf",
+    )
+
+
+def _gateway_plan(args: argparse.Namespace, source_center_hz: float | None, model_fs_hz: float | None,
+                  fs_hz: float, sfs: tuple[int, ...]):
+    """The listening plan of ``--channels`` / several ``--sf``; None for one channel at one SF."""
+    from lorarffi.cli.common import si_float
+    from lorarffi.errors import ConfigError
+    from lorarffi.live.gateway import GatewayPlan
+
+    if args.channels is None and len(sfs) < 2:
+        return None
+    center_hz = args.center_freq_hz if args.center_freq_hz is not None else source_center_hz
+    if center_hz is None:
+        raise ConfigError("--channels and several --sf need the capture's centre frequency: give -f")
+    try:
+        channels = (
+            tuple(si_float(v.strip()) for v in args.channels.split(",") if v.strip())
+            if args.channels is not None
+            else (float(center_hz),)
+        )
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"--channels={args.channels!r}: {exc}") from None
+    decimation = None
+    if model_fs_hz is not None:  # the fingerprint windows at the model's rate
+        ratio = fs_hz / model_fs_hz
+        if abs(ratio - round(ratio)) > 1e-9 or round(ratio) < 1:
+            raise ConfigError(
+                f"the capture's {fs_hz:g} S/s is not an integer multiple of the model's {model_fs_hz:g} S/s: "
+                "the channels cannot be delivered at the model's rate"
+            )
+        decimation = int(round(ratio))
+    return GatewayPlan(float(center_hz), channels, sfs, decimation)
+
+
 def run(args: argparse.Namespace) -> int:
     import logging
     import sys
@@ -152,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
     from lorarffi.cli.common import lora_config, sample_rate_hz
     from lorarffi.errors import ConfigError
     from lorarffi.live.console import ConsoleSink, TextSink
+    from lorarffi.live.gateway import parse_sfs
     from lorarffi.live.pipeline import LivePipeline
     from lorarffi.live.sinks import JsonlSink, PreambleSink, SigMFSink, ZmqPublishSink
     from lorarffi.live.stages import ClassifierStage, DetectionOnly
@@ -160,6 +212,12 @@ def run(args: argparse.Namespace) -> int:
 
     log = logging.getLogger("lorarffi.live")
     fs_hz = sample_rate_hz(args)
+    sfs = parse_sfs(args.sf) if args.sf is not None else ()
+    args.sf = sfs[0] if len(sfs) == 1 else None  # one SF: as before; several: the plan's
+    if args.preambles and (args.channels is not None or len(sfs) > 1):
+        raise ConfigError(
+            "--preambles writes one SF at one rate: it is not available with --channels or several --sf"
+        )
     if args.duration_s is not None and not args.duration_s > 0:
         raise ConfigError(f"--duration-s={args.duration_s} is not valid: give a positive number of seconds")
     spec = args.source.strip()
@@ -225,6 +283,13 @@ def run(args: argparse.Namespace) -> int:
     sinks = []
     try:
         cfg = lora.replace(fs_hz=source.fs_hz)
+        gateway = _gateway_plan(
+            args,
+            source.center_freq_hz,
+            classifier.lora.fs_hz if classifier is not None else None,
+            source.fs_hz,
+            sfs or (cfg.sf,),
+        )
         if registry_stage is not None:
             registry_stage.source = source.name
         track = not args.no_drift_tracking
@@ -271,7 +336,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             sinks.append(TextSink())
         pipeline = LivePipeline(
-            source, cfg, decider=decider, sinks=sinks, duration_s=args.duration_s, block_s=args.block_s
+            source, cfg, decider=decider, sinks=sinks, duration_s=args.duration_s, block_s=args.block_s,
+            gateway=gateway,
         )
     except BaseException:
         source.close()
