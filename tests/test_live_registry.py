@@ -325,3 +325,52 @@ def test_file_zmq_and_soapy_sources_give_the_same_decisions(world, registry, rep
         np.testing.assert_allclose(
             [r[3] for r in other], [r[3] for r in from_file], rtol=0, atol=128 * 4 * 2**-23
         )
+
+
+def test_the_console_view_shows_devices_last_seen_drops_latency_and_highlights_rogue_alerts(
+    world, registry
+) -> None:
+    import io
+
+    from rich.console import Console
+    from rich.text import Text
+
+    from lorarffi.capture.sources import open_source
+    from lorarffi.live.console import ConsoleSink
+    from lorarffi.live.pipeline import LivePipeline
+
+    screen = Console(file=io.StringIO(), width=120, force_terminal=True, color_system="standard")
+    console = ConsoleSink("registry", console=screen, refresh_hz=1e6)
+    sink = Collect()
+    stage = RegistryStage.from_paths(world["model"], registry, track=False)
+    try:
+        source = open_source(f"file:{world['path']}", format="cf32", fs_hz=1e6)
+        summary = LivePipeline(source, CFG, decider=stage, sinks=[sink, console]).run()
+    finally:
+        stage.close()
+    rogues = [r for r in sink.records if r.verdict == "rogue"]
+    assert rogues and console.n_alerts == len(rogues)
+    final = io.StringIO()
+    Console(file=final, width=120, force_terminal=True, color_system="standard").print(console.render())
+    lines = final.getvalue().splitlines()
+    plain = [Text.from_ansi(x).plain for x in lines]  # without the colour codes
+    text = "\n".join(plain)
+    assert "dropped samples" in text and "latency" in text and "last seen" in text
+    assert f"latest alerts ({len(rogues)} in all)" in text
+    last = {}
+    for r in sink.records:
+        last[r.device_label] = r.time_s
+    for label, n in summary.devices.items():  # each label's count and last seen, in one row
+        row = [
+            i
+            for i, x in enumerate(plain)
+            if x.split() and x.split("│")[1:2] and x.split("│")[1].strip() == label
+        ]
+        assert len(row) == 1, (label, text)
+        cells = [c.strip() for c in plain[row[0]].split("│")]
+        assert cells[2:4] == [f"{n:,}", f"{last[label]:.2f} s"]
+        red = "\x1b[1;31m" in lines[row[0]]
+        assert red == (label == "rogue"), lines[row[0]]
+    # the latest alert is listed first, in red, with its stream time and start
+    first = next(i for i, x in enumerate(plain) if f"{rogues[-1].start:,}" in x)
+    assert f"{rogues[-1].time_s:.3f} s" in plain[first] and "\x1b[1;31m" in lines[first]
