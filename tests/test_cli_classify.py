@@ -30,7 +30,7 @@ def fleet(tmp_path_factory) -> pathlib.Path:
     trained 3 epochs on devices 1-4 (a triplet extractor: it classifies its closed set and embeds)."""
     torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("classify")
-    common = ["-q", "simulate", "--devices", "6", "--spread", "3", "--seed", "0"]
+    common = ["-q", "simulate", "--n-devices", "6", "--spread", "3", "--seed", "0"]
     assert main([*common, "--packets", "30", "--session", "1", "--out", str(d / "train.h5")]) == 0
     assert main([*common, "--packets", str(N_TEST), "--session", "2", "--out", str(d / "test.h5")]) == 0
     args = ["-q", "train", str(d / "train.h5"), "--devices", "1-4", "--out", str(d / "model"), "--seed", "2"]
@@ -161,7 +161,7 @@ def test_unlabelled_preambles_as_live_stores_them(fleet, tmp_path, capsys) -> No
 
 def test_recording_is_detected_first(fleet, tmp_path, capsys) -> None:
     rec = tmp_path / "stream.sigmf-meta"
-    sim = ["-q", "simulate", "--stream", str(rec), "--devices", "3", "--rogues", "1", "--duration-s", "2"]
+    sim = ["-q", "simulate", "--stream", str(rec), "--n-devices", "3", "--rogues", "1", "--duration-s", "2"]
     assert main([*sim, "--seed", "1", "--spread", "3"]) == 0
     capsys.readouterr()
     assert main(["classify", str(fleet / "model"), str(rec), "--json", "--no-progress"]) == 0

@@ -52,24 +52,24 @@ def run(args: argparse.Namespace) -> int:
     from lorarffi.cli.classify import open_registry_decider
     from lorarffi.cli.inputs import read_input
     from lorarffi.cli.progress import progress_bar, progress_enabled
-    from lorarffi.rffi.authenticate import audit_rows, summarize
-    from lorarffi.rffi.classify import classify_preambles
+    from lorarffi.rffi.authenticate import decide_packets, summarize
 
     with open_registry_decider(args) as (emb, reg, auth):
         packets = read_input(args, emb)
         with progress_bar("authenticate", len(packets), enabled=progress_enabled(args)) as advance:
-            decisions = classify_preambles(  # the decisions `classify --registry` makes
+            decisions = decide_packets(  # classify --registry's decisions, appended to the audit log
                 emb,
+                auth,
+                reg,
                 packets.preambles,
-                packets.cfo_hz,
-                authenticator=auth,
+                cfo_hz=packets.cfo_hz,
                 packets_per_decision=args.packets_per_decision,
                 transmitter_ids=packets.labels if packets.kind == "dataset" else None,
+                source=args.input,
+                start_sample=packets.start_sample,
+                snr_db=packets.snr_db,
                 progress=advance,
-            ).registry
-        reg.append_audit(
-            audit_rows(decisions, source=args.input, start_sample=packets.start_sample, snr_db=packets.snr_db)
-        )
+            )
         summary = {
             "type": "summary",
             **summarize(decisions, packets.labels, [d.device_id for d in reg.devices()]),

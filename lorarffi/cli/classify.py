@@ -95,7 +95,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 # -- model loading shared with evaluate and authenticate -----------------------------------------------
 def _torch_device(args: argparse.Namespace) -> str | None:
-    return getattr(args, "torch_device", None) or getattr(args, "device", None)
+    from lorarffi.cli.common import torch_device
+
+    return torch_device(getattr(args, "device", None))
 
 
 def load_classifier_for(args: argparse.Namespace) -> Classifier:

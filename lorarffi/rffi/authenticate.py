@@ -26,7 +26,9 @@ Per packet
    nearest device was enrolled without one, passes the gate.
 
 A packet passing both is given its nearest device's id (verdict ``accept``); any other is ``rogue``
-(``reason``: ``score``, ``cfo`` or ``score+cfo``). The gate never accepts anything the score rejects, so
+(``reason``: ``score``, ``cfo`` or ``score+cfo``), or, with an SNR floor (``min_snr_db``), ``unknown`` when
+its SNR is below it: too weak a packet to tell a stranger from an enrolled device's noisy fingerprint, so it
+is not called (nor alerted as) a rogue. The gate never accepts anything the score rejects, so
 the false-accept rate is at most the threshold's; it catches a stranger whose fingerprint passes but whose
 carrier is elsewhere (it cannot catch one tuned to an enrolled device's CFO: there the fingerprint decides).
 
@@ -64,6 +66,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +85,7 @@ from lorarffi.rffi.threshold import DEFAULT_FAR, choose_threshold
 __all__ = [
     "DEFAULT_FAR",
     "ROGUE",
+    "UNKNOWN",
     "TRACK_SCORE_RATIO",
     "Verdicts",
     "Decisions",
@@ -101,6 +105,8 @@ log = logging.getLogger(__name__)
 ROGUE = "rogue"
 """The verdict, and the decision, of a packet not accepted as an enrolled device."""
 ACCEPT = "accept"
+UNKNOWN = "unknown"
+"""The verdict of a rejected packet below the SNR floor (:meth:`Decisions.with_snr_floor`)."""
 TRACK_SCORE_RATIO = 0.8
 """A packet feeds drift tracking when accepted with a score at most this fraction of the threshold."""
 
@@ -193,10 +199,37 @@ class Decisions(Verdicts):
         The receiver offset the CFO gate subtracted, Hz.
     fused : FusedDecisions or None
         Multi-packet decisions (``packets_per_decision > 1``).
+    unknown : ndarray of bool, shape (N,), or None
+        Rejected packets below the SNR floor: verdict and decision ``"unknown"`` instead of ``"rogue"``
+        (:meth:`with_snr_floor`; None: no floor).
     """
 
     receiver_offset_hz: float = 0.0
     fused: FusedDecisions | None = None
+    unknown: npt.NDArray[np.bool_] | None = None
+
+    def with_snr_floor(self, snr_db: npt.ArrayLike, min_snr_db: float | None) -> Decisions:
+        """These decisions with the rejected packets whose SNR (dB, shape (N,)) is below ``min_snr_db`` called
+        ``"unknown"`` (module docstring); unchanged for ``min_snr_db=None``. A NaN SNR is not below it."""
+        if min_snr_db is None:
+            return self
+        snr = np.asarray(snr_db, np.float64).reshape(-1)
+        if snr.size != len(self):
+            raise ConfigError(f"snr_db has {snr.size} entries for {len(self)} packets")
+        return dataclasses.replace(self, unknown=~self.accepted & (snr < float(min_snr_db)))
+
+    @property
+    def verdict(self) -> list[str]:
+        """``"accept"``, ``"rogue"`` or ``"unknown"`` per packet."""
+        base = Verdicts.verdict.fget(self)
+        if self.unknown is None:
+            return base
+        return [UNKNOWN if u else v for v, u in zip(base, self.unknown.tolist(), strict=True)]
+
+    @property
+    def decision(self) -> list[int | str]:
+        """The enrolled device id per packet, ``"rogue"`` or ``"unknown"``."""
+        return [int(d) if d >= 0 else v for d, v in zip(self.device_id.tolist(), self.verdict, strict=True)]
 
     def to_records(self) -> list[dict[str, Any]]:
         """One JSON-ready dict per packet: ``decision`` (device id or ``"rogue"``), ``verdict``, ``device``,
@@ -569,6 +602,8 @@ def decide_packets(
     snr_db: npt.ArrayLike | None = None,
     batch_size: int = 64,
     audit: bool = True,
+    min_snr_db: float | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Decisions:
     """Decide a batch of packets with an open authenticator (the decisions of
     :func:`~lorarffi.rffi.classify.classify_preambles`, which ``lora-rffi classify --registry`` and
@@ -576,8 +611,13 @@ def decide_packets(
     batch tracked (when the authenticator tracks it), in one transaction. :func:`authenticate` and the live
     registry stage (:class:`~lorarffi.live.stages.RegistryStage`) decide through it.
 
-    Parameters are those of :func:`authenticate`; ``authenticator`` is :func:`open_authenticator`'s.
+    Parameters are those of :func:`authenticate`; ``authenticator`` is :func:`open_authenticator`'s;
+    ``min_snr_db`` calls rejected packets below it ``unknown`` (:meth:`Decisions.with_snr_floor`; needs
+    ``snr_db``); ``progress`` is called with the number of packets the network has just embedded (a
+    progress bar's advance).
     """
+    if min_snr_db is not None and snr_db is None:
+        raise ConfigError(f"min_snr_db={min_snr_db!r} needs the packets' snr_db")
     x = np.asarray(preambles)
     cfo = np.full(x.shape[0], np.nan) if cfo_hz is None else cfo_hz
     decisions = classify_preambles(  # the decisions `lora-rffi classify --registry` makes
@@ -588,7 +628,8 @@ def decide_packets(
         batch_size=batch_size,
         packets_per_decision=packets_per_decision,
         transmitter_ids=transmitter_ids,
-    ).registry
+        progress=progress,
+    ).registry.with_snr_floor(snr_db, min_snr_db)
     rows = audit_rows(decisions, source=source, start_sample=start_sample, snr_db=snr_db) if audit else []
     registry.record_decisions(rows, cfo_tracked=authenticator.track(decisions))
     return decisions
@@ -686,9 +727,10 @@ def audit_rows(
     snr = np.full(n, np.nan) if snr_db is None else np.asarray(snr_db, np.float64).reshape(-1)
     if len(start) != n or snr.size != n:
         raise ConfigError(f"start_sample and snr_db need {n} entries, one per packet")
+    verdict = decisions.verdict
     rows = [
         AuditRow(
-            verdict=ACCEPT if d >= 0 else ROGUE,
+            verdict=verdict[i],
             device_id=int(d) if d >= 0 else None,
             score=float(s),
             source=source,
@@ -735,7 +777,7 @@ def summarize(
     Returns
     -------
     dict
-        ``n_packets``; ``n_accepted``, ``n_rogue`` (verdicts); ``n_enrolled_packets``,
+        ``n_packets``; ``n_accepted``, ``n_rogue``, ``n_unknown`` (verdicts); ``n_enrolled_packets``,
         ``n_unenrolled_packets`` (labelled); ``accuracy`` (share of enrolled devices' packets given their own
         id), ``rogue_rate`` (share of the other packets called rogue), ``false_reject_rate`` (share of
         enrolled devices' packets called rogue); with fused decisions ``packets_per_decision``,
@@ -744,7 +786,8 @@ def summarize(
     out: dict[str, Any] = {
         "n_packets": len(decisions),
         "n_accepted": int(decisions.accepted.sum()),
-        "n_rogue": int((~decisions.accepted).sum()),
+        "n_rogue": decisions.verdict.count(ROGUE),
+        "n_unknown": decisions.verdict.count(UNKNOWN),
     }
     truth = None if true_device_ids is None else np.asarray(true_device_ids, np.int64).reshape(-1)
     enrolled = np.asarray(enrolled_ids, np.int64).reshape(-1)

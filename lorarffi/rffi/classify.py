@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from lorarffi.datasets.atomic import atomic_path
 from lorarffi.errors import ConfigError
 from lorarffi.rffi.embedding import Embedder
 from lorarffi.rffi.inference import Classifier, Decision
@@ -330,7 +331,8 @@ def write_decisions(
     ``.jsonl``: one JSON object per packet, then the summary object (``"type": "summary"``); ``.h5``: one
     dataset per field under ``/decisions`` (unknown values NaN for floats, -1 for ids, empty strings), the
     summary as the JSON attribute ``summary``. The file is written under a temporary name beside ``path``
-    and renamed when complete, so an interrupted run leaves no partial file.
+    and renamed when complete (:func:`~lorarffi.datasets.atomic.atomic_path`), so an interrupted run leaves
+    no partial file.
 
     Raises
     ------
@@ -343,12 +345,8 @@ def write_decisions(
         raise ConfigError(
             f"{out}: unsupported output format {suffix or '(none)'}: use {', '.join(OUTPUT_SUFFIXES)}"
         )
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(out) as tmp:
         {".csv": _write_csv, ".jsonl": _write_jsonl, ".h5": _write_h5}[suffix](tmp, records, summary)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 
