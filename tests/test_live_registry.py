@@ -159,6 +159,32 @@ def test_rogues_are_rogue_and_alerted_and_enrolled_devices_are_named(world, pack
     assert named >= 0.8
 
 
+def test_rejected_packets_below_the_snr_floor_are_unknown_not_rogue(world, packets, registry) -> None:
+    snr_db = np.array([p.snr_db for p in packets])
+    floor_db = float(np.median(snr_db))  # half the packets below it
+    runs = {}
+    for name, floor in (("none", None), ("median", floor_db)):
+        stage = RegistryStage.from_paths(world["model"], registry, track=False, min_snr_db=floor)
+        try:
+            runs[name] = stage.decide(packets)
+        finally:
+            stage.close()
+    with Registry.open(registry) as reg:
+        rows = reg.audit()[len(packets) :]  # the second run's
+    weak = snr_db < floor_db
+    assert 0 < weak.sum() < len(packets)
+    n_unknown = 0
+    for plain, floored, low, row in zip(runs["none"], runs["median"], weak, rows, strict=True):
+        assert (floored.device, floored.score) == (plain.device, plain.score)
+        if plain.verdict == "rogue" and low:
+            n_unknown += 1
+            assert (floored.verdict, floored.is_alert, floored.device_label) == ("unknown", False, "unknown")
+        else:
+            assert floored.verdict == plain.verdict
+        assert row.verdict == floored.verdict
+    assert n_unknown >= 1
+
+
 def test_a_registry_of_another_model_is_refused(world, tmp_path) -> None:
     from lorarffi.errors import ModelError
 
@@ -245,11 +271,16 @@ def test_live_refuses_a_registry_without_its_model_in_one_line(world, tmp_path, 
     with Registry.create(tmp_path / "x.db", model_fingerprint="sha256:0000", embedding_dim=128):
         pass
     source = ["--source", f"file:{world['path']}", "--format", "cf32", "--fs-hz", "1M", "--json"]
-    for extra in (["--model", str(world["model"])], []):
-        assert main(["live", *source, *extra, "--registry", str(tmp_path / "x.db")]) == 2
+    registry = ["--registry", str(tmp_path / "x.db")]
+    for extra, message in (
+        (["--model", str(world["model"]), *registry], "registry was enrolled with model sha256:0000"),
+        (registry, "--registry needs --model"),
+        (["--model", str(world["model"]), "--min-snr-db", "5"], "--min-snr-db needs --registry"),
+    ):
+        assert main(["live", *source, *extra]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("lora-rffi: error: "), err
-        assert ("sha256:0000" if extra else "--registry needs --model") in err[0]
+        assert message in err[0]
 
 
 # -- sources -------------------------------------------------------------------------------------------------

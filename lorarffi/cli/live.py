@@ -51,6 +51,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "their device's CFO drift, stored in the registry with --registry)",
     )
     p.add_argument(
+        "--min-snr-db",
+        type=float,
+        default=None,
+        metavar="DB",
+        help="with --registry: a packet rejected below this SNR is 'unknown' (too weak to judge, not "
+        "alerted), not 'rogue' (default: none)",
+    )
+    p.add_argument(
         "--publish",
         default=None,
         metavar="ENDPOINT",
@@ -233,6 +241,8 @@ def run(args: argparse.Namespace) -> int:
     registry_stage = None
     if args.registry and not args.model:
         raise ConfigError("--registry needs --model: the model the registry was enrolled with")
+    if args.min_snr_db is not None and not args.registry:
+        raise ConfigError("--min-snr-db needs --registry: only a registry calls packets rogue")
     if args.model:
         import torch
 
@@ -245,13 +255,13 @@ def run(args: argparse.Namespace) -> int:
             from lorarffi.live.stages import RegistryStage
 
             registry_stage = RegistryStage.from_paths(
-                args.model, args.registry, track=not args.no_drift_tracking
+                args.model, args.registry, track=not args.no_drift_tracking, min_snr_db=args.min_snr_db
             )
             classifier = registry_stage.embedder
         else:
             classifier = load_classifier(args.model)
         if args.receiver_offset_ppm is not None:
-            classifier.set_receiver_offset_ppm(args.receiver_offset_ppm)
+            (registry_stage or classifier).set_receiver_offset_ppm(args.receiver_offset_ppm)
     # the LoRa parameters: the model's, or the flags'; the rate is the source's once it is open
     trained = classifier.lora if classifier is not None else None
     lora = lora_config(args, trained, trained=trained is not None)

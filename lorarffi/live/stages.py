@@ -73,7 +73,8 @@ class ClassifierStage:
 
 class RegistryStage:
     """Decisions against a device registry: each packet is given an enrolled device id (verdict
-    ``"accept"``) or called ``"rogue"`` (``device=-1``), with its K-NN score; every decision is appended to
+    ``"accept"``) or called ``"rogue"`` (``device=-1``; ``"unknown"`` below the SNR floor ``min_snr_db``),
+    with its K-NN score; every decision is appended to
     the registry's audit log, and the CFO drift of confidently accepted packets stored in their devices' CFO
     statistics, in one transaction per batch.
 
@@ -100,6 +101,8 @@ class RegistryStage:
     track : bool
         Track each enrolled device's CFO drift and store it in the registry
         (:mod:`lorarffi.rffi.authenticate`, "Drift tracking").
+    min_snr_db : float, optional
+        A rejected packet with an SNR below this is ``"unknown"`` (not alerted), not ``"rogue"``; None: none.
     batch_size : int
         Packets per network call.
     """
@@ -114,6 +117,7 @@ class RegistryStage:
         far: float | None = None,
         cfo_gate: bool = True,
         track: bool = True,
+        min_snr_db: float | None = None,
         batch_size: int = 64,
     ) -> None:
         from lorarffi.rffi.authenticate import open_authenticator
@@ -123,6 +127,7 @@ class RegistryStage:
         self.registry = registry
         self.source = source
         self.batch_size = batch_size
+        self.min_snr_db = min_snr_db
         self.authenticator = open_authenticator(
             embedder,
             registry,
@@ -146,7 +151,7 @@ class RegistryStage:
         is given); the stage owns the registry it opens and :meth:`close` releases it.
 
         ``options`` are the constructor's (``source``, ``k``, ``far``, ``cfo_gate``, ``track``,
-        ``batch_size``).
+        ``min_snr_db``, ``batch_size``).
         """
         from lorarffi.rffi.embedding import load_embedder
         from lorarffi.rffi.registry import Registry
@@ -181,6 +186,7 @@ class RegistryStage:
             start_sample=np.array([p.start for p in packets], np.int64),
             snr_db=np.array([p.snr_db for p in packets], np.float64),
             batch_size=self.batch_size,
+            min_snr_db=self.min_snr_db,
         )
         return [
             DecisionRecord.for_packet(p, device=d, verdict=v, score=s)
@@ -188,6 +194,15 @@ class RegistryStage:
                 packets, dec.device_id.tolist(), dec.verdict, dec.score.tolist(), strict=True
             )
         ]
+
+    def set_receiver_offset_ppm(self, ppm: float) -> None:
+        """Subtract a known receiver offset (ppm of the gate's carrier) from every CFO before the CFO gate
+        (no-op without a gate); the gate goes on calibrating it from the packets."""
+        from lorarffi.rffi.hybrid import ppm_to_hz
+
+        gate = self.authenticator.gate
+        if gate is not None:
+            gate.receiver_offset_hz = float(ppm_to_hz(ppm, gate.carrier_hz))
 
     def close(self) -> None:
         """Release the registry when the stage opened it (:meth:`from_paths`)."""
