@@ -35,7 +35,7 @@ PROG = "lora-rffi"
 # One module per subcommand, in the order ``--help`` lists them.
 SUBCOMMANDS = (
     "capture", "dataset", "detect", "evaluate", "export_onnx", "live", "registry", "simulate", "train",
-    "enroll", "authenticate", "rogue", "classify", "completion", "demo",
+    "enroll", "authenticate", "rogue", "classify", "completion", "demo", "worker",
 )
 
 

@@ -93,6 +93,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="append each packet's aligned preamble to a lora-rffi HDF5 file",
     )
     p.add_argument("--jsonl", default=None, metavar="FILE", help="append decisions as JSON lines to FILE")
+    p.add_argument(
+        "--detect-only",
+        action="store_true",
+        help="no model: report (and queue) every detected packet; what a capture node of a scale-out runs",
+    )
+    p.add_argument(
+        "--queue",
+        default=None,
+        metavar="URL",
+        help="append every detected packet to a Redis stream for `lora-rffi worker` "
+        "(redis://HOST:PORT/STREAM, rediss:// for TLS; password from LORA_RFFI_REDIS_PASSWORD(_FILE))",
+    )
+    p.add_argument("--node-id", default=None, metavar="NAME", help="this capture node's name (default: host)")
+    p.add_argument(
+        "--queue-maxlen",
+        type=int,
+        default=2_000,
+        metavar="N",
+        help="length cap of the stream (MAXLEN ~); entries it removes undecided are counted (default 2000)",
+    )
+    p.add_argument(
+        "--queue-buffer",
+        type=int,
+        default=1_000,
+        metavar="N",
+        help="packets held while Redis is unreachable; more are dropped and counted (default 1000)",
+    )
     p.add_argument("--duration-s", type=float, default=None, help="stop after this many seconds of signal")
     p.add_argument(
         "--json",
@@ -241,6 +268,8 @@ def run(args: argparse.Namespace) -> int:
     registry_stage = None
     if args.registry and not args.model:
         raise ConfigError("--registry needs --model: the model the registry was enrolled with")
+    if args.detect_only and args.model:
+        raise ConfigError("--detect-only decides nothing: leave out --model (workers decide, with theirs)")
     if args.min_snr_db is not None and not args.registry:
         raise ConfigError("--min-snr-db needs --registry: only a registry calls packets rogue")
     if args.model:
@@ -339,6 +368,16 @@ def run(args: argparse.Namespace) -> int:
             sinks.append(MqttSink(args.mqtt, queue_size=args.mqtt_queue, source=source.name))
         if args.jsonl:
             sinks.append(JsonlSink(args.jsonl))
+        if args.queue:
+            import socket
+
+            from lorarffi.live.queue_sink import QueueSink
+
+            sinks.append(
+                QueueSink(args.queue, node_id=args.node_id or socket.gethostname(), cfg=cfg,
+                          center_freq_hz=source.center_freq_hz, start_time=source.start_time,
+                          maxlen=args.queue_maxlen, buffer_size=args.queue_buffer)
+            )  # fmt: skip
         if args.json:
             sinks.append(JsonlSink(sys.stdout))
         elif not args.no_view and not args.quiet and sys.stderr.isatty():

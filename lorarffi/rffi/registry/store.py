@@ -83,6 +83,11 @@ class Registry:
     to be shared between threads.
     """
 
+    audit_keys: bool = False
+    """When True, an audit row with a start sample and no ``packet_key`` is keyed ``SOURCE/START_SAMPLE``, so
+    the same packet's decision is logged once however often it is written (scale-out workers set it, with
+    ``NODE/RUN`` as the source)."""
+
     def __init__(self, engine: Engine, location: Location, meta: dict[str, Any]) -> None:
         self._engine = engine
         self._location = location
@@ -514,7 +519,9 @@ class Registry:
             "score": optional_float(row.score, "score"),
             "verdict": row.verdict,
             "model_fingerprint": row.model_fingerprint or self.model_fingerprint,
-            "packet_key": _optional_text(row.packet_key, "packet_key"),
+            "packet_key": _optional_text(row.packet_key, "packet_key")
+            or (f"{row.source}/{int(row.start_sample)}" if self.audit_keys and row.start_sample is not None
+                else None),  # fmt: skip
         }
 
 
