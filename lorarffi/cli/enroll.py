@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from lorarffi.cli.inputs import is_dataset, read_input
+    from lorarffi.cli.progress import progress_bar, progress_enabled
     from lorarffi.errors import ConfigError, ModelError
     from lorarffi.rffi.embedding import load_embedder
     from lorarffi.rffi.enroll import enroll
@@ -83,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
         exist_ok=True,
     ) as reg:
         names = None if args.name is None else {int(args.device_id): args.name}
-        records = enroll(emb, reg, packets.preambles, ids, names=names, cfo_hz=packets.cfo_hz)
+        with progress_bar("enroll", len(packets), enabled=progress_enabled(args)) as advance:
+            records = enroll(
+                emb, reg, packets.preambles, ids, names=names, cfo_hz=packets.cfo_hz, progress=advance
+            )
         label = reg.label
     result = {
         "registry": label,

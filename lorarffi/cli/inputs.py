@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lorarffi.cli.common import add_lora_args, int_range, lora_config, slice_arg
+from lorarffi.cli.progress import add_progress_arg
 from lorarffi.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -73,7 +74,8 @@ def add_input_args(
     p: argparse.ArgumentParser, *, model_help: str, registry_help: str | None = None
 ) -> None:
     """``MODEL_DIR``, ``INPUT``, ``--registry`` (required unless ``registry_help`` says what it is for),
-    ``--devices``, ``--packets``, ``--format``, ``--chunk-samples``, ``--device`` and the LoRa flags."""
+    ``--devices``, ``--packets``, ``--format``, ``--chunk-samples``, ``--device``, the LoRa flags and
+    ``--no-progress``."""
     p.add_argument("model_dir", metavar="MODEL_DIR", help=model_help)
     p.add_argument(
         "input",
@@ -96,6 +98,7 @@ def add_input_args(
         p.add_argument(flag, type=kind, default=default, help=text)
     p.add_argument("--device", default=None, help="torch device (default CUDA if available, else CPU)")
     add_lora_args(p, default_from="the file's, else the model's")
+    add_progress_arg(p)
 
 
 def is_dataset(path: str) -> bool:
@@ -149,6 +152,7 @@ def _known(values: npt.NDArray | None) -> npt.NDArray | None:
 def _read_recording(args: argparse.Namespace, embedder: Embedder) -> PacketInput:
     import numpy as np
 
+    from lorarffi.cli.progress import progress_bar, progress_enabled
     from lorarffi.datasets.recording import open_recording
     from lorarffi.dsp import StreamDetector
 
@@ -158,8 +162,10 @@ def _read_recording(args: argparse.Namespace, embedder: Embedder) -> PacketInput
         cfg = lora_config(args, embedder.lora, trained=True, fs_hz=rec.fs_hz)
         det = StreamDetector(cfg)
         packets = []
-        for _start, chunk in rec.iter_chunks(args.chunk_samples):
-            packets += det.process(chunk)
+        with progress_bar("detect", rec.n_samples or None, enabled=progress_enabled(args)) as advance:
+            for _start, chunk in rec.iter_chunks(args.chunk_samples):
+                packets += det.process(chunk)
+                advance(chunk.size)
         packets += det.flush()
         annotations = rec.annotations
     if args.packets is not None:

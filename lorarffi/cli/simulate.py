@@ -25,6 +25,7 @@ from lorarffi.cli.common import (
     print_json,
     si_float,
 )
+from lorarffi.cli.progress import add_progress_arg
 from lorarffi.errors import ConfigError
 
 __all__ = ["HELP", "DESCRIPTION", "add_arguments", "run", "parse_snr_range"]
@@ -138,6 +139,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
     add_json_arg(p)
     add_lora_args(p)
+    add_progress_arg(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -190,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_set(args, cfg, fleet, session, provenance, np) -> int:
+    from lorarffi.cli.progress import progress_bar, progress_enabled
     from lorarffi.datasets.atomic import atomic_path
     from lorarffi.datasets.native import PreambleWriter
     from lorarffi.sim import simulate_preamble_set
@@ -201,7 +204,9 @@ def _run_set(args, cfg, fleet, session, provenance, np) -> int:
     }
     source = f"simulate seed={args.seed} session={args.session}"
     check_output(args.out, overwrite=args.overwrite, flag="-o/--out")
-    with atomic_path(args.out) as tmp, PreambleWriter(tmp, cfg, source=source, provenance=provenance) as w:
+    bar = progress_bar("simulate", len(fleet) * args.packets, enabled=progress_enabled(args))
+    writing = atomic_path(args.out)
+    with writing as tmp, PreambleWriter(tmp, cfg, source=source, provenance=provenance) as w, bar as advance:
         for dev in fleet:
             rng = np.random.default_rng([args.seed, args.session, dev.device_id])
             ps = simulate_preamble_set(
@@ -224,6 +229,7 @@ def _run_set(args, cfg, fleet, session, provenance, np) -> int:
                 capture_time_s=_EPOCH_S + (session.day - 1) * 86400.0 + ps.capture_time_s,
             )
             log.info("device %d: %d packets", dev.device_id, len(ps))
+            advance(len(ps))
     if args.json:
         print_json(
             {

@@ -60,8 +60,6 @@ DECISION_FIELDS = (
 OUTPUT_SUFFIXES = (".csv", ".jsonl", ".h5")
 """The decision files :func:`write_decisions` writes, chosen by the path's suffix."""
 
-_NETWORK_CHUNK = 1024  # packets per network call between progress reports (a multiple of the sub-batches)
-
 
 @dataclass(frozen=True)
 class PacketDecisions:
@@ -240,17 +238,6 @@ def classify_preambles(
     return _closed_set_decisions(model, x, cfo, batch_size, track, progress)
 
 
-def _in_chunks(
-    fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, chunk: int, progress: Callable[[int], None] | None
-) -> list[np.ndarray]:
-    out = []
-    for s in range(0, x.shape[0], chunk):
-        out.append(fn(x[s : s + chunk]))
-        if progress is not None:
-            progress(out[-1].shape[0])
-    return out
-
-
 def _closed_set_decisions(
     clf: Classifier,
     x: np.ndarray,
@@ -260,8 +247,7 @@ def _closed_set_decisions(
     progress: Callable[[int], None] | None,
 ) -> PacketDecisions:
     n = cfo.size
-    parts = _in_chunks(clf.logits, x, _NETWORK_CHUNK, progress)
-    logits = np.concatenate(parts) if parts else np.zeros((0, len(clf.device_ids)), np.float32)
+    logits = clf.logits(x, progress=progress)
     if track and n:
         clf.calibrate_receiver(logits, cfo)
     if n == 0:
@@ -304,9 +290,7 @@ def _registry_decisions(
     transmitter_ids: npt.ArrayLike | None,
     progress: Callable[[int], None] | None,
 ) -> PacketDecisions:
-    chunk = batch_size * max(1, _NETWORK_CHUNK // batch_size)
-    parts = _in_chunks(lambda rows: emb.embed(rows, batch_size=batch_size), x, chunk, progress)
-    vectors = np.concatenate(parts) if parts else np.zeros((0, emb.dim), np.float32)
+    vectors = emb.embed(x, batch_size=batch_size, progress=progress)
     dec = auth.decide(
         vectors, cfo, packets_per_decision=packets_per_decision, transmitter_ids=transmitter_ids
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -65,7 +65,13 @@ class Embedder(Classifier):
     def _embedding(self, x):
         return self._torch.nn.functional.normalize(self.model.penultimate(x), dim=1)
 
-    def embed(self, preambles: npt.ArrayLike, *, batch_size: int = 64) -> npt.NDArray[np.float32]:
+    def embed(
+        self,
+        preambles: npt.ArrayLike,
+        *,
+        batch_size: int = 64,
+        progress: Callable[[int], None] | None = None,
+    ) -> npt.NDArray[np.float32]:
         """Unit-norm embeddings of preambles in the model's view.
 
         Parameters
@@ -76,13 +82,17 @@ class Embedder(Classifier):
             detected packets; ``L >= lora.preamble_samples``.
         batch_size : int
             Packets per network call.
+        progress : callable, optional
+            Called with each network call's number of packets once it is through (a progress bar's advance).
 
         Returns
         -------
         ndarray of float32, shape (N, dim)
             L2 norm 1 per row (a row whose features are all zero stays zero).
         """
-        return self._run_network(self._embedding, preambles, self.dim, batch_size=batch_size)
+        return self._run_network(
+            self._embedding, preambles, self.dim, batch_size=batch_size, progress=progress
+        )
 
     def embed_packets(
         self, packets: Sequence[Packet], *, batch_size: int = 64

@@ -16,7 +16,7 @@ a threshold set before an enrollment no longer describes the fleet.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import numpy.typing as npt
@@ -63,6 +63,7 @@ def enroll(
     cfo_hz: npt.ArrayLike | None = None,
     carrier_hz: float | None = None,
     batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
 ) -> list[DeviceRecord]:
     """Enroll (or enroll again) the devices of ``preambles``.
 
@@ -87,6 +88,8 @@ def enroll(
         knows it).
     batch_size : int
         Packets per network call.
+    progress : callable, optional
+        Called with the number of packets each network call has embedded (a progress bar's advance).
 
     Returns
     -------
@@ -105,7 +108,7 @@ def enroll(
         raise ConfigError(f"cfo_hz has {cfo.size} entries for {ids.size} packets")
     if carrier_hz is None and embedder.gate is not None:
         carrier_hz = embedder.gate.params.carrier_hz
-    emb = embedder.embed(x, batch_size=batch_size)
+    emb = embedder.embed(x, batch_size=batch_size, progress=progress)
     names = dict(names or {})
     records = []
     for d in np.unique(ids):

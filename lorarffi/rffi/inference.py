@@ -26,7 +26,7 @@ import dataclasses
 import math
 import os
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,19 +176,35 @@ class Classifier:
             )
         return compute_features(x[:, :n_samples], self.config.representation)
 
-    def logits(self, preambles: npt.ArrayLike, *, batch_size: int = 64) -> npt.NDArray[np.float32]:
+    def logits(
+        self,
+        preambles: npt.ArrayLike,
+        *,
+        batch_size: int = 64,
+        progress: Callable[[int], None] | None = None,
+    ) -> npt.NDArray[np.float32]:
         """CNN logits, float32 numpy (N, K), of preambles (N, L) in the model's view.
 
         The network runs on sub-batches of ``batch_size`` packets: 64 keeps a small CNN's feature maps in
-        cache (on 2 CPU cores, 3x the throughput of one 256-packet batch).
+        cache (on 2 CPU cores, 3x the throughput of one 256-packet batch). ``progress`` is called with each
+        sub-batch's size once it is through (a progress bar's advance).
         """
-        return self._run_network(self.model, preambles, len(self.device_ids), batch_size=batch_size)
+        return self._run_network(
+            self.model, preambles, len(self.device_ids), batch_size=batch_size, progress=progress
+        )
 
     def _run_network(
-        self, fn: Any, preambles: npt.ArrayLike, width: int, *, batch_size: int
+        self,
+        fn: Any,
+        preambles: npt.ArrayLike,
+        width: int,
+        *,
+        batch_size: int,
+        progress: Callable[[int], None] | None = None,
     ) -> npt.NDArray[np.float32]:
         """``fn`` (a torch function of a channels-last input batch, giving (B, width)) of preambles (N, L) in
-        the model's view, ``batch_size`` packets at a time: float32 numpy (N, width)."""
+        the model's view, ``batch_size`` packets at a time: float32 numpy (N, width); ``progress(B)`` after
+        each sub-batch."""
         from lorarffi.rffi.models import channels_last_batch
 
         torch = self._torch
@@ -198,6 +214,8 @@ class Classifier:
             for s in range(0, feats.shape[0], batch_size):
                 x = channels_last_batch(torch.from_numpy(feats[s : s + batch_size]).to(self.torch_device))
                 out.append(fn(x).float().cpu().numpy())
+                if progress is not None:
+                    progress(out[-1].shape[0])
         return np.concatenate(out) if out else np.zeros((0, width), np.float32)
 
     # -- decisions ---------------------------------------------------------------------------------
