@@ -78,9 +78,10 @@ class _Cluster:
     head: npt.NDArray[np.complex64] | None = None  # chips from window w0 - _HEAD_BEFORE on
 
 
-def _circ_dist(a: npt.ArrayLike, b: npt.ArrayLike, n: float) -> npt.NDArray[np.float64]:
-    d = np.mod(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64), n)
-    return np.minimum(d, n - d)
+def _circ_dist(a: int, b: int, n: int) -> int:
+    """Circular distance between bins ``a`` and ``b`` of ``n`` (plain ints: called once per passing window)."""
+    d = (a - b) % n
+    return min(d, n - d)
 
 
 class StreamDetector:
