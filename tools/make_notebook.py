@@ -1,7 +1,7 @@
 """Write a Jupyter notebook from a Python script whose cells are separated by ``# %%`` lines.
 
 ``# %% [markdown]`` starts a Markdown cell whose lines are comments (``# text``). Keeps the notebooks in
-notebooks/ reviewable as code: ``python tools/make_notebook.py notebooks/src/01_signal_path.py``.
+notebooks/ reviewable as code: ``python tools/make_notebook.py notebooks/src/00_signal_path.py``.
 """
 
 from __future__ import annotations
