@@ -528,32 +528,19 @@ def run() -> str:
 
 
 def _plot_few_shot(few, results, path: pathlib.Path) -> pathlib.Path:
-    import matplotlib
+    from lorarffi.rffi.plots import few_shot_figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.0, 3.6))
-    for name, rows in few.items():
-        ns = list(rows)
-        ax.plot(ns, [100 * rows[n]["id_acc"] for n in ns], "o-", label=f"{name}: identification")
-        if name == "triplet":
-            ax.plot(
-                ns, [100 * rows[n]["acc"] for n in ns], "s--", label=f"{name}: accepted as own id, FAR 1 %"
-            )
-    ax.axhline(95, color="gray", lw=0.8, ls=":")
-    ax.set_xscale("log")
-    ax.set_xticks(list(FEW_SHOT), [str(n) for n in FEW_SHOT])
-    ax.set_xlabel("packets enrolled per device")
-    ax.set_ylabel("day-2 packets of enrolled devices (%)")
-    ax.set_ylim(0, 101)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    curves = {
+        f"{name}: identification": {n: r["id_acc"] for n, r in rows.items()} for name, rows in few.items()
+    }
+    curves["triplet: accepted as own id, FAR 1 %"] = {n: r["acc"] for n, r in few["triplet"].items()}
+    fig = few_shot_figure(
+        curves,
+        target=0.95,
+        title="few-shot enrollment, day 2",
+        ylabel="day-2 packets of enrolled devices (%)",
+    )
+    return save_figure(fig, path, dpi=110)
 
 
 def _row(name, fig) -> str:
