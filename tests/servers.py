@@ -29,6 +29,7 @@ START_TIMEOUT_S = 30.0  # longest wait for a server to accept connections (it ta
 PG_PASSWORD = "s3cret-test-password"
 PG_USER = "lorarffi"
 PG_DATABASE = "registry"
+REDIS_PASSWORD = "redis-test-password"
 
 
 def free_port() -> int:
@@ -58,11 +59,14 @@ class RedisServer:
     ----------
     directory : path
         Where the server keeps its data and log.
+    password : str, optional
+        Clients must authenticate with it (``requirepass``).
     """
 
-    def __init__(self, directory: pathlib.Path) -> None:
+    def __init__(self, directory: pathlib.Path, *, password: str | None = None) -> None:
         self.directory = pathlib.Path(directory)
         self.port = free_port()
+        self.password = password
         self.process: subprocess.Popen | None = None
 
     @property
@@ -81,6 +85,7 @@ class RedisServer:
                 "--appendfsync", "always",
                 "--save", "",
                 "--logfile", str(self.directory / "redis.log"),
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -88,7 +93,7 @@ class RedisServer:
         _wait_port(self.port, self.process, "redis-server")
         import redis
 
-        client = redis.Redis(host="127.0.0.1", port=self.port)
+        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:  # the port opens before the append-only file is loaded
             try:
@@ -214,6 +219,21 @@ def redis_server():
         pytest.skip(f"redis-server is not installed ({REDIS_BIN}): run `make install`")
     directory = _server_dir("lorarffi-redis-")
     server = RedisServer(directory)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture()
+def redis_with_password():
+    """A running :class:`RedisServer` that requires the password :data:`REDIS_PASSWORD`, for one test."""
+    if not os.path.exists(REDIS_BIN):
+        pytest.skip(f"redis-server is not installed ({REDIS_BIN}): run `make install`")
+    directory = _server_dir("lorarffi-redis-")
+    server = RedisServer(directory, password=REDIS_PASSWORD)
     server.start()
     try:
         yield server

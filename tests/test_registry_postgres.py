@@ -6,6 +6,8 @@ the append-only trigger, migration of an old schema, the password from the envir
 two concurrent writers (on SQLite too).
 """
 
+# ruff: noqa: F811 - pytest fixtures imported from other modules are redefined as arguments
+
 from __future__ import annotations
 
 import itertools
@@ -38,7 +40,7 @@ _numbers = itertools.count()
 
 
 @pytest.fixture()
-def path(postgres_server, monkeypatch):  # noqa: F811
+def path(postgres_server, monkeypatch):
     """A fresh empty database's URL, without its password: libpq reads it from ``PGPASSWORD``."""
     monkeypatch.setenv("PGPASSWORD", PG_PASSWORD)
     return postgres_server.create_database(f"t{next(_numbers)}").replace(f":{PG_PASSWORD}@", "@")
@@ -114,10 +116,10 @@ def test_a_version_2_registry_is_migrated_on_open(path) -> None:
 
 # -- passwords, TLS ------------------------------------------------------------------------------------------
 def test_passwords_come_from_the_environment_or_a_password_file_and_are_never_shown(
-    postgres_server,  # noqa: F811
+    postgres_server,
     tmp_path,
     monkeypatch,
-    capsys,  # noqa: F811
+    capsys,
 ) -> None:
     with_password = postgres_server.create_database(f"t{next(_numbers)}")
     bare = with_password.replace(f":{PG_PASSWORD}@", "@")

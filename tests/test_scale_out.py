@@ -9,6 +9,8 @@ Scores are compared to a few float32 ulps: the network sees other batches on a w
 vectors of 128 float32 values: a few ulps of 1 times the terms summed, as in ``test_live_registry``).
 """
 
+# ruff: noqa: F811 - pytest fixtures imported from other modules are redefined as arguments
+
 from __future__ import annotations
 
 import json
@@ -38,7 +40,7 @@ _streams = iter(range(10_000))
 
 # -- the pieces ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def halves(world, tmp_path_factory) -> list:  # noqa: F811
+def halves(world, tmp_path_factory) -> list:
     """The recording cut in two files, one per capture node."""
     d = tmp_path_factory.mktemp("halves")
     iq = world["iq"]
@@ -51,7 +53,7 @@ def halves(world, tmp_path_factory) -> list:  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def reference(world, halves, tmp_path_factory) -> dict:  # noqa: F811
+def reference(world, halves, tmp_path_factory) -> dict:
     """Single-machine ``live`` on each half: ``{node: [(start, device, verdict, score), ...]}``."""
     import shutil
 
@@ -80,7 +82,7 @@ def _run_inprocess(argv: list[str]) -> list[dict]:
 
 
 @pytest.fixture()
-def pg_registry(world, postgres_server, tmp_path, monkeypatch) -> str:  # noqa: F811
+def pg_registry(world, postgres_server, tmp_path, monkeypatch) -> str:
     """The world's registry in a fresh PostgreSQL database; its URL without the password (PGPASSWORD)."""
     monkeypatch.setenv("PGPASSWORD", PG_PASSWORD)
     url = postgres_server.create_database(f"cluster{next(_streams)}").replace(f":{PG_PASSWORD}@", "@")
@@ -91,7 +93,7 @@ def pg_registry(world, postgres_server, tmp_path, monkeypatch) -> str:  # noqa: 
 
 
 @pytest.fixture()
-def queue(redis_server) -> str:  # noqa: F811
+def queue(redis_server) -> str:
     return f"{redis_server.url}/lora{next(_streams)}"
 
 
@@ -114,7 +116,7 @@ def node(path, queue: str, name: str, *extra: str) -> subprocess.Popen:
                   "--node-id", name, "--json", *extra])  # fmt: skip
 
 
-def worker(world, queue: str, registry: str, name: str, *extra: str) -> subprocess.Popen:  # noqa: F811
+def worker(world, queue: str, registry: str, name: str, *extra: str) -> subprocess.Popen:
     return start(["worker", "--queue", queue, "--model", str(world["model"]), "--registry", registry,
                   "--consumer", name, "--no-drift-tracking", "--json", *extra])  # fmt: skip
 
@@ -177,7 +179,7 @@ def check_decisions(rows: list, reference: dict, runs: dict[str, str]) -> None:
 
 
 # -- the message ---------------------------------------------------------------------------------------------
-def test_a_message_carries_the_packet_exactly(world) -> None:  # noqa: F811
+def test_a_message_carries_the_packet_exactly(world) -> None:
     from lorarffi.dsp.detect import StreamDetector
 
     det = StreamDetector(CFG)
@@ -205,7 +207,7 @@ def test_a_message_carries_the_packet_exactly(world) -> None:  # noqa: F811
 
 # -- the cluster ---------------------------------------------------------------------------------------------
 def test_two_nodes_and_two_workers_decide_as_single_machine_live(
-    world, halves, reference, pg_registry, queue  # noqa: F811
+    world, halves, reference, pg_registry, queue
 ) -> None:
     workers = [worker(world, queue, pg_registry, f"w{i}", "--batch", "8") for i in range(2)]
     runs = node_runs([node(halves[0], queue, "a"), node(halves[1], queue, "b")])
@@ -217,7 +219,7 @@ def test_two_nodes_and_two_workers_decide_as_single_machine_live(
 
 
 def test_a_worker_killed_mid_batch_leaves_its_entries_to_the_other(
-    world, halves, reference, pg_registry, queue, redis_server  # noqa: F811
+    world, halves, reference, pg_registry, queue, redis_server
 ) -> None:
     import psycopg
     import redis
@@ -245,7 +247,7 @@ def test_a_worker_killed_mid_batch_leaves_its_entries_to_the_other(
 
 
 def test_redis_restarted_mid_run_loses_nothing_uncounted(
-    world, halves, reference, pg_registry, queue, redis_server  # noqa: F811
+    world, halves, reference, pg_registry, queue, redis_server
 ) -> None:
     w = worker(world, queue, pg_registry, "w")
     # node a at real time with a big buffer (nothing may drop); node b with a buffer of 2 (drops counted)
@@ -276,7 +278,7 @@ def test_redis_restarted_mid_run_loses_nothing_uncounted(
 
 
 def test_postgresql_restarted_mid_run_nothing_acknowledged_before_it_is_stored(
-    world, halves, reference, pg_registry, queue, redis_server, postgres_server  # noqa: F811
+    world, halves, reference, pg_registry, queue, redis_server, postgres_server
 ) -> None:
     import redis
 

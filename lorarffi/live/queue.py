@@ -19,8 +19,8 @@ id), ``run`` (a new id per node run) and ``seq`` (its number within the run, fro
   when the detector made none). Numbers are decimal text (floats in ``repr`` form: exact round trip).
 - ``loss``: packets the node could not queue. ``reason`` (``dropped``: its buffer was full while Redis was
   unreachable; ``capped``: entries the stream's length cap removed before any worker read them), ``starts``
-  (comma-separated start samples of the dropped packets) or ``n_lost`` (a count, when which packets is not
-  known).
+  (comma-separated start samples of the dropped packets) and ``n_lost`` (how many; for ``capped``, the
+  node run's total so far, as which packets is not known).
 
 A packet is named ``NODE/RUN/START`` (:attr:`QueueMessage.key`): the key its one decision (or loss record)
 is logged under.

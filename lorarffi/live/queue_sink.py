@@ -6,7 +6,8 @@ preamble_message`) into a bounded in-memory buffer; a sender thread appends the 
 batches, each batch one ``MULTI``/``EXEC`` transaction: ``XLEN``, one ``XADD ... MAXLEN ~ cap`` per entry,
 ``XLEN``. The two lengths tell exactly how many entries the cap removed; workers delete the entries they have
 decided, so every removed entry was still undecided: it is counted (``n_capped``) and reported to the
-workers as a ``loss`` message, which they log.
+workers in a ``loss`` message carrying the run's total so far, which they log as one loss record per entry
+(keyed, so a later report supersedes one the cap removed in turn without adding records twice).
 
 When Redis is unreachable the thread retries with a growing wait (``reconnect_min_s`` to
 ``reconnect_max_s``) while packets wait in the buffer; a packet that finds the buffer full is dropped and
@@ -108,7 +109,7 @@ class QueueSink(Sink):
         self.reconnect_max_s = float(reconnect_max_s)
         self._buffer: deque[dict[str, bytes]] = deque()
         self._dropped_starts: list[int] = []  # dropped packets not yet reported to the workers
-        self._n_capped_unreported = 0
+        self._capped_report_due = False
         self._cond = threading.Condition()
         self._seq = 0
         self._closing = False
@@ -168,13 +169,13 @@ class QueueSink(Sink):
                 loss_message(node=self.node_id, run=self.run_id, seq=self._next_seq(), reason="dropped",
                              starts=tuple(self._dropped_starts))
             )  # fmt: skip
-        if self._n_capped_unreported:
+        if self._capped_report_due:  # the run's total so far: a report the cap removes is superseded
             out.append(
                 loss_message(node=self.node_id, run=self.run_id, seq=self._next_seq(), reason="capped",
-                             n_lost=self._n_capped_unreported)
+                             n_lost=self.n_capped)
             )  # fmt: skip
         self._dropped_starts = []
-        self._n_capped_unreported = 0
+        self._capped_report_due = False
         return out
 
     def _send(self, entries: list[dict[str, bytes]]) -> int:
@@ -195,9 +196,9 @@ class QueueSink(Sink):
         while True:
             with self._cond:
                 self._cond.wait_for(
-                    lambda: self._buffer or self._dropped_starts or self._n_capped_unreported or self._closing
+                    lambda: self._buffer or self._dropped_starts or self._capped_report_due or self._closing
                 )
-                if self._closing and not (self._buffer or self._dropped_starts or self._n_capped_unreported):
+                if self._closing and not (self._buffer or self._dropped_starts or self._capped_report_due):
                     return
                 losses = self._losses()
                 n_packets = min(len(self._buffer), self.batch_size)
@@ -228,7 +229,7 @@ class QueueSink(Sink):
                 self.n_sent += n_packets
                 if n_capped:
                     self.n_capped += n_capped
-                    self._n_capped_unreported += n_capped
+                    self._capped_report_due = True
                     log.warning(
                         "queue %s: the length cap (%d) removed %d undecided entr(y/ies); %d so far",
                         self.url,
@@ -244,7 +245,7 @@ class QueueSink(Sink):
             if msg["reason"] == b"dropped":
                 self._dropped_starts[:0] = [int(s) for s in msg["starts"].split(b",")]
             else:
-                self._n_capped_unreported += int(msg["n_lost"])
+                self._capped_report_due = True
 
     def _drain_expired(self) -> bool:
         return time.monotonic() >= getattr(self, "_drain_deadline", float("inf"))
@@ -263,7 +264,7 @@ class QueueSink(Sink):
         self._drain_deadline = time.monotonic() + timeout
         with self._cond:
             return self._cond.wait_for(
-                lambda: not (self._buffer or self._dropped_starts or self._n_capped_unreported), timeout
+                lambda: not (self._buffer or self._dropped_starts or self._capped_report_due), timeout
             )
 
     def counters(self) -> dict[str, dict[str, Any]]:

@@ -253,18 +253,20 @@ class QueueWorker:
         return [r for r in records if r is not None]
 
     def _store_losses(self, losses: list[tuple[str, int | None, str, str]]) -> None:
-        """Loss records ``(key, start_sample, source, why)``, in the registry when there is one."""
-        for key, _, source, why in losses:
-            log.warning("loss record %s (%s): %s", key, source, why)
-        self.summary.n_lost += len(losses)
-        if self.registry is None:
-            return
-        from lorarffi.rffi.registry import AuditRow
+        """Loss records ``(key, start_sample, source, why)``, in the registry when there is one (a key
+        already logged, e.g. by an earlier report of the same loss, is not logged again)."""
+        n_new = len(losses)
+        if self.registry is not None:
+            from lorarffi.rffi.registry import AuditRow
 
-        self.registry.append_audit(
-            [AuditRow(LOST_VERDICT, source=source, start_sample=start, packet_key=key)
-             for key, start, source, _ in losses]
-        )  # fmt: skip
+            n_new = self.registry.append_audit(
+                [AuditRow(LOST_VERDICT, source=source, start_sample=start, packet_key=key)
+                 for key, start, source, _ in losses]
+            )  # fmt: skip
+        if n_new:
+            key, _, source, why = losses[0]
+            log.warning("%d new loss record(s), e.g. %s (%s): %s", n_new, key, source, why)
+        self.summary.n_lost += n_new
 
     def _process(self, batch: list[tuple[bytes, dict]]) -> None:
         messages: list[QueueMessage] = []
@@ -290,7 +292,7 @@ class QueueWorker:
                 ]
             else:
                 losses += [
-                    (f"{msg.node}/{msg.run}/{msg.reason}-{msg.seq}-{i}", None, msg.node,
+                    (f"{msg.node}/{msg.run}/{msg.reason}-{i}", None, f"{msg.node}/{msg.run}",
                      f"{msg.reason} before any worker read it")
                     for i in range(msg.n_lost)
                 ]  # fmt: skip
