@@ -102,7 +102,8 @@ class StreamSimulator:
         A gateway stream: every device (rogues too) sends on one of these channels (centre frequencies, Hz,
         drawn per device from ``seed``), the stream being sampled at ``cfg.fs_hz`` around
         ``center_freq_hz``. Packets on different channels may overlap in time; packets on the same channel
-        never do, and ``mean_interval_s`` is then the mean time between packet starts on any channel.
+        never do: ``mean_interval_s`` is then the mean time between attempts on any channel, and a device
+        whose channel is busy at its attempt does not send (listen before talk).
     sfs : sequence of int, optional
         A gateway stream: each device's spreading factor is drawn from these (default ``cfg.sf``); its
         packets' ``n_payload_symbols`` symbols carry ``sf`` bits each.
@@ -302,8 +303,9 @@ class StreamSimulator:
             n_pay = int(rng.integers(self.payload_symbols[0], self.payload_symbols[1] + 1))
             payload = rng.integers(0, ev_cfg.n_chips, n_pay)
             snr = float(rng.uniform(self._lo, self._hi))
-            if self._gateway:  # the packet waits for its channel to be free
-                t = max(t, self._busy_until_s.get(channel_hz, 0.0))
+            if self._gateway and t < self._busy_until_s.get(channel_hz, 0.0):
+                self._next_free_s = t  # its channel is busy: listening before talking, the device keeps quiet
+                continue
             pos = t * fs  # exact (fractional) position of the packet start, in samples
             lay = packet_layout(ev_cfg, n_pay, n_preamble=self.n_preamble)
             n_samples = int(np.ceil(lay.stop))
