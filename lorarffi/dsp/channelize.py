@@ -21,6 +21,7 @@ import scipy.fft
 from scipy.signal import firwin, kaiserord
 
 from lorarffi.dsp.packet import Packet
+from lorarffi.dsp.sample_store import SampleStore
 from lorarffi.errors import ConfigError
 
 __all__ = ["Channelizer", "channel_to_input_index", "packet_to_input", "choose_decimation", "channel_filter"]
@@ -229,9 +230,7 @@ class Channelizer:
         j = np.arange(hop // d)
         mix = np.exp(-1j * np.mod(omega[:, None] * d * j[None, :], 2 * np.pi))
         self._mix_table = mix.astype(np.complex64)
-        self._buf = np.zeros(0, dtype=np.complex64)  # input samples [self._buf_start, self.n_in)
-        self._pieces: list[npt.NDArray[np.complex64]] = []
-        self._buf_start = 0
+        self._held = SampleStore()  # the input samples the next blocks read
         self.n_in = 0
         self.n_out = 0
         self._flushed = False
@@ -250,16 +249,6 @@ class Channelizer:
         return channel_to_input_index(index, self.decimation)
 
     # -- streaming ------------------------------------------------------------------------------------------
-    def _input(self, a: int, b: int) -> npt.NDArray[np.complex64]:
-        if self._pieces:
-            self._buf = np.concatenate([self._buf, *self._pieces])
-            self._pieces = []
-        out = np.zeros(b - a, dtype=np.complex64)
-        lo, hi = max(a, self._buf_start), min(b, self.n_in)
-        if hi > lo:
-            out[lo - a : hi - a] = self._buf[lo - self._buf_start : hi - self._buf_start]
-        return out
-
     def _blocks(self, q0: int, n_blocks: int) -> npt.NDArray[np.complex64]:
         """Output blocks ``q0 .. q0 + n_blocks - 1``, shape (n_channels, n_blocks * hop / D).
 
@@ -267,7 +256,7 @@ class Channelizer:
         and the output must not depend on how many blocks a call completes."""
         d, n_fft, hop, lead = self.decimation, self._n_fft, self._hop, self._lead
         first = q0 * hop - lead
-        seg = self._input(first, first + (n_blocks - 1) * hop + n_fft)
+        seg = self._held.get(first, first + (n_blocks - 1) * hop + n_fft)  # zeros before 0 and past the end
         m = n_fft // d
         i0 = lead // d
         out = np.empty((self.n_channels, n_blocks * hop // d), dtype=np.complex64)
@@ -302,7 +291,7 @@ class Channelizer:
         if x.ndim != 1:
             raise ConfigError(f"expected a 1-D array of complex samples, got shape {x.shape}")
         if x.size:
-            self._pieces.append(np.array(x, dtype=np.complex64, copy=True))
+            self._held.append(np.array(x, dtype=np.complex64, copy=True), owned=True)
             self.n_in += x.size
         hop, lead, n_fft = self._hop, self._lead, self._n_fft
         q0 = self.n_out * self.decimation // hop
@@ -312,11 +301,7 @@ class Channelizer:
             return np.zeros((self.n_channels, 0), dtype=np.complex64)
         out = self._blocks(q0, n_blocks)
         self.n_out += out.shape[1]
-        keep_from = (q0 + n_blocks) * hop - lead
-        if keep_from > self._buf_start:
-            self._input(0, 0)  # join pending pieces
-            self._buf = self._buf[keep_from - self._buf_start :].copy()
-            self._buf_start = keep_from
+        self._held.trim((q0 + n_blocks) * hop - lead)
         return out
 
     def flush(self) -> npt.NDArray[np.complex64]:
