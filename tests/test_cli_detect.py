@@ -36,7 +36,8 @@ def test_detect_raw_cf32_json(tmp_path, capsys):
     rc = main(["detect", str(path), "--format", "cf32", "--fs-hz", "1M", "--json", "--chunk-samples", "7777"])
     out, err = capsys.readouterr()
     assert rc == 0
-    rows = [json.loads(line) for line in out.splitlines()]
+    *rows, summary = [json.loads(line) for line in out.splitlines()]  # --json: records, then the summary
+    assert summary["type"] == "summary" and summary["n_packets"] == 2 and summary["sf"] == 7
     assert [r["start"] for r in rows] == list(STARTS)
     np.testing.assert_allclose([r["cfo_hz"] for r in rows], CFOS, atol=5.0)
     assert all(r["sync_word"] == 0x34 and r["n_preamble_symbols"] == 8 for r in rows)
@@ -64,7 +65,8 @@ def test_detect_wrong_settings_find_nothing(tmp_path, capsys):
     _stream().tofile(path)
     assert main(["detect", str(path), "--format", "cf32", "--fs-hz", "1M", "--sf", "8", "--json"]) == 0
     out, err = capsys.readouterr()
-    assert out == "" and "0 packet(s)" in err
+    summary = json.loads(out)  # --json: no packet record, the summary object
+    assert summary["type"] == "summary" and summary["n_packets"] == 0 and "0 packet(s)" in err
 
 
 @pytest.mark.parametrize(
@@ -90,6 +92,8 @@ def test_detect_real_wav_file(capsys):
     assert main(["-q", "detect", str(path), "--sf", "11", "--bw-hz", "500k", "--json"]) == 0
     out, err = capsys.readouterr()
     rows = [json.loads(line) for line in out.splitlines()]
+    assert rows[-1]["type"] == "summary" and rows[-1]["n_packets"] == 1  # --json: records, then the summary
+    rows = rows[:-1]
     assert len(rows) == 1 and abs(rows[0]["start"] - 105339) <= 2
     assert rows[0]["cfo_hz"] == pytest.approx(-17590.0, abs=50.0)
     assert err == ""

@@ -94,7 +94,7 @@ def test_label_orientations_and_types_are_accepted(tmp_path, label_shape, label_
 
 def test_requests_outside_the_file_are_config_errors(interleaved) -> None:
     path, _, ids = interleaved
-    with pytest.raises(ConfigError, match=r"devices \[4, 9\] are not in .*holds devices 1, 2, 3, 5, 8"):
+    with pytest.raises(ConfigError, match=r"devices 4, 9 are not in .*holds devices 1, 2, 3, 5, 8"):
         load_public(path, devices=[1, 4, 9])
     n2 = int(np.sum(ids == 2))
     with pytest.raises(ConfigError, match=f"packet {n2 + 5} of device 2, which has {n2} packets"):

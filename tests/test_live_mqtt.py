@@ -404,6 +404,8 @@ def test_live_command_publishes_every_decision_to_the_broker(
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out.splitlines()[-1])["summary"]
     written = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert written[0]["type"] == "run"  # the run's marker line, then the decisions
+    written = written[1:]
     n = summary["n_packets"]
     assert n == len(written) >= 3
     got = subscriber.wait_for("lorarffi/decision", set(range(n)))

@@ -87,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     _configure_logging(args.verbose, args.quiet)
+    args.command_line = [PROG, *argv]  # as typed, for records of the run (live --jsonl)
     for note in deprecated_flags(args):
         logging.getLogger(__name__).warning(note)
     try:

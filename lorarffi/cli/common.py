@@ -39,6 +39,7 @@ __all__ = [
     "add_n_devices_arg",
     "add_torch_device_arg",
     "add_json_arg",
+    "add_plots_arg",
     "add_verbosity_args",
     "deprecated_flags",
     "torch_device",
@@ -349,6 +350,7 @@ def add_torch_device_arg(parser: argparse.ArgumentParser) -> None:
         "--torch-device",
         deprecated=("--device",),
         dest="device",
+        type=_torch_device_arg,
         default=None,
         metavar="DEVICE",
         help="torch device: cpu, cuda, cuda:N or mps (default CUDA if available, else CPU)",
@@ -359,6 +361,17 @@ def add_json_arg(parser: argparse.ArgumentParser, what: str = "one JSON summary 
     """``--json``: machine-readable results on stdout (docs/cli.md: records as JSON lines, then one summary
     object)."""
     parser.add_argument("--json", action="store_true", help=f"print {what} on stdout instead of text")
+
+
+def add_plots_arg(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--plots DIR``: write ``what`` (PNG files) in DIR (the command checks DIR with :func:`check_output`
+    before the work starts)."""
+    parser.add_argument(
+        "--plots",
+        default=None,
+        metavar="DIR",
+        help=f"write {what} in this directory (made if missing; the same plots there are replaced)",
+    )
 
 
 def add_verbosity_args(parser: argparse.ArgumentParser, *, top: bool) -> None:
@@ -408,6 +421,14 @@ def torch_device(text: str | None, flag: str = "--torch-device") -> str | None:
     elif dev.type not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"{flag} {text}: device type {dev.type!r} is not supported: use cpu, cuda or mps")
     return str(dev)
+
+
+def _torch_device_arg(text: str) -> str | None:
+    """:func:`torch_device` as an argument type (torch is imported only when the flag is given)."""
+    try:
+        return torch_device(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--torch-device ")) from None
 
 
 def sample_rate_hz(args: argparse.Namespace) -> float | None:

@@ -9,16 +9,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
 from pathlib import Path
 from typing import Any
 
-from lorarffi.cli.common import si_float
+from lorarffi.cli.common import HelpFormatter, add_flag, add_verbosity_args, json_text, si_float
 
-__all__ = ["HELP", "DESCRIPTION", "add_arguments", "run", "file_info"]
+__all__ = ["HELP", "DESCRIPTION", "EPILOG", "add_arguments", "run", "file_info"]
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +25,12 @@ _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 HELP = "inspect and convert preamble datasets and recordings"
-DESCRIPTION = ("Inspect preamble files (public LoRa_RFFI layout or ours) and IQ recordings; convert preamble "
-               "files between the two HDF5 layouts.")
+DESCRIPTION = ("Look inside the files lora-rffi reads: 'info' describes a preamble file (the HDF5 sets of "
+               "aligned packet preambles train and evaluate use, in the public LoRa_RFFI layout or ours: "
+               "devices, packets per device, LoRa parameters) or an IQ recording (sample rate, duration, "
+               "annotations); 'convert' rewrites a preamble file from one HDF5 layout to the other.")
+EPILOG = ("example: lora-rffi dataset info fleet_day1.h5\n"
+          "         lora-rffi dataset convert dataset_training.h5 train_native.h5 --to native")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,22 +38,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     info = sub.add_parser("info", help="describe a preamble file or a recording",
                           description="Describe a preamble file (layout, devices, packets per device, "
                                       "samples per packet, LoRa parameters) or a recording (rate, datatype, "
-                                      "duration, annotations).")
+                                      "duration, annotations).",
+                          epilog="example: lora-rffi dataset info fleet_day1.h5 --json",
+                          formatter_class=HelpFormatter)
+    add_verbosity_args(info, top=False)
     info.add_argument("file", type=Path, help="HDF5 preamble file, SigMF (.sigmf-meta/.sigmf), WAV or raw IQ")
     info.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     info.add_argument("--format", choices=["cf32", "ci16", "cu8", "ci8"], default=None,
-                      help="sample format of a raw headerless recording")
-    info.add_argument("--fs-hz", type=si_float, default=None, help="sample rate of a raw recording (2.4M)")
+                      help="sample format of a raw headerless recording (default: none, the file says)")
+    add_flag(info, "-s", "--fs-hz", type=si_float, default=None, metavar="FS_HZ",
+             help="sample rate of a raw recording in Hz, e.g. 2.4M (default: none, the file says)")
     info.set_defaults(func=run)
     conv = sub.add_parser("convert", help="convert a preamble file between the public layout and ours",
                           description="Convert a preamble file between the public LoRa_RFFI layout ('data' + "
                                       "'label') and lora-rffi's own schema (docs/dataset-format.md). IQ and "
                                       "device ids are kept exactly; the public layout drops per-packet "
-                                      "metadata.")
+                                      "metadata. OUTPUT appears only when complete.",
+                          epilog="example: lora-rffi dataset convert public.h5 train.h5 --to native",
+                          formatter_class=HelpFormatter)
+    add_verbosity_args(conv, top=False)
     conv.add_argument("input", type=Path, help="input HDF5 file (either layout)")
     conv.add_argument("output", type=Path, help="output HDF5 file")
     conv.add_argument("--to", choices=["public", "native"], required=True, help="output layout")
     conv.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    conv.add_argument("--json", action="store_true", help="print one JSON summary object instead of text")
     conv.set_defaults(func=run)
     parser.set_defaults(dataset_command=None, _dataset_parser=parser)
 
@@ -65,22 +76,18 @@ def run(args: argparse.Namespace) -> int:
         n = convert(args.input, args.output, args.to, overwrite=args.overwrite)
         with open_preamble_file(args.output) as pf:
             n_devices = len(set(pf.device_ids.tolist()))
-        print(f"{args.output}: {n} packets of {n_devices} devices in the {args.to} layout")
+        if args.json:
+            print(json_text({"type": "summary", "file": str(args.output), "n_packets": n,
+                             "n_devices": n_devices, "layout": args.to}))
+        else:
+            print(f"{args.output}: {n} packets of {n_devices} devices in the {args.to} layout")
         return 0
     info = file_info(args.file, format=args.format, fs_hz=args.fs_hz)
     if args.json:
-        print(json.dumps(info, default=_json_default))
+        print(json_text({"type": "summary", **info}))
     else:
         print(_text(info))
     return 0
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "item"):
-        return o.item()
-    if hasattr(o, "isoformat"):
-        return o.isoformat()
-    return str(o)
 
 
 def _is_hdf5(path: Path) -> bool:

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from lorarffi.cli.common import add_lora_args, lora_config
+from lorarffi.cli.common import add_lora_args, json_text, lora_config
 
 __all__ = ["HELP", "DESCRIPTION", "EPILOG", "add_arguments", "run"]
 
@@ -16,11 +16,16 @@ HELP = "find LoRa packets in a recording and print their start, CFO and SNR"
 DESCRIPTION = (
     "Detect LoRa packets in a recording: a raw headerless file (give --format and --fs-hz), a SigMF "
     "recording (rate and type from its metadata) or a two-channel I/Q WAV file as SDR programs write them "
-    "(rate from the header). The file is read in chunks, so recordings of any size work. Prints one line (or "
-    "with --json one JSON object) per packet on stdout and a summary on stderr. NaN or infinite samples are "
-    "counted, replaced by zeros and reported."
+    "(rate from the header). The file is read in chunks, so recordings of any size work. The spreading "
+    "factor is --sf, else the one the file states; when neither says, SF7 to SF12 are all searched and the "
+    "one that finds packets is reported. Prints one line (or with --json one JSON object) per packet on "
+    "stdout and a summary on stderr (with --json: a last summary object on stdout). NaN or infinite samples "
+    "are counted, replaced by zeros and reported."
 )
-EPILOG = "example: lora-rffi detect capture.wav --sf 11 --bw-hz 500k --json"
+EPILOG = (
+    "example: lora-rffi detect capture.wav --sf 11 --bw-hz 500k --json\n"
+    "         lora-rffi detect rec.sigmf-meta"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,7 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_lora_args(p)
     p.add_argument("--preamble-symbols", type=int, default=8,
                    help="up-chirps in the fingerprint window (default 8)")
-    p.add_argument("--json", action="store_true", help="one JSON object per packet instead of a table")
+    p.add_argument(
+        "--json", action="store_true", help="one JSON object per packet, then a summary object (not text)"
+    )
     p.add_argument("--chunk-samples", type=int, default=1 << 20,
                    help="samples read per chunk (default 1048576)")
 
@@ -44,9 +51,20 @@ _HEADER = (f"{'start':>12} {'start_s':>11} {'cfo_hz':>11} {'snr_db':>7} {'power_
            f"{'n_pre':>5}")
 
 
+_SEARCHED_SFS = tuple(range(7, 13))
+# LoRa parameters a recording's metadata may state (SigMF global ``lorarffi:*``), by LoRaConfig field.
+_STATED = ("sf", "bw_hz", "preamble_symbols", "sync_word")
+
+
+def _stated_lora(metadata: dict) -> dict:
+    """The LoRa parameters a recording's metadata states, by LoRaConfig field."""
+    return {k: metadata[f"lorarffi:{k}"] for k in _STATED if metadata.get(f"lorarffi:{k}") is not None}
+
+
 def run(args: argparse.Namespace) -> int:
     from lorarffi.datasets.recording import open_recording
     from lorarffi.dsp import StreamDetector
+    from lorarffi.dsp.config import LoRaConfig
     from lorarffi.errors import ConfigError
 
     if args.chunk_samples < 1:
@@ -58,11 +76,15 @@ def run(args: argparse.Namespace) -> int:
         nonlocal n_packets
         for p in packets:
             n_packets += 1
-            out.write((json.dumps(p.to_dict()) if args.json else _row(p)) + "\n")
+            out.write((json.dumps({"type": "packet", **p.to_dict()}) if args.json else _row(p)) + "\n")
         out.flush()
 
     with open_recording(args.input, format=args.format, fs_hz=args.fs_hz) as rec:
-        cfg = lora_config(args, fs_hz=rec.fs_hz, preamble_symbols=args.preamble_symbols)
+        stated = _stated_lora(rec.metadata)
+        base = LoRaConfig(**stated, fs_hz=rec.fs_hz) if stated else None
+        cfg = lora_config(args, base, fs_hz=rec.fs_hz, preamble_symbols=args.preamble_symbols)
+        if args.sf is None and "sf" not in stated:
+            return _search_sf(args, rec, cfg, emit)
         det = StreamDetector(cfg)
         if not args.json:
             out.write(_HEADER + "\n")
@@ -84,13 +106,65 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if progress is not None:
                 progress.stop()
+    _report(args, n_packets, det, cfg, None)
+    return 0
+
+
+def _report(args: argparse.Namespace, n_packets: int, det, cfg, searched: dict[int, int] | None) -> None:
+    """The summary: a line on stderr, and with --json the last object on stdout."""
+    if args.json:
+        sys.stdout.write(
+            json_text(
+                {
+                    "type": "summary",
+                    "file": str(args.input),
+                    "n_packets": n_packets,
+                    "n_samples": det.n_samples,
+                    "duration_s": det.n_samples / cfg.fs_hz,
+                    "fs_hz": cfg.fs_hz,
+                    "sf": cfg.sf if searched is None or n_packets else None,
+                    "bw_hz": cfg.bw_hz,
+                    "n_nonfinite": det.n_nonfinite,
+                    "packets_per_searched_sf": None
+                    if searched is None
+                    else {str(sf): n for sf, n in searched.items()},
+                }
+            )
+            + "\n"
+        )
     if not args.quiet:
+        how = ""
+        if searched is not None:
+            found = ", ".join(f"SF{sf}: {n}" for sf, n in searched.items() if n) or "none at any"
+            how = (
+                f" (the file states no spreading factor: searched SF{min(searched)}-SF{max(searched)}; "
+                f"packets found {found}; give --sf to choose)"
+            )
         print(
             f"{n_packets} packet(s) in {det.n_samples} samples ({det.n_samples / cfg.fs_hz:.3f} s at "
-            f"{cfg.fs_hz:g} S/s, SF{cfg.sf}, {cfg.bw_hz / 1e3:g} kHz); {det.n_nonfinite} non-finite "
+            f"{cfg.fs_hz:g} S/s, SF{cfg.sf}, {cfg.bw_hz / 1e3:g} kHz){how}; {det.n_nonfinite} non-finite "
             "sample(s) replaced by zeros",
             file=sys.stderr,
         )
+
+
+def _search_sf(args: argparse.Namespace, rec, cfg, emit) -> int:
+    """Detect at every spreading factor in one pass over the recording; report the packets of the one that
+    finds most (the others' counts go to the summary)."""
+    from lorarffi.dsp import StreamDetector
+
+    dets = {sf: StreamDetector(cfg.replace(sf=sf)) for sf in _SEARCHED_SFS}
+    found: dict[int, list] = {sf: [] for sf in dets}
+    for _start, chunk in rec.iter_chunks(args.chunk_samples):
+        for sf, det in dets.items():
+            found[sf] += det.process(chunk)
+    for sf, det in dets.items():
+        found[sf] += det.flush()
+    best = max(dets, key=lambda sf: (len(found[sf]), -sf))
+    if not args.json:
+        sys.stdout.write(_HEADER + "\n")
+    emit(sorted(found[best], key=lambda p: p.start))
+    _report(args, len(found[best]), dets[best], cfg.replace(sf=best), {sf: len(v) for sf, v in found.items()})
     return 0
 
 

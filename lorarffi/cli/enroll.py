@@ -12,8 +12,8 @@ The registry is created when missing, bound to the model; a registry of another 
 from __future__ import annotations
 
 import argparse
-import json
 
+from lorarffi.cli.common import print_json
 from lorarffi.cli.inputs import add_input_args
 
 __all__ = ["HELP", "DESCRIPTION", "add_arguments", "run"]
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         "devices": [r.to_dict() for r in records],
     }
     if args.json:
-        print(json.dumps(result))
+        print_json({"type": "summary", **result})
     else:
         for r in records:
             cfo = "-" if r.cfo_mean_hz is None else f"{r.cfo_mean_hz:.1f} Hz"

@@ -11,6 +11,7 @@ import math
 from lorarffi.cli.common import (
     add_json_arg,
     add_lora_args,
+    add_plots_arg,
     add_receiver_offset_arg,
     add_torch_device_arg,
     check_output,
@@ -19,7 +20,6 @@ from lorarffi.cli.common import (
     positive_int,
     print_json,
     slice_arg,
-    torch_device,
 )
 from lorarffi.cli.progress import add_progress_arg
 
@@ -46,12 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--packets", type=slice_arg, default=None, help="packet range per device, e.g. 500:1000 (default all)"
     )
     add_json_arg(p, "one JSON object")
-    p.add_argument(
-        "--plots",
-        default=None,
-        metavar="DIR",
-        help="write confusion-matrix and CFO plots in this directory (made if missing; plots there replaced)",
-    )
+    add_plots_arg(p, "the confusion matrices and the CFO per device")
     p.add_argument("--no-tracking", action="store_true", help="evaluate with drift tracking off")
     p.add_argument(
         "--save-tracking", action="store_true", help="keep the drift-tracked gate state in MODEL_DIR"
@@ -66,7 +61,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    args.device = torch_device(args.device)
     if args.plots:
         check_output(args.plots, overwrite=True, flag="--plots", directory=True)
     from lorarffi.cli.classify import load_classifier_for

@@ -13,7 +13,7 @@ import argparse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lorarffi.cli.common import add_lora_args, int_range, lora_config, slice_arg
+from lorarffi.cli.common import add_lora_args, add_torch_device_arg, int_range, lora_config, slice_arg
 from lorarffi.cli.progress import add_progress_arg
 from lorarffi.errors import ConfigError
 
@@ -96,7 +96,7 @@ def add_input_args(
     )
     for flag, kind, default, text in _RECORDING_FLAGS:
         p.add_argument(flag, type=kind, default=default, help=text)
-    p.add_argument("--device", default=None, help="torch device (default CUDA if available, else CPU)")
+    add_torch_device_arg(p)
     add_lora_args(p, default_from="the file's, else the model's")
     add_progress_arg(p)
 

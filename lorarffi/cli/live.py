@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from lorarffi.cli.common import add_lora_args, add_radio_args, add_receiver_offset_arg, int_range
+from lorarffi.cli.common import (
+    add_lora_args,
+    add_n_devices_arg,
+    add_radio_args,
+    add_receiver_offset_arg,
+    int_range,
+    positive_float,
+    positive_int,
+)
 
 __all__ = ["HELP", "DESCRIPTION", "EPILOG", "add_arguments", "run"]
 
@@ -107,6 +115,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--node-id", default=None, metavar="NAME", help="this capture node's name (default: host)")
     p.add_argument(
+        action="store_true",
+        help="also queue each window as received (for workers whose model was trained without CFO "
+        "compensation; doubles the message size)",
+    )
+    p.add_argument(
         "--queue-maxlen",
         type=int,
         default=2_000,
@@ -121,6 +134,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="packets held while Redis is unreachable; more are dropped and counted (default 1000)",
     )
     p.add_argument("--duration-s", type=float, default=None, help="stop after this many seconds of signal")
+    p.add_argument(
+        "--timeout-s",
+        type=positive_float,
+        default=None,
+        help="stop after this many seconds of wall time, whatever arrived; an error if the source delivered "
+        "nothing by then (e.g. a ZMQ sender that never connects) (default: no limit)",
+    )
     p.add_argument(
         "--json",
         action="store_true",
@@ -138,7 +158,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--realtime", action="store_true", help="file/sim: pace in real time (= --speed 1)")
     p.add_argument("--loop", action="store_true", help="file: start again at the end")
-    p.add_argument("--devices", type=int, default=None, help="sim: simulated devices (default 4)")
+    add_n_devices_arg(p, help="sim: simulated devices (default 4)")
     p.add_argument("--rogues", type=int, default=None, help="sim: extra devices outside the fleet")
     p.add_argument(
         "--rogues-tuned-to",
@@ -168,7 +188,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--spread", type=float, default=None, help="sim: how much the simulated devices differ (default 1.0)"
     )
     p.add_argument(
-        "--threads", type=int, default=1, help="torch threads for the model (default 1: lowest latency)"
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="torch threads for the model (default 1: lowest latency)",
     )
     p.add_argument(
         "--block-s",
@@ -240,9 +263,9 @@ def run(args: argparse.Namespace) -> int:
     from lorarffi.live.console import ConsoleSink, TextSink
     from lorarffi.live.gateway import parse_sfs
     from lorarffi.live.pipeline import LivePipeline
-    from lorarffi.live.sinks import JsonlSink, PreambleSink, SigMFSink, ZmqPublishSink
+    from lorarffi.live.sinks import JsonlSink, PreambleSink, SigMFSink, ZmqPublishSink, run_record
     from lorarffi.live.stages import ClassifierStage, DetectionOnly
-    from lorarffi.live.stopping import stop_on_signals
+    from lorarffi.live.stopping import stop_after, stop_on_signals
     from lorarffi.live.truth import write_truth
 
     log = logging.getLogger("lorarffi.live")
@@ -268,10 +291,10 @@ def run(args: argparse.Namespace) -> int:
     registry_stage = None
     if args.registry and not args.model:
         raise ConfigError("--registry needs --model: the model the registry was enrolled with")
-    if args.detect_only and args.model:
         raise ConfigError("--detect-only decides nothing: leave out --model (workers decide, with theirs)")
     if args.min_snr_db is not None and not args.registry:
         raise ConfigError("--min-snr-db needs --registry: only a registry calls packets rogue")
+    if args.detect_only and args.model:
     if args.model:
         import torch
 
@@ -367,7 +390,7 @@ def run(args: argparse.Namespace) -> int:
 
             sinks.append(MqttSink(args.mqtt, queue_size=args.mqtt_queue, source=source.name))
         if args.jsonl:
-            sinks.append(JsonlSink(args.jsonl))
+            sinks.append(JsonlSink(args.jsonl, run=run_record(getattr(args, "command_line", sys.argv))))
         if args.queue:
             import socket
 
@@ -376,7 +399,7 @@ def run(args: argparse.Namespace) -> int:
             sinks.append(
                 QueueSink(args.queue, node_id=args.node_id or socket.gethostname(), cfg=cfg,
                           center_freq_hz=source.center_freq_hz, start_time=source.start_time,
-                          maxlen=args.queue_maxlen, buffer_size=args.queue_buffer)
+                          maxlen=args.queue_maxlen, buffer_size=args.queue_buffer,
             )  # fmt: skip
         if args.json:
             sinks.append(JsonlSink(sys.stdout))
@@ -396,8 +419,15 @@ def run(args: argparse.Namespace) -> int:
             registry_stage.close()
         raise
     try:
-        with stop_on_signals(source):
+        with stop_on_signals(source), stop_after(source, args.timeout_s) as timed_out:
             summary = pipeline.run()
+        if timed_out.is_set() and summary.n_samples == 0:
+            from lorarffi.errors import CaptureError
+
+            waiting = getattr(source, "waiting_for", "samples")
+            raise CaptureError(
+                f"{source.name}: nothing arrived within --timeout-s {args.timeout_s:g}: waited for {waiting}"
+            )
     finally:
         if registry_stage is not None:
             registry_stage.close()

@@ -13,23 +13,43 @@ REG is an SQLite file or a database URL. ``--json`` prints one JSON document.
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-__all__ = ["HELP", "DESCRIPTION", "add_arguments", "run"]
+from lorarffi.cli.common import HelpFormatter, add_verbosity_args, json_text
+
+__all__ = ["HELP", "DESCRIPTION", "EPILOG", "add_arguments", "run"]
 
 HELP = "list, show, remove, rename, export and import enrolled devices"
 DESCRIPTION = (
     "Manage a device registry (an SQLite file or a database URL): list its devices, show, remove or rename "
-    "one, export it to a portable file and import that file at another site."
+    "one, export it to a portable file and import that file at another site. A registry holds the devices "
+    "enrolled with `lora-rffi enroll`: their reference fingerprints, CFO statistics and the audit log of "
+    "every decision made against them."
 )
+EPILOG = "example: lora-rffi registry list fleet.db --json"
+_EXAMPLES = {
+    "list": "fleet.db",
+    "show": "fleet.db 21",
+    "remove": "fleet.db 21",
+    "rename": "fleet.db 21 'pump house'",
+    "export": "fleet.db fleet-export.zip",
+    "import": "fleet-export.zip site2.db",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="registry_command", metavar="ACTION", required=True)
 
     def action(name: str, help: str, *positionals: tuple[str, type, str]) -> None:
-        p = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
+        example = _EXAMPLES[name]
+        p = sub.add_parser(
+            name,
+            help=help,
+            description=help[0].upper() + help[1:] + ".",
+            epilog=f"example: lora-rffi registry {name} {example}",
+            formatter_class=HelpFormatter,
+        )
+        add_verbosity_args(p, top=False)
         for dest, kind, arg_help in positionals:
             p.add_argument(dest, type=kind, help=arg_help)
         p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
@@ -90,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _emit(args: argparse.Namespace, result: dict[str, Any], text: str) -> int:
-    print(json.dumps(result) if args.json else text)
+    print(json_text(result) if args.json else text)
     return 0
 
 

@@ -11,17 +11,32 @@ figures are the fingerprint's. The same file may serve twice with disjoint ``--*
 from __future__ import annotations
 
 import argparse
-import json
 
-from lorarffi.cli.common import add_lora_args, int_range, slice_arg
+from lorarffi.cli.common import (
+    add_json_arg,
+    add_lora_args,
+    add_plots_arg,
+    add_torch_device_arg,
+    check_output,
+    int_range,
+    positive_int,
+    print_json,
+    slice_arg,
+)
 
-__all__ = ["HELP", "DESCRIPTION", "add_arguments", "run"]
+__all__ = ["HELP", "DESCRIPTION", "EPILOG", "add_arguments", "run"]
 
 HELP = "rogue-detection figures of a model: ROC, AUC, EER, threshold and FRR at FAR 1%%"
 DESCRIPTION = (
-    "Enroll the devices of A (in memory), score the packets of B (legitimate: A's devices) and C (rogues: "
-    "devices not in A) by their mean distance to the nearest device's k nearest references, and report the "
-    "per-packet ROC, AUC, EER, and the threshold and false-reject rate at the false-accept rate --far."
+    "Measure how well a model's fingerprints tell enrolled devices from strangers. The devices of file A are "
+    "enrolled in memory (no registry is written); each packet of B (the same devices on another day) and of "
+    "C (devices never enrolled: the rogues) is scored by its distance to the nearest enrolled device. "
+    "Reports the ROC curve's area (AUC), the equal error rate (EER), and the threshold and false-reject rate "
+    "at the false-accept rate --far; --plots draws the ROC."
+)
+EPILOG = (
+    "example: lora-rffi rogue runs/extractor --enroll day1.h5 --legit day2.h5 --rogue strangers.h5 "
+    "--devices 1-10 --plots runs/plots"
 )
 
 
@@ -34,14 +49,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rogue-devices", type=int_range, default=None, help="devices of C (default all)")
     for name, what in (("enroll", "A"), ("legit", "B"), ("rogue", "C")):
         p.add_argument(
-            f"--{name}-packets", type=slice_arg, default=None, help=f"packet range per device of {what}"
+            f"--{name}-packets",
+            type=slice_arg,
+            default=None,
+            help=f"packet range per device of {what} (default all)",
         )
-    p.add_argument("--k", type=int, default=15, help="neighbours the score averages (default 15)")
-    p.add_argument("--far", type=float, default=0.01, help="false-accept rate of the reported threshold")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    p.add_argument("--plots", default=None, metavar="DIR", help="write the ROC (roc.png) here")
-    p.add_argument("--device", default=None, help="torch device (default CUDA if available, else CPU)")
+    p.add_argument("--k", type=positive_int, default=15, help="neighbours the score averages (default 15)")
+    p.add_argument(
+        "--far",
+        type=_rate,
+        default=0.01,
+        help="false-accept rate of the reported threshold, 0-1 (default 0.01)",
+    )
+    add_json_arg(p, "one JSON object")
+    add_plots_arg(p, "the ROC (roc.png)")
+    add_torch_device_arg(p)
     add_lora_args(p, default_from="the file's, else the model's")
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not valid: use a rate between 0 and 1, e.g. 0.01")
+    return value
 
 
 def _embedded(args: argparse.Namespace, emb, path: str, devices, packets):
@@ -62,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     from lorarffi.rffi.knn import ReferenceIndex
     from lorarffi.rffi.rogue import plot_roc, rogue_figures
 
+    if args.plots:
+        check_output(args.plots, overwrite=True, flag="--plots", directory=True)
     emb = load_embedder(args.model_dir, torch_device=args.device)
     ref, ref_ids = _embedded(args, emb, args.enroll, args.devices, args.enroll_packets)
     index = ReferenceIndex(ref_ids, ref, k=args.k)
@@ -88,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         path = plot_roc(figures, f"{args.plots}/roc.png", title=f"rogue detection, k={args.k}")
         result["plots"].append(str(path))
     if args.json:
-        print(json.dumps(result))
+        print_json({"type": "summary", **result})
         return 0
     print(
         f"{figures.n_legit} legitimate packets of {enrolled.size} enrolled devices, {figures.n_rogue} rogue "

@@ -178,8 +178,8 @@ def select_rows(
     else:
         absent = sorted(set(wanted) - set(present.tolist()))
         if absent:
-            raise ConfigError(f"devices {absent} are not in {source}, which holds devices "
-                              f"{_id_summary(present)}")
+            raise ConfigError(f"devices {_id_summary(np.asarray(absent))} are not in {source}, which holds "
+                              f"devices {_id_summary(present)}")
         wanted = sorted(set(wanted))
     if packets is None:
         rows = np.flatnonzero(np.isin(ids, wanted))

@@ -23,7 +23,6 @@ import logging
 import math
 import os
 import tarfile
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lorarffi import __version__
+from lorarffi.datasets.atomic import write_atomic
 from lorarffi.datasets.handles import Closeable
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import ConfigError, InputDataError
@@ -258,21 +258,6 @@ def _metadata_json(glob: dict[str, Any], captures: list[dict[str, Any]], annotat
     return smf.dumps(pretty=True) + "\n"
 
 
-def _atomic_write(path: Path, data: bytes | str) -> None:
-    """Write a file via a temporary file in the same directory and an atomic rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 # -- whole recordings ----------------------------------------------------------------------------------------
 
 
@@ -358,8 +343,8 @@ def write_sigmf(
     if archive:
         _write_archive(out, name, text, data_bytes)
     else:
-        _atomic_write(data_path, data_bytes)
-        _atomic_write(meta_path, text)
+        write_atomic(data_path, data_bytes)
+        write_atomic(meta_path, text)
     return out
 
 
@@ -375,7 +360,7 @@ def _write_archive(out: Path, name: str, meta_text: str, data_bytes: bytes) -> N
             info.mtime = int(now)
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(payload))
-    _atomic_write(out, buf.getvalue())
+    write_atomic(out, buf.getvalue())
 
 
 # -- incremental recorder ------------------------------------------------------------------------------------
@@ -507,7 +492,7 @@ class SigMFRecorder(Closeable):
     def _write_meta(self) -> None:
         text = _metadata_json(dict(self._global), self._captures, self._annotations, validate=False)
         try:
-            _atomic_write(self.meta_path, text)
+            write_atomic(self.meta_path, text)
         except OSError as exc:
             raise InputDataError(self.meta_path, f"cannot write: {exc.strerror or exc}") from None
         self._dirty = False

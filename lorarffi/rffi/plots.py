@@ -47,10 +47,14 @@ def _figure(width_in: float, height_in: float) -> Figure:
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 100) -> pathlib.Path:
-    """Write ``fig`` as a PNG at ``path`` (parent folders created) and return the path."""
+    """Write ``fig`` as a PNG at ``path`` (parent folders created; through a temporary name, so an interrupted
+    run leaves no partial image) and return the path."""
+    from lorarffi.datasets.atomic import atomic_path
+
     out = pathlib.Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
+    with atomic_path(out) as tmp:  # a whole PNG or none
+        fig.savefig(tmp, dpi=dpi, format="png")
     return out
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from lorarffi import __version__
+from lorarffi.datasets.atomic import atomic_path
 from lorarffi.errors import InputDataError, ModelError
 from lorarffi.rffi.registry import queries
 from lorarffi.rffi.registry.records import as_utc, utc_now
@@ -116,14 +117,11 @@ def export_registry(registry: Registry, path: str | os.PathLike) -> pathlib.Path
         },
     }
     manifest = {**body, "content_sha256": _content_sha256(body)}
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        with zipfile.ZipFile(tmp, "w") as zf:
+        with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w") as zf:
             zf.writestr(_MANIFEST, json.dumps(manifest, indent=1), compress_type=zipfile.ZIP_DEFLATED)
             zf.writestr(_EMBEDDINGS, npy, compress_type=zipfile.ZIP_STORED)
-        os.replace(tmp, out)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise InputDataError(out, f"cannot write the registry export: {exc.strerror or exc}") from None
     return out
 
