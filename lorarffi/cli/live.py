@@ -115,11 +115,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--node-id", default=None, metavar="NAME", help="this capture node's name (default: host)")
     p.add_argument(
-        action="store_true",
-        help="also queue each window as received (for workers whose model was trained without CFO "
-        "compensation; doubles the message size)",
-    )
-    p.add_argument(
         "--queue-maxlen",
         type=int,
         default=2_000,
@@ -291,10 +286,10 @@ def run(args: argparse.Namespace) -> int:
     registry_stage = None
     if args.registry and not args.model:
         raise ConfigError("--registry needs --model: the model the registry was enrolled with")
+    if args.detect_only and args.model:
         raise ConfigError("--detect-only decides nothing: leave out --model (workers decide, with theirs)")
     if args.min_snr_db is not None and not args.registry:
         raise ConfigError("--min-snr-db needs --registry: only a registry calls packets rogue")
-    if args.detect_only and args.model:
     if args.model:
         import torch
 
@@ -399,7 +394,7 @@ def run(args: argparse.Namespace) -> int:
             sinks.append(
                 QueueSink(args.queue, node_id=args.node_id or socket.gethostname(), cfg=cfg,
                           center_freq_hz=source.center_freq_hz, start_time=source.start_time,
-                          maxlen=args.queue_maxlen, buffer_size=args.queue_buffer,
+                          maxlen=args.queue_maxlen, buffer_size=args.queue_buffer)
             )  # fmt: skip
         if args.json:
             sinks.append(JsonlSink(sys.stdout))
