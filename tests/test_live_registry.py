@@ -235,6 +235,45 @@ def test_live_with_a_registry_decides_every_packet_audits_it_and_alerts_every_ro
     assert {r.source for r in rows} == {summary["source"]}
 
 
+def test_live_on_the_virtual_radio_gives_every_packet_one_decision_and_alerts_its_rogues(
+    world, registry, tmp_path, capsys
+) -> None:
+    """The simulated radio with the enrolled fleet (its first 4 devices), two rogues and one tuned to device
+    2's CFO, through multipath the model never saw: every transmitted packet one decision, every rogue's
+    packet a rogue, every decision audited."""
+    from lorarffi.cli import main
+
+    truth_path = tmp_path / "truth.jsonl"
+    sim = ["--source", "sim", "--n-devices", "4", "--rogues", "2", "--rogues-tuned-to", "2", "--spread", "3"]
+    sim += [
+        "--fleet-seed",
+        "0",
+        "--seed",
+        "5",
+        "--speed",
+        "0",
+        "--duration-s",
+        "4",
+        "--sim-truth",
+        str(truth_path),
+    ]
+    argv = ["live", *sim, "--model", str(world["model"]), "--registry", str(registry), "--json"]
+    assert main(argv) == 0
+    got = [json.loads(x) for x in capsys.readouterr().out.splitlines()][:-1]
+    truth = [json.loads(x) for x in truth_path.read_text().splitlines()]
+    symbol = CFG.n_chips * CFG.fs_hz / CFG.bw_hz
+    assert len(got) == len(truth) >= 5
+    for g, t in zip(got, truth, strict=True):
+        assert abs(g["start"] - t["start"]) < symbol
+        if t["is_rogue"]:
+            assert g["verdict"] == "rogue"
+        else:
+            assert g["device"] in (t["device"], -1)
+    assert sum(t["is_rogue"] for t in truth) >= 3
+    with Registry.open(registry) as reg:
+        assert [(r.start_sample, r.verdict) for r in reg.audit()] == [(g["start"], g["verdict"]) for g in got]
+
+
 def test_drift_tracking_moves_a_devices_stored_cfo_mean_toward_its_cfo(
     world, packets, registry, tmp_path, capsys
 ) -> None:
