@@ -53,6 +53,7 @@ def atomic_path(path: str | os.PathLike[str], *, directory: bool = False) -> Ite
         The output is a directory (the block creates it at the yielded path).
     """
     target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)  # as for every output: its folder is made when missing
     tmp = partial_path(target)
     _remove(tmp)
     try:
