@@ -28,7 +28,6 @@ __all__ = ["Channelizer", "channel_to_input_index", "packet_to_input", "choose_d
 
 _ATTENUATION_DB = 60.0  # stop-band attenuation of the channel filter
 _FFT_OVER_TAPS = 16  # FFT length at least this many filter lengths (overlap-save efficiency)
-_MIN_FFT = 16384  # 16 ms of input at 1 MS/s per block
 
 
 def channel_to_input_index(index: npt.ArrayLike, decimation: int) -> npt.NDArray[np.float64] | float:
@@ -152,6 +151,10 @@ class Channelizer:
         Input samples per output sample (default :func:`choose_decimation`: 4 at 1 MS/s and 125 kHz).
     cfo_margin_hz : float
         Carrier offset kept inside the pass band on either side of the LoRa band, Hz.
+    block_samples : int
+        Input samples per FFT block, rounded up to a power of two of at least 16 filter lengths. A block's
+        output is returned once its last input sample has arrived, so this bounds the added latency (16384:
+        16 ms at 1 MS/s); smaller blocks cost more CPU per sample.
 
     Attributes
     ----------
@@ -181,6 +184,7 @@ class Channelizer:
         bw_hz: float = 125e3,
         decimation: int | None = None,
         cfo_margin_hz: float = 25e3,
+        block_samples: int = 16384,
     ) -> None:
         chans = np.asarray(list(channels_hz), dtype=np.float64)
         if chans.ndim != 1 or chans.size == 0:
@@ -213,7 +217,7 @@ class Channelizer:
         g = (h.size - 1) // 2
         # block geometry: outputs [q*hop, (q+1)*hop) / D come from inputs [q*hop - lead, q*hop - lead + n_fft)
         lead = -(-g // d) * d  # first valid circular index on the output grid
-        n_fft = max(_MIN_FFT, 1 << math.ceil(math.log2(_FFT_OVER_TAPS * h.size)))
+        n_fft = 1 << math.ceil(math.log2(max(_FFT_OVER_TAPS * h.size, int(block_samples), 2)))
         n_fft = -(-n_fft // d) * d
         hop = (n_fft - g - lead) // d * d
         self._n_fft, self._hop, self._lead = n_fft, hop, lead

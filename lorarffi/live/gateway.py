@@ -105,7 +105,8 @@ class GatewayDetector:
         apply to every channel (``sf`` is replaced by each of ``plan.sfs``).
     plan : GatewayPlan
     block_s : float
-        Signal duration of each detector's processing block, in s (at least one symbol).
+        Signal duration of each detector's processing block, in s (at least one symbol); the channelizer's
+        blocks are about half as long.
 
     Attributes
     ----------
@@ -121,7 +122,8 @@ class GatewayDetector:
         self.cfg = cfg
         self.plan = plan
         self.channelizer = Channelizer(
-            cfg.fs_hz, plan.center_freq_hz, plan.channels_hz, bw_hz=cfg.bw_hz, decimation=plan.decimation
+            cfg.fs_hz, plan.center_freq_hz, plan.channels_hz, bw_hz=cfg.bw_hz, decimation=plan.decimation,
+            block_samples=max(1, int(block_s * cfg.fs_hz / 2)),
         )
         fs_out = self.channelizer.fs_out_hz
         self._cfgs = {sf: cfg.replace(sf=sf, fs_hz=fs_out) for sf in plan.sfs}
