@@ -244,3 +244,23 @@ def test_cli_live_gateway_decisions_carry_channel_and_sf(gateway_stream, tmp_pat
     assert rc == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert all("channel_hz" not in d and "sf" not in d for d in lines if "verdict" in d)
+
+
+def test_cli_simulate_gateway_recording_round_trip(tmp_path, capsys):
+    meta = tmp_path / "gw.sigmf-meta"
+    assert main(["simulate", "--stream", str(meta), "--n-devices", "6", "--duration-s", "3", "-f", "868.3M",
+                 "--channels", "868.1M,868.3M,868.5M", "--sf", "7-8", "--snr-db", "5:25", "--seed", "2",
+                 "--json"]) == 0
+    annotations = json.loads(meta.read_text())["annotations"]
+    assert {a["lorarffi:channel_hz"] for a in annotations} <= set(CHANNELS_HZ)
+    assert {a["lorarffi:sf"] for a in annotations} <= {7, 8} and len(annotations) >= 3
+    capsys.readouterr()
+    # the recording's own centre frequency (SigMF) places the channels: no -f needed
+    assert main(["live", "--source", f"file:{meta}", "--channels", "868.1M,868.3M,868.5M", "--sf", "7-8",
+                 "--json", "--no-view"]) == 0
+    decisions = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"verdict"' in line]
+    got = sorted((d["start"], d["channel_hz"], d["sf"]) for d in decisions)
+    want = sorted((a["core:sample_start"], a["lorarffi:channel_hz"], a["lorarffi:sf"]) for a in annotations)
+    assert len(got) == len(want)
+    for (gs, gch, gsf), (ws, wch, wsf) in zip(got, want, strict=True):
+        assert abs(gs - ws) <= START_TOL and (gch, gsf) == (wch, wsf)

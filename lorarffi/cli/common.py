@@ -36,6 +36,7 @@ __all__ = [
     "add_lora_args",
     "add_radio_args",
     "add_receiver_offset_arg",
+    "add_channel_plan_args",
     "add_n_devices_arg",
     "add_torch_device_arg",
     "add_json_arg",
@@ -488,6 +489,25 @@ def lora_config(
         changes["fs_hz"] = rate_hz
     changes.update(fields)
     return base.replace(**changes) if changes else base
+
+
+def add_channel_plan_args(p: argparse.ArgumentParser) -> None:
+    """``--channels F1,F2,...`` and a ``--sf`` (added by :func:`add_lora_args` first) that also takes a range
+    or a list (``7-12``, ``7,9``; parsed by :func:`lorarffi.live.gateway.parse_sfs`): a gateway's plan."""
+    for action in p._actions:
+        if action.dest == "sf":
+            action.type, action.metavar = str, "SF"
+            action.help = (
+                "spreading factor (default 7, or the model's); a range or list (7-12, 7,9) for several "
+                "(every channel at each)"
+            )
+    p.add_argument(
+        "--channels",
+        default=None,
+        metavar="F1,F2,...",
+        help="channels of the capture (centre frequencies in Hz, suffixes k/M/G, e.g. 868.1M,868.3M,868.5M; "
+        "-f is the capture's centre)",
+    )
 
 
 def add_receiver_offset_arg(p: argparse.ArgumentParser) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lorarffi.cli.common import (
+    add_channel_plan_args,
     add_lora_args,
     add_n_devices_arg,
     add_radio_args,
@@ -40,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default=None, help="sample format of a raw file: cf32, ci16, cu8 or ci8")
     add_lora_args(p)
     add_radio_args(p, radio_only=False)
-    _gateway_args(p)
+    add_channel_plan_args(p)
     p.add_argument(
         "--model", default=None, metavar="DIR", help="trained model directory (default: detection only)"
     )
@@ -196,24 +197,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--buffer-s", type=float, default=None, help="ring buffer length in seconds (default 2)")
     add_receiver_offset_arg(p)
-
-
-def _gateway_args(p: argparse.ArgumentParser) -> None:
-    """``--channels`` and a ``--sf`` that also takes a range or list (a gateway listening plan)."""
-    for action in p._actions:
-        if action.dest == "sf":
-            action.type, action.metavar = str, "SF"
-            action.help = (
-                "spreading factor (default 7, or the model's); with a range or list (7-12, 7,9) every "
-                "channel is searched at each"
-            )
-    p.add_argument(
-        "--channels",
-        default=None,
-        metavar="F1,F2,...",
-        help="listen to these channels of the capture (centre frequencies in Hz, suffixes k/M/G, e.g. "
-        "868.1M,868.3M,868.5M; the capture's centre is -f): each decision carries channel_hz and sf",
-    )
 
 
 def _gateway_plan(args: argparse.Namespace, source_center_hz: float | None, model_fs_hz: float | None,

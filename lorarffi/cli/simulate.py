@@ -4,7 +4,9 @@
   [--session K] [--first-device D] [--spread X]``: each device's packets in our preamble schema.
 - ``lora-rffi simulate --stream OUT.sigmf-meta --n-devices N --duration-s T [--rogues R]``: a SigMF recording
   whose annotations are the ground truth (``core:sample_start`` = first preamble sample, ``core:label`` =
-  device id or ``rogue``, ``lorarffi:cfo_hz``/``lorarffi:snr_db``).
+  device id or ``rogue``, ``lorarffi:cfo_hz``/``lorarffi:snr_db``). With ``--channels F1,F2,...`` and
+  ``--sf 7-12`` a gateway recording around ``-f``: each device on its own channel at its own SF
+  (``lorarffi:channel_hz``/``lorarffi:sf`` in each annotation).
 
 The same ``--seed`` gives the same devices in every file, so ``--session 1`` (day 1, cold start, place 1) and
 ``--session 2`` (day 2, place 2) make a train and a test set of one fleet.
@@ -17,6 +19,7 @@ import logging
 from pathlib import Path
 
 from lorarffi.cli.common import (
+    add_channel_plan_args,
     add_json_arg,
     add_lora_args,
     add_n_devices_arg,
@@ -139,6 +142,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
     add_json_arg(p)
     add_lora_args(p)
+    add_channel_plan_args(p)
     add_progress_arg(p)
 
 
@@ -151,6 +155,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--n-devices {args.devices} is not valid: use 1 or more")
     if args.session < 0:
         raise ConfigError(f"--session {args.session} is not valid: use 0 or more")
+    from lorarffi.live.gateway import parse_sfs
+
+    sfs = parse_sfs(args.sf) if args.sf is not None else ()
+    args.sf = sfs[0] if sfs else None  # the recording's own SF; a gateway stream spreads devices over all
+    if (args.channels is not None or len(sfs) > 1) and args.out is not None:
+        raise ConfigError("--channels and several --sf make a gateway recording: use them with --stream")
     cfg = lora_config(args)
     fleet = make_fleet(
         args.devices,
@@ -188,7 +198,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--stream needs --duration-s T (> 0)")
     if args.rogues < 0:
         raise ConfigError(f"--rogues {args.rogues} is not valid: use 0 or more")
-    return _run_stream(args, cfg, fleet, session, provenance)
+    plan: dict = {}
+    if args.channels is not None or len(sfs) > 1:
+        try:
+            channels = [si_float(v.strip()) for v in (args.channels or "").split(",") if v.strip()]
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError(f"--channels={args.channels!r}: {exc}") from None
+        plan = {"channels_hz": channels or [args.center_freq_hz], "sfs": list(sfs) or [cfg.sf],
+                "center_freq_hz": args.center_freq_hz}
+    return _run_stream(args, cfg, fleet, session, provenance, plan)
 
 
 def _run_set(args, cfg, fleet, session, provenance, np) -> int:
@@ -249,7 +267,7 @@ def _run_set(args, cfg, fleet, session, provenance, np) -> int:
     return 0
 
 
-def _run_stream(args, cfg, fleet, session, provenance) -> int:
+def _run_stream(args, cfg, fleet, session, provenance, plan: dict) -> int:
     from lorarffi.datasets.sigmf_io import make_annotation, write_sigmf
     from lorarffi.sim import simulate_stream
 
@@ -265,6 +283,7 @@ def _run_stream(args, cfg, fleet, session, provenance) -> int:
         multipath=args.multipath,
         doppler_hz=args.doppler_hz,
         spread=args.spread,
+        **plan,
     )
     annotations = [
         make_annotation(
@@ -278,6 +297,7 @@ def _run_stream(args, cfg, fleet, session, provenance) -> int:
             n_preamble=ev.n_preamble,
             sync_word=ev.sync_word,
             n_payload_symbols=ev.n_payload_symbols,
+            **({"channel_hz": ev.channel_hz, "sf": ev.sf} if plan else {}),
         )
         for ev in events
     ]
