@@ -239,8 +239,8 @@ def test_live_on_the_virtual_radio_gives_every_packet_one_decision_and_alerts_it
     world, registry, tmp_path, capsys
 ) -> None:
     """The simulated radio with the enrolled fleet (its first 4 devices), two rogues and one tuned to device
-    2's CFO, through multipath the model never saw: every transmitted packet one decision, every rogue's
-    packet a rogue, every decision audited."""
+    2's CFO, through multipath the model never saw: every packet received whole gets one decision, every
+    rogue's packet is a rogue, every decision is audited."""
     from lorarffi.cli import main
 
     truth_path = tmp_path / "truth.jsonl"
@@ -259,17 +259,24 @@ def test_live_on_the_virtual_radio_gives_every_packet_one_decision_and_alerts_it
     ]
     argv = ["live", *sim, "--model", str(world["model"]), "--registry", str(registry), "--json"]
     assert main(argv) == 0
-    got = [json.loads(x) for x in capsys.readouterr().out.splitlines()][:-1]
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    got, n_samples = lines[:-1], lines[-1]["summary"]["n_samples"]
+    # the simulator may have made packets past the samples the run processed (its producer runs ahead)
     truth = [json.loads(x) for x in truth_path.read_text().splitlines()]
+    starts = np.array([t["start"] for t in truth])
     symbol = CFG.n_chips * CFG.fs_hz / CFG.bw_hz
-    assert len(got) == len(truth) >= 5
-    for g, t in zip(got, truth, strict=True):
+    for g in got:  # each decision is a transmitted packet's ...
+        t = truth[int(np.argmin(np.abs(starts - g["start"])))]
         assert abs(g["start"] - t["start"]) < symbol
         if t["is_rogue"]:
             assert g["verdict"] == "rogue"
         else:
             assert g["device"] in (t["device"], -1)
-    assert sum(t["is_rogue"] for t in truth) >= 3
+    decided = np.array([g["start"] for g in got])
+    complete = [t for t in truth if t["start"] + t["n_samples"] <= n_samples]
+    assert len(complete) >= 5 and sum(t["is_rogue"] for t in complete) >= 3
+    for t in complete:  # ... and each packet received whole has one decision
+        assert np.sum(np.abs(decided - t["start"]) < symbol) == 1
     with Registry.open(registry) as reg:
         assert [(r.start_sample, r.verdict) for r in reg.audit()] == [(g["start"], g["verdict"]) for g in got]
 

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from lorarffi.live.decision import DecisionRecord
+
+if TYPE_CHECKING:
+    from lorarffi.dsp.config import LoRaConfig
+    from lorarffi.rffi.embedding import Embedder
+    from lorarffi.rffi.registry import Registry
 
 __all__ = ["DecisionStage", "DetectionOnly", "ClassifierStage", "RegistryStage"]
 
@@ -109,8 +114,8 @@ class RegistryStage:
 
     def __init__(
         self,
-        embedder: Any,
-        registry: Any,
+        embedder: Embedder,
+        registry: Registry,
         *,
         source: str = "",
         k: int | None = None,
@@ -167,7 +172,7 @@ class RegistryStage:
         return stage
 
     @property
-    def lora(self) -> Any:
+    def lora(self) -> LoRaConfig:
         """The LoRa parameters the model was trained with (:class:`~lorarffi.dsp.config.LoRaConfig`)."""
         return self.embedder.lora
 
