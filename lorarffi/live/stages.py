@@ -79,9 +79,9 @@ class ClassifierStage:
 class RegistryStage:
     """Decisions against a device registry: each packet is given an enrolled device id (verdict
     ``"accept"``) or called ``"rogue"`` (``device=-1``; ``"unknown"`` below the SNR floor ``min_snr_db``),
-    with its K-NN score; every decision is appended to
-    the registry's audit log, and the CFO drift of confidently accepted packets stored in their devices' CFO
-    statistics, in one transaction per batch.
+    with its K-NN score; every decision is appended to the registry's audit log, and the CFO drift of
+    confidently accepted packets stored in their devices' CFO statistics, in one transaction per batch.
+    The registry's devices, references and threshold are read once, when the stage is made.
 
     The batch takes the one decision path of ``lora-rffi authenticate``
     (:func:`~lorarffi.rffi.authenticate.decide_packets` with the authenticator of
@@ -94,7 +94,7 @@ class RegistryStage:
         The model the registry is bound to (:func:`~lorarffi.rffi.embedding.load_embedder`); another model's
         registry is refused in one line (:class:`~lorarffi.errors.ModelError`).
     registry : Registry
-        Open registry; the stage reads its devices and threshold once, here.
+        Open registry.
     source : str
         The audit log's ``source`` of every decision (the stream's name).
     k : int
