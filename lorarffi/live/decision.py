@@ -49,8 +49,8 @@ class DecisionRecord:
     device : int or None
         The device decided on; -1 when the stage rejected the packet; None without a model.
     verdict : str
-        ``"detected"`` (no model), ``"accept"`` or ``"unknown"`` (closed-set classifier), ``"accept"`` or
-        ``"rogue"`` (registry stage).
+        ``"detected"`` (no model), ``"accept"`` or ``"unknown"`` (closed-set classifier), ``"accept"``,
+        ``"rogue"`` or ``"unknown"`` (registry stage; ``"unknown"``: rejected below its SNR floor).
     latency_ms : float
         From the arrival of the packet's last preamble sample to its decision, in ms (NaN until the pipeline
         has timed it).
