@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from lorarffi.dsp import LoRaConfig, StreamDetector, packet_waveform
-from lorarffi.dsp.channelize import Channelizer, channel_filter, channel_to_input_index, choose_decimation
+from lorarffi.dsp.channelize import (
+    Channelizer,
+    channel_filter,
+    channel_to_input_index,
+    choose_decimation,
+    packet_to_input,
+)
 from lorarffi.errors import ConfigError
 
 FS_HZ = 1e6
@@ -100,6 +106,10 @@ def test_a_packet_found_on_a_channel_maps_back_to_its_start_in_the_wideband_stre
     # (one channel sample in all): ``decimation`` input samples
     mapped = channel_to_input_index(p.start + p.start_frac, ch.decimation)
     assert abs(mapped - start) <= ch.decimation
+    # the packet moved to the input stream: the same instant, start the nearest sample, fs_hz the input's
+    q = packet_to_input(p, ch.decimation, FS_HZ)
+    assert q.start + q.start_frac == pytest.approx(mapped, abs=1e-9) and abs(q.start_frac) <= 0.5
+    assert q.fs_hz == FS_HZ and q.fingerprint_start == round(p.fingerprint_start * ch.decimation)
 
 
 def test_choose_decimation_and_bad_plans():

@@ -264,3 +264,28 @@ def test_cli_simulate_gateway_recording_round_trip(tmp_path, capsys):
     assert len(got) == len(want)
     for (gs, gch, gsf), (ws, wch, wsf) in zip(got, want, strict=True):
         assert abs(gs - ws) <= START_TOL and (gch, gsf) == (wch, wsf)
+
+
+@pytest.mark.slow
+def test_cli_live_gateway_with_a_model(gateway_stream, tmp_path, capsys):
+    """The channels come at the model's rate (no decimation from 1 MS/s): SF7 packets are decided by the
+    model, the SFs it was not trained for are 'unsupported'."""
+    from lorarffi.rffi.train import TrainConfig, train
+    from lorarffi.sim import Session, simulate_preamble_set
+
+    ps = simulate_preamble_set(make_fleet(3, seed=0), CFG, 24, session=Session(),
+                               rng=np.random.default_rng(3), snr_db=(20.0, 30.0))
+    model = tmp_path / "m"
+    train(ps.preambles, ps.device_ids, CFG, model, TrainConfig(epochs=1, batch_size=16, seed=0))
+    iq, events = gateway_stream
+    path = tmp_path / "gw.cf32"
+    iq.tofile(path)
+    capsys.readouterr()
+    assert main(["live", "--source", f"file:{path}", "--format", "cf32", "-s", "1M", "-f", "868.3M",
+                 "--channels", "868.1M,868.3M,868.5M", "--sf", "7-9", "--model", str(model), "--json",
+                 "--no-view"]) == 0
+    decisions = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"verdict"' in line]
+    assert len(decisions) == len(events)
+    assert {d["verdict"] for d in decisions if d["sf"] != 7} == {UNSUPPORTED_VERDICT}
+    sf7 = [d for d in decisions if d["sf"] == 7]
+    assert sf7 and all(d["verdict"] in ("accept", "unknown") and d["device"] is not None for d in sf7)
