@@ -128,3 +128,13 @@ def test_cfo_per_device_figure_leaves_no_empty_panel_in_its_grid() -> None:
     cfo = truth * 1000.0
     fig = plots.cfo_per_device_figure(cfo, truth, truth, None)
     assert len(fig.axes) == 7 and all(ax.lines for ax in fig.axes)
+
+
+def test_confusion_figure_of_30_devices_keeps_the_counts_and_grows_with_them() -> None:
+    conf = np.eye(30, 31, dtype=np.int64) * 97
+    conf[3, 30] = 3  # three packets of device 4 rejected
+    labels = [str(d) for d in range(1, 31)]
+    fig = plots.confusion_figure(conf, labels, [*labels, "unknown"])
+    assert len(fig.axes[0].texts) == 31 and _cell_texts(fig.axes[0])[(3, 30)] == "3"
+    width_in, height_in = fig.get_size_inches()
+    assert width_in >= 0.35 * 31 and height_in >= 0.35 * 30  # a third of an inch per cell at least

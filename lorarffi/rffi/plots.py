@@ -91,17 +91,17 @@ def confusion_figure(
         )
     k, c = conf.shape
     share = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
-    cell_in = 0.45 if max(k, c) <= 20 else 0.3
+    cell_in = 0.45 if max(k, c) <= 20 else 0.35  # inches per cell: room for a 3-digit count
     fig = _figure(max(5.2, 2.0 + cell_in * c), max(3.6, 1.4 + cell_in * k))
     ax = fig.subplots()
     im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
-    fontsize = 8 if max(k, c) <= 12 else 6 if max(k, c) <= 30 else 0
+    fontsize = 8 if max(k, c) <= 12 else 6 if max(k, c) <= 40 else 0  # beyond 40 columns: colour only
     if fontsize:
         for (i, j), n in np.ndenumerate(conf):
             if n:
                 colour = "white" if share[i, j] > 0.6 else "black"
                 ax.text(j, i, str(n), ha="center", va="center", fontsize=fontsize, color=colour)
-    tick_size = 8 if max(k, c) <= 30 else 6
+    tick_size = 8 if max(k, c) <= 40 else 6
     ax.set_xticks(range(c), cols, rotation=90 if max(len(s) for s in cols) > 3 else 0, fontsize=tick_size)
     ax.set_yticks(range(k), list(row_labels), fontsize=tick_size)
     ax.set_xlabel("decision")
