@@ -94,6 +94,28 @@ def test_classify_decides_each_packet_as_evaluate_does(fleet, capsys) -> None:
     assert all(0.0 <= p["confidence"] <= 1.0 for p in packets)
 
 
+def test_summary_counts_each_device_and_verdict() -> None:
+    """Device 0 is a device like any other; -1 is "none" (ground truth: counted by hand)."""
+    from lorarffi.rffi.classify import PacketDecisions
+
+    dec = PacketDecisions(
+        np.array([0, -1, 3, 0, -1], np.int64),
+        ["accept", "unknown", "accept", "accept", "unknown"],
+        np.full(5, np.nan),
+        np.array([0.9, 0.0, 0.8, 0.7, 0.0], np.float32),
+        np.array([10.0, np.nan, -5.0, 12.0, 3.0]),
+    )
+    s = dec.summary()
+    assert s["per_device"] == {"0": 2, "3": 1, "none": 2} and list(s["per_device"]) == ["0", "3", "none"]
+    assert s["per_verdict"] == {"accept": 3, "unknown": 2}
+    assert (s["n_packets"], s["rejected"], s["unsupported"]) == (5, 2, 1)
+    recs = dec.to_records(start_sample=[5, -1, 7, 8, 9], labels=[-1, -1, -1, -1, -1])
+    assert [r["device"] for r in recs] == [0, None, 3, 0, None]
+    assert [r["start_sample"] for r in recs] == [5, None, 7, 8, 9] and recs[1]["cfo_hz"] is None
+    assert recs[0]["snr_db"] is None and recs[0]["score"] is None
+    assert recs[0]["confidence"] == pytest.approx(0.9)
+
+
 def test_output_files_hold_every_decision(fleet, tmp_path, capsys) -> None:
     base = ["classify", str(fleet / "model"), str(fleet / "test.h5"), "--devices", "1-3", "--no-progress"]
     assert main([*base, "--json"]) == 0

@@ -72,6 +72,7 @@ def test_tree_has_one_entry_per_parser() -> None:
         (["-q", "registry", "list", "--j"], {"--json"}),
         (["detect", "--format", "c"], {"cf32", "ci16", "cu8", "ci8"}),
         (["detect", "--sf", "7", "--ch"], {"--chunk-samples"}),  # --sf's value is not a subcommand
+        (["--config", "dataset", "registry", "l"], {"list"}),  # a flag's value is never a subcommand
         (["live", "--fo"], {"--format"}),
         (["completion", ""], set(SHELLS)),
         (["classify", "--no-"], {"--no-cfo-gate", "--no-tracking", "--no-progress"}),

@@ -102,7 +102,7 @@ def test_unknown_or_bad_settings_are_one_line_and_exit_2(
 ) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(text)
-    assert main(["--config", str(path), "live"]) == 2
+    assert main(["--config", str(path), "completion", "bash"]) == 2  # a command that would succeed
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"lora-rffi: error: {path}: "), err
     for f in fragments:
@@ -112,16 +112,16 @@ def test_unknown_or_bad_settings_are_one_line_and_exit_2(
 def test_unknown_or_bad_variables_are_one_line(tmp_path: pathlib.Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     monkeypatch.setenv("LORA_RFFI_GAIN", "3")
-    assert main(["live"]) == 2
+    assert main(["completion", "bash"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "LORA_RFFI_GAIN" in err[0] and "LORA_RFFI_GAIN_DB" not in err[0].split(":")[1]
     monkeypatch.delenv("LORA_RFFI_GAIN")
     monkeypatch.setenv("LORA_RFFI_GAIN_DB", "loud")
-    assert main(["live"]) == 2
+    assert main(["completion", "bash"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "LORA_RFFI_GAIN_DB" in err[0] and "'loud'" in err[0]
     monkeypatch.delenv("LORA_RFFI_GAIN_DB")
-    assert main(["--config", str(tmp_path / "missing.toml"), "live"]) == 2
+    assert main(["--config", str(tmp_path / "missing.toml"), "completion", "bash"]) == 2
     assert "missing.toml: no such config file" in capsys.readouterr().err
 
 
