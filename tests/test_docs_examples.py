@@ -262,3 +262,15 @@ def test_which_blocks_run(tmp_path) -> None:
     )
     assert [b for _, b in _blocks(md, every_bash=True)] == ["lora-rffi a", "lora-rffi c"]
     assert [b for _, b in _blocks(md, every_bash=False)] == ["lora-rffi c"]
+
+
+def test_the_readme_benchmark_figures_are_the_measured_ones() -> None:
+    """Every accuracy, AUC and EER the README's Benchmarks and Limits sections quote stands in
+    docs/benchmarks.md (written by benchmarks/run.py), so a re-run that changes them shows up here."""
+    readme = (ROOT / "README.md").read_text()
+    measured = (ROOT / "docs" / "benchmarks.md").read_text()
+    quoted = readme[readme.index("## Benchmarks") : readme.index("## Notebooks")]
+    figures = set(re.findall(r"\b\d+\.\d\d ?%|\b0\.\d{4}\b", quoted))
+    assert len(figures) >= 15
+    missing = sorted(f for f in figures if f.replace(" ", "") not in measured.replace(" %", "%"))
+    assert not missing, f"README quotes figures docs/benchmarks.md does not hold: {missing}"
