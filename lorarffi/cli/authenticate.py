@@ -13,11 +13,11 @@ fused decisions beside them as ``fused_accuracy``, ``fused_rogue_rate``, ... (si
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 
 from lorarffi.cli.classify import add_registry_decision_args
+from lorarffi.cli.common import json_text
 from lorarffi.cli.inputs import add_input_args
 from lorarffi.cli.progress import add_progress_arg
 
@@ -91,9 +91,9 @@ def run(args: argparse.Namespace) -> int:
             "snr_db": None if snr is None or not math.isfinite(snr[i]) else float(snr[i]),
             **rec,
         }
-        out.write((json.dumps(rec) if args.json else _line(rec)) + "\n")
+        out.write((json_text(rec) if args.json else _line(rec)) + "\n")
     if args.json:
-        out.write(json.dumps(summary) + "\n")
+        out.write(json_text(summary) + "\n")
     else:
         out.write(_summary_text(summary) + "\n")
     return 0

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from lorarffi.cli.common import add_receiver_offset_arg
+from lorarffi.cli.common import add_receiver_offset_arg, json_text
 from lorarffi.cli.inputs import add_input_args
 from lorarffi.cli.progress import add_progress_arg
 
@@ -172,8 +171,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             out.write(_HEADER + "\n")
         for rec in records:
-            out.write((json.dumps({"type": "packet", **rec}) if args.json else _line(rec)) + "\n")
-    out.write((json.dumps(summary) if args.json else _summary_text(summary)) + "\n")
+            out.write((json_text({"type": "packet", **rec}) if args.json else _line(rec)) + "\n")
+    out.write((json_text(summary) if args.json else _summary_text(summary)) + "\n")
     return 0
 
 
