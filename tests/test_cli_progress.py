@@ -1,7 +1,7 @@
 """Progress of the long jobs: each command advances its bar by exactly the work it announced (simulate's
-packets, the detector's samples, the network's packets of evaluate, classify, enroll and authenticate), the
-bar writes to stderr only (stdout stays parseable JSON), and it is off without a terminal or with
-``--no-progress`` / ``-q``."""
+packets, the detector's samples in detect and in recordings given to classify, the network's packets of
+evaluate, classify, enroll and authenticate), the bar writes to stderr only (stdout stays parseable JSON),
+and it is off without a terminal or with ``--no-progress`` / ``-q``."""
 
 from __future__ import annotations
 
@@ -65,6 +65,7 @@ def test_every_long_job_advances_to_its_total(
         ["enroll", model, data, "--registry", reg, "--devices", "1-2"],
         ["authenticate", model, data, "--registry", reg, "--json"],
         ["classify", model, str(files / "rec.sigmf-meta"), "--json"],
+        ["detect", str(files / "rec.sigmf-meta"), "--json"],
     ]
     for argv in commands:
         assert main(["-q", *argv]) == 0, argv
@@ -79,9 +80,10 @@ def test_every_long_job_advances_to_its_total(
         ("authenticate", n, n),
     ]
     # a recording: the detector's samples, then the network's packets
-    (detect, classify) = got[5:]
+    (detect, classify, detect_command) = got[5:]
     assert detect[0] == "detect" and detect[1] == detect[2] > 0
     assert classify[0] == "classify" and classify[1] == classify[2] > 0
+    assert detect_command == detect  # `detect` reads the same samples
     # quiet (-q) runs never show a bar
     assert not any(b["enabled"] for b in bars)
 

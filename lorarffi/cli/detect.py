@@ -7,6 +7,7 @@ import json
 import sys
 
 from lorarffi.cli.common import add_lora_args, json_text, lora_config
+from lorarffi.cli.progress import add_progress_arg
 
 __all__ = ["HELP", "DESCRIPTION", "EPILOG", "add_arguments", "run"]
 
@@ -40,6 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--chunk-samples", type=int, default=1 << 20,
                    help="samples read per chunk (default 1048576)")
+    add_progress_arg(p)
 
 
 def _row(p) -> str:
@@ -62,6 +64,7 @@ def _stated_lora(metadata: dict) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lorarffi.cli.progress import progress_bar, progress_enabled
     from lorarffi.datasets.recording import open_recording
     from lorarffi.dsp import StreamDetector
     from lorarffi.dsp.config import LoRaConfig
@@ -88,24 +91,11 @@ def run(args: argparse.Namespace) -> int:
         det = StreamDetector(cfg)
         if not args.json:
             out.write(_HEADER + "\n")
-        show = sys.stderr.isatty() and not args.quiet
-        progress = None
-        if show:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-            progress = Progress(TextColumn("detect"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                                TimeRemainingColumn(), transient=True, console=_stderr_console())
-            progress.start()
-            task = progress.add_task("detect", total=rec.n_samples or None)
-        try:
+        with progress_bar("detect", rec.n_samples or None, enabled=progress_enabled(args)) as advance:
             for _start, chunk in rec.iter_chunks(args.chunk_samples):
                 emit(det.process(chunk))
-                if progress is not None:
-                    progress.advance(task, chunk.size)
-            emit(det.flush())
-        finally:
-            if progress is not None:
-                progress.stop()
+                advance(chunk.size)
+        emit(det.flush())
     _report(args, n_packets, det, cfg, None)
     return 0
 
@@ -151,13 +141,16 @@ def _report(args: argparse.Namespace, n_packets: int, det, cfg, searched: dict[i
 def _search_sf(args: argparse.Namespace, rec, cfg, emit) -> int:
     """Detect at every spreading factor in one pass over the recording; report the packets of the one that
     finds most (the others' counts go to the summary)."""
+    from lorarffi.cli.progress import progress_bar, progress_enabled
     from lorarffi.dsp import StreamDetector
 
     dets = {sf: StreamDetector(cfg.replace(sf=sf)) for sf in _SEARCHED_SFS}
     found: dict[int, list] = {sf: [] for sf in dets}
-    for _start, chunk in rec.iter_chunks(args.chunk_samples):
-        for sf, det in dets.items():
-            found[sf] += det.process(chunk)
+    with progress_bar("detect SF7-12", rec.n_samples or None, enabled=progress_enabled(args)) as advance:
+        for _start, chunk in rec.iter_chunks(args.chunk_samples):
+            for sf, det in dets.items():
+                found[sf] += det.process(chunk)
+            advance(chunk.size)
     for sf, det in dets.items():
         found[sf] += det.flush()
     best = max(dets, key=lambda sf: (len(found[sf]), -sf))
@@ -167,8 +160,3 @@ def _search_sf(args: argparse.Namespace, rec, cfg, emit) -> int:
     _report(args, len(found[best]), dets[best], cfg.replace(sf=best), {sf: len(v) for sf, v in found.items()})
     return 0
 
-
-def _stderr_console():
-    from rich.console import Console
-
-    return Console(stderr=True)
