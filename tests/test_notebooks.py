@@ -26,6 +26,7 @@ def test_notebook_runs_in_a_kernel(path: pathlib.Path, tmp_path, monkeypatch) ->
 
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the suite runs two test processes on two cores
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebooks' temporary models go where pytest cleans up
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb,
