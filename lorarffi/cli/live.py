@@ -410,6 +410,6 @@ def run(args: argparse.Namespace) -> int:
         if registry_stage is not None:
             registry_stage.close()
     if args.sim_truth:
-        write_truth(args.sim_truth, source)
+        write_truth(args.sim_truth, source, n_samples=summary.n_samples)
     print(summary.to_json() if args.json else summary.format(), flush=True)
     return 0

@@ -25,9 +25,10 @@ REJECTED = frozenset({"rogue", "unknown"})
 """Verdicts that refuse a packet."""
 
 
-def truth_records(events: Iterable[Any]) -> list[dict[str, Any]]:
+def truth_records(events: Iterable[Any], n_samples: int | None = None) -> list[dict[str, Any]]:
     """Plain dicts of a simulator's transmission events (start sample, device id, rogue or not, CFO in Hz,
-    SNR in dB, length in samples)."""
+    SNR in dB, length in samples, and ``whole``: the packet ended within the first ``n_samples`` samples the
+    run processed; always True when ``n_samples`` is None)."""
     return [
         {
             "start": int(e.start),
@@ -36,15 +37,17 @@ def truth_records(events: Iterable[Any]) -> list[dict[str, Any]]:
             "cfo_hz": float(e.cfo_hz),
             "snr_db": float(e.snr_db),
             "n_samples": int(e.n_samples),
+            "whole": n_samples is None or int(e.start) + int(e.n_samples) <= n_samples,
         }
         for e in events
     ]
 
 
-def write_truth(path: str | os.PathLike[str], source: Any) -> pathlib.Path:
+def write_truth(path: str | os.PathLike[str], source: Any, n_samples: int | None = None) -> pathlib.Path:
     """Write ``source.events`` (a simulated source's ground truth) to ``path`` as JSON Lines.
 
-    Written to a temporary name beside ``path`` and renamed when complete.
+    ``n_samples``: samples the run processed (the simulator may have made packets that run past them; they
+    are written with ``whole: false``). Written to a temporary name beside ``path`` and renamed when complete.
     """
     events = getattr(source, "events", None)
     if events is None:
@@ -52,7 +55,7 @@ def write_truth(path: str | os.PathLike[str], source: Any) -> pathlib.Path:
     out = pathlib.Path(path)
     tmp = out.with_name(f".{out.name}.partial")
     with open(tmp, "w", encoding="utf-8") as fh:
-        for rec in truth_records(events):
+        for rec in truth_records(events, n_samples):
             fh.write(json.dumps(rec) + "\n")
     os.replace(tmp, out)
     return out
@@ -73,6 +76,7 @@ class TruthScore:
     """
 
     n_transmitted: int = 0
+    """Every packet of the truth file (also those the run ended in)."""
     n_decided: int = 0
     n_missed: int = 0
     n_spurious: int = 0
@@ -130,6 +134,7 @@ def score_decisions(
     tolerance_samples : int
         Largest distance between a decision's ``start`` and a packet's true start to match them (e.g. one
         symbol's samples). Each packet takes at most one decision (the nearest); the rest are spurious.
+        A packet not decided counts as missed unless its record says it was not ``whole`` in the run.
     """
     if tolerance_samples < 0:
         raise ConfigError(f"tolerance_samples={tolerance_samples} is not valid: use >= 0")
@@ -173,7 +178,8 @@ def score_decisions(
                 score.strangers_caught += 1
             else:
                 score.strangers_accepted += 1
-    score.n_missed = int((~taken).sum())
+    whole = np.array([bool(truth[int(i)].get("whole", True)) for i in order], dtype=bool)
+    score.n_missed = int((~taken & whole).sum())
     return score
 
 
