@@ -1,10 +1,11 @@
 """Is a detected packet's fingerprint window shared with another LoRa packet of the same spreading factor?
 
 A packet's fingerprint window (:attr:`~lorarffi.dsp.packet.Packet.preamble`) is aligned to its up-chirps and
-CFO-compensated, so each of its symbols, dechirped, is one tone at bin 0. Another packet of the same spreading
-factor on the same channel overlapping it in time (its preamble or payload) dechirps into tones at other bins:
-:func:`collision_flags` reports a window whose strongest bin away from bin 0 stands well above the noise and
-within :data:`COLLISION_RATIO` of the packet's own peak in at least two symbols. Packets of other spreading
+CFO-compensated, so each of its symbols, dechirped, is one tone on one bin (bin 0, give or take the residual
+timing and CFO). Another packet of the same spreading factor on the same channel overlapping it in time (its
+preamble or payload) dechirps into tones at other bins: :func:`collision_flags` reports a window whose
+strongest bin away from the packet's own stands well above the noise and within :data:`COLLISION_RATIO` of
+the packet's own peak in at least two symbols. Packets of other spreading
 factors dechirp into wideband noise and do not count.
 """
 
@@ -21,10 +22,10 @@ __all__ = ["collision_flags", "COLLISION_RATIO", "COLLISION_NOISE_RATIO"]
 
 COLLISION_RATIO = 0.03
 """Interferer peak over the packet's own peak (-15 dB) above which a symbol is shared. A lone packet leaks at
-most 1 / (pi * 2.5)**2 = 0.016 of its peak power beyond two bins (half a bin of residual timing or CFO)."""
+most 1 / (pi * 3.5)**2 = 0.008 of its peak power beyond three bins of its own (half a bin off a bin)."""
 COLLISION_NOISE_RATIO = 25.0
 """... and over the mean noise power per bin (noise exceeds 25 times its mean with probability e**-25)."""
-_GUARD_BINS = 2  # bins either side of the packet's own peak left out of the interferer search
+_GUARD_BINS = 3  # bins either side of the packet's own peak left out of the interferer search
 _MIN_SHARED = 2  # symbols of the window that must be shared
 
 
@@ -63,6 +64,9 @@ def collision_flags(preambles: npt.ArrayLike, cfg: LoRaConfig) -> npt.NDArray[np
     chips = dechirped.reshape(x.shape[0], n_sym, n_chips, osr).sum(axis=3)  # boxcar to the chip rate
     a = np.abs(scipy.fft.fft(chips, axis=2))
     p = a * a  # (N, n_sym, n_chips)
+    # the packet's own bin: bin 0 of an exact alignment, a bin or two off at high SFs (chirp nonlinearity)
+    k0 = np.argmax(p.sum(axis=1), axis=1)  # (N,)
+    p = np.take_along_axis(p, ((np.arange(n_chips)[None, :] + k0[:, None]) % n_chips)[:, None, :], axis=2)
     own = p[:, :, 0]
     far = p[:, :, _GUARD_BINS + 1 : n_chips - _GUARD_BINS]
     second = far.max(axis=2)
