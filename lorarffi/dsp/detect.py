@@ -79,7 +79,7 @@ class _Cluster:
 
 
 def _circ_dist(a: int, b: int, n: int) -> int:
-    """Circular distance between bins ``a`` and ``b`` of ``n`` (plain ints: called once per passing window)."""
+    """Circular distance between bins ``a`` and ``b`` of ``n`` (plain ints: once per passing window)."""
     d = (a - b) % n
     return min(d, n - d)
 
