@@ -21,7 +21,7 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from lorarffi.cli.common import add_receiver_offset_arg, json_text
+from lorarffi.cli.common import add_receiver_offset_arg, json_text, positive_int
 from lorarffi.cli.inputs import add_input_args
 from lorarffi.cli.progress import add_progress_arg
 
@@ -88,7 +88,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_registry_decision_args(p)
     p.add_argument("--no-tracking", action="store_true", help="closed set: drift tracking off")
     add_receiver_offset_arg(p)
-    p.add_argument("--batch-size", type=int, default=64, help="packets per network call (default 64)")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=64,
+        help="packets per decision call (closed set: drift tracking learns between calls) and per network "
+        "call (registry) (default 64)",
+    )
     add_progress_arg(p)
 
 
