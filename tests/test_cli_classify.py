@@ -116,6 +116,19 @@ def test_summary_counts_each_device_and_verdict() -> None:
     assert recs[0]["confidence"] == pytest.approx(0.9)
 
 
+def test_evaluate_writes_the_file_classify_writes(fleet, tmp_path, capsys) -> None:
+    data = str(fleet / "test.h5")
+    assert main(["-q", "classify", str(fleet / "model"), data, "-o", str(tmp_path / "c.csv")]) == 0
+    assert capsys.readouterr().out.startswith(f"{6 * N_TEST} packets:")  # the summary alone
+    assert main(["-q", "evaluate", str(fleet / "model"), data, "-o", str(tmp_path / "e.csv"), "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)  # evaluate's own output unchanged by -o
+    assert ev["n_packets"] == 4 * N_TEST and "accuracy_hybrid" in ev
+    text = (tmp_path / "c.csv").read_text()
+    assert text == (tmp_path / "e.csv").read_text() and len(text.splitlines()) == 1 + 6 * N_TEST
+    assert main(["evaluate", str(fleet / "model"), data, "-o", str(tmp_path / "e.txt")]) == 2
+    _one_error_line(capsys, "e.txt")
+
+
 def test_output_files_hold_every_decision(fleet, tmp_path, capsys) -> None:
     base = ["classify", str(fleet / "model"), str(fleet / "test.h5"), "--devices", "1-3", "--no-progress"]
     assert main([*base, "--json"]) == 0
@@ -212,8 +225,15 @@ def test_registry_decisions_are_authenticates(fleet, tmp_path, capsys) -> None:
     packets, summary = lines[:-1], lines[-1]
     with Registry.open(reg) as r:
         assert len(r.audit()) == n_audit  # classify leaves the audit log alone
-    assert main(["authenticate", *base, "--json", "--no-progress", "--far", "0.05"]) == 0
+    assert main(["classify", *base, "--no-progress", "--far", "0.05", "-o", str(tmp_path / "c.jsonl")]) == 0
+    capsys.readouterr()
+    auth_file = ["-o", str(tmp_path / "a.jsonl")]
+    assert main(["authenticate", *base, "--json", "--no-progress", "--far", "0.05", *auth_file]) == 0
     auth = _json_lines(capsys)[:-1]
+    # authenticate -o writes the records classify --registry writes
+    from_classify = (tmp_path / "c.jsonl").read_text().splitlines()
+    from_authenticate = (tmp_path / "a.jsonl").read_text().splitlines()
+    assert from_classify[:-1] == from_authenticate[:-1] and len(from_classify) == 4 * N_TEST + 1
     assert len(packets) == len(auth) == 4 * N_TEST
     assert [p["device"] for p in packets] == [a["device"] for a in auth]
     assert [p["verdict"] for p in packets] == [a["verdict"] for a in auth]

@@ -16,7 +16,7 @@ import argparse
 import math
 import sys
 
-from lorarffi.cli.classify import add_registry_decision_args
+from lorarffi.cli.classify import add_decision_file_arg, add_registry_decision_args
 from lorarffi.cli.common import json_text
 from lorarffi.cli.inputs import add_input_args
 from lorarffi.cli.progress import add_progress_arg
@@ -46,14 +46,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--json", action="store_true", help="one JSON object per packet, then a summary object")
     add_progress_arg(p)
+    add_decision_file_arg(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorarffi.cli.classify import open_registry_decider
+    from lorarffi.cli.classify import check_decision_file, open_registry_decider, write_decision_file
     from lorarffi.cli.inputs import read_input
     from lorarffi.cli.progress import progress_bar, progress_enabled
     from lorarffi.rffi.authenticate import decide_packets, summarize
+    from lorarffi.rffi.classify import PacketDecisions
 
+    check_decision_file(args.out)
     with open_registry_decider(args) as (emb, reg, auth):
         packets = read_input(args, emb)
         with progress_bar("authenticate", len(packets), enabled=progress_enabled(args)) as advance:
@@ -80,6 +83,17 @@ def run(args: argparse.Namespace) -> int:
             "model_fingerprint": reg.model_fingerprint,
             "source": args.input,
         }
+    if args.out is not None:  # the file `classify --registry` writes, with the input's labels
+        about = {"source": args.input, "model_dir": str(args.model_dir), "registry": summary["registry"]}
+        offset = None if auth.gate is None else decisions.receiver_offset_hz
+        write_decision_file(
+            args.out,
+            PacketDecisions.of_registry(decisions, offset),
+            packets.labels,
+            packets.start_sample,
+            packets.snr_db,
+            about,
+        )
     out = sys.stdout
     start, snr = packets.start_sample, packets.snr_db
     for i, rec in enumerate(decisions.to_records()):

@@ -27,6 +27,7 @@ from lorarffi.cli.progress import add_progress_arg
 
 if TYPE_CHECKING:
     from lorarffi.rffi.authenticate import Authenticator
+    from lorarffi.rffi.classify import PacketDecisions
     from lorarffi.rffi.embedding import Embedder
     from lorarffi.rffi.inference import Classifier
 
@@ -39,6 +40,9 @@ __all__ = [
     "load_classifier_for",
     "open_registry_decider",
     "add_registry_decision_args",
+    "add_decision_file_arg",
+    "check_decision_file",
+    "write_decision_file",
 ]
 
 HELP = "decide every packet of a dataset or recording: device, verdict, score, CFO, SNR (no labels needed)"
@@ -77,13 +81,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         registry_help="decide against the devices enrolled in this registry (SQLite file or database URL) "
         "instead of the model's closed set (nothing is added to its audit log)",
     )
-    p.add_argument(
-        "-o",
-        "--out",
-        default=None,
-        metavar="FILE",
-        help="write the decisions to FILE: .csv, .jsonl or .h5 (default: print them)",
-    )
+    add_decision_file_arg(p, printed=True)
     p.add_argument("--json", action="store_true", help="one JSON object per packet, then a summary object")
     add_registry_decision_args(p)
     p.add_argument("--no-tracking", action="store_true", help="closed set: drift tracking off")
@@ -132,15 +130,51 @@ def open_registry_decider(args: argparse.Namespace) -> Iterator[tuple[Embedder, 
         yield emb, reg, auth
 
 
+# -- decision files shared with evaluate and authenticate ---------------------------------------------------
+def add_decision_file_arg(p: argparse.ArgumentParser, *, printed: bool = False) -> None:
+    """``-o/--out FILE``: the per-packet decisions as a .csv, .jsonl or .h5 file."""
+    p.add_argument(
+        "-o",
+        "--out",
+        default=None,
+        metavar="FILE",
+        help="write one decision per packet (device, verdict, score, confidence, CFO, SNR, start, label) to "
+        "FILE: .csv, .jsonl or .h5 " + ("(default: print them)" if printed else "(default: none)"),
+    )
+
+
+def check_decision_file(path: str | None) -> None:
+    """Refuse, before any work, an ``-o`` file of an unsupported format."""
+    from lorarffi.errors import ConfigError
+    from lorarffi.rffi.classify import OUTPUT_SUFFIXES
+
+    if path is not None and not path.lower().endswith(OUTPUT_SUFFIXES):
+        raise ConfigError(f"-o {path}: name a .csv, .jsonl or .h5 file")
+
+
+def write_decision_file(
+    path: str,
+    decisions: PacketDecisions,
+    labels: Any = None,
+    start_sample: Any = None,
+    snr_db: Any = None,
+    about: dict[str, Any] | None = None,
+) -> None:
+    """Write ``-o FILE`` (:func:`lorarffi.rffi.classify.write_decisions`): the records of ``decisions`` with
+    the input's labels, start samples and SNRs, and their summary with ``about`` (source, model...)."""
+    from lorarffi.rffi.classify import write_decisions
+
+    records = decisions.to_records(start_sample=start_sample, snr_db=snr_db, labels=labels)
+    write_decisions(path, records, {**decisions.summary(), **(about or {}), "output": str(path)})
+
+
 # -- the command -------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
     from lorarffi.cli.inputs import read_input
     from lorarffi.cli.progress import progress_bar, progress_enabled
-    from lorarffi.errors import ConfigError
-    from lorarffi.rffi.classify import OUTPUT_SUFFIXES, classify_preambles, write_decisions
+    from lorarffi.rffi.classify import classify_preambles
 
-    if args.out is not None and not args.out.lower().endswith(OUTPUT_SUFFIXES):
-        raise ConfigError(f"-o {args.out}: name a .csv, .jsonl or .h5 file")
+    check_decision_file(args.out)
     with contextlib.ExitStack() as stack:
         auth = None
         if args.registry is not None:
@@ -159,23 +193,17 @@ def run(args: argparse.Namespace) -> int:
                 track=not args.no_tracking,
                 progress=advance,
             )
-    records = decisions.to_records(
-        start_sample=packets.start_sample, snr_db=packets.snr_db, labels=packets.labels
-    )
-    summary = {
-        "type": "summary",
-        **decisions.summary(),
-        "source": args.input,
-        "model_dir": str(args.model_dir),
-        "registry": registry_label,
-        "output": args.out,
-    }
-    if args.out is not None:
-        write_decisions(args.out, records, {k: v for k, v in summary.items() if k != "type"})
+    about = {"source": args.input, "model_dir": str(args.model_dir), "registry": registry_label}
+    summary = {"type": "summary", **decisions.summary(), **about, "output": args.out}
     out = sys.stdout
-    if args.out is None:
+    if args.out is not None:
+        write_decision_file(args.out, decisions, packets.labels, packets.start_sample, packets.snr_db, about)
+    else:
         if not args.json:
             out.write(_HEADER + "\n")
+        records = decisions.to_records(
+            start_sample=packets.start_sample, snr_db=packets.snr_db, labels=packets.labels
+        )
         for rec in records:
             out.write((json_text({"type": "packet", **rec}) if args.json else _line(rec)) + "\n")
     out.write((json_text(summary) if args.json else _summary_text(summary)) + "\n")

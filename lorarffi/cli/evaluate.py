@@ -8,6 +8,7 @@ import argparse
 import logging
 import math
 
+from lorarffi.cli.classify import add_decision_file_arg
 from lorarffi.cli.common import (
     add_json_arg,
     add_lora_args,
@@ -58,16 +59,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_receiver_offset_arg(p)
     add_lora_args(p, default_from="the file's, else the model's")
     add_progress_arg(p)
+    add_decision_file_arg(p)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.plots:
         check_output(args.plots, overwrite=True, flag="--plots", directory=True)
-    from lorarffi.cli.classify import load_classifier_for
+    from lorarffi.cli.classify import check_decision_file, load_classifier_for, write_decision_file
     from lorarffi.cli.data import check_model_parameters, load_selection
     from lorarffi.cli.progress import progress_bar, progress_enabled
+    from lorarffi.rffi.classify import PacketDecisions
     from lorarffi.rffi.evaluate import evaluate, write_plots
 
+    check_decision_file(args.out)
     clf = load_classifier_for(args)  # as `classify` loads it: --no-tracking, --receiver-offset-ppm applied
     sel = load_selection(args, fallback=clf.lora)  # a file stating no LoRa parameters is read at the model's
     check_model_parameters(sel, clf.lora, args, args.model_dir)
@@ -78,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.save_tracking:
         clf.save_state()
+    if args.out is not None:  # the file `classify` writes, with the labels it was scored against
+        about = {"source": args.data, "model_dir": str(args.model_dir), "registry": None}
+        packets = PacketDecisions.of_classifier(decision, result.receiver_offset_hz)
+        write_decision_file(args.out, packets, ids, sel.meta.get("start"), sel.meta.get("snr_db"), about)
     if args.plots:
         write_plots(args.plots, result, decision, ids, clf)
     if not result.n_packets:

@@ -98,6 +98,35 @@ class PacketDecisions:
     def __len__(self) -> int:
         return int(self.device_id.size)
 
+    @classmethod
+    def of_classifier(cls, decision: Decision, receiver_offset_hz: float | None = None) -> PacketDecisions:
+        """A closed-set classifier's decision (:class:`~lorarffi.rffi.inference.Decision`) as packet
+        decisions."""
+        n = len(decision)
+        return cls(
+            decision.device_id,
+            list(decision.verdict),
+            np.full(n, np.nan),
+            decision.confidence,
+            decision.cfo_hz,
+            closed_set=decision,
+            receiver_offset_hz=receiver_offset_hz,
+        )
+
+    @classmethod
+    def of_registry(cls, decisions: Decisions, receiver_offset_hz: float | None = None) -> PacketDecisions:
+        """An authenticator's single-packet decisions (:class:`~lorarffi.rffi.authenticate.Decisions`) as
+        packet decisions."""
+        return cls(
+            decisions.device_id,
+            decisions.verdict,
+            np.asarray(decisions.score, np.float64),
+            np.full(len(decisions), np.nan, np.float32),
+            decisions.cfo_hz,
+            registry=decisions,
+            receiver_offset_hz=receiver_offset_hz,
+        )
+
     def to_records(
         self,
         *,
@@ -257,14 +286,8 @@ def _closed_set_decisions(
             [clf.decide(logits[s : s + batch_size], cfo[s : s + batch_size], track=track)
              for s in range(0, n, batch_size)]
         )
-    return PacketDecisions(
-        decision.device_id,
-        list(decision.verdict),
-        np.full(n, np.nan),
-        decision.confidence,
-        decision.cfo_hz,
-        closed_set=decision,
-        receiver_offset_hz=None if clf.gate is None else float(clf.gate.receiver_offset_hz),
+    return PacketDecisions.of_classifier(
+        decision, None if clf.gate is None else float(clf.gate.receiver_offset_hz)
     )
 
 
@@ -294,15 +317,7 @@ def _registry_decisions(
     dec = auth.decide(
         vectors, cfo, packets_per_decision=packets_per_decision, transmitter_ids=transmitter_ids
     )
-    return PacketDecisions(
-        dec.device_id,
-        dec.verdict,
-        np.asarray(dec.score, np.float64),
-        np.full(len(dec), np.nan, np.float32),
-        dec.cfo_hz,
-        registry=dec,
-        receiver_offset_hz=None if auth.gate is None else float(dec.receiver_offset_hz),
-    )
+    return PacketDecisions.of_registry(dec, None if auth.gate is None else float(dec.receiver_offset_hz))
 
 
 # -- decision files --------------------------------------------------------------------------------------
