@@ -50,6 +50,16 @@ EPILOG = (
 )
 
 
+# The model inputs --representation offers: dsp.representation's registry (a test keeps them equal; importing
+# it here would slow down every `lora-rffi --help`).
+REPRESENTATIONS = (
+    "folded_channel_independent_spectrogram",
+    "channel_independent_spectrogram",
+    "spectrogram",
+    "iq",
+    "fft",
+)
+
 # The recipe's numbers: flag, RECIPE field, type, help.
 _RECIPE_NUMBERS = (
     ("--epochs", "epochs", positive_int, "most epochs"),
@@ -86,7 +96,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--representation",
         default=r.representation,
-        choices=["channel_independent_spectrogram", "spectrogram", "iq", "fft"],
+        choices=REPRESENTATIONS,
         help="model input (default %(default)s)",
     )
     p.add_argument(
