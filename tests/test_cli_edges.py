@@ -567,3 +567,22 @@ def test_jsonl_files_mark_each_run(tmp_path, capsys) -> None:
     decisions = [rec for rec in lines if rec.get("type") != "run"]
     assert decisions and all("start" in rec for rec in decisions)
     assert runs[1] - 1 == len(decisions) // 2  # the two identical runs decided as many packets each
+
+
+def test_capture_old_spellings_and_json_through_the_replay_radio(replay_module, tmp_path, capsys) -> None:
+    from lorarffi.datasets.recording import open_recording
+
+    x = (np.arange(5_000) % 7 - 3).astype(np.complex64) * 0.1
+    src = tmp_path / "src.cf32"
+    x.tofile(src)
+    out = tmp_path / "cap.sigmf-meta"
+    argv = ["-q", "capture", "--args", f"driver=replay,file={src},rate=1e6,mtu=1000", "--freq", "868.1M",
+            "--rate", "1M", "--output", str(out), "--json"]  # fmt: skip
+    assert main(argv) == 0
+    summary = strict_json(capsys.readouterr().out)
+    assert summary == {"type": "summary", "file": str(out), "n_samples": 5_000, "fs_hz": 1e6,
+                       "duration_s": 0.005, "n_lost_samples": 0, "n_overflows": 0}  # fmt: skip
+    with open_recording(out) as rec:
+        np.testing.assert_array_equal(rec.read(0, rec.n_samples), x)
+    fails(argv[1:], capsys, "exists", "--overwrite")  # the recording is not replaced silently
+    assert main([*argv, "--overwrite"]) == 0

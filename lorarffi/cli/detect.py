@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from lorarffi.cli.common import add_lora_args, json_text, lora_config
@@ -79,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         nonlocal n_packets
         for p in packets:
             n_packets += 1
-            out.write((json.dumps({"type": "packet", **p.to_dict()}) if args.json else _row(p)) + "\n")
+            out.write((json_text({"type": "packet", **p.to_dict()}) if args.json else _row(p)) + "\n")
         out.flush()
 
     with open_recording(args.input, format=args.format, fs_hz=args.fs_hz) as rec:
