@@ -194,6 +194,27 @@ def test_unlabelled_preambles_as_live_stores_them(fleet, tmp_path, capsys) -> No
     assert text[-2].startswith(f"{ids.size} packets:")
 
 
+def test_public_layout_gives_the_native_files_decisions(fleet, tmp_path, capsys) -> None:
+    """The authors' layout ('data' rows [I | Q] in float64, 'label' (1, N), no LoRa parameters: read at the
+    model's) decides every row as the native file of the same rows does."""
+    iq, ids = load_dataset(fleet / "test.h5", devices=[1, 6])
+    public = tmp_path / "public.h5"
+    with h5py.File(public, "w") as f:
+        f["data"] = np.concatenate([iq.real, iq.imag], axis=1).astype(np.float64)
+        f["label"] = ids[None, :].astype(np.float64)
+    native = tmp_path / "native.h5"
+    with PreambleWriter(native, LoRaConfig(), source="test") as w:
+        w.append(iq, ids)
+    runs = []
+    for path in (public, native):
+        assert main(["classify", str(fleet / "model"), str(path), "--json", "--no-progress"]) == 0
+        runs.append(_json_lines(capsys)[:-1])
+    assert [(p["device"], p["verdict"], p["label"]) for p in runs[0]] == [
+        (p["device"], p["verdict"], p["label"]) for p in runs[1]
+    ]
+    assert len(runs[0]) == ids.size and all(p["start_sample"] is None for p in runs[0])
+
+
 def test_recording_is_detected_first(fleet, tmp_path, capsys) -> None:
     rec = tmp_path / "stream.sigmf-meta"
     sim = ["-q", "simulate", "--stream", str(rec), "--n-devices", "3", "--rogues", "1", "--duration-s", "2"]
