@@ -231,6 +231,17 @@ def test_recording_is_detected_first(fleet, tmp_path, capsys) -> None:
                                              for a in anns]
     assert all(p["snr_db"] is not None and p["cfo_hz"] is not None for p in packets)
     assert lines[-1]["n_packets"] == len(anns) and lines[-1]["unsupported"] == 0
+    # evaluate on the recording scores these very decisions against the annotations' labels
+    assert main(["-q", "evaluate", str(fleet / "model"), str(rec), "--json", "--no-progress"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    known = ev["device_ids"]
+    conf = np.zeros((len(known), len(known) + 1), np.int64)
+    for p in packets:
+        if p["label"] in known:
+            col = len(known) if p["device"] is None else known.index(p["device"])
+            conf[known.index(p["label"]), col] += 1
+    assert conf.tolist() == ev["confusion_hybrid"] and ev["n_packets"] == int(conf.sum()) > 0
+    assert ev["unknown_devices"] == sorted({p["label"] for p in packets} - set(known))
 
 
 def test_registry_decisions_are_authenticates(fleet, tmp_path, capsys) -> None:

@@ -22,6 +22,7 @@ from lorarffi.cli.common import (
     print_json,
     slice_arg,
 )
+from lorarffi.cli.inputs import add_recording_args
 from lorarffi.cli.progress import add_progress_arg
 
 __all__ = ["HELP", "DESCRIPTION", "EPILOG", "add_arguments", "run"]
@@ -41,7 +42,11 @@ _NO_KNOWN = "no packet of a device the model knows: nothing to score"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir", help="model directory written by `lora-rffi train`")
-    p.add_argument("data", help="preamble file (HDF5, ours or the public layout)")
+    p.add_argument(
+        "data",
+        help="preamble file (HDF5, ours or the public layout), or a recording whose annotations name each "
+        "packet's device (SigMF as `lora-rffi simulate --stream` writes: detection runs first)",
+    )
     p.add_argument("--devices", type=int_range, default=None, help="device ids, e.g. 1-10 (default all)")
     p.add_argument(
         "--packets", type=slice_arg, default=None, help="packet range per device, e.g. 500:1000 (default all)"
@@ -60,6 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_lora_args(p, default_from="the file's, else the model's")
     add_progress_arg(p)
     add_decision_file_arg(p)
+    add_recording_args(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,25 +73,39 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.plots, overwrite=True, flag="--plots", directory=True)
     from lorarffi.cli.classify import check_decision_file, load_classifier_for, write_decision_file
     from lorarffi.cli.data import check_model_parameters, load_selection
+    from lorarffi.cli.inputs import is_dataset, read_input
     from lorarffi.cli.progress import progress_bar, progress_enabled
+    from lorarffi.errors import ConfigError
     from lorarffi.rffi.classify import PacketDecisions
-    from lorarffi.rffi.evaluate import evaluate, write_plots
+    from lorarffi.rffi.evaluate import evaluate, evaluate_preambles, write_plots
 
     check_decision_file(args.out)
     clf = load_classifier_for(args)  # as `classify` loads it: --no-tracking, --receiver-offset-ppm applied
-    sel = load_selection(args, fallback=clf.lora)  # a file stating no LoRa parameters is read at the model's
-    check_model_parameters(sel, clf.lora, args, args.model_dir)
-    ids = sel.device_ids
-    with progress_bar("evaluate", ids.size, enabled=progress_enabled(args)) as advance:
-        result, decision = evaluate(
-            clf, sel.iq, ids, batch_size=args.batch_size, source=args.data, progress=advance
-        )
+    common = {"batch_size": args.batch_size, "source": args.data}
+    if is_dataset(args.data):
+        sel = load_selection(args, fallback=clf.lora)  # a file stating no LoRa parameters: the model's
+        check_model_parameters(sel, clf.lora, args, args.model_dir)
+        ids, start, snr = sel.device_ids, sel.meta.get("start"), sel.meta.get("snr_db")
+        with progress_bar("evaluate", ids.size, enabled=progress_enabled(args)) as advance:
+            result, decision = evaluate(clf, sel.iq, ids, **common, progress=advance)
+    else:  # a recording: classify's packets, scored against its annotations' labels
+        packets = read_input(argparse.Namespace(**{**vars(args), "input": args.data}), clf)
+        if packets.labels is None:
+            raise ConfigError(
+                f"{args.data}: no annotation says who sent its packets, so there is nothing to score: "
+                "`lora-rffi classify` decides them without labels"
+            )
+        ids, start, snr = packets.labels, packets.start_sample, packets.snr_db
+        with progress_bar("evaluate", ids.size, enabled=progress_enabled(args)) as advance:
+            result, decision = evaluate_preambles(
+                clf, packets.preambles, packets.cfo_hz, ids, **common, progress=advance
+            )
     if args.save_tracking:
         clf.save_state()
     if args.out is not None:  # the file `classify` writes, with the labels it was scored against
         about = {"source": args.data, "model_dir": str(args.model_dir), "registry": None}
-        packets = PacketDecisions.of_classifier(decision, result.receiver_offset_hz)
-        write_decision_file(args.out, packets, ids, sel.meta.get("start"), sel.meta.get("snr_db"), about)
+        packet_decisions = PacketDecisions.of_classifier(decision, result.receiver_offset_hz)
+        write_decision_file(args.out, packet_decisions, ids, start, snr, about)
     if args.plots:
         write_plots(args.plots, result, decision, ids, clf)
     if not result.n_packets:

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
     from lorarffi.rffi.embedding import Embedder
 
-__all__ = ["PacketInput", "add_input_args", "read_input", "ROGUE_LABEL", "UNLABELLED"]
+__all__ = ["PacketInput", "add_input_args", "add_recording_args", "is_dataset", "read_input", "ROGUE_LABEL",
+           "UNLABELLED"]
 
 ROGUE_LABEL = -1
 """Label of a packet a recording's annotations call ``rogue`` (never an enrolled id: ids are >= 0)."""
@@ -94,11 +95,16 @@ def add_input_args(
         type=slice_arg,
         help="packet range: per device of a dataset, e.g. 0:100; of the detected packets of a recording",
     )
-    for flag, kind, default, text in _RECORDING_FLAGS:
-        p.add_argument(flag, type=kind, default=default, help=text)
+    add_recording_args(p)
     add_torch_device_arg(p)
     add_lora_args(p, default_from="the file's, else the model's")
     add_progress_arg(p)
+
+
+def add_recording_args(p: argparse.ArgumentParser) -> None:
+    """``--format`` and ``--chunk-samples``: how a recording INPUT is read."""
+    for flag, kind, default, text in _RECORDING_FLAGS:
+        p.add_argument(flag, type=kind, default=default, help=text)
 
 
 def is_dataset(path: str) -> bool:

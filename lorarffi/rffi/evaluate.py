@@ -26,7 +26,7 @@ from lorarffi.errors import ConfigError
 from lorarffi.rffi.classify import classify_preambles
 from lorarffi.rffi.inference import Classifier, Decision
 
-__all__ = ["EvalResult", "evaluate", "write_plots"]
+__all__ = ["EvalResult", "evaluate", "evaluate_preambles", "write_plots"]
 
 log = logging.getLogger(__name__)
 
@@ -178,12 +178,49 @@ def evaluate(
     pre = clf.preprocess(iq, source=source)
     if pre.iq.shape[0] != truth.size:
         raise ConfigError(f"{truth.size} labels for {pre.iq.shape[0]} preambles")
+    result, decision = evaluate_preambles(
+        clf, pre.iq, pre.cfo_hz, truth, batch_size=batch_size, track=track, source=source, progress=progress
+    )
+    return dataclasses.replace(result, n_not_preamble=pre.n_not_preamble), decision
+
+
+def evaluate_preambles(
+    clf: Classifier,
+    preambles: npt.ArrayLike,
+    cfo_hz: npt.ArrayLike,
+    device_ids: npt.ArrayLike,
+    *,
+    batch_size: int = 64,
+    track: bool = True,
+    source: object = "data",
+    progress: Callable[[int], None] | None = None,
+) -> tuple[EvalResult, Decision]:
+    """Classify packets already in the model's view in order and score them (:func:`evaluate` without the
+    preprocessing of stored rows: a recording's detected packets, :meth:`Classifier.packet_preambles`).
+
+    Parameters
+    ----------
+    clf : Classifier
+    preambles : array_like of complex64, shape (N, L)
+        Aligned, unit-RMS preambles in the model's view.
+    cfo_hz : array_like of float, shape (N,)
+        Their CFO estimates, Hz.
+    device_ids : array_like of int, shape (N,)
+        True device id of every packet (ids the model does not know are counted apart).
+    batch_size, track, source, progress
+        As :func:`evaluate`'s.
+
+    Returns
+    -------
+    result : EvalResult
+    decision : Decision
+    """
+    truth = np.asarray(device_ids, dtype=np.int64).reshape(-1)
     decision = classify_preambles(
-        clf, pre.iq, pre.cfo_hz, batch_size=batch_size, track=track, progress=progress
+        clf, preambles, cfo_hz, batch_size=batch_size, track=track, progress=progress
     ).closed_set
     result = dataclasses.replace(
         score(decision, truth, clf.device_ids),
-        n_not_preamble=pre.n_not_preamble,
         receiver_offset_hz=None if clf.gate is None else clf.gate.receiver_offset_hz,
     )
     if result.unknown_devices:
