@@ -64,6 +64,9 @@ def test_environment_alone_and_switches(tmp_path: pathlib.Path) -> None:
     auth = _parse(["authenticate", "in.h5"], env)
     assert (auth.registry, auth.model_dir) == ("fleet.db", "runs/env")
     assert _parse(["authenticate", "m", "in.h5", "--registry", "cli.db"], env).registry == "cli.db"
+    # the shared name of an option spelt otherwise: torch_device is classify's --torch-device (dest device)
+    assert _parse(["classify", "m", "in.h5"], {"LORA_RFFI_TORCH_DEVICE": "cpu"}).device == "cpu"
+    assert _parse(["live"], {"LORA_RFFI_MODEL_DIR": "runs/env"}).model == "runs/env"  # live's --model
 
 
 def test_default_location_and_explicit_file(tmp_path: pathlib.Path, monkeypatch) -> None:
