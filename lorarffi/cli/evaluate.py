@@ -71,23 +71,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.plots:
         check_output(args.plots, overwrite=True, flag="--plots", directory=True)
+    import numpy as np
+
     from lorarffi.cli.classify import check_decision_file, load_classifier_for, write_decision_file
     from lorarffi.cli.data import check_model_parameters, load_selection
     from lorarffi.cli.inputs import is_dataset, read_input
     from lorarffi.cli.progress import progress_bar, progress_enabled
     from lorarffi.errors import ConfigError
     from lorarffi.rffi.classify import PacketDecisions
-    from lorarffi.rffi.evaluate import evaluate, evaluate_preambles, write_plots
+    from lorarffi.rffi.evaluate import evaluate, write_plots
+    from lorarffi.rffi.preprocess import Preprocessed
 
     check_decision_file(args.out)
     clf = load_classifier_for(args)  # as `classify` loads it: --no-tracking, --receiver-offset-ppm applied
-    common = {"batch_size": args.batch_size, "source": args.data}
     if is_dataset(args.data):
         sel = load_selection(args, fallback=clf.lora)  # a file stating no LoRa parameters: the model's
         check_model_parameters(sel, clf.lora, args, args.model_dir)
-        ids, start, snr = sel.device_ids, sel.meta.get("start"), sel.meta.get("snr_db")
-        with progress_bar("evaluate", ids.size, enabled=progress_enabled(args)) as advance:
-            result, decision = evaluate(clf, sel.iq, ids, **common, progress=advance)
+        rows, ids, start, snr = sel.iq, sel.device_ids, sel.meta.get("start"), sel.meta.get("snr_db")
     else:  # a recording: classify's packets, scored against its annotations' labels
         packets = read_input(argparse.Namespace(**{**vars(args), "input": args.data}), clf)
         if packets.labels is None:
@@ -96,10 +96,11 @@ def run(args: argparse.Namespace) -> int:
                 "`lora-rffi classify` decides them without labels"
             )
         ids, start, snr = packets.labels, packets.start_sample, packets.snr_db
-        with progress_bar("evaluate", ids.size, enabled=progress_enabled(args)) as advance:
-            result, decision = evaluate_preambles(
-                clf, packets.preambles, packets.cfo_hz, ids, **common, progress=advance
-            )
+        rows = Preprocessed(packets.preambles, packets.cfo_hz, np.isfinite(packets.cfo_hz))
+    with progress_bar("evaluate", ids.size, enabled=progress_enabled(args)) as advance:
+        result, decision = evaluate(
+            clf, rows, ids, batch_size=args.batch_size, source=args.data, progress=advance
+        )
     if args.save_tracking:
         clf.save_state()
     if args.out is not None:  # the file `classify` writes, with the labels it was scored against

@@ -25,8 +25,9 @@ import numpy.typing as npt
 from lorarffi.errors import ConfigError
 from lorarffi.rffi.classify import classify_preambles
 from lorarffi.rffi.inference import Classifier, Decision
+from lorarffi.rffi.preprocess import Preprocessed
 
-__all__ = ["EvalResult", "evaluate", "evaluate_preambles", "write_plots"]
+__all__ = ["EvalResult", "evaluate", "write_plots"]
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def _f(x: float) -> float | None:
 
 def evaluate(
     clf: Classifier,
-    iq: npt.ArrayLike,
+    iq: npt.ArrayLike | Preprocessed,
     device_ids: npt.ArrayLike,
     *,
     batch_size: int = 64,
@@ -146,7 +147,7 @@ def evaluate(
     source: object = "data",
     progress: Callable[[int], None] | None = None,
 ) -> tuple[EvalResult, Decision]:
-    """Classify stored (not compensated) preambles in order and score them.
+    """Classify preambles in order and score them.
 
     The decisions are :func:`~lorarffi.rffi.classify.classify_preambles`'s (the one decision path), scored
     by :func:`score`.
@@ -155,8 +156,10 @@ def evaluate(
     ----------
     clf : Classifier
         From :func:`~lorarffi.rffi.inference.load_classifier`; its gate's drift tracking (when on) is updated.
-    iq : array_like of complex64, shape (N, L)
-        Aligned preambles as stored (CFO not compensated).
+    iq : array_like of complex64, shape (N, L), or Preprocessed
+        Aligned preambles as stored (CFO not compensated), preprocessed here as training did; or packets
+        already in the model's view with their CFO estimates (a recording's detected packets:
+        ``Preprocessed(clf.packet_preambles(packets), cfo_hz, is_preamble)``).
     device_ids : array_like of int, shape (N,)
         True device id of every packet.
     batch_size : int
@@ -175,52 +178,15 @@ def evaluate(
         Per-packet decisions, in input order.
     """
     truth = np.asarray(device_ids, dtype=np.int64).reshape(-1)
-    pre = clf.preprocess(iq, source=source)
+    pre = iq if isinstance(iq, Preprocessed) else clf.preprocess(iq, source=source)
     if pre.iq.shape[0] != truth.size:
         raise ConfigError(f"{truth.size} labels for {pre.iq.shape[0]} preambles")
-    result, decision = evaluate_preambles(
-        clf, pre.iq, pre.cfo_hz, truth, batch_size=batch_size, track=track, source=source, progress=progress
-    )
-    return dataclasses.replace(result, n_not_preamble=pre.n_not_preamble), decision
-
-
-def evaluate_preambles(
-    clf: Classifier,
-    preambles: npt.ArrayLike,
-    cfo_hz: npt.ArrayLike,
-    device_ids: npt.ArrayLike,
-    *,
-    batch_size: int = 64,
-    track: bool = True,
-    source: object = "data",
-    progress: Callable[[int], None] | None = None,
-) -> tuple[EvalResult, Decision]:
-    """Classify packets already in the model's view in order and score them (:func:`evaluate` without the
-    preprocessing of stored rows: a recording's detected packets, :meth:`Classifier.packet_preambles`).
-
-    Parameters
-    ----------
-    clf : Classifier
-    preambles : array_like of complex64, shape (N, L)
-        Aligned, unit-RMS preambles in the model's view.
-    cfo_hz : array_like of float, shape (N,)
-        Their CFO estimates, Hz.
-    device_ids : array_like of int, shape (N,)
-        True device id of every packet (ids the model does not know are counted apart).
-    batch_size, track, source, progress
-        As :func:`evaluate`'s.
-
-    Returns
-    -------
-    result : EvalResult
-    decision : Decision
-    """
-    truth = np.asarray(device_ids, dtype=np.int64).reshape(-1)
     decision = classify_preambles(
-        clf, preambles, cfo_hz, batch_size=batch_size, track=track, progress=progress
+        clf, pre.iq, pre.cfo_hz, batch_size=batch_size, track=track, progress=progress
     ).closed_set
     result = dataclasses.replace(
         score(decision, truth, clf.device_ids),
+        n_not_preamble=pre.n_not_preamble,
         receiver_offset_hz=None if clf.gate is None else clf.gate.receiver_offset_hz,
     )
     if result.unknown_devices:
