@@ -212,34 +212,29 @@ def _server_dir(prefix: str) -> pathlib.Path:
     return pathlib.Path(tempfile.mkdtemp(prefix=prefix))
 
 
-@pytest.fixture(scope="module")
-def redis_server():
-    """A running :class:`RedisServer`, stopped after the module."""
+def _running_redis(password: str | None = None):
     if not os.path.exists(REDIS_BIN):
         pytest.skip(f"redis-server is not installed ({REDIS_BIN}): run `make install`")
     directory = _server_dir("lorarffi-redis-")
-    server = RedisServer(directory)
+    server = RedisServer(directory, password=password)
     server.start()
     try:
         yield server
     finally:
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    """A running :class:`RedisServer`, stopped after the module."""
+    yield from _running_redis()
 
 
 @pytest.fixture()
 def redis_with_password():
     """A running :class:`RedisServer` that requires the password :data:`REDIS_PASSWORD`, for one test."""
-    if not os.path.exists(REDIS_BIN):
-        pytest.skip(f"redis-server is not installed ({REDIS_BIN}): run `make install`")
-    directory = _server_dir("lorarffi-redis-")
-    server = RedisServer(directory, password=REDIS_PASSWORD)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+    yield from _running_redis(REDIS_PASSWORD)
 
 
 @pytest.fixture(scope="module")

@@ -154,3 +154,29 @@ def test_an_undecodable_entry_becomes_a_loss_record(redis_server, tmp_path) -> N
         rows = reg.audit()
     assert [(r.verdict, r.packet_key, r.source) for r in rows] == [(LOST_VERDICT, f"{stream}/{bad}", "queue")]
     assert (summary.n_lost, summary.n_entries, client.xlen(stream)) == (1, 1, 0)
+
+
+class _Refusing:
+    """A stage that cannot decide these packets (as a model needing the window as received refuses
+    packets queued without it)."""
+
+    source = ""
+
+    def decide(self, packets):
+        raise ConfigError("packets were made without preamble_with_cfo")
+
+
+def test_packets_the_stage_refuses_become_loss_records(redis_server, tmp_path) -> None:
+    url = f"{redis_server.url}/lora{next(_names)}"
+    sink = QueueSink(url, node_id="n1", cfg=CFG)
+    sent = packets(3, np.random.default_rng(3))
+    offer(sink, sent)
+    assert sink.drain(10.0)
+    sink.close(None)
+    with Registry.create(tmp_path / "r.db", model_fingerprint="sha256:0", embedding_dim=4) as reg:
+        summary = QueueWorker(url, _Refusing(), registry=reg, poll_s=0.1).run(idle_exit_s=0.3)
+        rows = reg.audit()
+    assert [(r.verdict, r.packet_key) for r in rows] == [
+        (LOST_VERDICT, f"n1/{sink.run_id}/{p.start}") for p in sent
+    ]
+    assert (summary.n_lost, summary.n_decisions, summary.n_entries) == (3, 0, 3)

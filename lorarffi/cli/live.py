@@ -116,6 +116,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--node-id", default=None, metavar="NAME", help="this capture node's name (default: host)")
     p.add_argument(
+        "--queue-with-cfo",
+        action="store_true",
+        help="also queue each window as received (for workers whose model was trained without CFO "
+        "compensation; doubles the message size)",
+    )
+    p.add_argument(
         "--queue-maxlen",
         type=int,
         default=2_000,
@@ -377,7 +383,8 @@ def run(args: argparse.Namespace) -> int:
             sinks.append(
                 QueueSink(args.queue, node_id=args.node_id or socket.gethostname(), cfg=cfg,
                           center_freq_hz=source.center_freq_hz, start_time=source.start_time,
-                          maxlen=args.queue_maxlen, buffer_size=args.queue_buffer)
+                          maxlen=args.queue_maxlen, buffer_size=args.queue_buffer,
+                          with_cfo=args.queue_with_cfo)
             )  # fmt: skip
         if args.json:
             sinks.append(JsonlSink(sys.stdout))

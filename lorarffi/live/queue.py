@@ -15,8 +15,9 @@ id), ``run`` (a new id per node run) and ``seq`` (its number within the run, fro
   arrival to detection), ``channel_hz``, ``sf``, ``bw_hz``, ``cfo_hz``, ``cfo_coarse_hz``, ``snr_db``,
   ``power_db``, ``sync_word``, ``n_preamble_symbols``, ``preamble_fs_hz``, ``packet_fields`` (which of
   ``channel_hz``, ``sf`` the node's packet itself carried), ``preamble`` (the CFO-compensated
-  fingerprint window, little-endian complex64) and ``preamble_with_cfo`` (the window as received; absent
-  when the detector made none). Numbers are decimal text (floats in ``repr`` form: exact round trip).
+  fingerprint window, little-endian complex64, 64 KiB at SF7 and 1 MS/s) and, when the node is asked for
+  it (models trained without CFO compensation), ``preamble_with_cfo`` (the window as received). Numbers
+  are decimal text (floats in ``repr`` form: exact round trip).
 - ``loss``: packets the node could not queue. ``reason`` (``dropped``: its buffer was full while Redis was
   unreachable; ``capped``: entries the stream's length cap removed before any worker read them), ``starts``
   (comma-separated start samples of the dropped packets) and ``n_lost`` (how many; for ``capped``, the
@@ -260,8 +261,10 @@ def preamble_message(
     channel_hz: float | None,
     sf: int,
     bw_hz: float,
+    with_cfo: bool = False,
 ) -> dict[str, bytes]:
-    """The stream entry of one detected packet (schema in the module docstring)."""
+    """The stream entry of one detected packet (schema in the module docstring); ``with_cfo`` adds the
+    window as received (``preamble_with_cfo``, for models trained without CFO compensation)."""
     msg = _head(node, run, seq, "preamble")
     for name in ("start", "stop", "fingerprint_start", "sync_word", "n_preamble_symbols"):
         msg[name] = b"%d" % int(getattr(packet, name))
@@ -282,7 +285,7 @@ def preamble_message(
         bw_hz=_num(float(bw_hz)),
         preamble=np.ascontiguousarray(packet.preamble, _IQ_DTYPE).tobytes(),
     )
-    if packet.preamble_with_cfo is not None:
+    if with_cfo and packet.preamble_with_cfo is not None:
         msg["preamble_with_cfo"] = np.ascontiguousarray(packet.preamble_with_cfo, _IQ_DTYPE).tobytes()
     return msg
 

@@ -69,6 +69,9 @@ class QueueSink(Sink):
         Longest wait, when the stream ends, for the buffer to reach Redis.
     reconnect_min_s, reconnect_max_s : float
         First and longest wait between attempts while Redis is unreachable (doubling in between).
+    with_cfo : bool
+        Also send each packet's window as received (for workers whose model was trained without CFO
+        compensation); doubles the message size.
     wall_clock : callable
         Seconds since the Unix epoch.
     """
@@ -87,6 +90,7 @@ class QueueSink(Sink):
         drain_timeout_s: float = 10.0,
         reconnect_min_s: float = 0.1,
         reconnect_max_s: float = 5.0,
+        with_cfo: bool = False,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         for name, value in (("maxlen", maxlen), ("buffer_size", buffer_size), ("batch_size", batch_size)):
@@ -99,6 +103,7 @@ class QueueSink(Sink):
         self.run_id = uuid.uuid4().hex[:12]
         self.cfg = cfg
         self.center_freq_hz = center_freq_hz
+        self.with_cfo = bool(with_cfo)
         self._wall_clock = wall_clock
         self._t0_unix_s = wall_clock() if start_time is None else start_time.timestamp()
         self.maxlen = maxlen
@@ -156,6 +161,7 @@ class QueueSink(Sink):
                         channel_hz=rec.channel_hz if rec.channel_hz is not None else self.center_freq_hz,
                         sf=rec.sf if rec.sf is not None else self.cfg.sf,
                         bw_hz=self.cfg.bw_hz,
+                        with_cfo=self.with_cfo,
                     )
                 )
             self._cond.notify_all()

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lorarffi.errors import InputDataError
+from lorarffi.errors import ConfigError, InputDataError, ModelError
 from lorarffi.live.decision import DecisionRecord
 from lorarffi.live.queue import (
     QueueMessage,
@@ -237,20 +237,30 @@ class QueueWorker:
         return batch
 
     # -- deciding ----------------------------------------------------------------------------------------
-    def _decide(self, messages: list[QueueMessage]) -> list[DecisionRecord]:
+    def _decide(self, messages: list[QueueMessage]) -> list[DecisionRecord | None]:
         """One stage call per node run, in arrival order. A registry stage logs each decision under the
-        packet's key: its source is ``NODE/RUN`` and its registry keys rows by source and start sample."""
+        packet's key: its source is ``NODE/RUN`` and its registry keys rows by source and start sample.
+        Packets the stage refuses (a configuration or model mismatch) get loss records and None."""
         by_run: dict[tuple[str, str], list[int]] = {}
         for i, m in enumerate(messages):
             by_run.setdefault((m.node, m.run), []).append(i)
         records: list[DecisionRecord | None] = [None] * len(messages)
+        undecidable: list[tuple[str, int | None, str, str]] = []
         for (node, run), rows in by_run.items():
             if hasattr(self.stage, "source"):
                 self.stage.source = f"{node}/{run}"
-            got = self.stage.decide([messages[i].packet for i in rows])
+            try:
+                got = self.stage.decide([messages[i].packet for i in rows])
+            except (ConfigError, ModelError) as exc:  # e.g. the model needs a window the node did not send
+                log.error("cannot decide %d packet(s) of %s/%s: %s", len(rows), node, run, exc)
+                undecidable += [(messages[i].key, messages[i].packet.start, f"{node}/{run}",
+                                 f"undecidable: {exc}") for i in rows]  # fmt: skip
+                continue
             for i, rec in zip(rows, got, strict=True):
                 records[i] = rec
-        return [r for r in records if r is not None]
+        if undecidable:
+            self._store_losses(undecidable)
+        return records
 
     def _store_losses(self, losses: list[tuple[str, int | None, str, str]]) -> None:
         """Loss records ``(key, start_sample, source, why)``, in the registry when there is one (a key
@@ -296,11 +306,13 @@ class QueueWorker:
                      f"{msg.reason} before any worker read it")
                     for i in range(msg.n_lost)
                 ]  # fmt: skip
-        records = self._decide(messages) if messages else []
+        decided = self._decide(messages) if messages else []
         if losses:
             self._store_losses(losses)
         t_stored = self._wall_clock()
         timed = []
+        messages = [m for m, r in zip(messages, decided, strict=True) if r is not None]
+        records = [r for r in decided if r is not None]
         for msg, rec in zip(messages, records, strict=True):
             queue_ms = 1e3 * (t_stored - msg.detected_unix_s)
             node_ms = msg.node_latency_ms if math.isfinite(msg.node_latency_ms) else 0.0
