@@ -135,6 +135,7 @@ def _start_workers(
     """``n`` worker processes, returned once each has joined the stream's consumer group."""
     import redis
 
+    files = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")) for _ in range(n)]
     procs = [
         subprocess.Popen(
             [
@@ -152,18 +153,18 @@ def _start_workers(
                 "--consumer",
                 f"w{i}",
                 "--no-drift-tracking",
-                "--idle-exit-s",
-                "3",
                 "--json",
                 *extra,
             ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=files[i][0],  # a decision line per packet: more than a pipe holds
+            stderr=files[i][1],
             text=True,
             env=env,
         )  # fmt: skip
         for i in range(n)
     ]
+    for proc, (out, err) in zip(procs, files, strict=True):
+        proc.out_file, proc.err_file = out, err
     base, stream = url.rsplit("/", 1)
     client = redis.Redis.from_url(base)
     deadline = time.monotonic() + 300
@@ -187,6 +188,18 @@ def _decided(registry_url: str, prefix: str) -> list:
         return [r for r in reg.audit() if r.source.startswith(prefix)]
 
 
+def _n_decided(registry_url: str, prefix: str) -> int:
+    """How many audit rows have a source starting with ``prefix`` (one COUNT query: polled often)."""
+    from sqlalchemy import func, select
+
+    from lorarffi.rffi.registry import Registry
+    from lorarffi.rffi.registry.schema import audit
+
+    with Registry.open(registry_url) as reg, reg.engine.connect() as conn:
+        query = select(func.count()).select_from(audit).where(audit.c.source.startswith(prefix))
+        return int(conn.execute(query).scalar_one())
+
+
 def _warm_up(url: str, cfg, packets, registry_url: str, n_workers: int) -> None:
     """Send a few batches per worker and wait until they are decided: the first calls of a fresh process
     (allocations, first network run) are not part of what is measured."""
@@ -203,11 +216,11 @@ def _warm_up(url: str, cfg, packets, registry_url: str, n_workers: int) -> None:
 
 def _wait_decided(registry_url: str, prefix: str, n: int) -> list:
     deadline = time.monotonic() + 600
-    while len(rows := _decided(registry_url, prefix)) < n:
+    while (got := _n_decided(registry_url, prefix)) < n:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{len(rows)} of {n} packets decided ({prefix})")
-        time.sleep(0.2)
-    return rows
+            raise RuntimeError(f"{got} of {n} packets decided ({prefix})")
+        time.sleep(0.5)
+    return _decided(registry_url, prefix)
 
 
 def _finish_workers(procs: list[subprocess.Popen]) -> list[dict]:
@@ -216,10 +229,12 @@ def _finish_workers(procs: list[subprocess.Popen]) -> list[dict]:
     for p in procs:
         p.terminate()
     for p in procs:
-        stdout, stderr = p.communicate(timeout=600)
+        p.wait(timeout=600)
+        p.out_file.seek(0)
+        p.err_file.seek(0)
         if p.returncode != 0:
-            raise RuntimeError(f"worker failed: {stderr[-2000:]}")
-        out.append(json.loads(stdout.splitlines()[-1])["summary"])
+            raise RuntimeError(f"worker failed: {p.err_file.read()[-2000:]}")
+        out.append(json.loads(p.out_file.read().splitlines()[-1])["summary"])
     return out
 
 
