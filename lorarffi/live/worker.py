@@ -208,12 +208,14 @@ class QueueWorker:
             log.info("claimed %d entr(y/ies) left pending by another worker", len(entries))
         return [(eid, fields) for eid, fields in entries if fields]
 
-    def _read(self, block_s: float, own_pending: bool = False) -> list[tuple[bytes, dict]]:
+    def _read(
+        self, block_s: float, own_pending: bool = False, count: int | None = None
+    ) -> list[tuple[bytes, dict]]:
         reply = self._client.xreadgroup(
             self.url.group,
             self.consumer,
             {self.url.stream: "0" if own_pending else ">"},
-            count=self.batch_size,
+            count=self.batch_size if count is None else count,
             block=None if own_pending else max(1, int(block_s * 1000)),
         )
         if not reply:
@@ -233,7 +235,7 @@ class QueueWorker:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            batch += self._read(left)
+            batch += self._read(left, count=self.batch_size - len(batch))
         return batch
 
     # -- deciding ----------------------------------------------------------------------------------------
