@@ -342,7 +342,7 @@ class QueueWorker:
     def _retrying(self, what: str, call: Callable[[], Any]) -> Any:
         """``call()`` until it succeeds or the worker is stopped (then re-raise)."""
         import redis
-        from sqlalchemy.exc import DBAPIError
+        from sqlalchemy.exc import DBAPIError, IntegrityError
 
         wait_s = self.retry_min_s
         while True:
@@ -350,7 +350,7 @@ class QueueWorker:
                 return call()
             except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, InputDataError,
                     DBAPIError) as exc:  # fmt: skip
-                if self._stop.is_set():
+                if self._stop.is_set() or isinstance(exc, IntegrityError):  # a broken constraint: a bug
                     raise
                 self.summary.n_retries += 1
                 log.warning("%s failed (%s); retrying in %.1f s", what, str(exc).splitlines()[0], wait_s)
