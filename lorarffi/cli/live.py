@@ -14,6 +14,7 @@ from lorarffi.cli.common import (
     positive_float,
     positive_int,
 )
+from lorarffi.cli.decision_sinks import add_decision_sink_args
 
 __all__ = ["HELP", "DESCRIPTION", "EPILOG", "add_arguments", "run"]
 
@@ -67,28 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="with --registry: a packet rejected below this SNR is 'unknown' (too weak to judge, not "
         "alerted), not 'rogue' (default: none)",
     )
-    p.add_argument(
-        "--publish",
-        default=None,
-        metavar="ENDPOINT",
-        help="publish decisions as JSON on a ZeroMQ PUB socket, alerts once more under the topic 'alert' "
-        "(e.g. tcp://127.0.0.1:5556 or 5556; binds 127.0.0.1 unless an address is named)",
-    )
-    p.add_argument(
-        "--mqtt",
-        default=None,
-        metavar="URL",
-        help="publish decisions to PREFIX/decision and alerts to PREFIX/alert on an MQTT broker, JSON with "
-        "QoS 1 (mqtt://HOST:PORT/PREFIX, e.g. mqtt://127.0.0.1:1883/lorarffi); reconnects by itself",
-    )
-    p.add_argument(
-        "--mqtt-queue",
-        type=int,
-        default=10_000,
-        metavar="N",
-        help="MQTT messages held while the broker is unreachable; more are dropped and counted "
-        "(default 10000)",
-    )
+    add_decision_sink_args(p)
     p.add_argument(
         "--record",
         default=None,
@@ -101,7 +81,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="OUT.h5",
         help="append each packet's aligned preamble to a lora-rffi HDF5 file",
     )
-    p.add_argument("--jsonl", default=None, metavar="FILE", help="append decisions as JSON lines to FILE")
     p.add_argument(
         "--detect-only",
         action="store_true",
@@ -238,21 +217,20 @@ def _gateway_plan(args: argparse.Namespace, source_center_hz: float | None, mode
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
     import sys
 
     from lorarffi.capture.sources import open_source
     from lorarffi.cli.common import lora_config, sample_rate_hz
+    from lorarffi.cli.decision_sinks import decision_sinks
     from lorarffi.errors import ConfigError
     from lorarffi.live.console import ConsoleSink, TextSink
     from lorarffi.live.gateway import parse_sfs
     from lorarffi.live.pipeline import LivePipeline
-    from lorarffi.live.sinks import JsonlSink, PreambleSink, SigMFSink, ZmqPublishSink, run_record
+    from lorarffi.live.sinks import PreambleSink, SigMFSink
     from lorarffi.live.stages import ClassifierStage, DetectionOnly
     from lorarffi.live.stopping import stop_after, stop_on_signals
     from lorarffi.live.truth import write_truth
 
-    log = logging.getLogger("lorarffi.live")
     fs_hz = sample_rate_hz(args)
     sfs = parse_sfs(args.sf) if args.sf is not None else ()
     args.sf = sfs[0] if len(sfs) == 1 else None  # one SF: as before; several: the plan's
@@ -275,10 +253,10 @@ def run(args: argparse.Namespace) -> int:
     registry_stage = None
     if args.registry and not args.model:
         raise ConfigError("--registry needs --model: the model the registry was enrolled with")
-    if args.detect_only and args.model:
-        raise ConfigError("--detect-only decides nothing: leave out --model (workers decide, with theirs)")
     if args.min_snr_db is not None and not args.registry:
         raise ConfigError("--min-snr-db needs --registry: only a registry calls packets rogue")
+    if args.detect_only and args.model:
+        raise ConfigError("--detect-only decides nothing: leave out --model (workers decide, with theirs)")
     if args.model:
         import torch
 
@@ -365,16 +343,7 @@ def run(args: argparse.Namespace) -> int:
                     provenance={"command": " ".join(sys.argv)},
                 )
             )
-        if args.publish:
-            pub = ZmqPublishSink(args.publish)
-            log.info("publishing decisions on %s", pub.endpoint)
-            sinks.append(pub)
-        if args.mqtt:
-            from lorarffi.live.mqtt_sink import MqttSink
-
-            sinks.append(MqttSink(args.mqtt, queue_size=args.mqtt_queue, source=source.name))
-        if args.jsonl:
-            sinks.append(JsonlSink(args.jsonl, run=run_record(getattr(args, "command_line", sys.argv))))
+        sinks += decision_sinks(args, source.name, json_stdout=args.json)
         if args.queue:
             import socket
 
@@ -387,7 +356,7 @@ def run(args: argparse.Namespace) -> int:
                           with_cfo=args.queue_with_cfo)
             )  # fmt: skip
         if args.json:
-            sinks.append(JsonlSink(sys.stdout))
+            pass  # decisions already go to stdout as JSON Lines
         elif not args.no_view and not args.quiet and sys.stderr.isatty():
             sinks.append(ConsoleSink(f"lora-rffi live: {source.name}"))
         else:

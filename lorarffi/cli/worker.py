@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from lorarffi.cli.decision_sinks import add_decision_sink_args
+
 __all__ = ["HELP", "DESCRIPTION", "EPILOG", "add_arguments", "run"]
 
 HELP = "decide the packets of a Redis work queue (scale-out classifier worker)"
@@ -59,15 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="exit once the stream has been empty this long, s (default: run until stopped)",
     )
-    p.add_argument(
-        "--publish",
-        default=None,
-        metavar="ENDPOINT",
-        help="publish decisions as JSON on a ZeroMQ PUB socket (binds 127.0.0.1 unless an address is named)",
-    )
-    p.add_argument("--mqtt", default=None, metavar="URL", help="publish decisions and alerts to MQTT")
-    p.add_argument("--mqtt-queue", type=int, default=10_000, metavar="N", help="MQTT messages held (10000)")
-    p.add_argument("--jsonl", default=None, metavar="FILE", help="append decisions as JSON lines to FILE")
+    add_decision_sink_args(p)
     p.add_argument("--json", action="store_true", help="decisions as JSON lines on stdout, then the summary")
     p.add_argument("--threads", type=int, default=1, help="torch threads for the model (default 1)")
     p.add_argument(
@@ -81,12 +75,11 @@ def run(args: argparse.Namespace) -> int:
     import json
     import logging
     import signal
-    import sys
 
     import torch
 
+    from lorarffi.cli.decision_sinks import decision_sinks
     from lorarffi.errors import ConfigError
-    from lorarffi.live.sinks import JsonlSink, ZmqPublishSink
     from lorarffi.live.stages import ClassifierStage, RegistryStage
     from lorarffi.live.worker import QueueWorker
     from lorarffi.rffi.inference import load_classifier
@@ -103,18 +96,7 @@ def run(args: argparse.Namespace) -> int:
         stage = ClassifierStage(load_classifier(args.model), track=track)
     sinks = []
     try:
-        if args.publish:
-            pub = ZmqPublishSink(args.publish)
-            log.info("publishing decisions on %s", pub.endpoint)
-            sinks.append(pub)
-        if args.mqtt:
-            from lorarffi.live.mqtt_sink import MqttSink
-
-            sinks.append(MqttSink(args.mqtt, queue_size=args.mqtt_queue, source=args.queue))
-        if args.jsonl:
-            sinks.append(JsonlSink(args.jsonl))
-        if args.json:
-            sinks.append(JsonlSink(sys.stdout))
+        sinks += decision_sinks(args, args.queue, json_stdout=args.json)
         worker = QueueWorker(
             args.queue,
             stage,
