@@ -275,7 +275,7 @@ def test_rogue_command_reports_roc_figures_and_a_plot(fleet, tmp_path, capsys) -
     assert 0.0 <= doc["auc"] <= 1.0 and 0.0 <= doc["eer"] <= 1.0 and doc["far_measured"] <= 0.01
     assert pathlib.Path(doc["plots"][0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main([*args[:-2], "--rogue-devices", "9-12"]) == 2  # a rogue that is enrolled
-    _one_error_line(capsys, "[9, 10]", "enrolled")
+    _one_error_line(capsys, "devices 9-10 ", "enrolled")
 
 
 def test_bad_input_is_one_line_and_exit_code_2(fleet, tmp_path, capsys) -> None:

@@ -18,6 +18,7 @@ from lorarffi.cli.common import (
     add_plots_arg,
     add_torch_device_arg,
     check_output,
+    describe_ids,
     int_range,
     positive_int,
     print_json,
@@ -106,9 +107,8 @@ def run(args: argparse.Namespace) -> int:
     overlap = sorted(set(rogue_ids.tolist()) & set(enrolled.tolist()))
     if overlap:
         raise ConfigError(
-            f"{args.rogue}: device(s) {overlap} are enrolled from {args.enroll}; rogues must be other "
-            "devices "
-            "(select them with --rogue-devices)"
+            f"{args.rogue}: devices {describe_ids(overlap)} are enrolled from {args.enroll}; rogues must be "
+            "other devices (select them with --rogue-devices)"
         )
     near = index.search(legit)
     figures = rogue_figures(near.score, index.search(rogue).score, far=args.far)

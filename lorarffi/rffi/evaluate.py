@@ -191,9 +191,9 @@ def evaluate(
     )
     if result.unknown_devices:
         log.warning(
-            "%s: device(s) %s are not known to the model (%d packets, not scored)",
+            "%s: devices %s are not known to the model (%d packets, not scored)",
             source,
-            result.unknown_devices,
+            ", ".join("-1 (no label)" if int(d) < 0 else str(int(d)) for d in result.unknown_devices),
             result.n_unknown_device_packets,
         )
     return result, decision
