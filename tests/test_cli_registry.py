@@ -82,6 +82,11 @@ def test_export_then_import_at_another_site(reg_path, tmp_path, capsys) -> None:
     out = tmp_path / "fleet.lrr"
     assert main(["registry", "export", str(reg_path), str(out), "--json"]) == 0
     assert _json(capsys) == {"file": str(out), "n_devices": 2, "n_embeddings": 5}
+    exported = out.read_bytes()
+    assert main(["registry", "export", str(reg_path), str(out)]) == 2  # an existing file is not replaced
+    assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == exported
+    assert main(["registry", "export", str(reg_path), str(out), "--overwrite"]) == 0
+    capsys.readouterr()
     site2 = tmp_path / "site2.db"
     assert main(["registry", "import", str(out), str(site2)]) == 0
     assert capsys.readouterr().out.strip() == f"created {site2}: 2 devices, 5 embeddings from {out}"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lorarffi.cli.common import HelpFormatter, add_verbosity_args, json_text
+from lorarffi.cli.common import HelpFormatter, add_verbosity_args, check_output, json_text
 
 __all__ = ["HELP", "DESCRIPTION", "EPILOG", "add_arguments", "run"]
 
@@ -62,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     action("remove", "remove a device and its embeddings (its audit rows stay)", reg, device)
     action("rename", "give a device a new name", reg, device, ("name", str, "the new name"))
     action("export", "write the registry to a portable file", reg, ("out", str, "portable file to write"))
+    sub.choices["export"].add_argument(
+        "--overwrite", action="store_true", help="replace OUT if it exists (default: refuse)"
+    )
     action(
         "import",
         "read a portable file into a registry (created if missing, else merged)",
@@ -102,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         if args.registry_command == "rename":
             record = reg.rename(args.device_id, args.name)
             return _emit(args, record.to_dict(), f"device {record.device_id} is now named {record.name!r}")
+        check_output(args.out, overwrite=args.overwrite, flag="OUT")
         out = reg.export(args.out)
         devices = reg.devices()
         n_emb = sum(d.n_embeddings for d in devices)
