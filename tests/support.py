@@ -1,5 +1,5 @@
-"""Helpers shared by several test modules (no tests here): building the C++ SoapySDR ``replay`` module and
-writing GNU Radio's gr-zeromq wire format.
+"""Helpers shared by several test modules (no tests here): building the C++ SoapySDR ``replay`` module,
+writing GNU Radio's gr-zeromq wire format, and reading a CLI run's JSON Lines and its one error line.
 
 The wire-format helpers re-implement ``gr-zeromq``'s ``base_impl.cc`` / ``tag_headers.cc`` and
 ``pmt::serialize`` (big-endian PMTs, 1-byte type codes): raw complex64 bytes per message, with an optional
@@ -9,6 +9,7 @@ pass_tags header in front.
 from __future__ import annotations
 
 import fcntl
+import json
 import pathlib
 import shutil
 import struct
@@ -21,6 +22,20 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 NATIVE = REPO / "native"
 NATIVE_BUILD = NATIVE / "build"
 REPLAY_LIBRARY = NATIVE_BUILD / "libSoapyReplay.so"
+
+
+# -- CLI output ----------------------------------------------------------------------------------------------
+def json_lines(capsys) -> list[dict]:
+    """The JSON objects a command printed on stdout, one per line."""
+    return [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+
+
+def one_error_line(capsys, *fragments: str) -> None:
+    """The command wrote exactly one ``lora-rffi: error:`` line on stderr, holding every fragment."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lora-rffi: error: "), err
+    for f in fragments:
+        assert f in err[0], err[0]
 
 
 # -- the C++ SoapySDR replay module --------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from support import json_lines, one_error_line
 
 from lorarffi.cli import main
 from lorarffi.datasets.native import PreambleWriter, load_dataset
@@ -38,15 +39,17 @@ def fleet(tmp_path_factory) -> pathlib.Path:
     return d
 
 
-def _json_lines(capsys) -> list[dict]:
-    return [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
 
 
-def _one_error_line(capsys, *fragments: str) -> None:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("lora-rffi: error: "), err
-    for f in fragments:
-        assert f in err[0], err[0]
+def _hybrid_confusion(packets: list[dict], known: list[int]) -> np.ndarray:
+    """evaluate's hybrid confusion matrix rebuilt from classify's records: rows the labels the model knows,
+    columns its devices then "rejected"."""
+    conf = np.zeros((len(known), len(known) + 1), np.int64)
+    for p in packets:
+        if p["label"] in known:
+            col = len(known) if p["device"] is None else known.index(p["device"])
+            conf[known.index(p["label"]), col] += 1
+    return conf
 
 
 def test_classify_decides_each_packet_as_evaluate_does(fleet, capsys) -> None:
@@ -55,7 +58,7 @@ def test_classify_decides_each_packet_as_evaluate_does(fleet, capsys) -> None:
 
     data = str(fleet / "test.h5")
     assert main(["classify", str(fleet / "model"), data, "--json", "--no-progress"]) == 0
-    lines = _json_lines(capsys)
+    lines = json_lines(capsys)
     packets, summary = lines[:-1], lines[-1]
     n = 6 * N_TEST
     assert len(packets) == n and summary["type"] == "summary" and summary["n_packets"] == n
@@ -72,11 +75,7 @@ def test_classify_decides_each_packet_as_evaluate_does(fleet, capsys) -> None:
     assert main(["-q", "evaluate", str(fleet / "model"), data, "--json", "--no-progress"]) == 0
     ev = json.loads(capsys.readouterr().out)
     known = ev["device_ids"]
-    conf = np.zeros((len(known), len(known) + 1), np.int64)
-    for p in packets:
-        if p["label"] in known:
-            col = len(known) if p["device"] is None else known.index(p["device"])
-            conf[known.index(p["label"]), col] += 1
+    conf = _hybrid_confusion(packets, known)
     assert conf.tolist() == ev["confusion_hybrid"]
     # a trained model decides its own devices better than chance (ground truth: the file's labels)
     assert ev["accuracy_hybrid"] > 0.5
@@ -126,19 +125,19 @@ def test_evaluate_writes_the_file_classify_writes(fleet, tmp_path, capsys) -> No
     text = (tmp_path / "c.csv").read_text()
     assert text == (tmp_path / "e.csv").read_text() and len(text.splitlines()) == 1 + 6 * N_TEST
     assert main(["evaluate", str(fleet / "model"), data, "-o", str(tmp_path / "e.txt")]) == 2
-    _one_error_line(capsys, "e.txt")
+    one_error_line(capsys, "e.txt")
 
 
 def test_output_files_hold_every_decision(fleet, tmp_path, capsys) -> None:
     base = ["classify", str(fleet / "model"), str(fleet / "test.h5"), "--devices", "1-3", "--no-progress"]
     assert main([*base, "--json"]) == 0
-    want = _json_lines(capsys)[:-1]
+    want = json_lines(capsys)[:-1]
     n = 3 * N_TEST
     assert len(want) == n
     for suffix in (".csv", ".jsonl", ".h5"):
         out = tmp_path / f"pred{suffix}"
         assert main([*base, "-o", str(out), "--json"]) == 0
-        (summary,) = _json_lines(capsys)  # with -o: the summary alone on stdout
+        (summary,) = json_lines(capsys)  # with -o: the summary alone on stdout
         assert summary["output"] == str(out) and summary["n_packets"] == n
         assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp left
         if suffix == ".jsonl":
@@ -163,7 +162,7 @@ def test_output_files_hold_every_decision(fleet, tmp_path, capsys) -> None:
                 np.testing.assert_array_equal(g["cfo_hz"][:], [w["cfo_hz"] for w in want])
                 assert json.loads(f.attrs["summary"])["n_packets"] == n
     assert main([*base, "-o", str(tmp_path / "pred.txt")]) == 2
-    _one_error_line(capsys, "pred.txt", ".csv")
+    one_error_line(capsys, "pred.txt", ".csv")
 
 
 def test_unlabelled_preambles_as_live_stores_them(fleet, tmp_path, capsys) -> None:
@@ -175,7 +174,7 @@ def test_unlabelled_preambles_as_live_stores_them(fleet, tmp_path, capsys) -> No
     with PreambleWriter(live, LoRaConfig(), source="live") as w:
         w.append(iq, np.full(ids.size, -1), start=start, snr_db=snr)
     assert main(["classify", str(fleet / "model"), str(live), "--json", "--no-progress"]) == 0
-    lines = _json_lines(capsys)
+    lines = json_lines(capsys)
     packets = lines[:-1]
     assert len(packets) == ids.size and all(p["label"] == -1 for p in packets)
     assert [p["start_sample"] for p in packets] == start.tolist()
@@ -185,7 +184,7 @@ def test_unlabelled_preambles_as_live_stores_them(fleet, tmp_path, capsys) -> No
     with PreambleWriter(labelled, LoRaConfig(), source="test") as w:
         w.append(iq, ids)
     assert main(["classify", str(fleet / "model"), str(labelled), "--json", "--no-progress"]) == 0
-    again = _json_lines(capsys)[:-1]
+    again = json_lines(capsys)[:-1]
     assert [p["device"] for p in again] == [p["device"] for p in packets]
     # text output: a header, one line per packet, the summary
     assert main(["classify", str(fleet / "model"), str(live), "--no-progress"]) == 0
@@ -208,7 +207,7 @@ def test_public_layout_gives_the_native_files_decisions(fleet, tmp_path, capsys)
     runs = []
     for path in (public, native):
         assert main(["classify", str(fleet / "model"), str(path), "--json", "--no-progress"]) == 0
-        runs.append(_json_lines(capsys)[:-1])
+        runs.append(json_lines(capsys)[:-1])
     assert [(p["device"], p["verdict"], p["label"]) for p in runs[0]] == [
         (p["device"], p["verdict"], p["label"]) for p in runs[1]
     ]
@@ -221,7 +220,7 @@ def test_recording_is_detected_first(fleet, tmp_path, capsys) -> None:
     assert main([*sim, "--seed", "1", "--spread", "3"]) == 0
     capsys.readouterr()
     assert main(["classify", str(fleet / "model"), str(rec), "--json", "--no-progress"]) == 0
-    lines = _json_lines(capsys)
+    lines = json_lines(capsys)
     packets = lines[:-1]
     anns = sorted(json.loads(rec.read_text())["annotations"], key=lambda a: a["core:sample_start"])
     assert len(packets) == len(anns) > 2
@@ -235,11 +234,7 @@ def test_recording_is_detected_first(fleet, tmp_path, capsys) -> None:
     assert main(["-q", "evaluate", str(fleet / "model"), str(rec), "--json", "--no-progress"]) == 0
     ev = json.loads(capsys.readouterr().out)
     known = ev["device_ids"]
-    conf = np.zeros((len(known), len(known) + 1), np.int64)
-    for p in packets:
-        if p["label"] in known:
-            col = len(known) if p["device"] is None else known.index(p["device"])
-            conf[known.index(p["label"]), col] += 1
+    conf = _hybrid_confusion(packets, known)
     assert conf.tolist() == ev["confusion_hybrid"] and ev["n_packets"] == int(conf.sum()) > 0
     assert ev["unknown_devices"] == sorted({p["label"] for p in packets} - set(known))
 
@@ -253,7 +248,7 @@ def test_registry_decisions_are_authenticates(fleet, tmp_path, capsys) -> None:
     with Registry.open(reg) as r:
         n_audit = len(r.audit())
     assert main(["classify", *base, "--json", "--no-progress", "--far", "0.05"]) == 0
-    lines = _json_lines(capsys)
+    lines = json_lines(capsys)
     packets, summary = lines[:-1], lines[-1]
     with Registry.open(reg) as r:
         assert len(r.audit()) == n_audit  # classify leaves the audit log alone
@@ -261,7 +256,7 @@ def test_registry_decisions_are_authenticates(fleet, tmp_path, capsys) -> None:
     capsys.readouterr()
     auth_file = ["-o", str(tmp_path / "a.jsonl")]
     assert main(["authenticate", *base, "--json", "--no-progress", "--far", "0.05", *auth_file]) == 0
-    auth = _json_lines(capsys)[:-1]
+    auth = json_lines(capsys)[:-1]
     # authenticate -o writes the records classify --registry writes
     from_classify = (tmp_path / "c.jsonl").read_text().splitlines()
     from_authenticate = (tmp_path / "a.jsonl").read_text().splitlines()
@@ -296,6 +291,6 @@ def test_progress_never_reaches_stdout(fleet, monkeypatch, capsys) -> None:
 def test_bad_input_is_one_line(fleet, tmp_path, capsys) -> None:
     missing = tmp_path / "nope.h5"
     assert main(["classify", str(fleet / "model"), str(missing), "--no-progress"]) == 2
-    _one_error_line(capsys, "nope.h5")
+    one_error_line(capsys, "nope.h5")
     assert main(["classify", str(tmp_path), str(fleet / "test.h5"), "--no-progress"]) == 2
-    _one_error_line(capsys, "not a model directory")
+    one_error_line(capsys, "not a model directory")

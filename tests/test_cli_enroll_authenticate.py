@@ -16,6 +16,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from support import json_lines, one_error_line
 
 from lorarffi.cli import main
 from lorarffi.rffi.registry import Registry
@@ -66,29 +67,18 @@ def _sha256(path: pathlib.Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _lines(capsys) -> list[dict]:
-    return [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
 
 
-def _one_error_line(capsys, *fragments: str) -> None:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("lora-rffi: error: "), err
-    for f in fragments:
-        assert f in err[0], err[0]
+def _enroll_args(fleet: pathlib.Path, reg: pathlib.Path) -> list[str]:
+    """``enroll`` of the fleet's devices 7-10 (not trained on) from its training file into ``reg``."""
+    model, data = str(fleet / "model"), str(fleet / "train.h5")
+    return ["enroll", model, data, "--registry", str(reg), "--devices", "7-10"]
 
 
 @pytest.fixture()
 def registry(fleet, tmp_path) -> pathlib.Path:
     reg = tmp_path / "fleet.db"
-    args = [
-        "enroll",
-        str(fleet / "model"),
-        str(fleet / "train.h5"),
-        "--registry",
-        str(reg),
-        "--devices",
-        "7-10",
-    ]
+    args = _enroll_args(fleet, reg)
     assert main([*args, "--packets", "0:30", "--json"]) == 0
     return reg
 
@@ -97,17 +87,9 @@ def test_enrollment_leaves_the_weights_unchanged_and_stores_each_device(fleet, t
     weights = fleet / "model" / "weights.safetensors"
     before = _sha256(weights)
     reg = tmp_path / "fleet.db"
-    args = [
-        "enroll",
-        str(fleet / "model"),
-        str(fleet / "train.h5"),
-        "--registry",
-        str(reg),
-        "--devices",
-        "7-10",
-    ]
+    args = _enroll_args(fleet, reg)
     assert main([*args, "--packets", "0:30", "--json"]) == 0
-    doc = _lines(capsys)[0]
+    doc = json_lines(capsys)[0]
     assert _sha256(weights) == before and doc["model_fingerprint"] == f"sha256:{before}"
     assert [(d["device_id"], d["n_packets"], d["n_embeddings"]) for d in doc["devices"]] == [
         (i, 30, 30) for i in range(7, 11)
@@ -138,7 +120,7 @@ def test_enrollment_leaves_the_weights_unchanged_and_stores_each_device(fleet, t
 def _authenticate(fleet, reg, capsys, *extra: str) -> tuple[list[dict], dict]:
     args = ["authenticate", str(fleet / "model"), str(fleet / "test.h5"), "--registry", str(reg)]
     assert main([*args, "--devices", "7-12", "--json", *extra]) == 0
-    lines = _lines(capsys)
+    lines = json_lines(capsys)
     return lines[:-1], lines[-1]
 
 
@@ -200,9 +182,9 @@ def test_authenticate_json_single_packet_figures_with_fused_ones_beside_them(fle
 def test_a_registry_of_another_model_is_refused_in_one_line(fleet, registry, capsys) -> None:
     args = [str(fleet / "other"), str(fleet / "test.h5"), "--registry", str(registry)]
     assert main(["authenticate", *args]) == 2
-    _one_error_line(capsys, str(registry), "enrolled with model")
+    one_error_line(capsys, str(registry), "enrolled with model")
     assert main(["enroll", *args]) == 2
-    _one_error_line(capsys, str(registry), "enrolled with model")
+    one_error_line(capsys, str(registry), "enrolled with model")
 
 
 def test_two_processes_authenticating_into_one_registry_lose_no_audit_rows(fleet, registry) -> None:
@@ -243,14 +225,14 @@ def test_recordings_are_detected_first(fleet, tmp_path, capsys) -> None:
     reg = tmp_path / "rec.db"
     base = [str(fleet / "model"), str(rec), "--registry", str(reg)]
     assert main(["enroll", *base]) == 2
-    _one_error_line(capsys, "recording", "--device-id")
+    one_error_line(capsys, "recording", "--device-id")
     assert main(["enroll", *base, "--device-id", "31", "--name", "gate", "--json"]) == 0
-    (dev,) = _lines(capsys)[0]["devices"]
+    (dev,) = json_lines(capsys)[0]["devices"]
     assert (dev["device_id"], dev["name"], dev["n_packets"]) == (31, "gate", n_detected)
     assert main(["enroll", *base, "--device-id", "32", "--packets", "0:4"]) == 0
     capsys.readouterr()
     assert main(["authenticate", *base, "--json"]) == 0
-    lines = _lines(capsys)
+    lines = json_lines(capsys)
     assert len(lines) == n_detected + 1
     # the annotations label the packets (device ids 1-3, rogue -1): every annotated packet was detected, so
     # the labels are the annotations' own, and none of them is enrolled here
@@ -269,13 +251,13 @@ def test_rogue_command_reports_roc_figures_and_a_plot(fleet, tmp_path, capsys) -
     args = ["rogue", str(fleet / "model"), "--enroll", str(fleet / "train.h5"), "--devices", "7-10"]
     args += ["--legit", str(fleet / "test.h5"), "--rogue", str(fleet / "test.h5"), "--rogue-devices", "11-12"]
     assert main([*args, "--json", "--plots", str(tmp_path / "plots")]) == 0
-    doc = _lines(capsys)[0]
+    doc = json_lines(capsys)[0]
     assert {"auc", "eer", "threshold", "frr", "far", "n_legit", "n_rogue"} <= set(doc)
     assert (doc["n_legit"], doc["n_rogue"], doc["far"]) == (4 * N_TEST, 2 * N_TEST, 0.01)
     assert 0.0 <= doc["auc"] <= 1.0 and 0.0 <= doc["eer"] <= 1.0 and doc["far_measured"] <= 0.01
     assert pathlib.Path(doc["plots"][0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main([*args[:-2], "--rogue-devices", "9-12"]) == 2  # a rogue that is enrolled
-    _one_error_line(capsys, "devices 9-10 ", "enrolled")
+    one_error_line(capsys, "devices 9-10 ", "enrolled")
 
 
 def test_bad_input_is_one_line_and_exit_code_2(fleet, tmp_path, capsys) -> None:
@@ -283,8 +265,8 @@ def test_bad_input_is_one_line_and_exit_code_2(fleet, tmp_path, capsys) -> None:
     junk.write_bytes(b"\x00not a database" * 100)
     args = [str(fleet / "model"), str(fleet / "test.h5"), "--registry", str(junk)]
     assert main(["authenticate", *args]) == 2
-    _one_error_line(capsys, str(junk))
+    one_error_line(capsys, str(junk))
     assert main(["enroll", *args, "--name", "x"]) == 2
-    _one_error_line(capsys, "--name", "--device-id")
+    one_error_line(capsys, "--name", "--device-id")
     assert main(["authenticate", *args[:2], "--registry", str(tmp_path / "missing.db")]) == 2
-    _one_error_line(capsys, "missing.db", "no such registry")
+    one_error_line(capsys, "missing.db", "no such registry")
