@@ -10,7 +10,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import os
 import pathlib
 import shlex
 import subprocess
@@ -142,6 +141,7 @@ def _sustainable_speed(realtime_factor: float | None) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lorarffi.datasets.atomic import write_atomic
     from lorarffi.dsp.config import LoRaConfig
     from lorarffi.live.truth import read_jsonl, score_decisions
 
@@ -242,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
         )
         if p.exists()
     }  # fmt: skip
-    _write_json(out / "summary.json", result)
+    write_atomic(out / "summary.json", json.dumps(result, indent=2) + "\n")
     result["files"]["this summary"] = str(out / "summary.json")
     if args.json:
         print(json.dumps(result))
@@ -296,12 +296,6 @@ def _result(plan, ev, enr, enr_new, weights_unchanged, summary, score, rogue_ids
             "truth": score.to_dict(),
         },
     }
-
-
-def _write_json(path: pathlib.Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def _pct(x: float | None) -> str:

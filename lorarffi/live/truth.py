@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from lorarffi.datasets.atomic import write_atomic
 from lorarffi.errors import ConfigError
 
 __all__ = ["TruthScore", "read_jsonl", "score_decisions", "truth_records", "write_truth"]
@@ -53,11 +54,7 @@ def write_truth(path: str | os.PathLike[str], source: Any, n_samples: int | None
     if events is None:
         raise ConfigError(f"{path}: the source {getattr(source, 'name', source)!r} has no ground truth")
     out = pathlib.Path(path)
-    tmp = out.with_name(f".{out.name}.partial")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for rec in truth_records(events, n_samples):
-            fh.write(json.dumps(rec) + "\n")
-    os.replace(tmp, out)
+    write_atomic(out, "".join(json.dumps(rec) + "\n" for rec in truth_records(events, n_samples)))
     return out
 
 

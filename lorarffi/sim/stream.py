@@ -91,10 +91,9 @@ class StreamSimulator:
     fleet : sequence of DeviceProfile
     cfg : LoRaConfig
     session : Session
-    rogues : int or sequence of DeviceProfile
-        Number of extra look-alike devices (same chip, spread and carrier) outside the fleet, their ids
-        following the fleet's highest id; or the rogue devices themselves (e.g. one tuned to a fleet device's
-        CFO, :func:`~lorarffi.sim.session.tuned_to_cfo`). Their events say ``is_rogue``.
+    rogues : int
+        Number of extra look-alike devices (same chip, spread and carrier) outside the fleet; their ids follow
+        the fleet's highest id and their events say ``is_rogue``.
     tuned_rogues : sequence of int
         Ids of fleet devices each imitated by one more look-alike rogue whose carrier is tuned to that
         device's mean CFO at the session's start (a CFO-tuned attacker; its ids follow the other rogues').
@@ -146,7 +145,7 @@ class StreamSimulator:
         cfg: LoRaConfig,
         *,
         session: Session | None = None,
-        rogues: int | Sequence[DeviceProfile] = 0,
+        rogues: int = 0,
         tuned_rogues: Sequence[int] = (),
         snr_db: float | tuple[float, float] = (10.0, 25.0),
         mean_interval_s: float = 0.3,
@@ -164,7 +163,7 @@ class StreamSimulator:
     ) -> None:
         if not fleet:
             raise ConfigError("fleet is empty")
-        if isinstance(rogues, int) and rogues < 0:
+        if int(rogues) < 0:
             raise ConfigError(f"rogues={rogues!r} is not valid: use >= 0")
         if not mean_interval_s > 0:
             raise ConfigError(f"mean_interval_s={mean_interval_s!r} is not valid: use > 0")
@@ -180,9 +179,7 @@ class StreamSimulator:
         self.fleet = list(fleet)
         last = max(d.device_id for d in self.fleet)
         self.rogues = (
-            list(rogues)
-            if not isinstance(rogues, int)
-            else make_fleet(
+            make_fleet(
                 int(rogues),
                 seed=self.seed ^ _SALT_ROGUE,
                 chip=self.fleet[0].chip,  # type: ignore
