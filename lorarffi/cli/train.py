@@ -54,6 +54,7 @@ EPILOG = (
 # it here would slow down every `lora-rffi --help`).
 REPRESENTATIONS = (
     "folded_channel_independent_spectrogram",
+    "coherent_channel_independent_spectrogram",
     "channel_independent_spectrogram",
     "spectrogram",
     "iq",

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 import scipy.fft
 
+from lorarffi.dsp.coherent import coherent_symbol_average
 from lorarffi.dsp.spectrogram import (
     as_packets,
     channel_independent_spectrogram,
@@ -50,7 +51,12 @@ __all__ = [
 ]
 
 RepresentationName = Literal[
-    "iq", "fft", "spectrogram", "channel_independent_spectrogram", "folded_channel_independent_spectrogram"
+    "iq",
+    "fft",
+    "spectrogram",
+    "channel_independent_spectrogram",
+    "folded_channel_independent_spectrogram",
+    "coherent_channel_independent_spectrogram",
 ]
 
 
@@ -345,4 +351,39 @@ def _folded_channel_independent_spectrogram(iq: Any, *, n_fft: int = 256, hop: i
         ratio = torch.log10(torch.roll(power, -1, dims=-1) / power)
     else:
         ratio = np.log10(np.roll(power, -1, axis=-1) / power)
+    return ratio[:, None]
+
+
+@register_representation("coherent_channel_independent_spectrogram", shape=_folded_shape)
+def _coherent_channel_independent_spectrogram(iq: Any, *, n_fft: int = 256, hop: int = 128,
+                                              crop: Any = (0.3, 0.7), top_db: float = 120.0,
+                                              period_frames: int = 8) -> Any:
+    """The channel-independent spectrogram of the preamble's coherently averaged symbol: (N, 1, F, P).
+
+    The ``K`` whole symbols of ``P = period_frames`` hops each (1024 samples at SF7, 125 kHz, 1 MS/s and
+    the default 128-sample hop) are rotated onto one phase and averaged sample by sample
+    (:func:`~lorarffi.dsp.coherent.coherent_symbol_average`): what every chirp repeats stays and the noise's
+    power drops by ``K`` (9 dB for 8 up-chirps). The average is one period of a periodic signal, so its STFT
+    wraps around: ``P`` frames starting at ``0, hop, ..., (P - 1) hop`` of the average followed by its own
+    first ``n_fft - hop`` samples. Then the log10 power ratio of adjacent frames, cyclically
+    (``log10(P[(j + 1) mod P] / P[j])``); a channel constant over the preamble cancels.
+    """
+    period = period_frames * hop
+    if n_fft - hop > period:
+        raise ConfigError(f"n_fft={n_fft} is longer than a symbol ({period} samples) plus a hop: use a "
+                          "shorter frame or a longer period")
+    avg = coherent_symbol_average(iq, period)
+    if is_tensor(avg):
+        import torch
+
+        periodic = torch.cat([avg, avg[:, : n_fft - hop]], dim=1)
+    else:
+        periodic = np.concatenate([avg, avg[:, : n_fft - hop]], axis=1)
+    log_power = spectrogram(periodic, n_fft=n_fft, hop=hop, crop=crop, top_db=top_db)
+    if is_tensor(log_power):
+        import torch
+
+        ratio = torch.roll(log_power, -1, dims=-1) - log_power
+    else:
+        ratio = np.roll(log_power, -1, axis=-1) - log_power
     return ratio[:, None]

@@ -390,14 +390,22 @@ def prepare_data(
     )
 
 
+_PER_SYMBOL_REPRESENTATIONS = (
+    "folded_channel_independent_spectrogram",
+    "coherent_channel_independent_spectrogram",
+)
+
+
 def representation_for(representation: dict[str, Any], cfg: LoRaConfig) -> dict[str, Any]:
     """``representation`` with the parameters it takes from the LoRa configuration stated.
 
-    A folded channel-independent spectrogram folds over one symbol: without ``period_frames`` it gets
-    ``cfg.samples_per_symbol / hop`` (8 at SF7, 125 kHz, 1 MS/s and the default 128-sample hop), so the
-    saved model says what it was trained on. Other representations are returned unchanged.
+    The folded and the coherent channel-independent spectrograms work on one symbol: without
+    ``period_frames`` they get ``cfg.samples_per_symbol / hop`` (8 at SF7, 125 kHz, 1 MS/s and the default
+    128-sample hop), so the saved model says what it was trained on. Other representations are returned
+    unchanged.
     """
-    if representation.get("name") != "folded_channel_independent_spectrogram":
+    name = representation.get("name")
+    if name not in _PER_SYMBOL_REPRESENTATIONS:
         return representation
     params = dict(representation.get("params") or {})
     if "period_frames" in params:
@@ -405,7 +413,7 @@ def representation_for(representation: dict[str, Any], cfg: LoRaConfig) -> dict[
     hop = int(RepresentationConfig.from_dict(representation).params_with_defaults()["hop"])
     if cfg.samples_per_symbol % hop:
         raise ConfigError(
-            f"folded_channel_independent_spectrogram: hop={hop} does not divide the {cfg.samples_per_symbol} "
+            f"{name}: hop={hop} does not divide the {cfg.samples_per_symbol} "
             "samples of a symbol; give a hop that does"
         )
     return {**representation, "params": {**params, "period_frames": cfg.samples_per_symbol // hop}}
