@@ -2,7 +2,8 @@
 
 Every model goes through the real path: a model directory is written (random weights: speed does not depend
 on them), loaded with :func:`lorarffi.rffi.inference.load_classifier` and fed detector-style preambles, so the
-times include the representation (channel-independent spectrogram, or IQ rows) and the CFO gate.
+times include the representation (the (coherent) channel-independent spectrogram, or IQ rows) and the CFO
+gate.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ N_THREADS = 2
 BATCH = 256
 MIN_TIME_S = float(os.environ.get("LORARFFI_BENCH_MIN_TIME_S", "4"))
 MODELS = {  # name -> (representation, targets: packets/s, p99 ms)
+    "infocom_cnn_wide": ("coherent_channel_independent_spectrogram", (2000, 5.0)),
     "infocom_cnn": ("channel_independent_spectrogram", (2000, 5.0)),
     "rffi_net": ("channel_independent_spectrogram", (2000, 5.0)),
     "tifs_resnet": ("channel_independent_spectrogram", (150, None)),
@@ -167,7 +169,7 @@ def _default_model_section(speeds: dict[str, tuple[float, float]]) -> str:
     hybrid = re.search(title, m.group(1) if m else "", re.S)
     if not hybrid:
         return "\nDefault model: run `benchmarks/run.py --only closed_set` first for the accuracy side.\n"
-    systems = {"default": "infocom_cnn", "rffi_net_aug_rx": "rffi_net", "authors": "tifs_resnet"}
+    systems = {"default": "infocom_cnn_wide", "rffi_net_aug_rx": "rffi_net", "authors": "tifs_resnet"}
     # Size of each day-2 test set, from the rejected-packets table's "(of n)" cells (standard errors).
     n_test = max((int(n) for n in re.findall(r"\(of (\d+)\)", m.group(1))), default=0)
     lines = hybrid.group(1).splitlines()

@@ -34,11 +34,11 @@ def test_the_cli_defaults_and_trainconfig_defaults_are_the_recipe() -> None:
     assert _as_recipe(TrainConfig()) == RECIPE
     assert _cli_config() == TrainConfig()
     assert _cli_config().gate == GateParams()  # the gate's defaults are GateParams'
-    # the recipe the benchmark reports: the INFOCOM CNN on the folded CI spectrogram, AWGN (0-30 dB),
+    # the recipe the benchmark reports: the wide INFOCOM CNN on the coherent CI spectrogram, AWGN (0-30 dB),
     # multipath, receiver and residual-CFO augmentation
     assert (RECIPE.model, RECIPE.representation, RECIPE.augment, RECIPE.aug_snr_db) == (
-        "infocom_cnn",
-        "folded_channel_independent_spectrogram",
+        "infocom_cnn_wide",
+        "coherent_channel_independent_spectrogram",
         ("awgn", "multipath", "receiver", "cfo"),
         (0.0, 30.0),
     )
@@ -97,12 +97,15 @@ def test_the_gate_flags_take_ppm_or_hz_but_not_both() -> None:
         _cli_config("--cfo-margin-hz", "700", "--cfo-margin-ppm", "2")
 
 
-def test_the_folded_representation_folds_over_the_datas_own_symbol() -> None:
+@pytest.mark.parametrize(
+    "name", ["folded_channel_independent_spectrogram", "coherent_channel_independent_spectrogram"]
+)
+def test_the_per_symbol_representations_take_the_datas_own_symbol(name: str) -> None:
     from lorarffi.dsp.config import LoRaConfig
     from lorarffi.errors import ConfigError
     from lorarffi.rffi.train import representation_for
 
-    folded = {"name": "folded_channel_independent_spectrogram", "params": {}}
+    folded = {"name": name, "params": {}}
     # 2**SF * fs / bw samples per symbol over a 128-sample hop
     assert representation_for(folded, LoRaConfig())["params"] == {"period_frames": 8}
     assert representation_for(folded, LoRaConfig(sf=9, fs_hz=500e3))["params"] == {"period_frames": 16}

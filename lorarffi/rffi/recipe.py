@@ -82,8 +82,8 @@ class Recipe:
 
 
 RECIPE = Recipe(
-    model="infocom_cnn",
-    representation="folded_channel_independent_spectrogram",
+    model="infocom_cnn_wide",
+    representation="coherent_channel_independent_spectrogram",
     compensate_cfo=True,
     objective="softmax",
     optimizer="adam",
