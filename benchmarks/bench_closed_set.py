@@ -442,7 +442,7 @@ WHY = {
     "all": "the channel, receiver and environment shifts together",
     "impair": "another chip model with smaller hardware spreads and no IQ-imbalance differences between "
     "devices: the devices differ less, so this is also a harder fleet, not only another one; what remains "
-    "is noise: the same model on that fleet's day 2 at 30 dB in-band SNR scores 99.9 % (docs/benchmarks.md)",
+    "is noise: the same network on that fleet's day 2 at 30 dB in-band SNR scores 99.9 % (docs/models.md)",
 }
 
 
