@@ -81,7 +81,8 @@ class RegistryStage:
     ``"accept"``) or called ``"rogue"`` (``device=-1``; ``"unknown"`` below the SNR floor ``min_snr_db``),
     with its K-NN score; every decision is appended to the registry's audit log, and the CFO drift of
     confidently accepted packets stored in their devices' CFO statistics, in one transaction per batch.
-    The registry's devices, references and threshold are read once, when the stage is made.
+    The registry's devices, references and threshold are read once, when the stage is made; with ``track`` the
+    devices' CFO centres and spreads are read again before each batch (the drift other processes stored).
 
     The batch takes the one decision path of ``lora-rffi authenticate``
     (:func:`~lorarffi.rffi.authenticate.decide_packets` with the authenticator of

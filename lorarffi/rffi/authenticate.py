@@ -51,10 +51,14 @@ With ``drift_tracking`` (the live registry stage's default; off for ``authentica
 confidently, with a score at most :data:`TRACK_SCORE_RATIO` of the threshold and a finite CFO, move their
 device's CFO centre and spread by the CFO gate's tracking rule (:meth:`~lorarffi.rffi.hybrid.CfoGate.update`:
 an exponential moving average bounded per packet, re-acquisition after a few packets that agree on a new CFO).
-The tracked centre and spread are stored as the device's ``cfo_mean_hz`` and ``cfo_std_hz`` in the same
-transaction as the batch's audit rows; the enrollment range (``cfo_min_hz``..``cfo_max_hz``) stays, so the
-gate's window (symmetric about the centre, covering that range) always keeps the enrollment CFOs, widening by
-as much as the centre has moved.
+Before each batch the authenticator takes the centres and spreads the registry stores
+(:meth:`Authenticator.refresh_cfo`), and the batch's movement is added to the stored ``cfo_mean_hz`` and
+``cfo_std_hz`` in SQL, in the same transaction as the batch's audit rows
+(:meth:`~lorarffi.rffi.registry.Registry.record_decisions`): processes sharing one registry decide with
+the drift all of them have stored and add their movements up (with one process, exactly what it tracked is
+stored). Re-acquisition counts and the receiver offset stay each process's own. The enrollment range
+(``cfo_min_hz``..``cfo_max_hz``) stays, so the gate's window (symmetric about the centre, covering that
+range) always keeps the enrollment CFOs, widening by as much as the centre has moved.
 
 Audit
 -----
@@ -80,6 +84,7 @@ from lorarffi.rffi.enroll import check_bound
 from lorarffi.rffi.hybrid import CfoGate, GateParams
 from lorarffi.rffi.knn import DEFAULT_CANDIDATES, DEFAULT_K, ReferenceIndex, decision_groups
 from lorarffi.rffi.registry import AuditRow, DeviceRecord, Registry, Threshold
+from lorarffi.rffi.registry.queries import CfoMove
 from lorarffi.rffi.threshold import DEFAULT_FAR, choose_threshold
 
 __all__ = [
@@ -471,17 +476,35 @@ class Authenticator:
         inside = np.abs(offset) <= self.gate.lambda_hz[gg]
         return np.where(has, inside, True)
 
-    def track(self, decisions: Decisions) -> dict[int, tuple[float, float]]:
+    @property
+    def tracking(self) -> bool:
+        """Whether :meth:`track` moves the devices' CFO windows (a CFO gate with drift tracking on)."""
+        return self.gate is not None and self.gate.params.tracking
+
+    def refresh_cfo(self, registry: Registry) -> None:
+        """Take the devices' CFO centres and spreads as the registry stores them now (what every process
+        sharing it has tracked so far; one light query). The gate's re-acquisition counts and receiver
+        offset stay this authenticator's own."""
+        gate = self.gate
+        if gate is None:
+            return
+        stored = registry.cfo_centres()
+        for g, device_id in enumerate(gate.device_ids.tolist()):
+            if device_id in stored:
+                gate.center_hz[g], gate.tracked_std_hz[g] = stored[device_id]
+
+    def track(self, decisions: Decisions) -> dict[int, CfoMove]:
         """Feed the confidently accepted packets of ``decisions`` (made by :meth:`decide`) to drift tracking
         (module docstring); no-op without a CFO gate or with tracking off.
 
         Returns
         -------
         dict
-            Device id -> its tracked CFO centre and spread in Hz, for each device the packets moved.
+            Device id -> how the packets moved its CFO centre and spread (Hz, from and to), for each device
+            they moved.
         """
         gate = self.gate
-        if gate is None or not gate.params.tracking or len(decisions) == 0:
+        if gate is None or not self.tracking or len(decisions) == 0:
             return {}
         pos = np.searchsorted(gate.device_ids, decisions.device_id)
         found = (decisions.device_id >= 0) & (pos < gate.device_ids.size)
@@ -491,7 +514,12 @@ class Authenticator:
         gate.update(decisions.cfo_hz, np.where(found, pos, -1), confident.astype(np.float64))
         moved = (gate.center_hz != before[0]) | (gate.tracked_std_hz != before[1])
         return {
-            int(gate.device_ids[g]): (float(gate.center_hz[g]), float(gate.tracked_std_hz[g]))
+            int(gate.device_ids[g]): CfoMove(
+                float(before[0][g]),
+                float(before[1][g]),
+                float(gate.center_hz[g]),
+                float(gate.tracked_std_hz[g]),
+            )
             for g in np.flatnonzero(moved)
         }
 
@@ -620,6 +648,8 @@ def decide_packets(
         raise ConfigError(f"min_snr_db={min_snr_db!r} needs the packets' snr_db")
     x = np.asarray(preambles)
     cfo = np.full(x.shape[0], np.nan) if cfo_hz is None else cfo_hz
+    if authenticator.tracking:
+        authenticator.refresh_cfo(registry)  # the drift every process sharing the registry has stored
     decisions = classify_preambles(  # the decisions `lora-rffi classify --registry` makes
         embedder,
         x,

@@ -6,16 +6,17 @@ Inputs are already checked (:mod:`.store` does that); these functions only move 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, case, delete, func, insert, select, update
 
 from lorarffi.rffi.registry.records import AuditRow, DeviceRecord, as_utc
 from lorarffi.rffi.registry.schema import EMBEDDING_DTYPE, audit, devices, embeddings, meta
 
 __all__ = [
+    "CfoMove",
     "read_meta",
     "write_meta",
     "device_records",
@@ -23,8 +24,20 @@ __all__ = [
     "store_device",
     "insert_audit",
     "read_audit",
-    "update_cfo_centres",
+    "cfo_centres",
+    "move_cfo_centres",
 ]
+
+
+class CfoMove(NamedTuple):
+    """How a batch's drift tracking moved one device's CFO centre and spread: from ``*_before_hz`` (the
+    values it decided with) to ``*_after_hz``, Hz."""
+
+    mean_before_hz: float
+    std_before_hz: float
+    mean_after_hz: float
+    std_after_hz: float
+
 
 LABELS = ("name", "notes")
 """Device fields a re-enrollment keeps when it gives None for them."""
@@ -136,10 +149,43 @@ def read_audit(conn: Connection, limit: int | None = None) -> list[AuditRow]:
     ]
 
 
-def update_cfo_centres(conn: Connection, centres: dict[int, tuple[float, float]]) -> None:
-    """Set ``cfo_mean_hz`` and ``cfo_std_hz`` of devices: device id -> (mean, std), Hz. Devices no longer
-    enrolled are skipped."""
-    for device_id, (mean_hz, std_hz) in centres.items():
+def cfo_centres(conn: Connection) -> dict[int, tuple[float, float]]:
+    """Device id -> its stored ``(cfo_mean_hz, cfo_std_hz)``, Hz, of the devices with CFO statistics (one
+    query of two columns: no embeddings)."""
+    rows = conn.execute(
+        select(devices.c.id, devices.c.cfo_mean_hz, devices.c.cfo_std_hz).where(
+            devices.c.cfo_mean_hz.is_not(None), devices.c.cfo_std_hz.is_not(None)
+        )
+    )
+    return {int(i): (float(m), float(s)) for i, m, s in rows}
+
+
+def move_cfo_centres(conn: Connection, moves: dict[int, CfoMove], min_std_hz: float) -> None:
+    """Move the stored ``cfo_mean_hz`` and ``cfo_std_hz`` of devices by what a batch moved them, each in one
+    ``UPDATE`` evaluated on the row as it is when the statement runs (so concurrent writers add up).
+
+    A column still holding the value the move was measured from is set to the move's end value (``stored +
+    delta`` computed exactly, bit for bit what a single writer tracked); one another writer has moved since
+    gets ``stored + delta`` (the spread floored at ``min_std_hz``). Devices no longer enrolled are skipped.
+    The spread moves by its delta like the centre: both are moving averages of the packets a writer saw, so
+    each writer's movement is its packets' evidence and the sum applies all of it; overwriting would keep one
+    writer's and drop the others'. The floor keeps a sum of concurrent shrinkings a positive spread.
+    """
+    for device_id, mv in moves.items():
+        mean, std = devices.c.cfo_mean_hz, devices.c.cfo_std_hz
+        added_std = std + (mv.std_after_hz - mv.std_before_hz)
         conn.execute(
-            update(devices).where(devices.c.id == device_id).values(cfo_mean_hz=mean_hz, cfo_std_hz=std_hz)
+            update(devices)
+            .where(devices.c.id == device_id)
+            .values(
+                cfo_mean_hz=case(
+                    (mean == mv.mean_before_hz, mv.mean_after_hz),
+                    else_=mean + (mv.mean_after_hz - mv.mean_before_hz),
+                ),
+                cfo_std_hz=case(
+                    (std == mv.std_before_hz, mv.std_after_hz),
+                    (added_std < min_std_hz, min_std_hz),
+                    else_=added_std,
+                ),
+            )
         )

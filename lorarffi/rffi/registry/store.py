@@ -51,7 +51,13 @@ from lorarffi.rffi.registry.schema import FORMAT, SCHEMA_VERSION, devices, metad
 if TYPE_CHECKING:
     from lorarffi.rffi.registry.portable import ImportSummary
 
-__all__ = ["Registry", "model_fingerprint"]
+__all__ = ["Registry", "model_fingerprint", "MIN_CFO_STD_HZ"]
+
+MIN_CFO_STD_HZ = 1.0
+"""Floor of a stored CFO spread moved by drift tracking, Hz. Each process measures its spread movement from
+the value it read, so two shrinking the same device at once can add up past zero, which no standard
+deviation can be; the floor keeps it positive. It lies far below the scatter of a LoRa CFO estimate (tens of
+Hz) and the gate's margin (kHz), so it binds only on such an overshoot, never on one writer's movement."""
 
 _MAX_DEVICE_ID = 2**31 - 1  # the largest id a 32-bit INTEGER column holds on every database
 
@@ -435,7 +441,7 @@ class Registry:
             return queries.read_audit(conn, limit)
 
     def record_decisions(
-        self, rows: Sequence[AuditRow], *, cfo_tracked: Mapping[int, tuple[float, float]] | None = None
+        self, rows: Sequence[AuditRow], *, cfo_tracked: Mapping[int, Sequence[float]] | None = None
     ) -> None:
         """Append decisions to the audit log and move devices' CFO statistics by drift tracking, in one
         transaction (:meth:`append_audit` for the rows).
@@ -443,23 +449,36 @@ class Registry:
         Parameters
         ----------
         rows : sequence of AuditRow
-        cfo_tracked : mapping of int to (float, float), optional
-            Device id -> its tracked CFO centre and spread, Hz: they become the device's ``cfo_mean_hz`` and
-            ``cfo_std_hz`` (its enrollment range ``cfo_min_hz``..``cfo_max_hz`` stays, so the CFO gate's
-            window keeps covering it). Devices no longer enrolled are skipped.
+        cfo_tracked : mapping of int to CfoMove, optional
+            Device id -> how the batch moved its CFO centre and spread, Hz
+            (:class:`~lorarffi.rffi.registry.queries.CfoMove`: ``(mean_before_hz, std_before_hz,
+            mean_after_hz, std_after_hz)``). The stored ``cfo_mean_hz`` and ``cfo_std_hz`` move by the
+            difference, in SQL on the row as stored when the transaction writes it, so several processes
+            sharing the registry add their movements up instead of overwriting each other's; with one writer
+            the stored values become exactly the ``*_after_hz`` ones. The spread's sum is floored at
+            :data:`MIN_CFO_STD_HZ`. The enrollment range ``cfo_min_hz``..``cfo_max_hz`` stays, so the CFO
+            gate's window keeps covering it. Devices no longer enrolled are skipped.
         """
         now = utc_now()
         values = [self._audit_values(r, now) for r in rows]
-        centres = {
-            _device_id(d): (_finite(m, "tracked cfo_mean_hz"), _finite(s, "tracked cfo_std_hz"))
-            for d, (m, s) in (cfo_tracked or {}).items()
-        }
-        if not values and not centres:
+        moves = {
+            _device_id(d): queries.CfoMove(*(_finite(x, f"tracked CFO {name}") for x, name in
+                                             zip(mv, queries.CfoMove._fields, strict=True)))
+            for d, mv in (cfo_tracked or {}).items()
+        }  # fmt: skip
+        if not values and not moves:
             return
         with self._write() as conn:
             if values:
                 queries.insert_audit(conn, values)
-            queries.update_cfo_centres(conn, centres)
+            queries.move_cfo_centres(conn, moves, MIN_CFO_STD_HZ)
+
+    def cfo_centres(self) -> dict[int, tuple[float, float]]:
+        """Device id -> its stored CFO centre and spread ``(cfo_mean_hz, cfo_std_hz)``, Hz, of every device
+        enrolled with CFO statistics: what drift tracking has made of them so far, read in one light query
+        (no embeddings)."""
+        with self._read() as conn:
+            return queries.cfo_centres(conn)
 
     # -- portable files ----------------------------------------------------------------------------
     def export(self, path: str | os.PathLike) -> pathlib.Path:
@@ -520,8 +539,11 @@ class Registry:
             "verdict": row.verdict,
             "model_fingerprint": row.model_fingerprint or self.model_fingerprint,
             "packet_key": _optional_text(row.packet_key, "packet_key")
-            or (f"{row.source}/{int(row.start_sample)}" if self.audit_keys and row.start_sample is not None
-                else None),  # fmt: skip
+            or (
+                f"{row.source}/{int(row.start_sample)}"
+                if self.audit_keys and row.start_sample is not None
+                else None
+            ),  # fmt: skip
         }
 
 
