@@ -3,8 +3,9 @@
 
 The world (a small extractor, a registry of devices 1-4, a 4 s recording with rogues) is
 ``test_live_registry``'s; the recording is cut in two, one half per capture node. The reference is
-single-machine ``lora-rffi live --model --registry`` on each half. Drift tracking is off on both sides, so a
-packet's decision does not depend on which packets were decided before it (or by which worker).
+single-machine ``lora-rffi live --model --registry`` on each half (its own copy of the registry). Drift
+tracking is on on both sides, as ``live`` and ``worker`` run by default: the workers share the movement of
+the devices' CFO centres through the registry, and the decisions must still equal the single-machine ones.
 Scores are compared to a few float32 ulps: the network sees other batches on a worker (distances of unit
 vectors of 128 float32 values: a few ulps of 1 times the terms summed, as in ``test_live_registry``).
 """
@@ -64,7 +65,7 @@ def reference(world, halves, tmp_path_factory) -> dict:
         shutil.copy(world["registry"], reg)
         lines = _run_inprocess(
             ["live", "--source", f"file:{path}", *SOURCE, "--model", str(world["model"]), "--registry",
-             str(reg), "--no-drift-tracking", "--json"]
+             str(reg), "--json"]
         )  # fmt: skip
         out[node] = [(r["start"], r["device"], r["verdict"], r["score"]) for r in lines if "summary" not in r]
     assert len(out["a"]) >= 10 and len(out["b"]) >= 10
@@ -134,7 +135,7 @@ def node(path, queue: str, name: str, *extra: str) -> subprocess.Popen:
 
 def worker(world, queue: str, registry: str, name: str, *extra: str) -> subprocess.Popen:
     return start(["worker", "--queue", queue, "--model", str(world["model"]), "--registry", registry,
-                  "--consumer", name, "--no-drift-tracking", "--json", *extra])  # fmt: skip
+                  "--consumer", name, "--json", *extra])  # fmt: skip
 
 
 def finish(proc: subprocess.Popen, timeout_s: float = WAIT_S) -> tuple[dict, str]:
@@ -253,6 +254,9 @@ def test_two_nodes_and_two_workers_decide_as_single_machine_live(
     summaries = [stop(w) for w in workers]
     check_decisions(audit(pg_registry), reference, runs)
     assert sum(s["n_entries"] for s in summaries) == n and sum(s["n_lost"] for s in summaries) == 0
+    with Registry.open(world["registry"]) as enrolled, Registry.open(pg_registry) as shared:
+        before, after = enrolled.cfo_centres(), shared.cfo_centres()
+    assert set(after) == set(before) and after != before  # the workers tracked drift and stored it
 
 
 def test_a_worker_killed_mid_batch_leaves_its_entries_to_the_other(
