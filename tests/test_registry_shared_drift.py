@@ -175,5 +175,13 @@ def test_two_authenticators_taking_turns_store_what_one_deciding_every_batch_doe
             assert got.decision == want.decision and got.decision == [100 + d for d in np.repeat(range(4), 3)]
         moved = one.cfo_centres()
         assert moved == a.cfo_centres()  # the same arithmetic on the same values: exact
+        gate = solo.gate  # one writer: the registry holds bit for bit what its gate tracked
+        assert moved == {
+            int(d): (c, s)
+            for d, c, s in zip(
+                gate.device_ids, gate.center_hz.tolist(), gate.tracked_std_hz.tolist(), strict=True
+            )
+        }
+        assert all(moved[d][1] != initial[d][1] for d in moved)  # the spreads moved too
         assert all(moved[d][0] > initial[d][0] + 20.0 for d in moved)  # tracking moved every centre up
         assert len(a.audit()) == len(one.audit()) == 6 * 12
