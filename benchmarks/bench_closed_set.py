@@ -442,7 +442,8 @@ WHY = {
     "all": "the channel, receiver and environment shifts together",
     "impair": "another chip model with smaller hardware spreads and no IQ-imbalance differences between "
     "devices: the devices differ less, so this is also a harder fleet, not only another one; what remains "
-    "is noise: the same network on that fleet's day 2 at 30 dB in-band SNR scores 99.9 % (docs/models.md)",
+    "is noise: a coherent-representation model trained on that fleet scores 99.9 % on its day 2 at 30 dB "
+    "(docs/models.md)",
 }
 
 
