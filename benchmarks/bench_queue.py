@@ -117,7 +117,7 @@ def _decide_cost(model_dir, registry_url: str, packets) -> float:
     """Seconds per packet of the registry stage in batches of 32 (audit rows included)."""
     from lorarffi.live.stages import RegistryStage
 
-    stage = RegistryStage.from_paths(model_dir, registry_url, track=False, source="bench-decide")
+    stage = RegistryStage.from_paths(model_dir, registry_url, source="bench-decide")
     try:
         stage.decide(packets[:32])  # warm-up
         batch = packets[32:352]
@@ -152,7 +152,6 @@ def _start_workers(
                 registry_url,
                 "--consumer",
                 f"w{i}",
-                "--no-drift-tracking",
                 "--json",
                 *extra,
             ],
@@ -317,7 +316,8 @@ def run() -> str:
     lines = [
         "Packets through the work queue: capture node sink -> Redis stream (consumer group) -> "
         "`lora-rffi worker` processes deciding against a PostgreSQL registry (small `rffi_net` extractor "
-        "trained here, 4 devices enrolled, registry stage without drift tracking), each decision logged once "
+        "trained here, 4 devices enrolled, registry stage with drift tracking shared through the registry, "
+        "as by default), each decision logged once "
         f"in the audit log before `XACK`. {n} aligned packets of a simulated SF7/125 kHz capture (64 KiB "
         "per preamble view, one view per message). Redis 7.0 (append-only, fsync every second) and "
         "PostgreSQL 15 started on 127.0.0.1 by the benchmark. One torch thread per worker.",
