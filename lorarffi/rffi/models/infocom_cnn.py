@@ -146,9 +146,8 @@ def infocom_cnn(**hparams) -> InfocomCNN:
 @register_model("infocom_cnn_wide")
 def infocom_cnn_wide(**hparams) -> InfocomCNN:
     """The INFOCOM spectrogram CNN with four times the filters (32, 64, 128) and dropout 0.3 before the dense
-    layer:
-    the default model's network (:data:`~lorarffi.rffi.recipe.RECIPE`). ``widths`` and ``dropout`` can still
-    be given."""
+    layer: the default model's network (:data:`~lorarffi.rffi.recipe.RECIPE`). ``widths`` and ``dropout``
+    can still be given."""
     return InfocomCNN(**{"widths": WIDE_WIDTHS, "dropout": WIDE_DROPOUT, **hparams})
 
 
