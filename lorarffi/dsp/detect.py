@@ -13,6 +13,7 @@ import logging
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -78,6 +79,12 @@ class _Cluster:
     head: npt.NDArray[np.complex64] | None = None  # chips from window w0 - _HEAD_BEFORE on
 
 
+class _SfdLocation(NamedTuple):
+    cfo0_bins: float  # coarse CFO (chip bins)
+    p_sfd_chips: float  # chip index of the SFD's first down-chirp
+    complete: bool  # every sample the later stages read has arrived
+
+
 def _circ_dist(a: int, b: int, n: int) -> int:
     """Circular distance between bins ``a`` and ``b`` of ``n`` (plain ints: once per passing window)."""
     d = (a - b) % n
@@ -94,8 +101,9 @@ class StreamDetector:
         ``preamble_symbols``. The sync word seen is reported whatever ``cfg.sync_word`` says.
     block_samples : int
         Samples (at the internal integer-oversampled rate, rounded down to whole symbols, at least one) per
-        processing block. Packets are emitted when the block holding their SFD completes, so a block bounds
-        the added latency (65536 samples: 66 ms at 1 MS/s); larger blocks cost a little less CPU per sample.
+        processing block. A packet is emitted with the first block that holds every sample its resolution
+        reads (up to 0.75 symbol past its SFD), so a block bounds the added latency (65536 samples: 66 ms at
+        1 MS/s); larger blocks cost a little less CPU per sample.
 
     Attributes
     ----------
@@ -120,7 +128,8 @@ class StreamDetector:
     adjacent bins exceeds 5.1 times its share of the mean (false-alarm probability 1e-10 per bin in noise)
     and at least 3 of the 4 windows have a strong bin there (a payload symbol straddles at most 2). At least
     4 passing windows with the same bin (within 2) make a candidate, which :mod:`lorarffi.dsp.resolve`
-    turns into a packet once the windows where its SFD can lie have arrived.
+    turns into a packet as soon as its SFD stands out and the samples the alignment reads after it have
+    arrived (or, for a candidate whose SFD is not found, once every window where it can lie has arrived).
 
     Examples
     --------
@@ -333,8 +342,14 @@ class StreamDetector:
             L = self._L
             cl.head = self._full.get((cl.w0 - _HEAD_BEFORE) * L, (cl.w0 + _HEAD_AFTER) * L)
         out = []
-        while self._candidates and self._candidates[0].wlast + _SFD_LOOKAHEAD + 1 <= last:
-            packet = self._resolve(self._candidates.pop(0))
+        while self._candidates:
+            cand = self._candidates[0]
+            final = cand.wlast + _SFD_LOOKAHEAD + 1 <= last
+            sfd = self._locate_sfd(cand, cand.wlast + _SFD_LOOKAHEAD + 1 if final else last + 1)
+            if not final and (sfd is None or not sfd.complete):
+                break
+            self._candidates.pop(0)
+            packet = self._resolve(cand, sfd)
             if packet is not None:
                 out.append(packet)
         return out
@@ -361,24 +376,40 @@ class StreamDetector:
     def _chip_windows(self, w_a: int, w_b: int) -> npt.NDArray[np.complex64]:
         return self._chips.get(w_a * self._N, w_b * self._N).reshape(-1, self._N)
 
-    def _resolve(self, cand: _Cluster) -> Packet | None:
-        """The stages of :mod:`lorarffi.dsp.resolve` on one candidate; None when it is not a packet."""
-        self.n_candidates += 1
-        refs, N, L, osr = self._refs, self._N, self._L, self._osr
+    def _locate_sfd(self, cand: _Cluster, w_end: int) -> _SfdLocation | None:
+        """Stages 1-4 on the chip-rate windows before ``w_end``: None when no SFD stands out among them.
 
+        ``complete`` in the result says whether every sample the later stages read has arrived: then the
+        candidate can be resolved before its full look-ahead (the SFD is found in the same windows either
+        way: the windows after it hold payload up-chirps, which give no down-chirp peak).
+        """
+        refs, N, L, osr = self._refs, self._N, self._L, self._osr
         # 1-2. up-chirp peak (cfo - timing) from the cluster's windows, SFD peak (cfo + timing) after them
         chips_from = self._chips.end - self._keep_chip  # fixed by the block, not by the chunking
         w_lo = max(cand.w0 - 1, cand.wlast - _J - 12, -(-chips_from // N))
         ws = cand.wlast - _J
-        win = self._chip_windows(w_lo, cand.wlast + _SFD_LOOKAHEAD + 1)
+        win = self._chip_windows(w_lo, w_end)
         k_up = upchirp_peak_bins(win[: cand.wlast + 1 - w_lo], cand.bin, refs)
         sfd = find_sfd(win[ws - w_lo :], refs)
         if not sfd.found:
             log.debug("candidate at window %d: no SFD (metric %.1f)", cand.w0, sfd.metric)
             return None
-        # 3-4. coarse CFO and timing (chip units), the SFD's symbol boundary
+        # 3-4. coarse CFO and timing (chip units), the SFD's symbol boundary (read from windows up to
+        # w_sfd + 2: the boundaries next to w_sfd and two symbols after each)
+        w_sfd = ws + sfd.index
         cfo0, delta = coarse_cfo_and_timing(k_up, sfd.bins, N)
-        p_sfd = sfd_boundary(self._chips, delta, ws + sfd.index, cfo0, refs)
+        p_sfd = sfd_boundary(self._chips, delta, w_sfd, cfo0, refs)
+        complete = w_sfd + 3 <= self._n_win and int(math.ceil(p_sfd * osr)) + 3 * L <= self._full.end
+        return _SfdLocation(cfo0, p_sfd, complete)
+
+    def _resolve(self, cand: _Cluster, sfd: _SfdLocation | None) -> Packet | None:
+        """The stages of :mod:`lorarffi.dsp.resolve` after the SFD on one candidate; None when it is not a
+        packet."""
+        self.n_candidates += 1
+        if sfd is None:
+            return None
+        refs, N, L, osr = self._refs, self._N, self._L, self._osr
+        cfo0, p_sfd = sfd.cfo0_bins, sfd.p_sfd_chips
 
         # 5. from here on, aligned windows at the full rate on a local copy (the CFO rides on the references)
         first_needed = self._need_from(cand)
