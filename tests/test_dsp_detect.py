@@ -318,27 +318,27 @@ def test_long_streams_are_chunk_invariant_while_history_is_trimmed(cfg):
         assert all(np.array_equal(a.preamble, b.preamble) for a, b in zip(found, ref, strict=True))
 
 
-@pytest.mark.parametrize("sf", [9, 11])
+@pytest.mark.parametrize("sf", [9, 12])
 def test_a_packet_is_emitted_within_two_symbols_of_its_sfd_end(sf):
-    """With one-symbol blocks a packet is resolved as soon as the samples its alignment reads (up to 0.75 symbol
-    past the SFD) and the window after its SFD pair have arrived, not after the full look-ahead; and it is the
-    same packet the full look-ahead gives."""
+    """With one-symbol blocks a packet is resolved as soon as the samples its resolution reads have arrived,
+    not after the full look-ahead; and it is the same packet the full look-ahead gives."""
     cfg = LoRaConfig(sf=sf, bw_hz=125e3, fs_hz=250e3)
     L = cfg.samples_per_symbol
-    iq, truth = make_stream(cfg, 3, 5.0, np.random.default_rng(sf), gap_s=(20 * L / cfg.fs_hz, 40 * L / cfg.fs_hz))
+    symbol_s = L / cfg.fs_hz
+    iq, truth = make_stream(cfg, 6, 0.0, np.random.default_rng(sf), gap_s=(20 * symbol_s, 40 * symbol_s))
     det = StreamDetector(cfg, block_samples=L)
     step = L // 4
     emitted = []  # (packet, input samples received when it came out)
     for a in range(0, iq.size, step):
         emitted += [(p, det.n_samples) for p in det.process(iq[a : a + step])]
     assert det.flush() == []
-    assert len(emitted) == 3
-    # the SFD ends at p.stop; the alignment reads up to 0.75 symbol past it, the window grid rounds that up by
-    # less than a symbol, and the chunk that completes the block adds up to a quarter symbol; never earlier
-    # than the samples it reads
+    assert len(emitted) == 6
+    # the SFD ends at p.stop; the SFD boundary search reads up to 0.75 symbol past it, the window grid rounds
+    # that up by less than a symbol, and the chunk that completes the block adds up to a quarter symbol; the
+    # alignment reads the two whole SFD down-chirps, which end a quarter symbol before p.stop
     waits = np.array([(n - p.stop) / L for p, n in emitted])
     assert np.all(waits <= 1.75 + 0.25 + 1 / L), waits
-    assert np.all(waits >= 0.75 - 1 / L), waits
+    assert np.all(waits >= -0.25), waits
     ref = detect(iq, cfg)  # 65536-sample blocks: most windows of a packet arrive together
     found = [p for p, _ in emitted]
     assert [p.start for p in found] == [p.start for p in ref]
@@ -346,4 +346,8 @@ def test_a_packet_is_emitted_within_two_symbols_of_its_sfd_end(sf):
     # same arithmetic on the same samples; only the batch of the SFD search's FFT differs (float32 rounding of
     # its spectra: a relative 1e-6 of a bin moves the CFO by far less than 0.01 Hz)
     assert np.allclose([p.cfo_hz for p in found], [p.cfo_hz for p in ref], rtol=0, atol=0.01)
+    # ... and a unit-RMS fingerprint window moves by about that CFO error times its length in cycles
+    for a, b in zip(found, ref, strict=True):
+        assert np.abs(a.preamble - b.preamble).max() <= 1e-3
+        assert abs(a.snr_db - b.snr_db) <= 1e-3
     assert np.all(np.abs(np.array([p.start for p in found]) - truth.starts) <= 1)

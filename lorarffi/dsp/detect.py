@@ -81,7 +81,10 @@ class _Cluster:
 
 class _SfdLocation(NamedTuple):
     cfo0_bins: float  # coarse CFO (chip bins)
-    p_sfd_chips: float  # chip index of the SFD's first down-chirp
+    local: tuple[npt.NDArray[np.complex64], int]  # full-rate samples around the preamble, index of the first
+    truncated: bool  # the preamble may start before the samples held
+    x_sync: float  # the sync word's first sample (full rate, absolute), one chip ambiguous
+    r_bins: float  # CFO left after cfo0_bins
     complete: bool  # every sample the later stages read has arrived
 
 
@@ -377,11 +380,12 @@ class StreamDetector:
         return self._chips.get(w_a * self._N, w_b * self._N).reshape(-1, self._N)
 
     def _locate_sfd(self, cand: _Cluster, w_end: int) -> _SfdLocation | None:
-        """Stages 1-4 on the chip-rate windows before ``w_end``: None when no SFD stands out among them.
+        """Stages 1-5 on the chip-rate windows before ``w_end`` and the samples held: None when no SFD stands
+        out among those windows.
 
-        ``complete`` in the result says whether every sample the later stages read has arrived: then the
-        candidate can be resolved before its full look-ahead (the SFD is found in the same windows either
-        way: the windows after it hold payload up-chirps, which give no down-chirp peak).
+        ``complete`` in the result says whether every sample stages 4-8 read has arrived: then the candidate
+        can be resolved before its full look-ahead, with the same result (the SFD is found in the same
+        windows either way: the windows after it hold payload up-chirps, which give no down-chirp peak).
         """
         refs, N, L, osr = self._refs, self._N, self._L, self._osr
         # 1-2. up-chirp peak (cfo - timing) from the cluster's windows, SFD peak (cfo + timing) after them
@@ -399,17 +403,6 @@ class StreamDetector:
         w_sfd = ws + sfd.index
         cfo0, delta = coarse_cfo_and_timing(k_up, sfd.bins, N)
         p_sfd = sfd_boundary(self._chips, delta, w_sfd, cfo0, refs)
-        complete = w_sfd + 3 <= self._n_win and int(math.ceil(p_sfd * osr)) + 3 * L <= self._full.end
-        return _SfdLocation(cfo0, p_sfd, complete)
-
-    def _resolve(self, cand: _Cluster, sfd: _SfdLocation | None) -> Packet | None:
-        """The stages of :mod:`lorarffi.dsp.resolve` after the SFD on one candidate; None when it is not a
-        packet."""
-        self.n_candidates += 1
-        if sfd is None:
-            return None
-        refs, N, L, osr = self._refs, self._N, self._L, self._osr
-        cfo0, p_sfd = sfd.cfo0_bins, sfd.p_sfd_chips
 
         # 5. from here on, aligned windows at the full rate on a local copy (the CFO rides on the references)
         first_needed = self._need_from(cand)
@@ -418,8 +411,22 @@ class StreamDetector:
         truncated = first_needed < held_from
         a = first_needed if not truncated else int(held_from)
         local = (self._full.get(a, int(math.ceil(p_sfd * osr)) + 3 * L), a)
-        x_sync, r_b = align_upchirps(local, (p_sfd - 2 * N) * osr, cfo0, refs)
-        x_sync, r_b = settle_bin_ambiguity(local, x_sync, r_b, cfo0, refs)
+        x_sync, r_b = align_upchirps(local, (p_sfd - 2 * N) * osr, cfo0, refs)  # reads before x_sync only
+        # the latest samples read from here on: the two SFD down-chirps after the sync word, for the timing
+        # hypotheses up to one chip later (settle_bin_ambiguity, then sfd_is_weak)
+        last_read = int(math.ceil(x_sync)) + osr + 4 * L
+        complete = w_sfd + 3 <= self._n_win and last_read <= min(self._full.end, local[1] + local[0].size)
+        return _SfdLocation(cfo0, local, truncated, x_sync, r_b, complete)
+
+    def _resolve(self, cand: _Cluster, sfd: _SfdLocation | None) -> Packet | None:
+        """The stages of :mod:`lorarffi.dsp.resolve` after the alignment on one candidate; None when it is
+        not a packet."""
+        self.n_candidates += 1
+        if sfd is None:
+            return None
+        refs, L, osr = self._refs, self._L, self._osr
+        cfo0, local, truncated = sfd.cfo0_bins, sfd.local, sfd.truncated
+        x_sync, r_b = settle_bin_ambiguity(local, sfd.x_sync, sfd.r_bins, cfo0, refs)
         s_up = int(round(x_sync))
         s_down = s_up + 2 * L
         e = (s_up - x_sync) / osr  # the aligned windows start e chips after the symbol boundaries
