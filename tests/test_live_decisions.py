@@ -107,6 +107,10 @@ class FakeClassifier:
         self.tracks: list[bool] = []
         self.seen = 0
 
+    def classify(self, preambles, cfo_hz, *, track: bool = True) -> None:
+        """The stage's warm-up: synthetic preambles of the model's length, never tracked."""
+        assert preambles.shape[1] == self.lora.preamble_samples and not track
+
     def classify_packets(self, packets, *, track: bool = True):
         from lorarffi.rffi.inference import Decision
 

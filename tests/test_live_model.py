@@ -164,3 +164,52 @@ def test_the_classifier_stage_refuses_preambles_at_another_rate_than_the_model(s
     with pytest.raises(ConfigError, match=r"preambles at 2e\+06 Hz but the model was trained at 1e\+06 Hz"):
         stage.decide([at_2m])
     assert len(stage.decide([first])) == 1
+
+
+def test_the_model_is_warmed_up_once_before_the_first_samples_and_warm_up_leaves_the_gate_alone(
+    stream, model_dir
+) -> None:
+    from lorarffi.capture.file_source import FileSource
+    from lorarffi.live.stages import WARM_UP_BATCHES, warm_up
+    from lorarffi.rffi.inference import load_classifier
+
+    clf = load_classifier(model_dir)
+    assert clf.gate is not None and clf.gate.params.tracking
+    before = (clf.gate.center_hz.copy(), clf.gate.tracked_std_hz.copy(), clf.gate.receiver_offset_hz)
+    events: list[str] = []
+    calls: list[int] = []
+    classify = clf.classify
+
+    def counted(preambles, cfo_hz, *, track=True):
+        calls.append(len(preambles))
+        assert track is False
+        return classify(preambles, cfo_hz, track=track)
+
+    clf.classify = counted
+    stage = ClassifierStage(clf)
+    warm_up(stage)
+    assert calls == list(WARM_UP_BATCHES)
+    assert np.array_equal(clf.gate.center_hz, before[0])
+    assert np.array_equal(clf.gate.tracked_std_hz, before[1])
+    assert clf.gate.receiver_offset_hz == before[2]
+    clf.classify = classify
+
+    stage2 = ClassifierStage(load_classifier(model_dir))
+    real = stage2.warm_up
+
+    def recorded() -> None:
+        events.append("warm_up")
+        real()
+
+    stage2.warm_up = recorded
+
+    class Order(Collect):
+        def on_samples(self, start, iq) -> None:
+            events.append("samples")
+
+    path, _ = stream
+    source = FileSource(path, format="cf32", fs_hz=CFG.fs_hz)
+    LivePipeline(source, CFG, decider=stage2, sinks=[Order()], duration_s=0.2).run()
+    assert events[0] == "warm_up" and events.count("warm_up") == 1 and "samples" in events
+    warm_up(stage2)  # once per stage
+    assert events.count("warm_up") == 1

@@ -113,8 +113,11 @@ def test_the_registry_stage_decides_as_authenticate_does_and_audits_every_decisi
     from lorarffi.rffi.embedding import load_embedder
 
     assert len(packets) == len(world["events"]) >= 20
+    from lorarffi.live.stages import warm_up
+
     stage = RegistryStage.from_paths(world["model"], registry, source="air")
     try:
+        warm_up(stage)  # synthetic preambles through the network: no decision, no audit row
         records = stage.decide(packets[:10]) + stage.decide(packets[10:])
     finally:
         stage.close()

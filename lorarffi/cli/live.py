@@ -227,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
     from lorarffi.live.gateway import parse_sfs
     from lorarffi.live.pipeline import LivePipeline
     from lorarffi.live.sinks import PreambleSink, SigMFSink
-    from lorarffi.live.stages import ClassifierStage, DetectionOnly
+    from lorarffi.live.stages import ClassifierStage, DetectionOnly, warm_up
     from lorarffi.live.stopping import stop_after, stop_on_signals
     from lorarffi.live.truth import write_truth
 
@@ -276,6 +276,16 @@ def run(args: argparse.Namespace) -> int:
             classifier = load_classifier(args.model)
         if args.receiver_offset_ppm is not None:
             (registry_stage or classifier).set_receiver_offset_ppm(args.receiver_offset_ppm)
+    decider = registry_stage or (
+        ClassifierStage(classifier, track=not args.no_drift_tracking) if classifier is not None
+        else DetectionOnly()
+    )
+    try:
+        warm_up(decider)  # before the source connects: the first packets do not wait for the network's setup
+    except BaseException:
+        if registry_stage is not None:
+            registry_stage.close()
+        raise
     # the LoRa parameters: the model's, or the flags'; the rate is the source's once it is open
     trained = classifier.lora if classifier is not None else None
     lora = lora_config(args, trained, trained=trained is not None)
@@ -316,10 +326,6 @@ def run(args: argparse.Namespace) -> int:
         )
         if registry_stage is not None:
             registry_stage.source = source.name
-        track = not args.no_drift_tracking
-        decider = registry_stage or (
-            ClassifierStage(classifier, track=track) if classifier is not None else DetectionOnly()
-        )
         if args.record:
             from lorarffi.datasets.sigmf_io import SigMFRecorder
 

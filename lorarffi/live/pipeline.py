@@ -33,7 +33,7 @@ from lorarffi.errors import ConfigError
 from lorarffi.live.decision import DecisionRecord
 from lorarffi.live.gateway import GatewayDetector, GatewayPlan, TaggedPacket
 from lorarffi.live.sinks import Sink
-from lorarffi.live.stages import DecisionStage, DetectionOnly
+from lorarffi.live.stages import DecisionStage, DetectionOnly, warm_up
 from lorarffi.live.stopping import chunks_within
 from lorarffi.live.summary import DecisionCounts, LatencyHistogram, LiveSummary
 
@@ -243,6 +243,8 @@ class LivePipeline:
     def run(self) -> LiveSummary:
         """Process the stream until it ends, :meth:`Source.stop` is called, or ``duration_s`` of signal."""
         source = self.source
+        for stage in [self.decider, *(self.deciders or {}).values()]:
+            warm_up(stage)
         t0 = self._clock()
         detector = None
         offset = 0  # stream index of the detector's sample 0

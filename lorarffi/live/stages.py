@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from lorarffi.live.decision import DecisionRecord
 
@@ -22,14 +23,35 @@ if TYPE_CHECKING:
     from lorarffi.rffi.embedding import Embedder
     from lorarffi.rffi.registry import Registry
 
-__all__ = ["DecisionStage", "DetectionOnly", "ClassifierStage", "RegistryStage"]
+__all__ = ["DecisionStage", "DetectionOnly", "ClassifierStage", "RegistryStage", "warm_up"]
 
 
 class DecisionStage(Protocol):
     """Turns a batch of detected packets (:class:`~lorarffi.dsp.packet.Packet`) into one
-    :class:`~lorarffi.live.decision.DecisionRecord` each, in order."""
+    :class:`~lorarffi.live.decision.DecisionRecord` each, in order. A stage may also have ``warm_up()``: run
+    once before the stream starts (see :func:`warm_up`)."""
 
     def decide(self, packets: Sequence[Any]) -> list[DecisionRecord]: ...
+
+
+WARM_UP_BATCHES = (1, 8)  # batch sizes run through a model before the stream starts
+
+
+def warm_up(stage: Any) -> None:
+    """Run ``stage.warm_up()`` once, when it has one: the network's first calls (library initialisation,
+    kernel selection per batch shape, memory pools) then happen before the first packet, not during it."""
+    if getattr(stage, "warmed_up", False) or not hasattr(stage, "warm_up"):
+        return
+    stage.warm_up()
+    stage.warmed_up = True
+
+
+def _synthetic_preambles(lora: LoRaConfig, n: int) -> npt.NDArray[np.complex64]:
+    """``n`` copies of a clean preamble of ``lora``'s up-chirps, shape (n, lora.preamble_samples)."""
+    from lorarffi.dsp.chirp import upchirp
+
+    one = np.tile(upchirp(lora), lora.preamble_symbols)[: lora.preamble_samples]
+    return np.repeat(one[None, :], n, axis=0).astype(np.complex64)
 
 
 class DetectionOnly:
@@ -58,6 +80,12 @@ class ClassifierStage:
     def __init__(self, classifier: Any, *, track: bool = True) -> None:
         self.classifier = classifier
         self.track = track
+
+    def warm_up(self) -> None:
+        """Classify synthetic preambles (no drift tracking, nothing recorded) in the batch sizes of
+        :data:`WARM_UP_BATCHES`."""
+        for n in WARM_UP_BATCHES:
+            self.classifier.classify(_synthetic_preambles(self.classifier.lora, n), np.zeros(n), track=False)
 
     def decide(self, packets: Sequence[Any]) -> list[DecisionRecord]:
         if not packets:
@@ -176,6 +204,12 @@ class RegistryStage:
     def lora(self) -> LoRaConfig:
         """The LoRa parameters the model was trained with (:class:`~lorarffi.dsp.config.LoRaConfig`)."""
         return self.embedder.lora
+
+    def warm_up(self) -> None:
+        """Embed synthetic preambles in the batch sizes of :data:`WARM_UP_BATCHES` (nothing is decided or
+        logged)."""
+        for n in WARM_UP_BATCHES:
+            self.embedder.embed(_synthetic_preambles(self.embedder.lora, n), batch_size=self.batch_size)
 
     def decide(self, packets: Sequence[Any]) -> list[DecisionRecord]:
         if not packets:
