@@ -348,7 +348,8 @@ class StreamDetector:
         while self._candidates:
             cand = self._candidates[0]
             final = cand.wlast + _SFD_LOOKAHEAD + 1 <= last
-            sfd = self._locate_sfd(cand, cand.wlast + _SFD_LOOKAHEAD + 1 if final else last + 1)
+            w_end = cand.wlast + _SFD_LOOKAHEAD + 1 if final else last + 1
+            sfd = self._locate_sfd(cand, w_end, early=not final)
             if not final and (sfd is None or not sfd.complete):
                 break
             self._candidates.pop(0)
@@ -379,13 +380,15 @@ class StreamDetector:
     def _chip_windows(self, w_a: int, w_b: int) -> npt.NDArray[np.complex64]:
         return self._chips.get(w_a * self._N, w_b * self._N).reshape(-1, self._N)
 
-    def _locate_sfd(self, cand: _Cluster, w_end: int) -> _SfdLocation | None:
+    def _locate_sfd(self, cand: _Cluster, w_end: int, *, early: bool) -> _SfdLocation | None:
         """Stages 1-5 on the chip-rate windows before ``w_end`` and the samples held: None when no SFD stands
         out among those windows.
 
         ``complete`` in the result says whether every sample stages 4-8 read has arrived: then the candidate
         can be resolved before its full look-ahead, with the same result (the SFD is found in the same
         windows either way: the windows after it hold payload up-chirps, which give no down-chirp peak).
+        ``early``: skip the alignment (the costly stage, at the full rate) while the SFD's two down-chirps
+        have clearly not arrived; the result then says incomplete.
         """
         refs, N, L, osr = self._refs, self._N, self._L, self._osr
         # 1-2. up-chirp peak (cfo - timing) from the cluster's windows, SFD peak (cfo + timing) after them
@@ -403,6 +406,8 @@ class StreamDetector:
         w_sfd = ws + sfd.index
         cfo0, delta = coarse_cfo_and_timing(k_up, sfd.bins, N)
         p_sfd = sfd_boundary(self._chips, delta, w_sfd, cfo0, refs)
+        if early and (w_sfd + 3 > self._n_win or int(math.ceil(p_sfd * osr)) + 2 * L > self._full.end):
+            return _SfdLocation(cfo0, (np.zeros(0, np.complex64), 0), False, math.nan, math.nan, False)
 
         # 5. from here on, aligned windows at the full rate on a local copy (the CFO rides on the references)
         first_needed = self._need_from(cand)

@@ -113,7 +113,13 @@ class ChirpReferences:
 
     @classmethod
     def from_config(cls, cfg: LoRaConfig) -> ChirpReferences:
-        """References of ``cfg``, at an integer oversampling (``cfg.integer_oversampling()``)."""
+        """References of ``cfg``, at an integer oversampling (``cfg.integer_oversampling()``), with their
+        tables (:attr:`time_dtft`, :attr:`edge_dtft`) computed. One instance per (SF, bandwidth, rate), shared
+        by every caller: read-only, and the tables take up to 8 MiB and 0.2 s at SF12 and 1 MS/s."""
+        return _references(cfg.sf, float(cfg.bw_hz), float(cfg.fs_hz))
+
+    @classmethod
+    def _build(cls, cfg: LoRaConfig) -> ChirpReferences:
         osr = int(round(cfg.oversampling))
         n_chips = cfg.n_chips
         up = upchirp(cfg)
@@ -146,6 +152,16 @@ class ChirpReferences:
         """DTFT of one symbol at bins 0, 1, -1, 2, -2: (L, 5)."""
         k = np.array([0, 1, -1, 2, -2], dtype=np.float64)
         return cis(np.outer(self.n_float, -k / self.n_samples))
+
+
+@functools.lru_cache(maxsize=64)
+def _references(sf: int, bw_hz: float, fs_hz: float) -> ChirpReferences:
+    refs = ChirpReferences._build(LoRaConfig(sf=sf, bw_hz=bw_hz, fs_hz=fs_hz))
+    refs.time_dtft, refs.edge_dtft  # noqa: B018 - computed now, not at the first packet
+    for table in (refs.up_full, refs.down_full, refs.up_chip, refs.down_chip, refs.n_float, refs.time_dtft,
+                  refs.edge_dtft):
+        table.setflags(write=False)
+    return refs
 
 
 # -- small kernels ------------------------------------------------------------------------------------------

@@ -245,6 +245,7 @@ class LivePipeline:
         source = self.source
         for stage in [self.decider, *(self.deciders or {}).values()]:
             warm_up(stage)
+        ready = self._make_detector(self.cfg)  # its tables are built before the first samples arrive
         t0 = self._clock()
         detector = None
         offset = 0  # stream index of the detector's sample 0
@@ -255,7 +256,8 @@ class LivePipeline:
                 if detector is None or start != expected:
                     if detector is not None:  # samples were lost: finish what lies before the gap
                         self._finish(detector, offset)
-                    detector = self._make_detector(self.cfg)
+                    detector = ready if ready is not None else self._make_detector(self.cfg)
+                    ready = None
                     offset = start
                 for sink in self.sinks:
                     sink.on_samples(start, iq)
