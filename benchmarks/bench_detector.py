@@ -73,24 +73,33 @@ def _child(packets_per_s: float) -> dict:
         found = [p for a in range(0, n, CHUNK) for p in det.process(iq[a : a + CHUNK])] + det.flush()
         times.append(time.perf_counter() - t0)
         cpu_times.append(time.process_time() - c0)
-    # the alignment work alone: CPU time inside the resolution of each candidate (same stream, 3 more runs)
+    # the alignment work alone: CPU time inside the resolution of each candidate, its SFD search and alignment
+    # (every attempt, early ones included) and the stages after them (same stream, 3 more runs)
     per_candidate = []
     for _ in range(3):
         det = StreamDetector(cfg)
-        resolve, spent = det._resolve, []
+        locate, resolve, spent, n_cand = det._locate_sfd, det._resolve, [], []
 
-        def timed(cand, resolve=resolve, spent=spent):
+        def timed_locate(cand, w_end, *, early, locate=locate, spent=spent):
             c0 = time.process_time()
             try:
-                return resolve(cand)
+                return locate(cand, w_end, early=early)
             finally:
                 spent.append(time.process_time() - c0)
 
-        det._resolve = timed
+        def timed_resolve(cand, sfd, resolve=resolve, spent=spent, n_cand=n_cand):
+            c0 = time.process_time()
+            try:
+                return resolve(cand, sfd)
+            finally:
+                spent.append(time.process_time() - c0)
+                n_cand.append(1)
+
+        det._locate_sfd, det._resolve = timed_locate, timed_resolve
         for a in range(0, n, CHUNK):
             det.process(iq[a : a + CHUNK])
         det.flush()
-        per_candidate.append(sum(spent) / max(len(spent), 1))
+        per_candidate.append(sum(spent) / max(len(n_cand), 1))
     t_med = statistics.median(times)
     cpu_med = statistics.median(cpu_times)
 
@@ -186,8 +195,8 @@ def _section(r: dict) -> str:
         f"(99th percentile {r['err_p99']:.2f}, max {r['err_max']:.2f} samples) |\n"
         f"| CFO error | RMSE {r['cfo_rmse_hz']:.2f} Hz, max {r['cfo_max_hz']:.1f} Hz |\n"
         f"| candidates examined | {r['n_candidates']} |\n"
-        f"| alignment CPU time per candidate (`_resolve`, median of 3 runs) | {r['resolve_ms']:.2f} ms "
-        "(target < 1 ms) |\n"
+        "| alignment CPU time per candidate (`_locate_sfd` + `_resolve`, median of 3 runs) | "
+        f"{r['resolve_ms']:.2f} ms (target < 1 ms) |\n"
     )
 
 

@@ -257,7 +257,11 @@ def run() -> str:
         f"SF, in-band SNR 0-25 dB, CFO +-15 kHz, mean idle {MEAN_IDLE_S:g} s between packets of a channel), "
         "fed by `FileSource` (unpaced; paced at 3x and 1x real time, its producer dropping and counting what "
         "is not taken in time). Children with `OMP_NUM_THREADS=1`; the machine (2 cores) was shared with "
-        "other jobs: the load average is beside every figure.\n"
+        "other jobs: the load average is beside every figure. Latency is measured from a packet's last "
+        "preamble up-chirp and from the end of its SFD (Semtech's preamble: up-chirps, sync word, 2.25 SFD "
+        "symbols). A packet cannot be aligned before its SFD, which ends 4.25 symbols after the last "
+        "up-chirp (35 ms at SF10, 70 ms at SF11, 139 ms at SF12): the 50 ms target from the last up-chirp "
+        "cannot hold above SF9 ([live.md](live.md)).\n"
     ]
     with tempfile.TemporaryDirectory(prefix="lorarffi-gateway-") as tmp:
         path = pathlib.Path(tmp) / "gateway.cf32"
