@@ -336,3 +336,46 @@ def test_collision_flags_ignore_a_lone_packet_off_its_bin_and_catch_a_second_one
     other = 0.5 * np.roll(np.tile(upchirp(cfg, cfg.n_chips // 3), 8), 77)
     flags = collision_flags(np.stack([lone + noise, lone + other + noise]).astype(np.complex64), cfg)
     assert flags.tolist() == [False, True]
+
+
+def test_cli_live_gateway_with_a_model_per_spreading_factor(gateway_stream, tmp_path, capsys):
+    """Two --model (SF7 trained on devices 1-3, SF8 on devices 3-5): each packet goes to the model of its SF,
+    SF9 packets are 'unsupported'; models that clash or SFs left out are refused in one line."""
+    from lorarffi.rffi.train import TrainConfig, train
+    from lorarffi.sim import Session, simulate_preamble_set
+
+    fleet = make_fleet(5, seed=0)
+    models = {}
+    for sf, devices in ((7, fleet[:3]), (8, fleet[2:])):
+        cfg = CFG.replace(sf=sf)
+        ps = simulate_preamble_set(devices, cfg, 16, session=Session(), rng=np.random.default_rng(sf),
+                                   snr_db=(20.0, 30.0))
+        models[sf] = tmp_path / f"sf{sf}"
+        train(ps.preambles, ps.device_ids, cfg, models[sf], TrainConfig(epochs=1, batch_size=16, seed=0))
+    iq, events = gateway_stream
+    path = tmp_path / "gw.cf32"
+    iq.tofile(path)
+    live = ["live", "--source", f"file:{path}", "--format", "cf32", "-s", "1M", "-f", "868.3M",
+            "--channels", "868.1M,868.3M,868.5M", "--json", "--no-view"]
+    capsys.readouterr()
+    assert main([*live, "--sf", "7-9", "--model", str(models[7]), "--model", str(models[8])]) == 0
+    decisions = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"verdict"' in line]
+    assert len(decisions) == len(events)
+    by_sf = {sf: [d for d in decisions if d["sf"] == sf] for sf in SFS}
+    assert by_sf[7] and by_sf[8] and by_sf[9]
+    assert {d["verdict"] for d in by_sf[9]} == {UNSUPPORTED_VERDICT}
+    for sf, classes in ((7, {1, 2, 3}), (8, {3, 4, 5})):
+        assert all(d["verdict"] in ("accept", "unknown") for d in by_sf[sf])
+        # the CNN's own call names one of the classes of the model of the packet's SF
+        assert {d["cnn_device"] for d in by_sf[sf]} <= classes
+
+    for argv, message in (
+        ([*live, "--sf", "7-9", "--model", str(models[7]), "--model", str(models[7])], "already decides SF7"),
+        ([*live, "--sf", "7,9", "--model", str(models[7]), "--model", str(models[8])], "add [8]"),
+        ([*live[:-4], "--json", "--no-view", "--model", str(models[7]), "--model", str(models[8])],
+         "need a gateway plan"),
+    ):
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err

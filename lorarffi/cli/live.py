@@ -44,7 +44,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_radio_args(p, radio_only=False)
     add_channel_plan_args(p)
     p.add_argument(
-        "--model", default=None, metavar="DIR", help="trained model directory (default: detection only)"
+        "--model",
+        default=None,
+        action="append",
+        metavar="DIR",
+        help="trained model directory (default: detection only); repeat it for models of other spreading "
+        "factors or bandwidths: with --channels or several --sf each packet goes to the model of its SF and "
+        "bandwidth, the others are 'unsupported'",
     )
     p.add_argument(
         "--registry",
@@ -216,6 +222,24 @@ def _gateway_plan(args: argparse.Namespace, source_center_hz: float | None, mode
     return GatewayPlan(float(center_hz), channels, sfs, decimation)
 
 
+def _deciders_by_configuration(models: list[str], classifiers: list, *, track: bool) -> dict:
+    """One :class:`~lorarffi.live.stages.ClassifierStage` per model, keyed by its (SF, bandwidth); the models
+    must differ in that and share one sample rate (the channels are delivered at it)."""
+    from lorarffi.errors import ConfigError
+    from lorarffi.live.stages import ClassifierStage
+
+    deciders: dict = {}
+    for path, c in zip(models, classifiers, strict=True):
+        key = (int(c.lora.sf), float(c.lora.bw_hz))
+        if key in deciders:
+            raise ConfigError(f"--model {path}: another --model already decides SF{key[0]} at {key[1]:g} Hz")
+        if c.lora.fs_hz != classifiers[0].lora.fs_hz:
+            raise ConfigError(f"--model {path} was trained at {c.lora.fs_hz:g} S/s, --model {models[0]} at "
+                              f"{classifiers[0].lora.fs_hz:g} S/s: the channels are delivered at one rate")
+        deciders[key] = ClassifierStage(c, track=track)
+    return deciders
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
 
@@ -251,8 +275,15 @@ def run(args: argparse.Namespace) -> int:
         speed = None
     classifier = None
     registry_stage = None
-    if args.registry and not args.model:
+    models = list(args.model or [])
+    if args.registry and not models:
         raise ConfigError("--registry needs --model: the model the registry was enrolled with")
+    if args.registry and len(models) > 1:
+        raise ConfigError("--registry takes one --model: the model the registry was enrolled with")
+    if len(models) > 1 and args.channels is None and len(sfs) < 2:
+        raise ConfigError(
+            "several --model need a gateway plan: list their spreading factors in --sf (or give --channels)"
+        )
     if args.min_snr_db is not None and not args.registry:
         raise ConfigError("--min-snr-db needs --registry: only a registry calls packets rogue")
     if args.detect_only and args.model:
@@ -269,19 +300,28 @@ def run(args: argparse.Namespace) -> int:
             from lorarffi.live.stages import RegistryStage
 
             registry_stage = RegistryStage.from_paths(
-                args.model, args.registry, track=not args.no_drift_tracking, min_snr_db=args.min_snr_db
+                models[0], args.registry, track=not args.no_drift_tracking, min_snr_db=args.min_snr_db
             )
             classifier = registry_stage.embedder
+            classifiers = [classifier]
         else:
-            classifier = load_classifier(args.model)
+            classifiers = [load_classifier(m) for m in models]
+            classifier = classifiers[0]
         if args.receiver_offset_ppm is not None:
-            (registry_stage or classifier).set_receiver_offset_ppm(args.receiver_offset_ppm)
+            for c in [registry_stage] if registry_stage is not None else classifiers:
+                c.set_receiver_offset_ppm(args.receiver_offset_ppm)
     decider = registry_stage or (
         ClassifierStage(classifier, track=not args.no_drift_tracking) if classifier is not None
         else DetectionOnly()
     )
+    deciders = None
+    if len(models) > 1:
+        deciders = _deciders_by_configuration(models, classifiers, track=not args.no_drift_tracking)
+        decider = next(iter(deciders.values()))
     try:
-        warm_up(decider)  # before the source connects: the first packets do not wait for the network's setup
+        # before the source connects: the first packets do not wait for the network's setup
+        for stage in [decider] if deciders is None else deciders.values():
+            warm_up(stage)
     except BaseException:
         if registry_stage is not None:
             registry_stage.close()
@@ -367,9 +407,13 @@ def run(args: argparse.Namespace) -> int:
             sinks.append(ConsoleSink(f"lora-rffi live: {source.name}"))
         else:
             sinks.append(TextSink())
+        if deciders is not None:
+            missing = sorted({sf for sf, _ in deciders} - set(gateway.sfs))
+            if missing:
+                raise ConfigError(f"--sf leaves out the spreading factors of some --model: add {missing}")
         pipeline = LivePipeline(
             source, cfg, decider=decider, sinks=sinks, duration_s=args.duration_s, block_s=args.block_s,
-            gateway=gateway,
+            gateway=gateway, deciders=deciders,
         )
     except BaseException:
         source.close()
