@@ -340,7 +340,8 @@ def test_collision_flags_ignore_a_lone_packet_off_its_bin_and_catch_a_second_one
 
 def test_cli_live_gateway_with_a_model_per_spreading_factor(gateway_stream, tmp_path, capsys):
     """Two --model (SF7 trained on devices 1-3, SF8 on devices 3-5): each packet goes to the model of its SF,
-    SF9 packets are 'unsupported'; models that clash or SFs left out are refused in one line."""
+    SF9 packets are 'unsupported'; with a --registry per model, to that registry; models that clash, SFs left
+    out, or registries not paired with the models are refused in one line."""
     from lorarffi.rffi.train import TrainConfig, train
     from lorarffi.sim import Session, simulate_preamble_set
 
@@ -369,7 +370,36 @@ def test_cli_live_gateway_with_a_model_per_spreading_factor(gateway_stream, tmp_
         # the CNN's own call names one of the classes of the model of the packet's SF
         assert {d["cnn_device"] for d in by_sf[sf]} <= classes
 
+    # the same with a registry per model (their devices enrolled from each model's normalised penultimate
+    # features): each SF's packets are decided against, and audited in, the registry of their SF's model
+    from lorarffi.rffi.embedding import load_embedder
+    from lorarffi.rffi.enroll import enroll
+    from lorarffi.rffi.registry import Registry
+
+    registries = {}
+    for sf, devices in ((7, fleet[:3]), (8, fleet[2:])):
+        ps = simulate_preamble_set(devices, CFG.replace(sf=sf), 16, session=Session(),
+                                   rng=np.random.default_rng(sf + 10), snr_db=(20.0, 30.0))
+        emb = load_embedder(models[sf])
+        pre = emb.preprocess(ps.preambles)
+        registries[sf] = tmp_path / f"sf{sf}.db"
+        with Registry.create(registries[sf], model_fingerprint=emb.fingerprint, embedding_dim=emb.dim) as reg:
+            enroll(emb, reg, pre.iq, ps.device_ids, cfo_hz=pre.cfo_hz)
+    capsys.readouterr()
+    assert main([*live, "--sf", "7-9", "--model", str(models[7]), "--registry", str(registries[7]),
+                 "--model", str(models[8]), "--registry", str(registries[8]), "--no-drift-tracking"]) == 0
+    decisions = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"verdict"' in line]
+    assert len(decisions) == len(events)
+    for sf, enrolled in ((7, {1, 2, 3}), (8, {3, 4, 5})):
+        mine = [d for d in decisions if d["sf"] == sf]
+        assert mine and {d["verdict"] for d in mine} <= {"accept", "rogue"}
+        assert {d["device"] for d in mine if d["verdict"] == "accept"} <= enrolled
+        with Registry.open(registries[sf]) as reg:
+            assert sorted(r.start_sample for r in reg.audit()) == sorted(d["start"] for d in mine)
+
     for argv, message in (
+        ([*live, "--sf", "7-9", "--model", str(models[7]), "--model", str(models[8]), "--registry",
+          str(registries[7])], "once per --model"),
         ([*live, "--sf", "7-9", "--model", str(models[7]), "--model", str(models[7])], "already decides SF7"),
         ([*live, "--sf", "7,9", "--model", str(models[7]), "--model", str(models[8])], "add [8]"),
         ([*live[:-4], "--json", "--no-view", "--model", str(models[7]), "--model", str(models[8])],

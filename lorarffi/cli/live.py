@@ -55,10 +55,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--registry",
         default=None,
+        action="append",
         metavar="REG",
         help="decide against this device registry (SQLite file or database URL) enrolled with --model: each "
         "packet an enrolled device id or 'rogue', every decision appended to its audit log (default: the "
-        "model's closed-set classes)",
+        "model's closed-set classes); with several --model, one --registry per model in the same order",
     )
     p.add_argument(
         "--no-drift-tracking",
@@ -222,21 +223,20 @@ def _gateway_plan(args: argparse.Namespace, source_center_hz: float | None, mode
     return GatewayPlan(float(center_hz), channels, sfs, decimation)
 
 
-def _deciders_by_configuration(models: list[str], classifiers: list, *, track: bool) -> dict:
-    """One :class:`~lorarffi.live.stages.ClassifierStage` per model, keyed by its (SF, bandwidth); the models
-    must differ in that and share one sample rate (the channels are delivered at it)."""
+def _deciders_by_configuration(models: list[str], classifiers: list, stages: list) -> dict:
+    """Each model's decision stage keyed by its (SF, bandwidth); the models must differ in that and share one
+    sample rate (the channels are delivered at it)."""
     from lorarffi.errors import ConfigError
-    from lorarffi.live.stages import ClassifierStage
 
     deciders: dict = {}
-    for path, c in zip(models, classifiers, strict=True):
+    for path, c, stage in zip(models, classifiers, stages, strict=True):
         key = (int(c.lora.sf), float(c.lora.bw_hz))
         if key in deciders:
             raise ConfigError(f"--model {path}: another --model already decides SF{key[0]} at {key[1]:g} Hz")
         if c.lora.fs_hz != classifiers[0].lora.fs_hz:
             raise ConfigError(f"--model {path} was trained at {c.lora.fs_hz:g} S/s, --model {models[0]} at "
                               f"{classifiers[0].lora.fs_hz:g} S/s: the channels are delivered at one rate")
-        deciders[key] = ClassifierStage(c, track=track)
+        deciders[key] = stage
     return deciders
 
 
@@ -274,57 +274,56 @@ def run(args: argparse.Namespace) -> int:
     if speed == 0:
         speed = None
     classifier = None
-    registry_stage = None
+    registry_stages: list = []
     models = list(args.model or [])
-    if args.registry and not models:
+    registries = list(args.registry or [])
+    if registries and not models:
         raise ConfigError("--registry needs --model: the model the registry was enrolled with")
-    if args.registry and len(models) > 1:
-        raise ConfigError("--registry takes one --model: the model the registry was enrolled with")
+    if registries and len(registries) != len(models):
+        raise ConfigError("give --registry once per --model, in the same order: the registry each model was "
+                          "enrolled with")
     if len(models) > 1 and args.channels is None and len(sfs) < 2:
         raise ConfigError(
             "several --model need a gateway plan: list their spreading factors in --sf (or give --channels)"
         )
-    if args.min_snr_db is not None and not args.registry:
+    if args.min_snr_db is not None and not registries:
         raise ConfigError("--min-snr-db needs --registry: only a registry calls packets rogue")
-    if args.detect_only and args.model:
+    if args.detect_only and models:
         raise ConfigError("--detect-only decides nothing: leave out --model (workers decide, with theirs)")
-    if args.model:
-        import torch
-
-        from lorarffi.rffi.inference import load_classifier
-
-        # One intra-op thread by default: a live batch is a few packets, and idle OpenMP workers spinning
-        # beside the source and detector threads add latency on a machine with few cores.
-        torch.set_num_threads(args.threads)
-        if args.registry:
-            from lorarffi.live.stages import RegistryStage
-
-            registry_stage = RegistryStage.from_paths(
-                models[0], args.registry, track=not args.no_drift_tracking, min_snr_db=args.min_snr_db
-            )
-            classifier = registry_stage.embedder
-            classifiers = [classifier]
-        else:
-            classifiers = [load_classifier(m) for m in models]
-            classifier = classifiers[0]
-        if args.receiver_offset_ppm is not None:
-            for c in [registry_stage] if registry_stage is not None else classifiers:
-                c.set_receiver_offset_ppm(args.receiver_offset_ppm)
-    decider = registry_stage or (
-        ClassifierStage(classifier, track=not args.no_drift_tracking) if classifier is not None
-        else DetectionOnly()
-    )
-    deciders = None
-    if len(models) > 1:
-        deciders = _deciders_by_configuration(models, classifiers, track=not args.no_drift_tracking)
-        decider = next(iter(deciders.values()))
+    stages: list = []
     try:
+        if models:
+            import torch
+
+            from lorarffi.rffi.inference import load_classifier
+
+            # One intra-op thread by default: a live batch is a few packets, and idle OpenMP workers spinning
+            # beside the source and detector threads add latency on a machine with few cores.
+            torch.set_num_threads(args.threads)
+            if registries:
+                from lorarffi.live.stages import RegistryStage
+
+                for model, registry in zip(models, registries, strict=True):
+                    registry_stages.append(RegistryStage.from_paths(
+                        model, registry, track=not args.no_drift_tracking, min_snr_db=args.min_snr_db
+                    ))  # fmt: skip
+                stages = list(registry_stages)
+                classifiers = [st.embedder for st in registry_stages]
+            else:
+                classifiers = [load_classifier(m) for m in models]
+                stages = [ClassifierStage(c, track=not args.no_drift_tracking) for c in classifiers]
+            classifier = classifiers[0]
+            if args.receiver_offset_ppm is not None:
+                for c in registry_stages or classifiers:
+                    c.set_receiver_offset_ppm(args.receiver_offset_ppm)
+        decider = stages[0] if stages else DetectionOnly()
+        deciders = _deciders_by_configuration(models, classifiers, stages) if len(models) > 1 else None
         # before the source connects: the first packets do not wait for the network's setup
-        for stage in [decider] if deciders is None else deciders.values():
+        for stage in stages:
             warm_up(stage)
     except BaseException:
-        if registry_stage is not None:
-            registry_stage.close()
+        for st in registry_stages:
+            st.close()
         raise
     # the LoRa parameters: the model's, or the flags'; the rate is the source's once it is open
     trained = classifier.lora if classifier is not None else None
@@ -351,8 +350,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         source = open_source(spec, **opts)
     except BaseException:
-        if registry_stage is not None:
-            registry_stage.close()
+        for st in registry_stages:
+            st.close()
         raise
     sinks = []
     try:
@@ -364,8 +363,8 @@ def run(args: argparse.Namespace) -> int:
             source.fs_hz,
             sfs or (cfg.sf,),
         )
-        if registry_stage is not None:
-            registry_stage.source = source.name
+        for st in registry_stages:
+            st.source = source.name
         if args.record:
             from lorarffi.datasets.sigmf_io import SigMFRecorder
 
@@ -419,8 +418,8 @@ def run(args: argparse.Namespace) -> int:
         source.close()
         for sink in sinks:
             sink.close(None)
-        if registry_stage is not None:
-            registry_stage.close()
+        for st in registry_stages:
+            st.close()
         raise
     try:
         with stop_on_signals(source), stop_after(source, args.timeout_s) as timed_out:
@@ -433,8 +432,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{source.name}: nothing arrived within --timeout-s {args.timeout_s:g}: waited for {waiting}"
             )
     finally:
-        if registry_stage is not None:
-            registry_stage.close()
+        for st in registry_stages:
+            st.close()
     if args.sim_truth:
         write_truth(args.sim_truth, source, n_samples=summary.n_samples)
     print(summary.to_json() if args.json else summary.format(), flush=True)
