@@ -44,6 +44,20 @@ def test_stream_tuned_rogue_sends_with_the_target_cfo() -> None:
         StreamSimulator(fleet, LoRaConfig(), tuned_rogues=[9])
 
 
+def test_in_a_gateway_stream_a_tuned_rogue_uses_its_targets_channel_and_sf() -> None:
+    fleet = make_fleet(6, seed=1, spread=3)
+    kw = {"channels_hz": (868.1e6, 868.3e6, 868.5e6), "sfs": (7, 8, 9), "center_freq_hz": 868.3e6, "seed": 3}
+    plain = StreamSimulator(fleet, LoRaConfig(), rogues=2, **kw)
+    sim = StreamSimulator(fleet, LoRaConfig(), rogues=2, tuned_rogues=[1, 4], **kw)
+    assert [d.device_id for d in sim.rogues] == [7, 8, 9, 10]
+    assert sim.assignments[9] == sim.assignments[1] and sim.assignments[10] == sim.assignments[4]
+    # everyone else keeps the assignment drawn without tuned rogues
+    assert {d: sim.assignments[d] for d in plain.assignments} == plain.assignments
+    sim.read(4_000_000)
+    for e in sim.events:
+        assert (e.channel_hz, e.sf) == sim.assignments[e.device_id]
+
+
 def _rec(start: int, device: int | None, verdict: str) -> dict:
     return {"start": start, "device": device, "verdict": verdict}
 

@@ -96,7 +96,8 @@ class StreamSimulator:
         the fleet's highest id and their events say ``is_rogue``.
     tuned_rogues : sequence of int
         Ids of fleet devices each imitated by one more look-alike rogue whose carrier is tuned to that
-        device's mean CFO at the session's start (a CFO-tuned attacker; its ids follow the other rogues').
+        device's mean CFO at the session's start (a CFO-tuned attacker; its ids follow the other rogues'). In a
+        gateway stream it sends on its target's channel at its target's spreading factor.
     channels_hz : sequence of float, optional
         A gateway stream: every device (rogues too) sends on one of these channels (centre frequencies, Hz,
         drawn per device from ``seed``), the stream being sampled at ``cfg.fs_hz`` around
@@ -190,7 +191,9 @@ class StreamSimulator:
             if rogues
             else []
         )
-        self.rogues += self._tuned_rogues(tuned_rogues, spread)
+        tuned = self._tuned_rogues(tuned_rogues, spread)
+        self.rogues += tuned
+        self._targets = {dev.device_id: int(t) for dev, t in zip(tuned, tuned_rogues, strict=True)}
         self._senders = self.fleet + self.rogues
         self._lo, self._hi = channel.snr_range_db(snr_db)
         self.mean_interval_s = float(mean_interval_s)
@@ -252,6 +255,8 @@ class StreamSimulator:
         for d in self._senders:
             ch = chans[int(rng.integers(len(chans)))] if chans else None
             out[d.device_id] = (ch, sf_list[int(rng.integers(len(sf_list)))])
+        for rogue, target in self._targets.items():  # an imitator uses its target's channel and SF
+            out[rogue] = out[target]
         return out
 
     @property
