@@ -96,8 +96,8 @@ class StreamSimulator:
         the fleet's highest id and their events say ``is_rogue``.
     tuned_rogues : sequence of int
         Ids of fleet devices each imitated by one more look-alike rogue whose carrier is tuned to that
-        device's mean CFO at the session's start (a CFO-tuned attacker; its ids follow the other rogues'). In a
-        gateway stream it sends on its target's channel at its target's spreading factor.
+        device's mean CFO at the session's start (a CFO-tuned attacker; its ids follow the other rogues').
+        In a gateway stream it sends on its target's channel at its target's spreading factor.
     channels_hz : sequence of float, optional
         A gateway stream: every device (rogues too) sends on one of these channels (centre frequencies, Hz,
         drawn per device from ``seed``), the stream being sampled at ``cfg.fs_hz`` around
