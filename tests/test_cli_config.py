@@ -67,6 +67,12 @@ def test_environment_alone_and_switches(tmp_path: pathlib.Path) -> None:
     # the shared name of an option spelt otherwise: torch_device is classify's --torch-device (dest device)
     assert _parse(["classify", "m", "in.h5"], {"LORA_RFFI_TORCH_DEVICE": "cpu"}).device == "cpu"
     assert _parse(["live"], {"LORA_RFFI_MODEL_DIR": "runs/env"}).model == "runs/env"  # live's --model
+    # live's --model and --registry may be repeated: the first flag replaces the setting, the next add to it
+    env = {"LORA_RFFI_MODEL_DIR": "runs/env", "LORA_RFFI_REGISTRY": "env.db"}
+    assert _parse(["live", "--model", "a"], env).model == ["a"]
+    given = _parse(["live", "--model", "a", "--registry", "a.db", "--model", "b", "--registry", "b.db"], env)
+    assert (given.model, given.registry) == (["a", "b"], ["a.db", "b.db"])
+    assert _parse(["live"], env).registry == "env.db"
 
 
 def test_default_location_and_explicit_file(tmp_path: pathlib.Path, monkeypatch) -> None:

@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default=None,
-        action="append",
+        action=RepeatableOption,
         metavar="DIR",
         help="trained model directory (default: detection only); repeat it for models of other spreading "
         "factors or bandwidths: with --channels or several --sf each packet goes to the model of its SF and "
@@ -55,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--registry",
         default=None,
-        action="append",
+        action=RepeatableOption,
         metavar="REG",
         help="decide against this device registry (SQLite file or database URL) enrolled with --model: each "
         "packet an enrolled device id or 'rogue', every decision appended to its audit log (default: the "
@@ -223,6 +223,26 @@ def _gateway_plan(args: argparse.Namespace, source_center_hz: float | None, mode
     return GatewayPlan(float(center_hz), channels, sfs, decimation)
 
 
+class RepeatableOption(argparse.Action):
+    """An option given once or more: a list of its values. A default (from the config file or the environment:
+    one value, as the option takes it) stands until the option is given; the first use replaces it, later
+    uses add to it."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        current = getattr(namespace, self.dest, None)
+        if current is None or current is parser.get_default(self.dest) or not isinstance(current, list):
+            setattr(namespace, self.dest, [values])
+        else:
+            current.append(values)
+
+
+def _as_list(value) -> list:
+    """A :class:`RepeatableOption`'s value as a list (a default is one value)."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
 def _deciders_by_configuration(models: list[str], classifiers: list, stages: list) -> dict:
     """Each model's decision stage keyed by its (SF, bandwidth); the models must differ in that and share one
     sample rate (the channels are delivered at it)."""
@@ -275,8 +295,8 @@ def run(args: argparse.Namespace) -> int:
         speed = None
     classifier = None
     registry_stages: list = []
-    models = list(args.model or [])
-    registries = list(args.registry or [])
+    models = _as_list(args.model)
+    registries = _as_list(args.registry)
     if registries and not models:
         raise ConfigError("--registry needs --model: the model the registry was enrolled with")
     if registries and len(registries) != len(models):
