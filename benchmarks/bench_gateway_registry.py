@@ -109,23 +109,6 @@ def _score(records, events, sfd_end_by_sf: dict[int, int], n_samples: int, enrol
     return out
 
 
-class _Collect:
-    def __init__(self) -> None:
-        self.records: list = []
-
-    def on_samples(self, start, iq) -> None:
-        pass
-
-    def on_decisions(self, records, packets) -> None:
-        self.records += records
-
-    def on_progress(self, status) -> None:
-        pass
-
-    def close(self, summary=None) -> None:
-        pass
-
-
 def run() -> str:
     import tempfile
 
@@ -176,7 +159,16 @@ def run() -> str:
                                       embedding_dim=emb.dim)
                 enroll(emb, reg, pre.iq, ps.device_ids, cfo_hz=pre.cfo_hz)
                 stages[(sf, BW_HZ)] = RegistryStage(emb, reg, source="gateway")
-            sink = _Collect()
+            from lorarffi.live.sinks import Sink
+
+            class Collect(Sink):
+                def __init__(self) -> None:
+                    self.records: list = []
+
+                def on_decisions(self, records, packets) -> None:
+                    self.records += records
+
+            sink = Collect()
             source = FileSource(path, format="cf32", fs_hz=FS_HZ, center_freq_hz=CENTER_HZ)
             pipe = LivePipeline(source, _cfg(SFS[0]), deciders=stages, sinks=[sink],
                                 gateway=GatewayPlan(CENTER_HZ, CHANNELS_HZ, SFS, 1))
