@@ -286,7 +286,7 @@ def test_live_on_the_virtual_radio_gives_every_packet_one_decision_and_alerts_it
         if t["device"] == tuned_id:
             tuned_verdicts.append(g["verdict"])
         elif t["is_rogue"]:  # a plain rogue: caught by the CFO gate and the fingerprint
-            assert g["verdict"] == "rogue", g
+            assert g["verdict"] == "rogue", json.dumps(g)
         else:
             assert g["device"] in (t["device"], -1)
     # The tuned rogue has device 2's CFO: the fingerprint alone (a 4-epoch extractor, a threshold from 160
