@@ -243,15 +243,15 @@ class LivePipeline:
     def run(self) -> LiveSummary:
         """Process the stream until it ends, :meth:`Source.stop` is called, or ``duration_s`` of signal."""
         source = self.source
-        for stage in [self.decider, *(self.deciders or {}).values()]:
-            warm_up(stage)
-        ready = self._make_detector(self.cfg)  # its tables are built before the first samples arrive
         t0 = self._clock()
         detector = None
         offset = 0  # stream index of the detector's sample 0
         expected = None  # stream index of the sample that continues the detector's input
-        next_progress = t0
         try:
+            for stage in [self.decider, *(self.deciders or {}).values()]:
+                warm_up(stage)
+            ready = self._make_detector(self.cfg)  # its tables are built before the first samples arrive
+            t0 = next_progress = self._clock()
             for start, iq in chunks_within(source, self.duration_s):
                 if detector is None or start != expected:
                     if detector is not None:  # samples were lost: finish what lies before the gap
