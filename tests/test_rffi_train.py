@@ -294,3 +294,27 @@ def test_the_optimiser_is_the_configured_one() -> None:
     rms = build_optimizer(model, TrainConfig(optimizer="rmsprop", lr=0.01))
     assert type(rms) is torch.optim.RMSprop  # with the Keras defaults the authors trained with
     assert (rms.defaults["lr"], rms.defaults["alpha"], rms.defaults["eps"]) == (0.01, 0.9, 1e-7)
+
+
+@pytest.mark.parametrize("objective", ["softmax", "triplet"])
+def test_a_trained_model_keeps_its_architecture_when_the_registered_defaults_change(
+    tmp_path, monkeypatch, objective
+) -> None:
+    """Training stores the hyper-parameters a model name stands for (``infocom_cnn_wide``'s widths and
+    dropout), so the model directory loads to the same network after those defaults change."""
+    from lorarffi.rffi import models
+    from lorarffi.rffi.embedding import load_embedder
+
+    tr, te = small_sets(n_devices=3, n_train=12, n_test=4)
+    out = tmp_path / "m"
+    train(tr.preambles, tr.device_ids, CFG, out,
+          TrainConfig(model="infocom_cnn_wide", objective=objective, epochs=1, batch_size=12, seed=0))
+    hp = read_config(out).model_hparams
+    assert (list(hp["widths"]), hp["dropout"]) == ([32, 64, 128], 0.3)
+    emb = load_embedder(out)
+    x = emb.preprocess(te.preambles).iq
+    before = emb.embed(x)
+    monkeypatch.setitem(models._DEFAULTS, "infocom_cnn_wide", {"widths": [8, 16, 32], "dropout": 0.0})
+    after = load_embedder(out).embed(x)
+    # the same weights in the same network on the same input, one process: the same kernels
+    assert np.array_equal(before, after)

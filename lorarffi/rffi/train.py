@@ -917,6 +917,9 @@ def train(
         tc.objective,
         tc.embedding_dim,
     )
+    from lorarffi.rffi.models import effective_hparams
+
+    hparams = effective_hparams(name, hparams)  # stored: the saved model keeps its architecture
     model = build_network(name, hparams, tc.seed)
     train_model = place_model(model, torch_device, world_size)
     objective, trainable = _objective(model, tc, int(data.classes.size), world_size, torch_device)

@@ -20,13 +20,18 @@ from typing import Any
 
 from lorarffi.errors import ConfigError
 
-__all__ = ["register_model", "build_model", "list_models", "channels_last_batch"]
+__all__ = ["register_model", "build_model", "effective_hparams", "list_models", "channels_last_batch"]
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}
+_DEFAULTS: dict[str, dict[str, Any]] = {}
 
 
-def register_model(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator registering a model builder under ``name``; a second builder of that name is refused."""
+def register_model(
+    name: str, *, defaults: dict[str, Any] | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator registering a model builder under ``name``; a second builder of that name is refused.
+    ``defaults``: hyper-parameters the name stands for unless given (training stores them in the model
+    directory, so a saved model keeps its architecture if the defaults change later)."""
 
     def deco(builder: Callable[..., Any]) -> Callable[..., Any]:
         if name in _REGISTRY:
@@ -34,15 +39,28 @@ def register_model(name: str) -> Callable[[Callable[..., Any]], Callable[..., An
                 f"model name {name!r} is already registered (by {_REGISTRY[name].__qualname__})"
             )
         _REGISTRY[name] = builder
+        _DEFAULTS[name] = dict(defaults or {})
         return builder
 
     return deco
 
 
+def effective_hparams(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
+    """``hparams`` with the registered defaults of ``name`` filled in (and of its ``backbone``, for a model
+    built on one)."""
+    out = {**_DEFAULTS.get(name, {}), **hparams}
+    backbone = out.get("backbone")
+    if isinstance(backbone, str):
+        out = {**_DEFAULTS.get(backbone, {}), **out}
+    return out
+
+
 def build_model(name: str, **hparams: Any):
-    """Build the registered model ``name`` with architecture hyper-parameters ``hparams``."""
+    """Build the registered model ``name`` with architecture hyper-parameters ``hparams`` (its registered
+    defaults filled in)."""
     if name not in _REGISTRY:
         raise ConfigError(f"model={name!r} is not registered; valid are {list_models()}")
+    hparams = {**_DEFAULTS[name], **hparams}
     try:
         return _REGISTRY[name](**hparams)
     except TypeError as exc:

@@ -143,12 +143,12 @@ def infocom_cnn(**hparams) -> InfocomCNN:
     return InfocomCNN(**hparams)
 
 
-@register_model("infocom_cnn_wide")
+@register_model("infocom_cnn_wide", defaults={"widths": list(WIDE_WIDTHS), "dropout": WIDE_DROPOUT})
 def infocom_cnn_wide(**hparams) -> InfocomCNN:
     """The INFOCOM spectrogram CNN with four times the filters (32, 64, 128) and dropout 0.3 before the dense
     layer: the default model's network (:data:`~lorarffi.rffi.recipe.RECIPE`). ``widths`` and ``dropout``
-    can still be given."""
-    return InfocomCNN(**{"widths": WIDE_WIDTHS, "dropout": WIDE_DROPOUT, **hparams})
+    can still be given; training stores the ones used."""
+    return InfocomCNN(**hparams)
 
 
 @register_model("infocom_iq_cnn")
