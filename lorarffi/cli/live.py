@@ -230,7 +230,7 @@ class RepeatableOption(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         current = getattr(namespace, self.dest, None)
-        if current is None or current is parser.get_default(self.dest) or not isinstance(current, list):
+        if not isinstance(current, list) or current is parser.get_default(self.dest):
             setattr(namespace, self.dest, [values])
         else:
             current.append(values)
@@ -243,11 +243,16 @@ def _as_list(value) -> list:
     return [value] if isinstance(value, str) else list(value)
 
 
-def _deciders_by_configuration(models: list[str], classifiers: list, stages: list) -> dict:
-    """Each model's decision stage keyed by its (SF, bandwidth); the models must differ in that and share one
-    sample rate (the channels are delivered at it)."""
+def _deciders_by_configuration(
+    models: list[str], classifiers: list, stages: list, sfs: tuple[int, ...]
+) -> dict:
+    """Each model's decision stage keyed by its (SF, bandwidth); the models must differ in that, share one
+    sample rate (the channels are delivered at it) and have their SFs among the plan's ``sfs``."""
     from lorarffi.errors import ConfigError
 
+    missing = sorted({int(c.lora.sf) for c in classifiers} - set(sfs))
+    if missing:
+        raise ConfigError(f"--sf leaves out the spreading factors of some --model: add {missing}")
     deciders: dict = {}
     for path, c, stage in zip(models, classifiers, stages, strict=True):
         key = (int(c.lora.sf), float(c.lora.bw_hz))
@@ -337,7 +342,11 @@ def run(args: argparse.Namespace) -> int:
                 for c in registry_stages or classifiers:
                     c.set_receiver_offset_ppm(args.receiver_offset_ppm)
         decider = stages[0] if stages else DetectionOnly()
-        deciders = _deciders_by_configuration(models, classifiers, stages) if len(models) > 1 else None
+        deciders = (
+            _deciders_by_configuration(models, classifiers, stages, sfs or (classifiers[0].lora.sf,))
+            if len(models) > 1
+            else None
+        )
         # before the source connects: the first packets do not wait for the network's setup
         for stage in stages:
             warm_up(stage)
@@ -426,10 +435,6 @@ def run(args: argparse.Namespace) -> int:
             sinks.append(ConsoleSink(f"lora-rffi live: {source.name}"))
         else:
             sinks.append(TextSink())
-        if deciders is not None:
-            missing = sorted({sf for sf, _ in deciders} - set(gateway.sfs))
-            if missing:
-                raise ConfigError(f"--sf leaves out the spreading factors of some --model: add {missing}")
         pipeline = LivePipeline(
             source, cfg, decider=decider, sinks=sinks, duration_s=args.duration_s, block_s=args.block_s,
             gateway=gateway, deciders=deciders,

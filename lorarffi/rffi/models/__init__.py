@@ -60,7 +60,7 @@ def build_model(name: str, **hparams: Any):
     defaults filled in)."""
     if name not in _REGISTRY:
         raise ConfigError(f"model={name!r} is not registered; valid are {list_models()}")
-    hparams = {**_DEFAULTS[name], **hparams}
+    hparams = effective_hparams(name, hparams)
     try:
         return _REGISTRY[name](**hparams)
     except TypeError as exc:
