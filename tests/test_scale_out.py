@@ -245,12 +245,13 @@ def test_a_message_carries_the_packet_exactly(world) -> None:
 
 # -- the cluster ---------------------------------------------------------------------------------------------
 def test_two_nodes_and_two_workers_decide_as_single_machine_live(
-    world, halves, reference, pg_registry, queue
+    world, halves, reference, pg_registry, queue, redis_server
 ) -> None:
     workers = [worker(world, queue, pg_registry, f"w{i}", "--batch", "8") for i in range(2)]
     runs = node_runs([node(halves[0], queue, "a"), node(halves[1], queue, "b")])
     n = len(reference["a"]) + len(reference["b"])
     wait_for(lambda: decided(pg_registry) >= n, what="every packet decided")
+    joined(redis_server.url, queue, 2)  # a worker still loading its model when the other did all the work
     summaries = [stop(w) for w in workers]
     check_decisions(audit(pg_registry), reference, runs)
     assert sum(s["n_entries"] for s in summaries) == n and sum(s["n_lost"] for s in summaries) == 0
@@ -342,3 +343,27 @@ def test_postgresql_restarted_mid_run_nothing_acknowledged_before_it_is_stored(
     summary = stop(w)
     assert summary["n_retries"] >= 1
     check_decisions(audit(pg_registry), reference, runs)
+
+
+def test_a_worker_asked_to_stop_while_it_loads_its_model_stops_with_a_summary(
+    world, pg_registry, queue, monkeypatch, capsys
+) -> None:
+    """SIGTERM before the worker exists (here: while its registry stage is made) is not lost and does not
+    kill it: the worker stops as soon as it is made, prints its summary and exits 0."""
+    from lorarffi.live.stages import RegistryStage
+
+    made = RegistryStage.from_paths
+
+    def signalled_while_loading(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered to the handler in this, the main, thread
+        return made(*args, **kwargs)
+
+    monkeypatch.setattr(RegistryStage, "from_paths", signalled_while_loading)
+    monkeypatch.setenv("PGPASSWORD", PG_PASSWORD)
+    previous = signal.getsignal(signal.SIGTERM)
+    assert main(["worker", "--queue", queue, "--model", str(world["model"]), "--registry", pg_registry,
+                 "--consumer", "early", "--json"]) == 0  # fmt: skip
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    summary = lines[-1]["summary"]
+    assert summary["n_entries"] == 0 and summary["consumer"] == "early"
+    assert signal.getsignal(signal.SIGTERM) is previous  # the handler is handed back

@@ -72,9 +72,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    # A stop asked for while the model loads stops the worker as soon as it exists (a summary, exit 0).
+    stop_asked = threading.Event()
+    running: list = []
+
+    def on_signal(*_) -> None:
+        stop_asked.set()
+        for w in running:
+            w.stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _run(args, stop_asked, running)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _run(args: argparse.Namespace, stop_asked, running: list) -> int:
     import json
     import logging
-    import signal
 
     import torch
 
@@ -113,12 +133,12 @@ def run(args: argparse.Namespace) -> int:
             stage.close()
         raise
     log.info("worker %s on %s", worker.consumer, worker.url)
-    previous = {s: signal.signal(s, lambda *_: worker.stop()) for s in (signal.SIGINT, signal.SIGTERM)}
+    running.append(worker)
+    if stop_asked.is_set():
+        worker.stop()
     try:
         summary = worker.run(idle_exit_s=args.idle_exit_s)
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
         if hasattr(stage, "close"):
             stage.close()
     d = summary.to_dict()
