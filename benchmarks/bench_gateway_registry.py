@@ -4,8 +4,9 @@ Run: ``.venv/bin/python benchmarks/run.py --only gateway_registry`` (or this fil
 section). ``LORARFFI_BENCH_CACHE=DIR`` keeps the trained extractors in ``DIR/gateway_registry/sf<N>/``.
 
 One chip model, a look-alike fleet (``make_fleet(..., spread=3, cfo_model="calibrated")``, the open-set
-benchmark's seed). Per spreading factor an extractor (the default recipe with the triplet objective, the
-closed-set benchmark's training session: day 1 from power-on, place 1, SNR 15-30 dB) is trained on devices
+benchmark's seed). Per spreading factor an extractor (the default recipe with the enrollment extractor's
+objective, ``lorarffi.rffi.recipe.EXTRACTOR_OBJECTIVE``; the closed-set benchmark's training session: day 1
+from power-on, place 1, SNR 15-30 dB) is trained on devices
 1-20 at that SF, and a registry bound to it enrolls the devices that send at that SF, 100 day-1 packets each.
 The recording: 60 s of a 1 MS/s capture centred on 868.3 MHz, the enrolled devices 21-30, 4 plain rogues and
 2 rogues tuned to enrolled devices' CFO (each on its target's channel and SF) on 868.1 / 868.3 / 868.5 MHz at
@@ -61,13 +62,14 @@ def _preambles(devices, sf: int, n: int, seed: int):
 
 def _extractor(train_fleet, sf: int, out: pathlib.Path) -> tuple[pathlib.Path, str]:
     """The SF's extractor (trained unless ``out`` holds one) and how it was trained."""
+    from lorarffi.rffi.recipe import EXTRACTOR_OBJECTIVE
     from lorarffi.rffi.train import TrainConfig, train
 
     if not (out / "config.json").exists():
         ps = _preambles(train_fleet, sf, N_TRAIN_PACKETS, 1)
         t0 = time.perf_counter()
         result = train(ps.preambles, ps.device_ids, _cfg(sf), out,
-                       TrainConfig(objective="triplet", max_time_s=TRAIN_S))
+                       TrainConfig(objective=EXTRACTOR_OBJECTIVE, max_time_s=TRAIN_S))
         (out / "trained.txt").write_text(
             f"trained {time.perf_counter() - t0:.0f} s, {len(result.history)} epochs ({result.stopped})"
         )

@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from lorarffi.errors import ConfigError
+from lorarffi.rffi.recipe import EXTRACTOR_OBJECTIVE
 
 __all__ = ["HELP", "DESCRIPTION", "EPILOG", "add_arguments", "run", "DemoPlan"]
 
@@ -26,9 +27,9 @@ DESCRIPTION = (
     "A guided tour on the built-in simulated radio, each step a lora-rffi command you can copy. It simulates "
     "a fleet of look-alike LoRa devices, trains the default model (the benchmarked recipe) on some of them "
     "and evaluates it on a later day with and without the CFO gate; trains an embedding extractor (the same "
-    "recipe with the triplet objective), enrolls the devices in a registry and then two more without "
-    "retraining (the extractor's weights are checked unchanged), then authenticates a live stream from the "
-    "simulated radio "
+    "recipe with the supervised contrastive objective), enrolls the devices in a registry and then two more "
+    "without retraining (the extractor's weights are checked unchanged), then authenticates a live stream "
+    "from the simulated radio "
     "that also carries two rogues, one of them tuned to a legitimate device's carrier frequency. The live "
     "step runs at a pace this machine sustains (measured first), so no sample is lost. It ends with one "
     "table (accuracy, rogues caught, false accepts, dropped samples, latency) and the paths of every file "
@@ -188,10 +189,11 @@ def run(args: argparse.Namespace) -> int:
         json_out=True,
     )
     step(
-        f"train the embedding extractor for enrollment on devices {trained} (the recipe, triplet objective, "
-        f"{plan.extractor_epochs} epochs)",
+        f"train the embedding extractor for enrollment on devices {trained} (the recipe, "
+        f"{EXTRACTOR_OBJECTIVE} objective, {plan.extractor_epochs} epochs)",
         ["train", str(day1), "--devices", trained, "-o", str(extractor), "--overwrite", "--seed", "0",
-         "--objective", "triplet", *_budget(plan.extractor_epochs, plan.max_time_s), "--no-progress"],
+         "--objective", EXTRACTOR_OBJECTIVE, *_budget(plan.extractor_epochs, plan.max_time_s),
+         "--no-progress"],
     )  # fmt: skip
     weights = extractor / "weights.safetensors"
     sha_before = _sha256(weights)

@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["Recipe", "RECIPE"]
+__all__ = ["Recipe", "RECIPE", "EXTRACTOR_OBJECTIVE"]
 
 
 @dataclass(frozen=True)
@@ -100,3 +100,9 @@ RECIPE = Recipe(
     weight_decay=0.0,
     seed=0,
 )
+
+EXTRACTOR_OBJECTIVE = "supcon"
+"""Objective of the enrollment extractor the open-set benchmark reports as ours: the recipe above with
+``lora-rffi train --objective supcon`` (supervised contrastive loss, 128-d embedding). It measured above the
+triplet objective and the softmax model's penultimate features on every figure of the open-set benchmark
+(docs/benchmarks.md, open_set); the demo and the gateway benchmark train their extractors with it."""
