@@ -21,6 +21,7 @@ import numpy as np
 
 from lorarffi.dsp import LoRaConfig
 from lorarffi.rffi import plots
+from lorarffi.rffi.recipe import EXTRACTOR_OBJECTIVE
 from lorarffi.rffi.train import TrainConfig, train
 from lorarffi.sim import Session, make_fleet, simulate_preamble_set
 from lorarffi.sim.session import tuned_to_cfo
@@ -36,7 +37,7 @@ train(
     train_set.device_ids,
     cfg,
     work / "extractor",
-    TrainConfig(objective="triplet", epochs=10, max_time_s=None, seed=0),
+    TrainConfig(objective=EXTRACTOR_OBJECTIVE, epochs=10, max_time_s=None, seed=0),
 )
 assert set(train_set.device_ids.tolist()) == {1, 2, 3, 4, 5, 6}
 
@@ -179,7 +180,7 @@ for n in shots:
     found = few.search(embed(test_set.preambles[legit])).device_id
     accuracy[n] = float(np.mean(found == test_set.device_ids[legit]))
 print({n: f"{100 * a:.1f} %" for n, a in accuracy.items()})
-fig = plots.few_shot_figure({"triplet extractor, day 2": accuracy}, title="few-shot enrollment (3 devices)")
+fig = plots.few_shot_figure({f"{EXTRACTOR_OBJECTIVE} extractor, day 2": accuracy}, title="few-shot enrollment (3 devices)")
 assert list(fig.axes[0].lines[0].get_ydata()) == [100 * accuracy[n] for n in shots]
 assert accuracy[100] == identified  # the same references as the enrollment above
 fig
