@@ -17,6 +17,7 @@ from lorarffi.rffi.checkpoint import (
     HYBRID_STATE_FILE,
     WEIGHTS_FILE,
     ModelDirConfig,
+    canonical_safetensors,
     fingerprint_arrays,
     load_model,
     read_config,
@@ -83,6 +84,31 @@ def test_round_trip_restores_weights_config_and_outputs(saved, monkeypatch) -> N
     other = build_model("infocom_cnn", n_classes=3, input_shape=(102, 62), in_channels=1).eval()
     with torch.no_grad():
         assert not torch.allclose(other(x), model(x))
+
+
+def test_equal_weights_save_to_equal_bytes_and_the_file_stays_readable(saved, tmp_path) -> None:
+    """The writer orders the metadata map differently from call to call; the saved file (whose hash is the
+    model's identity, ``weights_sha256``) must not."""
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    path, model, config = saved
+    files = []
+    for i in range(12):
+        save_model_dir(tmp_path / f"again{i}", model, config)
+        files.append((tmp_path / f"again{i}" / WEIGHTS_FILE).read_bytes())
+    assert all(f == files[0] for f in files)
+    assert (path / WEIGHTS_FILE).read_bytes() == files[0]
+    assert json.loads((path / CONFIG_FILE).read_text())["weights_sha256"] == json.loads(
+        (tmp_path / "again0" / CONFIG_FILE).read_text()
+    )["weights_sha256"]
+    # the writer's own output really varies (what the canonical form is for), and reordering keeps it valid
+    raw = {save({"w": torch.ones(3)}, metadata={"a": "1", "b": "2", "c": "3"}) for _ in range(20)}
+    assert len({canonical_safetensors(r) for r in raw}) == 1
+    (tmp_path / "w.safetensors").write_bytes(canonical_safetensors(raw.pop()))
+    with safe_open(tmp_path / "w.safetensors", "pt") as f:
+        assert f.metadata() == {"a": "1", "b": "2", "c": "3"}
+        assert torch.equal(f.get_tensor("w"), torch.ones(3))
 
 
 def test_tracked_hybrid_state_persists_and_a_new_save_clears_it(saved) -> None:

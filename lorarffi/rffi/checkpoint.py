@@ -33,6 +33,7 @@ from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import ConfigError, InputDataError, ModelError
 
 __all__ = [
+    "canonical_safetensors",
     "check_weights_sha256",
     "ModelDirConfig",
     "save_model_dir",
@@ -142,20 +143,32 @@ def fingerprint_arrays(*arrays: npt.ArrayLike, extra: dict[str, Any] | None = No
     return "sha256:" + h.hexdigest()
 
 
+def canonical_safetensors(data: bytes) -> bytes:
+    """``data`` (a safetensors file) with its JSON header's keys sorted, so that equal weights and metadata
+    give equal bytes: the writer lays out the metadata map in an order that changes from call to call, and
+    the weights' hash is the model's identity (``weights_sha256``). The header keeps its length (its
+    entries are only reordered) and the tensor bytes are untouched."""
+    n = int.from_bytes(data[:8], "little")
+    text = json.dumps(json.loads(data[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    size = n if len(text) <= n else -(-len(text) // 8) * 8  # longer never for a reordering; stay valid
+    return size.to_bytes(8, "little") + text.ljust(size, b" ") + data[8 + n :]
+
+
 def save_model_dir(path: str | os.PathLike, model, config: ModelDirConfig) -> pathlib.Path:
     """Write ``model``'s weights (safetensors) and ``config`` (JSON) into directory ``path`` (created).
 
     A stale ``hybrid_state.json`` from an earlier model in the same directory is removed.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     out = pathlib.Path(path)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    data = canonical_safetensors(save(state, metadata={"format": FORMAT, "model": config.model_name}))
     with atomic_path(out / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp), metadata={"format": FORMAT, "model": config.model_name})
+        tmp.write_bytes(data)
     d = config.to_dict()
-    d["weights_sha256"] = hashlib.sha256((out / WEIGHTS_FILE).read_bytes()).hexdigest()
+    d["weights_sha256"] = hashlib.sha256(data).hexdigest()
     _write_json_atomic(out / CONFIG_FILE, d)
     (out / HYBRID_STATE_FILE).unlink(missing_ok=True)
     return out
