@@ -186,3 +186,34 @@ def test_keyed_audit_rows_are_logged_once_under_two_concurrent_writers(backend, 
     keyed = [row.packet_key for row in rows if row.packet_key is not None]
     assert sorted(keyed) == sorted(f"node/r/{i}" for i in range(n))  # each key once, none lost
     assert len(rows) == n + 2
+
+
+def test_two_processes_setting_the_threshold_at_once_both_succeed(reg, path) -> None:
+    """Workers starting together each choose and store the threshold: the second write waits for the first
+    and replaces it (a delete-then-insert would hit the first's new row and fail)."""
+    import threading
+
+    from lorarffi.rffi.registry import queries
+
+    other = Registry.open(path)
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            other.set_threshold(0.25, far=0.01, method="the second worker's choice", k=15)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    try:
+        with reg._write() as conn:  # the first worker's write, not yet committed
+            queries.write_meta(conn, "threshold", {"value": 0.5, "far": 0.01, "method": "first", "k": 15,
+                                                   "set_at": "2026-12-04T00:00:00+00:00"})  # fmt: skip
+            t = threading.Thread(target=second)
+            t.start()
+            t.join(1.0)
+            assert t.is_alive()  # waits for the first transaction's row
+        t.join(30.0)
+        assert not t.is_alive() and not errors, errors
+        assert reg.threshold.value == 0.25 and other.threshold.value == 0.25
+    finally:
+        other.close()

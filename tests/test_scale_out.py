@@ -169,20 +169,36 @@ def wait_for(condition, timeout_s: float = WAIT_S, what: str = "the condition") 
         time.sleep(0.1)
 
 
-def joined(redis_url: str, queue: str, n: int) -> None:
-    """Wait until ``n`` workers have joined the queue's consumer group (they are up: model loaded)."""
+def joined(redis_url: str, queue: str, n: int, workers: list[subprocess.Popen]) -> None:
+    """Wait until ``n`` workers have joined the queue's consumer group (they are up: model loaded). If they do
+    not, stop ``workers`` and fail with what each of them said."""
     import redis
 
     client = redis.Redis.from_url(redis_url)
     stream = queue.rsplit("/", 1)[1]
 
-    def ready() -> bool:
+    def consumers() -> list:
         try:
-            return len(client.xinfo_consumers(stream, "lorarffi-workers")) >= n
+            return client.xinfo_consumers(stream, "lorarffi-workers")
         except redis.ResponseError:  # no stream or group yet
-            return False
+            return []
 
-    wait_for(ready, what=f"{n} worker(s) ready")
+    try:
+        wait_for(lambda: len(consumers()) >= n, what=f"{n} worker(s) ready")
+    except AssertionError as exc:
+        said = []
+        for w in workers:
+            running = w.poll() is None
+            if running:
+                w.send_signal(signal.SIGTERM)
+            try:
+                _, err = w.communicate(timeout=WAIT_S)
+            except subprocess.TimeoutExpired:
+                w.kill()
+                _, err = w.communicate()
+            said.append(f"{'running' if running else 'exited'} (exit {w.returncode}): {err[-3000:]}")
+        group = [c.get("name") for c in consumers()]
+        raise AssertionError(f"{exc}; consumers {group}; workers: " + " || ".join(said)) from None
 
 
 def decided(url: str) -> int:
@@ -251,7 +267,7 @@ def test_two_nodes_and_two_workers_decide_as_single_machine_live(
     runs = node_runs([node(halves[0], queue, "a"), node(halves[1], queue, "b")])
     n = len(reference["a"]) + len(reference["b"])
     wait_for(lambda: decided(pg_registry) >= n, what="every packet decided")
-    joined(redis_server.url, queue, 2)  # a worker still loading its model when the other did all the work
+    joined(redis_server.url, queue, 2, workers)  # one may still be loading its model, the other did all
     summaries = [stop(w) for w in workers]
     check_decisions(audit(pg_registry), reference, runs)
     assert sum(s["n_entries"] for s in summaries) == n and sum(s["n_lost"] for s in summaries) == 0
@@ -292,7 +308,7 @@ def test_redis_restarted_mid_run_loses_nothing_uncounted(
     world, halves, reference, pg_registry, queue, redis_server
 ) -> None:
     w = worker(world, queue, pg_registry, "w")
-    joined(redis_server.url, queue, 1)
+    joined(redis_server.url, queue, 1, [w])
     # node a at half real time with a big buffer (nothing may drop); node b with a buffer of 2 (drops counted)
     nodes = [node(halves[0], queue, "a", "--speed", "0.5"), node(halves[1], queue, "b", "--speed", "0.5",
                                                                "--queue-buffer", "2")]  # fmt: skip
@@ -328,7 +344,7 @@ def test_postgresql_restarted_mid_run_nothing_acknowledged_before_it_is_stored(
     client = redis.Redis.from_url(redis_server.url)
     stream = queue.rsplit("/", 1)[1]
     w = worker(world, queue, pg_registry, "w", "--batch", "2")
-    joined(redis_server.url, queue, 1)  # up: its registry read, its connection to the database open
+    joined(redis_server.url, queue, 1, [w])  # up: its registry read, its connection to the database open
     postgres_server.stop()
     try:
         runs = node_runs([node(halves[0], queue, "a"), node(halves[1], queue, "b")])

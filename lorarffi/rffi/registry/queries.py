@@ -49,9 +49,21 @@ def read_meta(conn: Connection) -> dict[str, Any]:
 
 
 def write_meta(conn: Connection, key: str, value: Any) -> None:
-    """Set ``meta[key]`` to ``value`` (JSON-encoded), replacing what was there."""
+    """Set ``meta[key]`` to ``value`` (JSON-encoded), replacing what was there: one upsert, so that two
+    processes writing one key at once (workers starting together each store the threshold they chose) both
+    succeed, the later one's value kept, where a delete and an insert would collide on the first's new row."""
+    text = json.dumps(value)
+    dialect = conn.dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(meta).values(
+            key=key, value=text
+        )
+        conn.execute(upsert.on_conflict_do_update(index_elements=[meta.c.key], set_={"value": text}))
+        return
     conn.execute(delete(meta).where(meta.c.key == key))
-    conn.execute(insert(meta).values(key=key, value=json.dumps(value)))
+    conn.execute(insert(meta).values(key=key, value=text))
 
 
 def device_records(conn: Connection, device_id: int | None = None) -> list[DeviceRecord]:
