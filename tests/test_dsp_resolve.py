@@ -133,6 +133,21 @@ def test_aligned_windows_read_absolute_positions_with_zeros_outside(first, step,
     np.testing.assert_array_equal(aligned_windows(store, starts, 64), expect)  # zeros before 100, or 0
 
 
+def test_sample_store_view_shares_a_block_and_copies_across_blocks():
+    a = np.arange(10, dtype=np.complex64)
+    b = np.arange(10, 20, dtype=np.complex64)
+    store = SampleStore()
+    store.append(a, owned=True)
+    store.append(b, owned=True)
+    inside = store.view(12, 17)
+    assert np.shares_memory(inside, b) and not inside.flags.writeable
+    np.testing.assert_array_equal(inside, np.arange(12, 17))
+    across = store.view(8, 13)  # two blocks: a new array, as get() gives
+    assert not np.shares_memory(across, a) and not np.shares_memory(across, b)
+    np.testing.assert_array_equal(across, np.arange(8, 13))
+    np.testing.assert_array_equal(store.view(18, 23), [18, 19, 0, 0, 0])  # past the end: zeros
+
+
 def test_cfo_rotation_matches_the_analytic_phasor():
     """float32 cos/sin of a phase reduced in float64: |error| <= the phase's float32 rounding (2 pi 2**-24,
     3.7e-7) plus 1 ulp each for cos, sin and the complex product of the symbol and step phasors (< 1e-6)."""
@@ -248,9 +263,9 @@ def test_the_sfd_settles_the_one_bin_one_chip_ambiguity(pkt, m):
     """Timing m chips off with the CFO m bins off leaves the up-chirps' tone unchanged: only the SFD tells."""
     cfo0 = round(pkt.cfo_bins)
     r_true = pkt.cfo_bins - cfo0
-    x_sync, r_b = settle_bin_ambiguity((pkt.iq, 0), pkt.x_sync + m * OSR, r_true + m, cfo0, REFS)
+    x_sync, r_b, _ = settle_bin_ambiguity((pkt.iq, 0), pkt.x_sync + m * OSR, r_true + m, cfo0, REFS)
     assert x_sync == pytest.approx(pkt.x_sync) and r_b == pytest.approx(r_true)
-    x_sync, r_b = settle_bin_ambiguity((pkt.iq, 0), pkt.x_sync, r_true, cfo0, REFS)  # already right
+    x_sync, r_b, _ = settle_bin_ambiguity((pkt.iq, 0), pkt.x_sync, r_true, cfo0, REFS)  # already right
     assert x_sync == pkt.x_sync and r_b == r_true
 
 
@@ -269,7 +284,8 @@ def test_count_preamble_counts_the_upchirps_before_the_sync_word(n_pre, snr_db):
     assert count.n_symbols == n_pre
     assert count.amp.size == s_up // L and len(count.flags) == count.amp.size
     assert sum(count.flags[:n_pre]) >= n_pre - 1 and sum(count.flags[n_pre:]) <= 1
-    assert not sfd_is_weak(local, s_up + 2 * L, -e, t.cfo_bins, count.e_ref, REFS)
+    sfd_power = settle_bin_ambiguity(local, t.x_sync, 0.0, t.cfo_bins, REFS).sfd_power
+    assert not sfd_is_weak(sfd_power, count.e_ref)
 
 
 def test_count_preamble_needs_room_and_a_weak_sfd_is_seen():
@@ -278,7 +294,8 @@ def test_count_preamble_needs_room_and_a_weak_sfd_is_seen():
     count, local, s_up, e = _count(t)
     no_sfd = t.iq.copy()
     no_sfd[s_up + 2 * L : s_up + 4 * L] = 0  # the two SFD down-chirps removed (noise-free zeros)
-    assert sfd_is_weak((no_sfd, 0), s_up + 2 * L, -e, t.cfo_bins, count.e_ref, REFS)
+    settled = settle_bin_ambiguity((no_sfd, 0), t.x_sync, 0.0, t.cfo_bins, REFS)
+    assert sfd_is_weak(settled.sfd_power, count.e_ref)
 
 
 @pytest.mark.parametrize("n_pre", [60, 300])

@@ -378,7 +378,7 @@ class StreamDetector:
 
     # -- resolution of one candidate ------------------------------------------------------------------------
     def _chip_windows(self, w_a: int, w_b: int) -> npt.NDArray[np.complex64]:
-        return self._chips.get(w_a * self._N, w_b * self._N).reshape(-1, self._N)
+        return self._chips.view(w_a * self._N, w_b * self._N).reshape(-1, self._N)
 
     def _locate_sfd(self, cand: _Cluster, w_end: int, *, early: bool) -> _SfdLocation | None:
         """Stages 1-5 on the chip-rate windows before ``w_end`` and the samples held: None when no SFD stands
@@ -415,10 +415,10 @@ class StreamDetector:
         held_from = held_from if held_from > 0 else -math.inf  # before sample 0: known zeros
         truncated = first_needed < held_from
         a = first_needed if not truncated else int(held_from)
-        local = (self._full.get(a, int(math.ceil(p_sfd * osr)) + 3 * L), a)
+        local = (self._full.view(a, int(math.ceil(p_sfd * osr)) + 3 * L), a)
         x_sync, r_b = align_upchirps(local, (p_sfd - 2 * N) * osr, cfo0, refs)  # reads before x_sync only
         # the latest samples read from here on: the two SFD down-chirps after the sync word, for the timing
-        # hypotheses up to one chip later (settle_bin_ambiguity, then sfd_is_weak)
+        # hypotheses up to one chip later (settle_bin_ambiguity)
         last_read = int(math.ceil(x_sync)) + osr + 4 * L
         complete = w_sfd + 3 <= self._n_win and last_read <= min(self._full.end, local[1] + local[0].size)
         return _SfdLocation(cfo0, local, truncated, x_sync, r_b, complete)
@@ -431,9 +431,8 @@ class StreamDetector:
             return None
         refs, L, osr = self._refs, self._L, self._osr
         cfo0, local, truncated = sfd.cfo0_bins, sfd.local, sfd.truncated
-        x_sync, r_b = settle_bin_ambiguity(local, sfd.x_sync, sfd.r_bins, cfo0, refs)
+        x_sync, r_b, sfd_power = settle_bin_ambiguity(local, sfd.x_sync, sfd.r_bins, cfo0, refs)
         s_up = int(round(x_sync))
-        s_down = s_up + 2 * L
         e = (s_up - x_sync) / osr  # the aligned windows start e chips after the symbol boundaries
 
         # 6. count the preamble back from the sync word
@@ -454,7 +453,7 @@ class StreamDetector:
         if n_pre < (MIN_PREAMBLE if long_preamble else 3):
             log.debug("candidate at window %d: %d preamble symbols", cand.w0, n_pre)
             return None
-        if sfd_is_weak(local, s_down, r_b - e, cfo0, count.e_ref, refs):
+        if sfd_is_weak(sfd_power, count.e_ref):
             log.debug("candidate at window %d: weak SFD", cand.w0)
             return None
 
@@ -494,7 +493,7 @@ class StreamDetector:
         if i_fp >= local[1]:
             window = aligned_windows(local, np.array([i_fp]), n_fp)[0]
         else:
-            window = self._full.get(i_fp, i_fp + n_fp)
+            window = self._full.view(i_fp, i_fp + n_fp)
         compensated = compensated_window(window, cfo_hz, self._fs_int, self._refs)
         power = float(np.vdot(compensated, compensated).real) / n_fp  # reported as power_db
         scale = self._fs_in / self._fs_int

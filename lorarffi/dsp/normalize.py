@@ -45,7 +45,7 @@ def rms_normalize(iq: Any) -> Any:
         rms = power.sqrt()
         return x * (1.0 / torch.where(rms > 0, rms, torch.ones_like(rms))).to(torch.float32)
     x = np.ascontiguousarray(iq, dtype=np.complex64)
-    flat = x.view(np.float32)  # I, Q interleaved: the power is the mean of twice as many squares
-    power = np.einsum("...i,...i->...", flat, flat, dtype=np.float64)[..., None] / max(x.shape[-1], 1)
+    flat = x.view(np.float32).astype(np.float64)  # I, Q interleaved: the mean of twice as many squares
+    power = np.vecdot(flat, flat)[..., None] / max(x.shape[-1], 1)
     rms = np.sqrt(power)
     return x * (1.0 / np.where(rms > 0, rms, 1.0)).astype(np.float32)

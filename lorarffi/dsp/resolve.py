@@ -10,7 +10,7 @@ a local copy ``(samples, first index)`` of the stream:
 4. :func:`sfd_boundary` picks the SFD's symbol boundary;
 5. :func:`align_upchirps` and :func:`settle_bin_ambiguity`: alignment to the sample and the coarse CFO again;
 6. :func:`count_preamble` (and :func:`count_from_head` for a preamble longer than the history),
-   :func:`sfd_is_weak`;
+   :func:`sfd_is_weak` (on the SFD power stage 5b measured);
 7. :func:`fine_cfo` (eq. 13 over all pairs, then a least-squares line; Shen et al. 2021) and
    :func:`fine_timing`;
 8. :func:`estimate_snr_db`, :func:`read_sync_word` and :func:`compensated_window`: the packet's outputs.
@@ -39,6 +39,7 @@ from lorarffi.dsp.sample_store import SampleStore
 __all__ = [
     "ChirpReferences",
     "SfdPeak",
+    "SettledSync",
     "PreambleCount",
     "Source",
     "ZERO_PAD",
@@ -153,13 +154,29 @@ class ChirpReferences:
         k = np.array([0, 1, -1, 2, -2], dtype=np.float64)
         return cis(np.outer(self.n_float, -k / self.n_samples))
 
+    @functools.cached_property
+    def near_dtft(self) -> npt.NDArray[np.complex64]:
+        """:meth:`fine_dtft` at the fine bins ``-2*ZERO_PAD-1 .. 2*ZERO_PAD+1`` around bin 0, shape
+        (N, 4*ZERO_PAD+3) (a chip-rate bin ``b`` moves them by a per-chip rotation ``exp(-2j*pi*n*b/N)``)."""
+        return self.fine_dtft(np.arange(-2 * ZERO_PAD - 1, 2 * ZERO_PAD + 2))
+
+    @functools.cached_property
+    def chip_edge_dtft(self) -> npt.NDArray[np.complex64]:
+        """DTFT of one chip-rate symbol at bins 0, 1, -1: (N, 3)."""
+        return self.fine_dtft(ZERO_PAD * np.array([0, 1, -1]))
+
+    @functools.cached_property
+    def step_dtft(self) -> npt.NDArray[np.complex64]:
+        """DTFT of one symbol at bins -1, 0, 1, one row each: (3, L)."""
+        return np.ascontiguousarray(self.edge_dtft[:, [2, 0, 1]].T)
+
 
 @functools.lru_cache(maxsize=64)
 def _references(sf: int, bw_hz: float, fs_hz: float) -> ChirpReferences:
     refs = ChirpReferences._build(LoRaConfig(sf=sf, bw_hz=bw_hz, fs_hz=fs_hz))
-    refs.time_dtft, refs.edge_dtft  # noqa: B018 - computed now, not at the first packet
+    refs.time_dtft, refs.edge_dtft, refs.step_dtft, refs.near_dtft, refs.chip_edge_dtft  # noqa: B018 - now
     for table in (refs.up_full, refs.down_full, refs.up_chip, refs.down_chip, refs.n_float, refs.time_dtft,
-                  refs.edge_dtft):
+                  refs.edge_dtft, refs.step_dtft, refs.near_dtft, refs.chip_edge_dtft):
         table.setflags(write=False)
     return refs
 
@@ -267,7 +284,7 @@ def aligned_windows(source: Source, starts: npt.NDArray[np.int64], n: int) -> np
     contiguous = b - a == k * n and (k <= 2 or bool((starts[1:] - starts[:-1] == n).all()))
     if isinstance(source, SampleStore):
         a, b = min(a, int(starts.min())), max(b, int(starts.max()) + n)
-        seg = source.get(a, b)
+        seg = source.view(a, b)
     else:
         arr, off = source
         if contiguous and a >= off and b <= off + arr.size:
@@ -311,14 +328,17 @@ def symbol_amplitudes(source: Source, starts: npt.NDArray[np.int64], tone: float
     """
     ref = refs.down_full if ref is None else ref
     w = ref.size
-    if starts.size > 1 and starts[1] - starts[0] == -w:  # backwards: read forwards, then flip
-        win = aligned_windows(source, starts[::-1], w)[::-1]
-    else:
-        win = aligned_windows(source, starts, w)
+    # backwards starts are read forwards and the results flipped (a product with reversed rows would not
+    # reach BLAS: ten times slower)
+    backwards = starts.size > 1 and starts[1] - starts[0] == -w
+    fwd = starts[::-1] if backwards else starts
+    win = aligned_windows(source, fwd, w)
     off = source[1] if isinstance(source, tuple) else 0
-    amp = _amps(win, starts - off, ref, tone, cfo_bins, refs)
-    flat = win.view(np.float32)  # rows of (re, im) pairs
-    return amp, np.einsum("ij,ij->i", flat, flat).astype(np.float64)
+    amp = _amps(win, fwd - off, ref, tone, cfo_bins, refs)
+    energy = np.vecdot(win, win).real.astype(np.float64)
+    if backwards:
+        return amp[::-1], energy[::-1]
+    return amp, energy
 
 
 def tone_bins(d: npt.NDArray[np.complex64], refs: ChirpReferences) -> float:
@@ -353,13 +373,15 @@ def upchirp_peak_bins(windows: npt.NDArray[np.complex64], bin_index: int, refs: 
     """
     z, n = ZERO_PAD, refs.n_chips
     # the zero-padded spectrum is needed only near the bin: a DTFT on those fine bins (one more either side)
-    near = (bin_index * z + np.arange(-2 * z - 1, 2 * z + 2)) % (z * n)
-    sp = (windows * refs.down_chip) @ refs.fine_dtft(near)
+    near0 = bin_index * z - 2 * z - 1  # the first fine bin
+    shift = refs.down_chip * cis((-bin_index / n) * refs.n_float[:n])  # dechirps, moves bin_index to 0
+    sp = (windows * shift) @ refs.near_dtft
     spec = sp.real**2 + sp.imag**2
     e = spec[:, 1:-1].max(axis=1)
-    avg = spec[e >= 0.5 * e.max()].mean(axis=0, dtype=np.float64)
+    strong = spec[e >= 0.5 * e.max()]
+    avg = np.add.reduce(strong, axis=0, dtype=np.float64) / strong.shape[0]
     i = int(np.argmax(avg[1:-1])) + 1
-    return (int(near[i]) + _log_parabola(avg, i) - i) / z
+    return ((near0 + i) % (z * n) + _log_parabola(avg, i) - i) / z
 
 
 class SfdPeak(NamedTuple):
@@ -396,9 +418,9 @@ def find_sfd(windows: npt.NDArray[np.complex64], refs: ChirpReferences) -> SfdPe
     sp = scipy.fft.fft(windows * refs.up_chip, n=z * n, axis=1)
     spec = sp.real**2 + sp.imag**2
     pair = spec[:-1] + spec[1:]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pair_mean = pair.mean(axis=1)
-        metric = np.where(pair_mean > 0, pair.max(axis=1) / pair_mean, 0.0)
+    energy = np.vecdot(windows, windows).real  # the mean of a window's zero-padded periodogram (Parseval)
+    pair_mean = energy[:-1] + energy[1:]
+    metric = np.divide(pair.max(axis=1), pair_mean, out=np.zeros_like(pair_mean), where=pair_mean > 0)
     i_best = int(np.argmax(metric))
     if metric[i_best] < SFD_RATIO:
         return SfdPeak(i_best, math.nan, float(metric[i_best]))
@@ -444,13 +466,13 @@ def sfd_boundary(chips: Source, delta_chips: float, w_sfd: int, cfo_bins: float,
     """
     n = refs.n_chips
     p0 = delta_chips + math.floor((w_sfd * n - delta_chips) / n) * n
-    bounds = p0 + n * np.arange(-1, 2)
+    # the boundaries p0 - N, p0, p0 + N and two windows after each: four consecutive windows from p0 - N
     ref_up = refs.up_chip * cis((-cfo_bins / n) * refs.n_float[:n])
-    starts = np.round(bounds[:, None] + np.array([0, n])).astype(np.int64).ravel()
-    sp = scipy.fft.fft(aligned_windows(chips, starts, n) * ref_up, axis=1)
+    s = round(p0) - n
+    sp = (aligned_windows(chips, s + n * np.arange(4), n) * ref_up) @ refs.chip_edge_dtft  # bins 0, 1, -1
     pw = sp.real**2 + sp.imag**2
-    e_down = (pw[:, 0] + np.maximum(pw[:, 1], pw[:, -1])).reshape(3, 2)
-    return float(bounds[int(np.argmax(e_down.sum(axis=1)))])
+    e_down = pw[:, 0] + np.maximum(pw[:, 1], pw[:, 2])
+    return float(p0 + n * (int(np.argmax(e_down[:-1] + e_down[1:])) - 1))
 
 
 # -- stage 5: alignment at the full rate --------------------------------------------------------------------
@@ -501,8 +523,16 @@ def align_upchirps(local: tuple[npt.NDArray[np.complex64], int], x_sync: float, 
     return x_sync, r_b
 
 
+class SettledSync(NamedTuple):
+    """Stage 5b's result: the hypothesis the SFD chose."""
+
+    x_sync: float  # sync word's first sample (absolute, full rate)
+    r_bins: float  # CFO left after the coarse one, bins of ``fs / L``
+    sfd_power: float  # mean dechirped power of the two SFD down-chirps there (scale of PreambleCount.power)
+
+
 def settle_bin_ambiguity(local: tuple[npt.NDArray[np.complex64], int], x_sync: float, r_bins: float,
-                         cfo_bins: float, refs: ChirpReferences) -> tuple[float, float]:
+                         cfo_bins: float, refs: ChirpReferences) -> SettledSync:
     """Stage 5b: the up-chirps cannot tell a CFO one bin off from a timing one chip off: the SFD decides.
 
     For each hypothesis ``m`` in (-1, 0, 1) (timing ``m`` chips later, CFO ``m`` bins higher) the two SFD
@@ -510,20 +540,23 @@ def settle_bin_ambiguity(local: tuple[npt.NDArray[np.complex64], int], x_sync: f
 
     Returns
     -------
-    x_sync : float
-        ``x_sync + m * osr``.
-    r_bins : float
-        ``r_bins + m``.
+    SettledSync
+        ``x_sync + m * osr``, ``r_bins + m`` and the SFD's power at them (for :func:`sfd_is_weak`).
     """
     big_l, osr = refs.n_samples, refs.osr
-    ms = np.arange(-1, 2)
-    s_m = np.round(x_sync + ms * osr).astype(np.int64) + 2 * big_l
-    tones = r_bins + ms - (s_m - 2 * big_l - x_sync - ms * osr) / osr
-    win = aligned_windows(local, (s_m[:, None] + np.array([0, big_l])).ravel(), big_l)  # (6, L)
-    ref = refs.up_full[:, None] * cis(np.outer(refs.n_float, -(tones + cfo_bins) / big_l))  # powers only
-    amp_d = (win @ ref).reshape(3, 2, 3)[ms + 1, :, ms + 1]  # hypothesis m at its own tone
-    m = int(np.argmax(np.sum(np.abs(amp_d) ** 2, axis=1))) - 1
-    return x_sync + m * osr, r_bins + m
+    # hypothesis m reads the windows from s0 + 2L + m*osr at tone0 + m: one contiguous span holds all six
+    # windows, and the tones differ by whole bins (the rows of ``step_dtft`` for m = -1, 0, 1)
+    s0 = round(x_sync)
+    tone0 = r_bins - (s0 - x_sync) / osr
+    first = s0 + 2 * big_l - osr
+    span = aligned_windows(local, np.array([first]), 2 * big_l + 2 * osr)[0]
+    win = np.lib.stride_tricks.as_strided(span, shape=(3, 2, big_l), strides=(osr * span.itemsize,
+                                          big_l * span.itemsize, span.itemsize), writeable=False)
+    ref = (refs.up_full * cis((-(tone0 + cfo_bins) / big_l) * refs.n_float)) * refs.step_dtft
+    amp_d = np.matmul(win, ref[:, :, None])[..., 0]  # (3, 2): hypothesis m at its own tone; powers only
+    power = np.vecdot(amp_d, amp_d).real.astype(np.float64)  # (3,): the two windows' powers summed
+    i = int(np.argmax(power))
+    return SettledSync(x_sync + (i - 1) * osr, r_bins + (i - 1), float(power[i]) / 2)
 
 
 # -- stage 6: the preamble's length -------------------------------------------------------------------------
@@ -628,13 +661,10 @@ def count_from_head(head: npt.NDArray[np.complex64], head_start: int, x_sync: fl
     return int(round((x_sync - p_first) / big_l))
 
 
-def sfd_is_weak(local: tuple[npt.NDArray[np.complex64], int], s_down: int, tone: float, cfo_bins: float,
-                e_ref: float, refs: ChirpReferences) -> bool:
-    """Stage 6, check: the two aligned SFD down-chirps at ``s_down`` hold less than :data:`RHO` times the
-    preamble's power ``e_ref`` (``tone`` is the down-chirps' tone in bins: ``r_bins - e``)."""
-    sfd_amp, _ = symbol_amplitudes(local, s_down + refs.n_samples * np.arange(2), tone, refs,
-                                   cfo_bins=cfo_bins, ref=refs.up_full)
-    return bool((np.abs(sfd_amp) ** 2).mean() < RHO * e_ref)
+def sfd_is_weak(sfd_power: float, e_ref: float) -> bool:
+    """Stage 6, check: the two aligned SFD down-chirps (``sfd_power``, from :func:`settle_bin_ambiguity`) hold
+    less than :data:`RHO` times the preamble's power ``e_ref`` (from :func:`count_preamble`)."""
+    return sfd_power < RHO * e_ref
 
 
 # -- stage 7: fine CFO and timing ---------------------------------------------------------------------------

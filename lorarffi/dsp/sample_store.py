@@ -37,6 +37,17 @@ class SampleStore:
                 out[lo - a : hi - a] = x[lo - start : hi - start]
         return out
 
+    def view(self, a: int, b: int) -> npt.NDArray[np.complex64]:
+        """Samples ``[a, b)`` for reading within the current call: a read-only view of the block that holds
+        them all when there is one (no copy), else as :meth:`get`. A view of a block that is not ``owned`` is
+        valid only until the caller reuses its memory."""
+        for start, x, _owned in self._blocks:
+            if start <= a and b <= start + x.size:
+                v = x[a - start : b - start]
+                v.flags.writeable = False
+                return v
+        return self.get(a, b)
+
     def covers(self, a: int) -> bool:
         """True when sample ``a`` (and everything after it up to the end) is held."""
         return a >= self.start
