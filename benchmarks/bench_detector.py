@@ -232,8 +232,10 @@ def run() -> str:
     parts = [
         f"`StreamDetector` on {DURATION_S:g} s of simulated SF7 / 125 kHz traffic at 1 MS/s (in-band SNR "
         f"-5..30 dB, CFO +-20 kHz), chunks of {CHUNK} samples, one core (child process, `OMP_NUM_THREADS=1`, "
-        "pinned to one CPU). The search costs the same at any traffic; each packet then costs about a "
-        "millisecond of alignment work, so the real-time factor falls with the packet rate.\n"
+        "pinned to one CPU). The search costs the same at any traffic; each packet then costs the "
+        "alignment work measured below, so the real-time factor falls with the packet rate. CPU times "
+        "on this shared virtual machine vary from run to run with the other tenants' load: every run is "
+        "listed.\n"
     ]
     results = []
     for rate in PACKETS_PER_S:
