@@ -550,8 +550,9 @@ def settle_bin_ambiguity(local: tuple[npt.NDArray[np.complex64], int], x_sync: f
     tone0 = r_bins - (s0 - x_sync) / osr
     first = s0 + 2 * big_l - osr
     span = aligned_windows(local, np.array([first]), 2 * big_l + 2 * osr)[0]
-    win = np.lib.stride_tricks.as_strided(span, shape=(3, 2, big_l), strides=(osr * span.itemsize,
-                                          big_l * span.itemsize, span.itemsize), writeable=False)
+    step = span.strides[0]
+    win = np.lib.stride_tricks.as_strided(span, shape=(3, 2, big_l), strides=(osr * step, big_l * step, step),
+                                          writeable=False)
     ref = (refs.up_full * cis((-(tone0 + cfo_bins) / big_l) * refs.n_float)) * refs.step_dtft
     amp_d = np.matmul(win, ref[:, :, None])[..., 0]  # (3, 2): hypothesis m at its own tone; powers only
     power = np.vecdot(amp_d, amp_d).real.astype(np.float64)  # (3,): the two windows' powers summed
