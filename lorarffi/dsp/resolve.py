@@ -302,9 +302,9 @@ def aligned_windows(source: Source, starts: npt.NDArray[np.int64], n: int) -> np
 
 
 def symbol_amplitudes(source: Source, starts: npt.NDArray[np.int64], tone: float, refs: ChirpReferences,
-                      *, cfo_bins: float = 0.0, ref: npt.NDArray[np.complex64] | None = None,
-                      ) -> tuple[npt.NDArray[np.complex128], npt.NDArray[np.float64]]:
-    """Dechirped amplitude at ``tone`` and energy of the one-symbol windows at ``starts``.
+                      *, cfo_bins: float = 0.0) -> tuple[npt.NDArray[np.complex128], npt.NDArray[np.float64]]:
+    """Amplitude at ``tone`` after dechirping (with ``refs.down_full``: up-chirp windows) and energy of the
+    one-symbol windows at ``starts``.
 
     Parameters
     ----------
@@ -317,8 +317,6 @@ def symbol_amplitudes(source: Source, starts: npt.NDArray[np.int64], tone: float
     refs : ChirpReferences
     cfo_bins : float
         CFO removed first, in bins of ``fs / L``.
-    ref : ndarray of complex64, shape (L,), optional
-        Dechirping reference (default ``refs.down_full``: up-chirp windows).
 
     Returns
     -------
@@ -326,7 +324,7 @@ def symbol_amplitudes(source: Source, starts: npt.NDArray[np.int64], tone: float
     energy : ndarray of float64, shape (K,)
         ``sum |x|**2`` of each window.
     """
-    ref = refs.down_full if ref is None else ref
+    ref = refs.down_full
     w = ref.size
     # backwards starts are read forwards and the results flipped (a product with reversed rows would not
     # reach BLAS: ten times slower)
