@@ -38,7 +38,7 @@ from lorarffi.dsp.resolve import (
     sfd_boundary,
     sfd_is_weak,
     symbol_amplitudes,
-    upchirp_peak_bins,
+    upchirp_peak,
 )
 from lorarffi.dsp.sample_store import SampleStore
 
@@ -188,17 +188,19 @@ def test_upchirp_and_sfd_peaks_are_cfo_minus_and_plus_timing(start, cfo_hz):
     t = synth(start=start, cfo_hz=cfo_hz)
     win = t.chips.reshape(-1, N)
     w_first = int(np.ceil(t.start / L))  # first window inside the preamble
-    k_up = upchirp_peak_bins(win[w_first : w_first + 5], int(round(t.cfo_bins - t.delta_chips)) % N, REFS)
+    k_up = upchirp_peak(win[w_first : w_first + 5], int(round(t.cfo_bins - t.delta_chips)) % N, REFS).bins
     assert circ(k_up, t.cfo_bins - t.delta_chips) < 1.0
     sfd_chip = t.x_sync / OSR + 2 * N
     w_sfd = int(sfd_chip // N)
     sfd = find_sfd(win[w_sfd - 4 : w_sfd + 5], REFS)
     assert sfd.found and circ(sfd.bins, t.cfo_bins + t.delta_chips) < 1.0
-    assert w_sfd - 4 + sfd.index in (w_sfd, w_sfd + 1)  # the pair of windows inside the 2.25 down-chirps
+    # the first pair that stands out: the SFD starts in its second window, or in its first
+    assert w_sfd - 4 + sfd.index in (w_sfd - 1, w_sfd)
     cfo_b, delta = coarse_cfo_and_timing(k_up, sfd.bins, N)
     assert abs(cfo_b - t.cfo_bins) < 1.0 and circ(delta, t.delta_chips) < 1.0
     # stage 4 on the boundary estimate: the SFD's first chip, to the coarse timing's accuracy
-    p_sfd = sfd_boundary((t.chips, 0), delta, w_sfd - 4 + sfd.index, cfo_b, REFS)
+    up = upchirp_peak(win[w_first : w_first + 5], int(round(t.cfo_bins - t.delta_chips)) % N, REFS)
+    p_sfd = sfd_boundary((t.chips, 0), delta, w_sfd - 4 + sfd.index, cfo_b, REFS, min_power=0.25 * up.power)
     assert abs(p_sfd - sfd_chip) < 1.0
 
 
@@ -218,8 +220,8 @@ def test_upchirp_peak_ignores_windows_weaker_than_half_the_strongest():
         return float(np.max(np.abs(np.fft.fft(w * REFS.down_chip, axis=-1)) ** 2))
 
     tone *= np.float32(np.sqrt(0.45 * max(peak_power(w) for w in pre) / peak_power(tone)))
-    alone = upchirp_peak_bins(pre, b, REFS)
-    assert abs(upchirp_peak_bins(np.concatenate([pre, np.tile(tone, (4, 1))]), b, REFS) - alone) < 1e-4
+    alone = upchirp_peak(pre, b, REFS).bins
+    assert abs(upchirp_peak(np.concatenate([pre, np.tile(tone, (4, 1))]), b, REFS).bins - alone) < 1e-4
 
 
 def test_no_sfd_in_noise_or_in_a_preamble():
@@ -240,13 +242,40 @@ def test_coarse_cfo_and_timing_split_the_two_peaks(cfo_bins, delta):
     assert abs(got_cfo - cfo_bins) < 1e-12 and circ(got_delta, delta) < 1e-12
 
 
-@pytest.mark.parametrize("window_error", [0, 1, 2])
+@pytest.mark.parametrize("window_error", [-1, 0, 1, 2])
 def test_sfd_boundary_picks_the_symbol_boundary_with_the_down_chirps(pkt, window_error):
-    """The SFD's pair of windows starts in the window holding its first chip or in the next one, or (noise)
-    one later still."""
+    """The SFD starts in the second window of find_sfd's pair or in its first, or (noise) one later or
+    earlier still."""
     sfd_chip = pkt.x_sync / OSR + 2 * N
-    got = sfd_boundary((pkt.chips, 0), pkt.delta_chips, int(sfd_chip // N) + window_error, pkt.cfo_bins, REFS)
+    win = pkt.chips.reshape(-1, N)
+    w_first = int(np.ceil(pkt.start / L))
+    up = upchirp_peak(win[w_first : w_first + 5], int(round(pkt.cfo_bins - pkt.delta_chips)) % N, REFS)
+    got = sfd_boundary((pkt.chips, 0), pkt.delta_chips, int(sfd_chip // N) + window_error, pkt.cfo_bins, REFS,
+                       min_power=0.25 * up.power)
     assert got == pytest.approx(sfd_chip, abs=1e-9)  # the truth itself: float64 sums of whole symbols
+
+
+def test_sfd_boundary_is_settled_by_the_two_full_down_chirps(pkt):
+    """With the windows that have arrived: the first boundary whose two windows both hold a down-chirp is
+    given as soon as they are in (the SFD's last quarter is not needed) and never before, and later windows
+    do not change it; without such a pair the strongest is given once every window is in."""
+    sfd_chip = pkt.x_sync / OSR + 2 * N
+    w = int(sfd_chip // N)  # the SFD starts inside window w
+    p_in = round(sfd_chip) + 2 * N  # the second full down-chirp's end
+    src = (pkt.chips, 0)
+    win = pkt.chips.reshape(-1, N)
+    w_first = int(np.ceil(pkt.start / L))
+    up = upchirp_peak(win[w_first : w_first + 5], int(round(pkt.cfo_bins - pkt.delta_chips)) % N, REFS)
+    for w_sfd in (w - 1, w, w + 1):  # the boundaries tried start two, one or no symbol before the SFD
+        args = (src, pkt.delta_chips, w_sfd, pkt.cfo_bins, REFS)
+        for arrived in (p_in, p_in + 3 * N, None):
+            got = sfd_boundary(*args, min_power=0.25 * up.power, arrived=arrived)
+            assert got == pytest.approx(sfd_chip, abs=1e-9)
+        assert sfd_boundary(*args, min_power=0.25 * up.power, arrived=p_in - 1) is None
+    # a down-chirp window holds about an up-chirp's power (the same scale): twice that is never reached
+    args = (src, pkt.delta_chips, w, pkt.cfo_bins, REFS)
+    assert sfd_boundary(*args, min_power=2.0 * up.power, arrived=p_in) is None
+    assert sfd_boundary(*args, min_power=2.0 * up.power) == pytest.approx(sfd_chip, abs=1e-9)
 
 
 # -- stage 5 -------------------------------------------------------------------------------------------------

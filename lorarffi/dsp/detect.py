@@ -2,9 +2,10 @@
 
 The detector searches the stream for preambles at the chip rate and resolves each candidate into a
 :class:`~lorarffi.dsp.packet.Packet` (alignment, preamble length, CFO, sync word, SNR and the fingerprint
-window) with the stages of :mod:`lorarffi.dsp.resolve`. Packets do not depend on the chunk sizes: all work is
-done on blocks fixed in absolute sample positions, and each packet is resolved from a span of samples fixed by
-its own position.
+window) with the stages of :mod:`lorarffi.dsp.resolve`. Packets do not depend on the chunk sizes, bit for bit:
+the search works on blocks fixed in absolute sample positions, and each packet is resolved, as soon as the
+samples it reads have arrived (within the chunk that brings them), from a span of samples fixed by its own
+position and from choices that later samples cannot change.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from lorarffi.dsp.resolve import (
     settle_bin_ambiguity,
     sfd_boundary,
     sfd_is_weak,
-    upchirp_peak_bins,
+    upchirp_peak,
 )
 from lorarffi.dsp.sample_store import SampleStore
 from lorarffi.errors import ConfigError, InputDataError
@@ -77,6 +78,8 @@ class _Cluster:
     bin: int  # chip bin of the last passing window
     n_pass: int
     head: npt.NDArray[np.complex64] | None = None  # chips from window w0 - _HEAD_BEFORE on
+    tried: bool = False  # resolved while open and found not to be a packet: wait until it closes
+    stages12: tuple | None = None  # ((w_lo, ws, w_end, early), UpchirpPeak, SfdPeak) of the last attempt
 
 
 class _SfdLocation(NamedTuple):
@@ -86,6 +89,16 @@ class _SfdLocation(NamedTuple):
     x_sync: float  # the sync word's first sample (full rate, absolute), one chip ambiguous
     r_bins: float  # CFO left after cfo0_bins
     complete: bool  # every sample the later stages read has arrived
+
+
+def _boxcar(x: npt.NDArray[np.complex64], osr: int) -> npt.NDArray[np.complex64]:
+    """Sum of each run of ``osr`` samples (``x.size`` a multiple of it), added in one order whatever the
+    array's length or alignment (a matrix product with a column of ones takes another path, and another
+    rounding, on a misaligned array, and is 30x slower for osr = 2)."""
+    out = x[0::osr].copy()
+    for i in range(1, osr):
+        out += x[i::osr]
+    return out
 
 
 def _circ_dist(a: int, b: int, n: int) -> int:
@@ -104,9 +117,10 @@ class StreamDetector:
         ``preamble_symbols``. The sync word seen is reported whatever ``cfg.sync_word`` says.
     block_samples : int
         Samples (at the internal integer-oversampled rate, rounded down to whole symbols, at least one) per
-        processing block. A packet is emitted with the first block that holds every sample its resolution
-        reads (up to 0.75 symbol past its SFD), so a block bounds the added latency (65536 samples: 66 ms at
-        1 MS/s); larger blocks cost a little less CPU per sample.
+        search block. A packet is emitted within the chunk that brings the samples its resolution reads
+        (normally its SFD's two full down-chirps, a quarter symbol before the SFD ends) once the search has
+        seen its preamble end, which a block can delay (65536 samples: 66 ms at 1 MS/s); larger blocks cost a
+        little less CPU per sample.
 
     Attributes
     ----------
@@ -133,6 +147,8 @@ class StreamDetector:
     4 passing windows with the same bin (within 2) make a candidate, which :mod:`lorarffi.dsp.resolve`
     turns into a packet as soon as its SFD stands out and the samples the alignment reads after it have
     arrived (or, for a candidate whose SFD is not found, once every window where it can lie has arrived).
+    Between blocks the samples still filling the next one are looked at for that (not searched): a packet
+    whose preamble the search has seen comes out in the chunk that completes its SFD.
 
     Examples
     --------
@@ -166,7 +182,6 @@ class StreamDetector:
         self._block_w = max(1, block_samples // self._L)
         self._block_len = self._block_w * self._L
         self._refs = ChirpReferences.from_config(self.internal_cfg)
-        self._ones = np.ones(self._osr, dtype=np.complex64)
         n_keep = max(cfg.preamble_symbols, K_FINE) + _J + _HEAD_BEFORE + _SFD_LOOKAHEAD + 16
         self._keep_full = self._block_len + n_keep * self._L
         self._keep_chip = (self._block_w + _HISTORY_WINDOWS) * self._N
@@ -271,6 +286,9 @@ class StreamDetector:
         while self._n_pending >= self._block_len:
             block, owned = self._take(self._block_len)
             out += self._process_block(block, owned)
+        if self._n_pending >= self._osr and (
+                self._candidates or self._open_ready(self._n_win + self._n_pending // self._L)):
+            out += self._peek()
         # never keep views of caller memory past this call
         for i, item in enumerate(self._pending):
             if not item[1]:
@@ -291,19 +309,28 @@ class StreamDetector:
         self._chips.trim(self._chips.end - self._keep_chip)
         return out
 
-    def _process_block(self, x: npt.NDArray[np.complex64], owned: bool) -> list[Packet]:
-        N, B = self._N, self._block_w
+    def _chip_rate(self, x: npt.NDArray[np.complex64], owned: bool
+                   ) -> tuple[npt.NDArray[np.complex64], bool, npt.NDArray[np.complex64], int]:
+        """``x`` (a whole number of ``osr`` groups) with non-finite samples replaced by zeros, whether the
+        result is owned, its chip-rate samples (each group's sum) and the number of samples replaced."""
         with np.errstate(invalid="ignore", over="ignore"):
-            chips = x.reshape(-1, self._osr) @ self._ones if self._osr > 1 else x.copy()
+            chips = _boxcar(x, self._osr)
             finite = np.isfinite(chips.sum())  # cheap test first: a NaN/inf sample makes the sum non-finite
+        n_bad = 0
         if not finite:
             bad = ~np.isfinite(x)
-            self.n_nonfinite += int(np.count_nonzero(bad))
-            if bad.any():
+            n_bad = int(np.count_nonzero(bad))
+            if n_bad:
                 x = np.where(bad, np.complex64(0), x)
                 owned = True
-                chips = x.reshape(-1, self._osr) @ self._ones if self._osr > 1 else x.copy()
+                chips = _boxcar(x, self._osr)
             chips[~np.isfinite(chips)] = 0  # finite samples so large that their sum overflows
+        return x, owned, chips, n_bad
+
+    def _process_block(self, x: npt.NDArray[np.complex64], owned: bool) -> list[Packet]:
+        N, B = self._N, self._block_w
+        x, owned, chips, n_bad = self._chip_rate(x, owned)
+        self.n_nonfinite += n_bad
         self._full.append(x, owned=owned)
         self._chips.append(chips, owned=True)
 
@@ -344,19 +371,77 @@ class StreamDetector:
         if cl is not None and cl.head is None and last >= cl.w0 + _HEAD_AFTER - 1:
             L = self._L
             cl.head = self._full.get((cl.w0 - _HEAD_BEFORE) * L, (cl.w0 + _HEAD_AFTER) * L)
+        return self._emit_ready(peek=False)
+
+    def _peek(self) -> list[Packet]:
+        """Resolve what the samples of the block still filling complete: they are added to the stores for
+        this call only (the search sees them with their block). A packet comes out as soon as the samples its
+        resolution reads have arrived, not at the end of the block that holds them."""
+        n = self._n_pending - self._n_pending % self._osr
+        parts = [self._pending[0][0][self._pending_off :]] + [a for a, _owned in self._pending[1:]]
+        x = np.concatenate(parts)[:n] if len(parts) > 1 else parts[0][:n]
+        x, owned, chips, _n_bad = self._chip_rate(x, False)  # counted when its block is processed
+        self._full.append(x, owned=owned)
+        self._chips.append(chips, owned=True)
+        try:
+            return self._emit_ready(peek=True)
+        finally:
+            self._full.pop()
+            self._chips.pop()
+
+    def _open_ready(self, w_avail: int) -> bool:
+        """The open cluster has the passing windows of a candidate and, of the ``w_avail`` windows that have
+        arrived, the two after its last passing one, where its SFD's down-chirps can start."""
+        cl = self._cluster
+        return cl is not None and not cl.tried and cl.n_pass >= _MIN_PASSES and w_avail > cl.wlast + 2
+
+    def _emit_ready(self, *, peek: bool) -> list[Packet]:
+        """Resolve the candidates in order of start while each is complete (or its look-ahead has been
+        searched), then the open cluster when its SFD is complete. ``peek``: the stores also hold samples of
+        the block still filling, beyond the windows searched; only complete candidates are resolved, and only
+        those whose resolution does not depend on how much history the next block leaves."""
+        last = self._n_win - 1
+        w_avail = self._chips.end // self._N
         out = []
         while self._candidates:
             cand = self._candidates[0]
-            final = cand.wlast + _SFD_LOOKAHEAD + 1 <= last
-            w_end = cand.wlast + _SFD_LOOKAHEAD + 1 if final else last + 1
+            w_look = cand.wlast + _SFD_LOOKAHEAD + 1  # one past the last window searched for its SFD
+            final = not peek and w_look <= last
+            w_end = w_look if final else min(w_look, w_avail)
+            if peek and not self._peek_safe(cand):
+                break
             sfd = self._locate_sfd(cand, w_end, early=not final)
             if not final and (sfd is None or not sfd.complete):
                 break
             self._candidates.pop(0)
+            self.n_candidates += 1
             packet = self._resolve(cand, sfd)
             if packet is not None:
                 out.append(packet)
+        cl = self._cluster
+        if not self._candidates and self._open_ready(w_avail) and (not peek or self._peek_safe(cl)):
+            sfd = self._locate_sfd(cl, min(cl.wlast + _SFD_LOOKAHEAD + 1, w_avail), early=True)
+            # its last passing window is final once every window that can still pass has been searched: a
+            # window passes only with three of the four before it on the preamble's bin, so not when the one
+            # before it starts after the SFD's first chip (a sync word may sit on that bin), x_sync + 2N
+            if (sfd is not None and sfd.complete
+                    and self._n_win * self._N >= sfd.x_sync / self._osr + 3 * self._N + 3):
+                packet = self._resolve(cl, sfd)
+                if packet is None:
+                    cl.tried = True  # resolved again, and counted, when it closes
+                else:
+                    self.n_candidates += 1
+                    self._cluster = None
+                    out.append(packet)
         return out
+
+    def _peek_safe(self, cand: _Cluster) -> bool:
+        """The history the stores hold after the next block still covers what resolving ``cand`` reads, so
+        resolving it now or with that block gives the same packet."""
+        n_win_next = self._n_win + self._block_w
+        chips_from = n_win_next * self._N - self._keep_chip
+        return (self._need_from(cand) >= n_win_next * self._L - self._keep_full
+                and max(cand.w0 - 1, cand.wlast - _J - 12) * self._N >= chips_from)
 
     def _cluster_step(self, w: int, b: int) -> None:
         cl = self._cluster
@@ -385,33 +470,46 @@ class StreamDetector:
         out among those windows.
 
         ``complete`` in the result says whether every sample stages 4-8 read has arrived: then the candidate
-        can be resolved before its full look-ahead, with the same result (the SFD is found in the same
-        windows either way: the windows after it hold payload up-chirps, which give no down-chirp peak).
+        can be resolved before its full look-ahead, with the same packet up to float rounding (the SFD is
+        placed on the same symbol boundary either way: the windows after it hold payload up-chirps, which
+        give no down-chirp peak, and an early boundary needs two full down-chirps).
         ``early``: skip the alignment (the costly stage, at the full rate) while the SFD's two down-chirps
-        have clearly not arrived; the result then says incomplete.
+        have not arrived or the boundary is not settled (:func:`sfd_boundary` with ``arrived``); the result
+        then says incomplete.
         """
         refs, N, L, osr = self._refs, self._N, self._L, self._osr
-        # 1-2. up-chirp peak (cfo - timing) from the cluster's windows, SFD peak (cfo + timing) after them
-        chips_from = self._chips.end - self._keep_chip  # fixed by the block, not by the chunking
+        # 1-2. up-chirp peak (cfo - timing) from the cluster's windows, SFD peak (cfo + timing) after them;
+        # kept with the candidate while no window arrives
+        chips_from = self._n_win * N - self._keep_chip  # fixed by the block, not by the chunking
         w_lo = max(cand.w0 - 1, cand.wlast - _J - 12, -(-chips_from // N))
         ws = cand.wlast - _J
-        win = self._chip_windows(w_lo, w_end)
-        k_up = upchirp_peak_bins(win[: cand.wlast + 1 - w_lo], cand.bin, refs)
-        sfd = find_sfd(win[ws - w_lo :], refs)
+        # (find_sfd takes the first strong pair: once found, more windows do not change it)
+        key = (w_lo, ws, w_end, early)
+        cached = cand.stages12
+        if not (cached is not None and cached[0][:2] == key[:2]
+                and (cached[0] == key or (cached[2].found and cached[0][2] <= w_end))):
+            win = self._chip_windows(w_lo, w_end)
+            cand.stages12 = (key, upchirp_peak(win[: cand.wlast + 1 - w_lo], cand.bin, refs),
+                             find_sfd(win[ws - w_lo :], refs, final=not early))
+        _key, up, sfd = cand.stages12
         if not sfd.found:
             log.debug("candidate at window %d: no SFD (metric %.1f)", cand.w0, sfd.metric)
             return None
         # 3-4. coarse CFO and timing (chip units), the SFD's symbol boundary (read from windows up to
         # w_sfd + 2: the boundaries next to w_sfd and two symbols after each)
         w_sfd = ws + sfd.index
-        cfo0, delta = coarse_cfo_and_timing(k_up, sfd.bins, N)
-        p_sfd = sfd_boundary(self._chips, delta, w_sfd, cfo0, refs)
-        if early and (w_sfd + 3 > self._n_win or int(math.ceil(p_sfd * osr)) + 2 * L > self._full.end):
-            return _SfdLocation(cfo0, (np.zeros(0, np.complex64), 0), False, math.nan, math.nan, False)
+        cfo0, delta = coarse_cfo_and_timing(up.bins, sfd.bins, N)
+        not_yet = _SfdLocation(cfo0, (np.zeros(0, np.complex64), 0), False, math.nan, math.nan, False)
+        # a down-chirp window of the SFD holds a whole symbol's power, as an up-chirp one: a quarter of it
+        # tells a down-chirp from the sync word or payload around it
+        p_sfd = sfd_boundary(self._chips, delta, w_sfd, cfo0, refs, min_power=0.25 * up.power,
+                             arrived=self._chips.end if early else None)
+        if p_sfd is None or (early and int(math.ceil(p_sfd * osr)) + 2 * L > self._full.end):
+            return not_yet
 
         # 5. from here on, aligned windows at the full rate on a local copy (the CFO rides on the references)
         first_needed = self._need_from(cand)
-        held_from = self._full.end - self._keep_full  # fixed by the block, not by the chunking
+        held_from = self._n_win * L - self._keep_full  # fixed by the block, not by the chunking
         held_from = held_from if held_from > 0 else -math.inf  # before sample 0: known zeros
         truncated = first_needed < held_from
         a = first_needed if not truncated else int(held_from)
@@ -420,13 +518,12 @@ class StreamDetector:
         # the latest samples read from here on: the two SFD down-chirps after the sync word, for the timing
         # hypotheses up to one chip later (settle_bin_ambiguity)
         last_read = int(math.ceil(x_sync)) + osr + 4 * L
-        complete = w_sfd + 3 <= self._n_win and last_read <= min(self._full.end, local[1] + local[0].size)
+        complete = last_read <= min(self._full.end, local[1] + local[0].size)
         return _SfdLocation(cfo0, local, truncated, x_sync, r_b, complete)
 
     def _resolve(self, cand: _Cluster, sfd: _SfdLocation | None) -> Packet | None:
         """The stages of :mod:`lorarffi.dsp.resolve` after the alignment on one candidate; None when it is
         not a packet."""
-        self.n_candidates += 1
         if sfd is None:
             return None
         refs, L, osr = self._refs, self._L, self._osr

@@ -5,7 +5,7 @@ one bin) and calls these stages in order on the samples it holds; each is a func
 :class:`ChirpReferences`. Stages 1-4 work at the chip rate, the rest at the full (integer-oversampled) rate on
 a local copy ``(samples, first index)`` of the stream:
 
-1. :func:`upchirp_peak_bins` and 2. :func:`find_sfd`: the up-chirp peak sits at ``cfo - timing``, the SFD
+1. :func:`upchirp_peak` and 2. :func:`find_sfd`: the up-chirp peak sits at ``cfo - timing``, the SFD
    down-chirp peak at ``cfo + timing``; 3. :func:`coarse_cfo_and_timing` splits the two;
 4. :func:`sfd_boundary` picks the SFD's symbol boundary;
 5. :func:`align_upchirps` and :func:`settle_bin_ambiguity`: alignment to the sample and the coarse CFO again;
@@ -44,6 +44,8 @@ __all__ = [
     "Source",
     "ZERO_PAD",
     "SFD_RATIO",
+    "SFD_PAIR_FA",
+    "sfd_first_ratio",
     "MIN_PREAMBLE",
     "K_FINE",
     "K_TIME",
@@ -52,7 +54,8 @@ __all__ = [
     "cis",
     "change_point",
     "tone_bins",
-    "upchirp_peak_bins",
+    "UpchirpPeak",
+    "upchirp_peak",
     "find_sfd",
     "coarse_cfo_and_timing",
     "sfd_boundary",
@@ -72,6 +75,22 @@ __all__ = [
 
 ZERO_PAD = 4  # zero-padding of the resolution spectra
 SFD_RATIO = 7.4  # gamma.isf(1e-5, 2) / 2: peak over mean of two summed zero-padded window periodograms
+SFD_PAIR_FA = 1e-5  # false-alarm probability of a pair of noise windows taken as the SFD's first pair
+
+
+@functools.cache
+def sfd_first_ratio(n_chips: int) -> float:
+    """Peak-over-mean ratio a pair of windows must reach to be taken as the SFD's first pair at once: noise
+    reaches it with probability :data:`SFD_PAIR_FA` over the whole pair spectrum. Per bin the ratio of noise
+    is gamma(2)/2 distributed, ``P(> x) = (1 + 2x) exp(-2x)``; the ``ZERO_PAD``-times padded spectrum holds
+    about ``2 * n_chips`` independent bins (measured on noise: 9.7 at SF7, 11.3 at SF12 for a max over
+    ``n_chips``; the padded bins' maxima are that much higher)."""
+    n_eff = 2 * n_chips
+    x = 5.0
+    for _ in range(50):  # Newton on g(x) = log(n_eff (1 + 2x)) - 2x - log(p)
+        g = math.log(n_eff * (1 + 2 * x)) - 2 * x - math.log(SFD_PAIR_FA)
+        x -= g / (2 / (1 + 2 * x) - 2)
+    return x
 RHO = 0.3  # an aligned up-chirp (or SFD down-chirp) holds at least this share of the preamble's energy
 PROJ_SPLIT = 0.47  # coherent count: share of the preamble amplitude that splits up-chirp from noise
 KAPPA_SURE = 25.0  # noise alone exceeds this many times its expectation with probability 1e-11
@@ -352,8 +371,15 @@ def tone_bins(d: npt.NDArray[np.complex64], refs: ChirpReferences) -> float:
 
 
 # -- stages 1-4: chip rate ----------------------------------------------------------------------------------
-def upchirp_peak_bins(windows: npt.NDArray[np.complex64], bin_index: int, refs: ChirpReferences) -> float:
-    """Stage 1: the dechirped up-chirp peak of a candidate, ``cfo - timing``, in chip bins.
+class UpchirpPeak(NamedTuple):
+    """Stage 1's result."""
+
+    bins: float  # dechirped up-chirp peak, ``cfo - timing``, in chip bins
+    power: float  # the strongest window's peak power (a full up-chirp's; same scale as sfd_boundary's)
+
+
+def upchirp_peak(windows: npt.NDArray[np.complex64], bin_index: int, refs: ChirpReferences) -> UpchirpPeak:
+    """Stage 1: the dechirped up-chirp peak of a candidate, ``cfo - timing``, in chip bins, and its power.
 
     Parameters
     ----------
@@ -365,9 +391,11 @@ def upchirp_peak_bins(windows: npt.NDArray[np.complex64], bin_index: int, refs: 
 
     Returns
     -------
-    k_up : float
-        Peak of the ``ZERO_PAD``-times zero-padded periodograms averaged over the windows holding at least
-        half the strongest one's peak, interpolated (log-parabola); in ``[-1/2, N)`` chip bins.
+    UpchirpPeak
+        ``bins``: peak of the ``ZERO_PAD``-times zero-padded periodograms averaged over the windows holding at
+        least half the strongest one's peak, interpolated (log-parabola); in ``[-1/2, N)`` chip bins.
+        ``power``: the strongest window's peak (a window inside the preamble dechirps to one tone whatever
+        its alignment, so this is a whole symbol's coherent power).
     """
     z, n = ZERO_PAD, refs.n_chips
     # the zero-padded spectrum is needed only near the bin: a DTFT on those fine bins (one more either side)
@@ -379,38 +407,42 @@ def upchirp_peak_bins(windows: npt.NDArray[np.complex64], bin_index: int, refs: 
     strong = spec[e >= 0.5 * e.max()]
     avg = np.add.reduce(strong, axis=0, dtype=np.float64) / strong.shape[0]
     i = int(np.argmax(avg[1:-1])) + 1
-    return ((near0 + i) % (z * n) + _log_parabola(avg, i) - i) / z
+    return UpchirpPeak(((near0 + i) % (z * n) + _log_parabola(avg, i) - i) / z, float(e.max()))
 
 
 class SfdPeak(NamedTuple):
-    """Stage 2's result: the best pair of consecutive down-chirp windows."""
+    """Stage 2's result: the pair of consecutive windows taken as the SFD's."""
 
     index: int  # first window of the pair (index into the windows given)
-    bins: float  # dechirped down-chirp peak, ``cfo + timing``, in chip bins
+    bins: float  # dechirped down-chirp peak, ``cfo + timing``, in chip bins (NaN when not found)
     metric: float  # peak over mean of the pair's summed zero-padded periodogram
-
-    @property
-    def found(self) -> bool:
-        """The pair holds a start-of-frame delimiter (false-alarm probability 1e-5 per candidate)."""
-        return self.metric >= SFD_RATIO
+    found: bool  # the pair holds a start-of-frame delimiter
 
 
-def find_sfd(windows: npt.NDArray[np.complex64], refs: ChirpReferences) -> SfdPeak:
+def find_sfd(windows: npt.NDArray[np.complex64], refs: ChirpReferences, *, final: bool = True) -> SfdPeak:
     """Stage 2: the start-of-frame delimiter among chip-rate windows after a candidate's preamble.
 
     The windows are dechirped with the up-chirp; the SFD's 2.25 down-chirps give a peak at ``cfo + timing``
-    in two consecutive windows.
+    in consecutive windows. The first pair whose peak noise reaches with probability :data:`SFD_PAIR_FA`
+    (:func:`sfd_first_ratio`) is taken, not the strongest: it is the same pair whatever windows follow it,
+    so a stream can place the SFD as soon as it has arrived and get what a recording gives. Its first window
+    starts at most about two symbols before the SFD (it may hold only the first part of the down-chirps:
+    stage 4 places the boundary). When no pair is that strong, the strongest pair counts if it exceeds
+    :data:`SFD_RATIO` (per-bin false alarm 1e-5), once every window the SFD can be in has been given.
 
     Parameters
     ----------
     windows : ndarray of complex64, shape (K, N), K >= 2
         Consecutive chip-rate windows from the candidate's last preamble windows on.
     refs : ChirpReferences
+    final : bool
+        Every window the SFD can be in is among ``windows`` (else a weak SFD is not found yet).
 
     Returns
     -------
     SfdPeak
-        Its ``found`` is false when no pair stands out of the noise.
+        Its ``found`` is false when no pair stands out of the noise (``index`` and ``metric`` are then the
+        strongest pair's).
     """
     z, n = ZERO_PAD, refs.n_chips
     sp = scipy.fft.fft(windows * refs.up_chip, n=z * n, axis=1)
@@ -419,11 +451,12 @@ def find_sfd(windows: npt.NDArray[np.complex64], refs: ChirpReferences) -> SfdPe
     energy = np.vecdot(windows, windows).real  # the mean of a window's zero-padded periodogram (Parseval)
     pair_mean = energy[:-1] + energy[1:]
     metric = np.divide(pair.max(axis=1), pair_mean, out=np.zeros_like(pair_mean), where=pair_mean > 0)
-    i_best = int(np.argmax(metric))
-    if metric[i_best] < SFD_RATIO:
-        return SfdPeak(i_best, math.nan, float(metric[i_best]))
-    best = pair[i_best].astype(np.float64)
-    return SfdPeak(i_best, _log_parabola(best, int(np.argmax(best))) / z, float(metric[i_best]))
+    strong = np.flatnonzero(metric >= sfd_first_ratio(n))
+    i = int(strong[0]) if strong.size else int(np.argmax(metric))
+    if not strong.size and not (final and metric[i] >= SFD_RATIO):
+        return SfdPeak(i, math.nan, float(metric[i]), False)
+    chosen = pair[i].astype(np.float64)
+    return SfdPeak(i, _log_parabola(chosen, int(np.argmax(chosen))) / z, float(metric[i]), True)
 
 
 def coarse_cfo_and_timing(k_up: float, k_down: float, n_chips: int) -> tuple[float, float]:
@@ -445,10 +478,18 @@ def coarse_cfo_and_timing(k_up: float, k_down: float, n_chips: int) -> tuple[flo
     return cfo_b, (cfo_b - k_up) % n
 
 
-def sfd_boundary(chips: Source, delta_chips: float, w_sfd: int, cfo_bins: float,
-                 refs: ChirpReferences) -> float:
-    """Stage 4: chip index of the SFD's first down-chirp: of the symbol boundaries ``delta_chips + j*N``
-    next to window ``w_sfd``, the one after which two aligned windows hold the most down-chirp energy.
+def sfd_boundary(chips: Source, delta_chips: float, w_sfd: int, cfo_bins: float, refs: ChirpReferences, *,
+                 min_power: float, arrived: int | None = None) -> float | None:
+    """Stage 4: chip index of the SFD's first down-chirp, among the symbol boundaries ``delta_chips + j*N``
+    around window ``w_sfd``.
+
+    The boundaries ``p0 - N`` .. ``p0 + 2N`` (``p0`` the last at or before window ``w_sfd``'s start: the SFD
+    starts at ``p0``, ``p0 + N`` or ``p0 + 2N`` when :func:`find_sfd`'s pair holds part of it) are weighed by
+    the down-chirp power of the aligned window after each and the next. The first boundary whose two windows
+    both hold a down-chirp (each at least ``min_power`` and half the other's) is the SFD's: it is settled by
+    the samples up to its second down-chirp's end, a quarter symbol before the SFD ends, and later windows do
+    not change it. When none qualifies, the boundary whose two windows hold the most is taken, once every
+    window has arrived.
 
     Parameters
     ----------
@@ -457,20 +498,40 @@ def sfd_boundary(chips: Source, delta_chips: float, w_sfd: int, cfo_bins: float,
     delta_chips : float
         Symbol boundary phase from :func:`coarse_cfo_and_timing`.
     w_sfd : int
-        Chip-rate window (absolute, of N chips) where :func:`find_sfd` saw the SFD start.
+        Chip-rate window (absolute, of N chips) where :func:`find_sfd`'s pair starts.
     cfo_bins : float
         Coarse CFO in chip bins.
     refs : ChirpReferences
+    min_power : float
+        Least power of a down-chirp window on :func:`upchirp_peak`'s scale, > 0 (a full down-chirp holds about
+        an up-chirp's ``power``; the sync word's up-chirps, the SFD's last quarter and noise hold far less: a
+        quarter of ``power`` tells them apart).
+    arrived : int, optional
+        One past the last chip that has arrived (None: every window read has).
+
+    Returns
+    -------
+    float or None
+        None when the windows that have arrived do not settle it.
     """
-    n = refs.n_chips
+    n, n_win = refs.n_chips, 5
     p0 = delta_chips + math.floor((w_sfd * n - delta_chips) / n) * n
-    # the boundaries p0 - N, p0, p0 + N and two windows after each: four consecutive windows from p0 - N
-    ref_up = refs.up_chip * cis((-cfo_bins / n) * refs.n_float[:n])
     s = round(p0) - n
-    sp = (aligned_windows(chips, s + n * np.arange(4), n) * ref_up) @ refs.chip_edge_dtft  # bins 0, 1, -1
+    k = n_win if arrived is None else min(n_win, (arrived - s) // n)
+    if k < 2:
+        return None
+    ref_up = refs.up_chip * cis((-cfo_bins / n) * refs.n_float[:n])
+    sp = (aligned_windows(chips, s + n * np.arange(k), n) * ref_up) @ refs.chip_edge_dtft  # bins 0, 1, -1
     pw = sp.real**2 + sp.imag**2
-    e_down = pw[:, 0] + np.maximum(pw[:, 1], pw[:, 2])
-    return float(p0 + n * (int(np.argmax(e_down[:-1] + e_down[1:])) - 1))
+    e = (pw[:, 0] + np.maximum(pw[:, 1], pw[:, 2])).tolist()
+    for j in range(k - 1):
+        lo, hi = min(e[j], e[j + 1]), max(e[j], e[j + 1])
+        if lo >= min_power and lo >= 0.5 * hi:
+            return float(p0 + n * (j - 1))
+    if k < n_win:
+        return None
+    pairs = [e[j] + e[j + 1] for j in range(n_win - 1)]
+    return float(p0 + n * (pairs.index(max(pairs)) - 1))
 
 
 # -- stage 5: alignment at the full rate --------------------------------------------------------------------

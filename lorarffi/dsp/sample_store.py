@@ -28,6 +28,11 @@ class SampleStore:
         self._blocks.append([self.end, x, owned])
         self.end += x.size
 
+    def pop(self) -> None:
+        """Forget the block appended last (the stream's end moves back to its start)."""
+        start, _x, _owned = self._blocks.pop()
+        self.end = start
+
     def get(self, a: int, b: int) -> npt.NDArray[np.complex64]:
         """Samples ``[a, b)`` as a new array; zeros where nothing is held (before start, after end)."""
         out = np.zeros(max(b - a, 0), dtype=np.complex64)
