@@ -221,14 +221,17 @@ def _table(title: str, rows: list[dict]) -> str:
         else:
             out.append(f"| {name} | dropped samples | {r['n_lost_samples']} ({r['n_overflows']} overflows) "
                        f"| {load} |")
-            out.append(f"| {name} | latency from the last up-chirp sample, p50 / p99 / max | "
-                       f"{lat.get('p50', math.nan):.1f} / {lat.get('p99', math.nan):.1f} / "
-                       f"{lat.get('max', math.nan):.1f} ms (target p99 <= {TARGET_P99_MS:g} ms at real time) "
-                       f"| {load} |")
             lsfd = r.get("latency_sfd_ms", {})
-            out.append(f"| {name} | latency from the SFD's end, p50 / p99 / max | "
-                       f"{lsfd.get('p50', math.nan):.1f} / {lsfd.get('p99', math.nan):.1f} / "
-                       f"{lsfd.get('max', math.nan):.1f} ms | {load} |")
+            target = ""
+            if r["speed"] == 1:
+                met = "met" if lsfd.get("p99", math.inf) <= TARGET_P99_MS else "NOT met"
+                target = f" (target p99 <= {TARGET_P99_MS:g} ms at real time: {met})"
+            out.append(f"| {name} | **latency from the preamble's last sample (the SFD's end)**, p50 / p99 / "
+                       f"max | {lsfd.get('p50', math.nan):.1f} / {lsfd.get('p99', math.nan):.1f} / "
+                       f"{lsfd.get('max', math.nan):.1f} ms{target} | {load} |")
+            out.append(f"| {name} | latency from the last up-chirp sample (4.25 symbols earlier), p50 / p99 "
+                       f"/ max | {lat.get('p50', math.nan):.1f} / {lat.get('p99', math.nan):.1f} / "
+                       f"{lat.get('max', math.nan):.1f} ms | {load} |")
         out.append(f"| {name} | packets: sent / decided / matched (start within 8 samples, right channel "
                    f"and SF) / other | {r['n_sent']} / {r['n_decisions']} / {r['n_found']} / {r['n_wrong']} "
                    f"| {load} |")
@@ -257,11 +260,12 @@ def run() -> str:
         f"SF, in-band SNR 0-25 dB, CFO +-15 kHz, mean idle {MEAN_IDLE_S:g} s between packets of a channel), "
         "fed by `FileSource` (unpaced; paced at 3x and 1x real time, its producer dropping and counting what "
         "is not taken in time). Children with `OMP_NUM_THREADS=1`; the machine (2 cores) was shared with "
-        "other jobs: the load average is beside every figure. Latency is measured from a packet's last "
-        "preamble up-chirp and from the end of its SFD (Semtech's preamble: up-chirps, sync word, 2.25 SFD "
-        "symbols). A packet cannot be aligned before its SFD, which ends 4.25 symbols after the last "
-        "up-chirp (35 ms at SF10, 70 ms at SF11, 139 ms at SF12): the 50 ms target from the last up-chirp "
-        "cannot hold above SF9 ([live.md](live.md)).\n"
+        "other jobs: the load average is beside every figure. Latency is measured from the preamble's last "
+        "sample, the end of its SFD (Semtech's preamble is the programmed up-chirps plus 4.25 symbols: sync "
+        "word and 2.25 SFD symbols; the SX127x datasheets count its length so), and from the last up-chirp. "
+        "A packet cannot be aligned before its SFD, which ends 4.25 symbols after the last up-chirp (35 ms "
+        "at SF10, 70 ms at SF11, 139 ms at SF12): from the last up-chirp no 50 ms bound can hold above SF9 "
+        "([live.md](live.md)).\n"
     ]
     with tempfile.TemporaryDirectory(prefix="lorarffi-gateway-") as tmp:
         path = pathlib.Path(tmp) / "gateway.cf32"

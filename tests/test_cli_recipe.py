@@ -24,10 +24,12 @@ def _cli_config(*flags: str) -> TrainConfig:
 
 
 def _as_recipe(tc: TrainConfig) -> Recipe:
-    """The recipe fields of a TrainConfig (the representation by name, with no parameters)."""
-    assert tc.representation["params"] == {} and tc.model_hparams == {}
-    fields = {f.name: getattr(tc, f.name) for f in dataclasses.fields(Recipe) if f.name != "representation"}
-    return Recipe(representation=tc.representation["name"], **fields)
+    """The recipe fields of a TrainConfig (the representation by name and its parameters)."""
+    assert tc.model_hparams == {}
+    fields = {f.name: getattr(tc, f.name) for f in dataclasses.fields(Recipe)
+              if f.name not in ("representation", "representation_params")}
+    return Recipe(representation=tc.representation["name"],
+                  representation_params=tuple(sorted(tc.representation["params"].items())), **fields)
 
 
 def test_the_cli_defaults_and_trainconfig_defaults_are_the_recipe() -> None:
@@ -42,6 +44,21 @@ def test_the_cli_defaults_and_trainconfig_defaults_are_the_recipe() -> None:
         ("awgn", "multipath", "receiver", "cfo"),
         (0.0, 30.0),
     )
+
+
+def test_the_classifier_floors_its_spectrogram_and_an_extractor_keeps_the_full_range() -> None:
+    """The floor was measured for the classifier (closed_set); the metric objectives keep what open_set
+    measured. Naming the recipe's representation gives the same; another representation its own defaults."""
+    floored = {"name": RECIPE.representation, "params": {"top_db": 30.0}}
+    assert TrainConfig().representation == floored == _cli_config("--representation", RECIPE.representation
+                                                                  ).representation
+    assert TrainConfig(objective="classifier").representation == floored
+    for objective in ("supcon", "triplet"):
+        full = {"name": RECIPE.representation, "params": {}}
+        assert TrainConfig(objective=objective).representation == full
+        assert _cli_config("--objective", objective).representation == full
+    other = {"name": "spectrogram", "params": {}}
+    assert _cli_config("--representation", "spectrogram").representation == other
 
 
 def test_every_flag_still_changes_its_setting() -> None:
@@ -82,7 +99,8 @@ def test_train_help_says_the_defaults_are_the_benchmarked_recipe(capsys) -> None
     text = " ".join(capsys.readouterr().out.split())
     assert "Every default is the recipe of the default model the closed_set benchmark reports" in text
     assert f"--epochs EPOCHS most epochs (default {RECIPE.epochs})" in text
-    assert "(default awgn,multipath,receiver,cfo)" in text and "(default 300)" in text
+    assert "(default awgn,multipath,receiver,cfo)" in text and f"(default {RECIPE.max_time_s:g})" in text
+    assert "floored 30 dB below each packet's peak" in text
 
 
 def test_the_gate_flags_take_ppm_or_hz_but_not_both() -> None:

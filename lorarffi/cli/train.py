@@ -35,7 +35,8 @@ HELP = "train a device classifier on a preamble file"
 DESCRIPTION = (
     "Train a closed-set device classifier and its CFO gate on a preamble file. Every default is the recipe "
     "of the default model the closed_set benchmark reports (lorarffi.rffi.recipe.RECIPE, docs/models.md): "
-    f"{RECIPE.model} on the {RECIPE.representation.replace('_', ' ')}, "
+    f"{RECIPE.model} on the {RECIPE.representation.replace('_', ' ')} "
+    f"(a classifier's floored {dict(RECIPE.representation_params)['top_db']:g} dB below each packet's peak), "
     f"{'+'.join(RECIPE.augment) or 'no'} augmentation, {RECIPE.optimizer.capitalize()} {RECIPE.lr:g}, "
     f"up to {RECIPE.epochs} epochs"
     + (f" within {RECIPE.max_time_s:g} s" if RECIPE.max_time_s else "")
@@ -100,7 +101,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--representation",
         default=r.representation,
         choices=REPRESENTATIONS,
-        help="model input (default %(default)s)",
+        help="model input (default %(default)s; a classifier's is floored "
+        f"{dict(RECIPE.representation_params)['top_db']:g} dB below each packet's peak, a metric objective's "
+        "keeps the full range)",
     )
     p.add_argument(
         "--no-cfo-compensation",
@@ -199,7 +202,8 @@ def train_config(args: argparse.Namespace):  # -> lorarffi.rffi.train.TrainConfi
     gate = GateParams(**gate_kw)
     return TrainConfig(
         model=args.model,
-        representation={"name": args.representation, "params": {}},
+        representation=(None if args.representation == RECIPE.representation
+                        else {"name": args.representation, "params": {}}),
         compensate_cfo=RECIPE.compensate_cfo and not args.no_cfo_compensation,
         objective=args.objective,
         embedding_dim=args.embedding_dim,
