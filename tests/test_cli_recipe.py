@@ -46,17 +46,15 @@ def test_the_cli_defaults_and_trainconfig_defaults_are_the_recipe() -> None:
     )
 
 
-def test_the_classifier_floors_its_spectrogram_and_an_extractor_keeps_the_full_range() -> None:
-    """The floor was measured for the classifier (closed_set); the metric objectives keep what open_set
-    measured. Naming the recipe's representation gives the same; another representation its own defaults."""
+def test_every_objective_floors_the_recipes_spectrogram() -> None:
+    """The floor was measured for the classifier (closed_set) and the extractors (open_set). Naming the
+    recipe's representation gives the same; another representation keeps its own defaults."""
     floored = {"name": RECIPE.representation, "params": {"top_db": 30.0}}
     assert TrainConfig().representation == floored == _cli_config("--representation", RECIPE.representation
                                                                   ).representation
-    assert TrainConfig(objective="classifier").representation == floored
-    for objective in ("supcon", "triplet"):
-        full = {"name": RECIPE.representation, "params": {}}
-        assert TrainConfig(objective=objective).representation == full
-        assert _cli_config("--objective", objective).representation == full
+    for objective in ("classifier", "supcon", "triplet"):
+        assert TrainConfig(objective=objective).representation == floored
+        assert _cli_config("--objective", objective).representation == floored
     other = {"name": "spectrogram", "params": {}}
     assert _cli_config("--representation", "spectrogram").representation == other
 

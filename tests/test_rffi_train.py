@@ -78,8 +78,8 @@ def test_training_learns_the_devices_and_writes_a_complete_model_dir(sets, tmp_p
     assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
     cfg = read_config(tmp_path / "m")
     assert cfg.device_ids == (1, 2, 3, 4) and cfg.lora == CFG and cfg.data_fingerprint.startswith("sha256:")
-    assert cfg.model_name == "rffi_net" and cfg.representation == {
-        "name": "coherent_channel_independent_spectrogram", "params": {"period_frames": 8}
+    assert cfg.model_name == "rffi_net" and cfg.representation == {  # the recipe's floor, the data's period
+        "name": "coherent_channel_independent_spectrogram", "params": {"top_db": 30.0, "period_frames": 8}
     }
     assert cfg.training["best_epoch"] == res.best_epoch and cfg.training["seed"] == 1
     # The CFO statistics are those of the training packets (true CFO known from the simulator). The gate's

@@ -36,7 +36,7 @@ DESCRIPTION = (
     "Train a closed-set device classifier and its CFO gate on a preamble file. Every default is the recipe "
     "of the default model the closed_set benchmark reports (lorarffi.rffi.recipe.RECIPE, docs/models.md): "
     f"{RECIPE.model} on the {RECIPE.representation.replace('_', ' ')} "
-    f"(a classifier's floored {dict(RECIPE.representation_params)['top_db']:g} dB below each packet's peak), "
+    f"(floored {dict(RECIPE.representation_params)['top_db']:g} dB below each packet's peak), "
     f"{'+'.join(RECIPE.augment) or 'no'} augmentation, {RECIPE.optimizer.capitalize()} {RECIPE.lr:g}, "
     f"up to {RECIPE.epochs} epochs"
     + (f" within {RECIPE.max_time_s:g} s" if RECIPE.max_time_s else "")
@@ -101,9 +101,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--representation",
         default=r.representation,
         choices=REPRESENTATIONS,
-        help="model input (default %(default)s; a classifier's is floored "
-        f"{dict(RECIPE.representation_params)['top_db']:g} dB below each packet's peak, a metric objective's "
-        "keeps the full range)",
+        help="model input (default %(default)s, floored "
+        f"{dict(RECIPE.representation_params)['top_db']:g} dB below each packet's peak)",
     )
     p.add_argument(
         "--no-cfo-compensation",
