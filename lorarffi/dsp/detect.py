@@ -478,9 +478,9 @@ class StreamDetector:
         out among those windows.
 
         ``complete`` in the result says whether every sample stages 4-8 read has arrived: then the candidate
-        can be resolved before its full look-ahead, with the same packet up to float rounding (the SFD is
-        placed on the same symbol boundary either way: the windows after it hold payload up-chirps, which
-        give no down-chirp peak, and an early boundary needs two full down-chirps).
+        can be resolved before its full look-ahead, with the same packet bit for bit: the SFD's pair of
+        windows (the first strong one) and its boundary (the first with two full down-chirps) are choices
+        later windows cannot change.
         ``early``: skip the alignment (the costly stage, at the full rate) while the SFD's two down-chirps
         have not arrived or the boundary is not settled (:func:`sfd_boundary` with ``arrived``); the result
         then says incomplete.
