@@ -27,16 +27,17 @@ from lorarffi.cli.common import (
     slice_arg,
 )
 from lorarffi.errors import ConfigError
-from lorarffi.rffi.recipe import EXTRACTOR_OBJECTIVE, RECIPE
+from lorarffi.rffi.recipe import EXTRACTOR_OBJECTIVE, RECIPE, recipe_representation
 
 __all__ = ["HELP", "DESCRIPTION", "EPILOG", "add_arguments", "train_config", "run"]
 
+_TOP_DB = dict(RECIPE.representation_params)["top_db"]  # the recipe's spectrogram floor, dB below the peak
 HELP = "train a device classifier on a preamble file"
 DESCRIPTION = (
     "Train a closed-set device classifier and its CFO gate on a preamble file. Every default is the recipe "
     "of the default model the closed_set benchmark reports (lorarffi.rffi.recipe.RECIPE, docs/models.md): "
     f"{RECIPE.model} on the {RECIPE.representation.replace('_', ' ')} "
-    f"(floored {dict(RECIPE.representation_params)['top_db']:g} dB below each packet's peak), "
+    f"(floored {_TOP_DB:g} dB below each packet's peak), "
     f"{'+'.join(RECIPE.augment) or 'no'} augmentation, {RECIPE.optimizer.capitalize()} {RECIPE.lr:g}, "
     f"up to {RECIPE.epochs} epochs"
     + (f" within {RECIPE.max_time_s:g} s" if RECIPE.max_time_s else "")
@@ -102,7 +103,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=r.representation,
         choices=REPRESENTATIONS,
         help="model input (default %(default)s, floored "
-        f"{dict(RECIPE.representation_params)['top_db']:g} dB below each packet's peak)",
+        f"{_TOP_DB:g} dB below each packet's peak)",
     )
     p.add_argument(
         "--no-cfo-compensation",
@@ -201,8 +202,7 @@ def train_config(args: argparse.Namespace):  # -> lorarffi.rffi.train.TrainConfi
     gate = GateParams(**gate_kw)
     return TrainConfig(
         model=args.model,
-        representation=(None if args.representation == RECIPE.representation
-                        else {"name": args.representation, "params": {}}),
+        representation=recipe_representation(args.representation),
         compensate_cfo=RECIPE.compensate_cfo and not args.no_cfo_compensation,
         objective=args.objective,
         embedding_dim=args.embedding_dim,

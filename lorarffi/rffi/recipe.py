@@ -28,7 +28,7 @@ class Recipe:
     representation : str
         Registered representation name.
     representation_params : tuple of (str, float)
-        The classifier's parameters of that representation (:func:`recipe_representation`).
+        Parameters of that representation, for every objective (:func:`recipe_representation`).
     compensate_cfo : bool
         Remove each packet's CFO before the representation.
     objective : str
@@ -107,17 +107,15 @@ RECIPE = Recipe(
 )
 
 
-def recipe_representation(objective: str, name: str | None = None) -> dict[str, Any]:
-    """``{"name", "params"}`` of the representation a model trained with ``objective`` gets when it names
-    none (``name`` None) or names the recipe's.
+def recipe_representation(name: str | None = None) -> dict[str, Any]:
+    """``{"name", "params"}`` of the representation ``name`` (None: the recipe's) as the recipe trains it.
 
     Every objective floors the coherent CI spectrogram 30 dB below each packet's strongest bin
     (``top_db=30``): measured under every shift on the closed-set benchmark (the classifier gained most on
     the other fleet) and on the open-set one (the supervised-contrastive extractor accepts more enrolled
     packets at the same false-accept rate; docs/benchmarks.md). Any other representation gets its own
-    defaults. ``objective`` is kept so that a later recipe can differ by objective.
+    defaults.
     """
-    del objective  # one floor for every objective today
     name = RECIPE.representation if name is None else name
     floor = name == RECIPE.representation
     return {"name": name, "params": dict(RECIPE.representation_params) if floor else {}}

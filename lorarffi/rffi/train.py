@@ -77,7 +77,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_REPRESENTATION: dict[str, Any] = recipe_representation("softmax")
+DEFAULT_REPRESENTATION: dict[str, Any] = recipe_representation()
 STATE_DIR = "train_state"
 
 
@@ -92,9 +92,9 @@ class TrainConfig:
         Registered model name.
     model_hparams : dict
         Extra architecture hyper-parameters (``n_classes`` and the input shape are filled in).
-    representation : dict, optional
+    representation : dict
         ``{"name": ..., "params": {...}}`` of :class:`lorarffi.dsp.representation.RepresentationConfig`
-        (None: the recipe's for the objective, :func:`lorarffi.rffi.recipe.recipe_representation`).
+        (default: the recipe's, :func:`lorarffi.rffi.recipe.recipe_representation`).
     compensate_cfo : bool
         Remove each packet's CFO before the representation (False only to measure what it buys).
     objective : {"softmax", "triplet", "supcon", "arcface"}
@@ -133,7 +133,7 @@ class TrainConfig:
 
     model: str = RECIPE.model
     model_hparams: dict[str, Any] = field(default_factory=dict)
-    representation: dict[str, Any] | None = None
+    representation: dict[str, Any] = field(default_factory=recipe_representation)
     compensate_cfo: bool = RECIPE.compensate_cfo
     objective: str = RECIPE.objective
     embedding_dim: int | None = None
@@ -154,8 +154,6 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objective", metric.canonical_objective(self.objective))
-        if self.representation is None:
-            object.__setattr__(self, "representation", recipe_representation(self.objective))
         is_metric = metric.is_metric(self.objective)
         if self.embedding_dim is not None and not (is_metric and self.embedding_dim >= 2):
             raise ConfigError(
