@@ -14,8 +14,12 @@ from the enrollment packets, CFO gate), except the authors' recipe, scored its o
 
 - ``supcon`` (ours, ``lorarffi.rffi.recipe.EXTRACTOR_OBJECTIVE``): the default recipe
   (``lorarffi.rffi.recipe.RECIPE``: network, representation, augmentation, Adam) with a 128-d embedding head
-  and the supervised contrastive loss;
+  and the supervised contrastive loss, AWGN augmentation at the extractor's 5-30 dB;
 - ``triplet``: the same with the triplet loss on semi-hard triplets mined online;
+- ``supcon_seed1``: ``supcon`` trained with seed 1 (initialisation, batches, augmentation draws): how far
+  two training runs of one recipe lie apart;
+- ``supcon_snr0``, ``supcon_snr0_seed1``: ``supcon`` with the classifier's noise augmentation (AWGN from 0 dB,
+  not the extractor's 5 dB: ``lorarffi.rffi.recipe.EXTRACTOR_AUG_SNR_DB``), seeds 0 and 1;
 - ``softmax``: the default closed-set model (``TrainConfig()``), its normalised penultimate features;
 - ``authors``: the TIFS extractor (``tifs_resnet``, 512-d), random triplets (no miner), RMSprop 1e-3, k-NN
   majority vote with k = 15 for identification and the mean distance to the 15 nearest enrolled embeddings
@@ -53,6 +57,7 @@ FUSE_M = 5
 OURS = EXTRACTOR_OBJECTIVE  # the system the targets are checked on
 FAR_SWEEP = (0.01, 0.02, 0.05, 0.1, 0.2)  # false-accept rates asked of ours' threshold: the trade-off table
 SWEEP_SETS = ("day2", "all")
+SNR_BANDS = ((10.0, 12.5), (12.5, 15.0), (15.0, 20.0), (20.0, 25.0))  # day-2 SNR bands of the table, dB
 MIN = 0.1 if QUICK else 1.0  # scale of the training time caps
 SHIFTED = ("channel", "receiver", "cfo_env", "all", "low")  # of bench_closed_set.SETS
 SCALE_DEVICES = 300 if QUICK else 10_000
@@ -108,12 +113,25 @@ def _data(cfg):
 def _runs() -> dict:
     from bench_closed_set import _runs as closed_set_runs
 
+    from lorarffi.rffi.recipe import RECIPE
     from lorarffi.rffi.train import TrainConfig
 
     metric = TrainConfig(objective="supcon", epochs=60, max_time_s=330 * MIN)
     return {
         "supcon": (metric, "ours: the default recipe with an embedding head, supervised contrastive loss"),
         "triplet": (dataclasses.replace(metric, objective="triplet"), "the same, semi-hard triplets"),
+        "supcon_seed1": (
+            dataclasses.replace(metric, seed=1),
+            "ours, seed 1: the spread between training runs",
+        ),
+        "supcon_snr0": (
+            dataclasses.replace(metric, aug_snr_db=RECIPE.aug_snr_db),
+            "ours with the classifier's noise augmentation (from 0 dB instead of 5 dB)",
+        ),
+        "supcon_snr0_seed1": (
+            dataclasses.replace(metric, aug_snr_db=RECIPE.aug_snr_db, seed=1),
+            "the same, seed 1",
+        ),
         "softmax": (
             dataclasses.replace(TrainConfig(), max_time_s=300 * MIN),
             "the default closed-set model (softmax), its normalised penultimate features",
@@ -284,10 +302,30 @@ def _score(name, model_dir, enroll, sets, ids, tmp: pathlib.Path) -> dict:
             queries[key] = (q, p.cfo_hz, truth)
             if key == "day2":
                 out["embeddings"] = {"q": q, "truth": truth, "cfo": p.cfo_hz}
+                out["snr_bands"] = _snr_bands(np.asarray(ps.snr_db), truth, ids, dec.device_id)
         if name == OURS:
             out["far_sweep"] = _far_sweep(reg, queries, ids)
         out["ref"] = (ref_ids, ref, pre.cfo_hz, np.asarray(enroll.device_ids))
     return out
+
+
+def _snr_bands(snr_db, truth, ids, device) -> list[dict]:
+    """Enrolled accuracy and rogue packets accepted per band of the packets' SNR (simulated, in-band dB)."""
+    legit = np.isin(truth, ids["enrolled"])
+    rows = []
+    for lo, hi in SNR_BANDS:
+        band = (snr_db >= lo) & (snr_db < hi)
+        lg, rg = band & legit, band & ~legit
+        rows.append(
+            {
+                "band": (lo, hi),
+                "n_legit": int(lg.sum()),
+                "acc": float(np.mean(device[lg] == truth[lg])) if lg.any() else float("nan"),
+                "n_rogue": int(rg.sum()),
+                "accepted": float(np.mean(device[rg] >= 0)) if rg.any() else float("nan"),
+            }
+        )
+    return rows
 
 
 def _far_sweep(reg, queries, ids) -> list[dict]:
@@ -615,11 +653,15 @@ def _report(runs, train_info, results, few, scale, ids, t_data, roc_png, few_png
     ]
     for name, (tc, desc) in runs.items():
         ti = train_info[name]
+        trained = (
+            "trained earlier with this config (cached model)"
+            if ti["epochs"] == "cached"
+            else f"trained {ti['train_s']:.0f} s, {ti['epochs']} epochs (stop: {ti['stopped']})"
+        )
         lines.append(
             f"- **{name}** ({results[name]['dim']}-d): {desc} ({tc.model}, {tc.representation['name']}, "
             f"{tc.optimizer} {tc.lr:g}, augmentation {'+'.join(tc.augment)} at {tc.aug_snr_db[0]:g}-"
-            f"{tc.aug_snr_db[1]:g} dB); trained {ti['train_s']:.0f} s, {ti['epochs']} epochs (stop: "
-            f"{ti['stopped']})"
+            f"{tc.aug_snr_db[1]:g} dB); {trained}"
         )
     lines += [
         "",
@@ -660,6 +702,7 @@ def _report(runs, train_info, results, few, scale, ids, t_data, roc_png, few_png
         )
     lines += ["", "Sets: " + "; ".join(f"{SETS[k][0]}: {SETS[k][2]}" for k in ("day2", *SHIFTED)) + "."]
     lines += _far_report(results[OURS]["far_sweep"], SETS)
+    lines += _snr_report(results)
     lines += [
         "",
         "### Few-shot enrollment (day-2 packets of enrolled devices)",
@@ -707,6 +750,31 @@ def _far_report(sweep, sets) -> list[str]:
             f"| {asked} | {r['threshold']:.3f} | "
             + " | ".join(f"{_pct(r[k]['acc'])} | {_pct(r[k]['accepted'])}" for k in SWEEP_SETS)
             + " |"
+        )
+    return lines
+
+
+def _snr_report(results) -> list[str]:
+    lines = [
+        "",
+        "### Day 2 by SNR (FAR 1 %)",
+        "",
+        "The packets of the protocol's set by their SNR (in-band, as simulated): the share of enrolled "
+        "devices' packets accepted as their own id, and of rogue packets (plain and CFO-tuned) accepted "
+        "as any.",
+        "",
+        "| SNR (dB) | packets of enrolled devices | "
+        + " | ".join(f"{n}: enrolled accuracy" for n in results)
+        + f" | rogue packets | {OURS}: rogue packets accepted |",
+        "|---|---|" + "---|" * len(results) + "---|---|",
+    ]
+    bands = {n: r["snr_bands"] for n, r in results.items()}
+    for j, b in enumerate(bands[OURS]):
+        lo, hi = b["band"]
+        lines.append(
+            f"| {lo:g}-{hi:g} | {b['n_legit']} | "
+            + " | ".join(_pct(bands[n][j]["acc"]) for n in results)
+            + f" | {b['n_rogue']} | {_pct(b['accepted'])} |"
         )
     return lines
 
@@ -790,6 +858,12 @@ def _targets(results, few, scale) -> list[str]:
         f"| (under shift, not a target) worst enrolled accuracy | - | {_pct(worst_shift[0])} "
         f"({worst_shift[1]}) |"
     )
+    if f"{OURS}_seed1" in results:
+        other = results[f"{OURS}_seed1"]["sets"]["day2"]
+        lines.append(
+            f"| (not a target) enrolled accuracy of the same recipe trained with seed 1 | - | "
+            f"{_pct(other['acc'])} (AUC {other['auc']:.4f}, EER {_pct(other['eer'])}) |"
+        )
     return lines
 
 

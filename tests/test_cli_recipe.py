@@ -13,7 +13,7 @@ from lorarffi.cli import build_parser, main
 from lorarffi.cli.train import train_config
 from lorarffi.errors import ConfigError
 from lorarffi.rffi.hybrid import GateParams
-from lorarffi.rffi.recipe import RECIPE, Recipe
+from lorarffi.rffi.recipe import EXTRACTOR_AUG_SNR_DB, RECIPE, Recipe
 from lorarffi.rffi.train import TrainConfig
 
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_closed_set.py"
@@ -57,6 +57,22 @@ def test_every_objective_floors_the_recipes_spectrogram() -> None:
         assert _cli_config("--objective", objective).representation == floored
     other = {"name": "spectrogram", "params": {}}
     assert _cli_config("--representation", "spectrogram").representation == other
+
+
+def test_an_embedding_objective_trains_on_the_extractors_snr_range() -> None:
+    """The metric objectives augment at EXTRACTOR_AUG_SNR_DB (open_set measured it), softmax at the
+    recipe's; a range asked for wins, and a copy keeps the range already chosen."""
+    assert EXTRACTOR_AUG_SNR_DB != RECIPE.aug_snr_db
+    assert TrainConfig().aug_snr_db == TrainConfig(objective="classifier").aug_snr_db == RECIPE.aug_snr_db
+    for objective in ("supcon", "triplet", "arcface"):
+        assert TrainConfig(objective=objective).aug_snr_db == EXTRACTOR_AUG_SNR_DB
+        assert _cli_config("--objective", objective).aug_snr_db == EXTRACTOR_AUG_SNR_DB
+        assert _cli_config("--objective", objective, "--aug-snr-db", "0:30").aug_snr_db == (0.0, 30.0)
+    assert TrainConfig(objective="supcon", aug_snr_db=(1.0, 2.0)).aug_snr_db == (1.0, 2.0)
+    assert dataclasses.replace(TrainConfig(objective="supcon"), objective="triplet").aug_snr_db == (
+        EXTRACTOR_AUG_SNR_DB
+    )
+    assert TrainConfig(objective="supcon").to_dict()["aug_snr_db"] == list(EXTRACTOR_AUG_SNR_DB)
 
 
 def test_every_flag_still_changes_its_setting() -> None:

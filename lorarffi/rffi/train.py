@@ -42,7 +42,7 @@ from lorarffi.rffi.checkpoint import ModelDirConfig, fingerprint_arrays, save_mo
 from lorarffi.rffi.features import compute_features, shape_hparams
 from lorarffi.rffi.hybrid import DEFAULT_CARRIER_HZ, CfoGate, GateParams
 from lorarffi.rffi.preprocess import preprocess_preambles
-from lorarffi.rffi.recipe import RECIPE, recipe_representation
+from lorarffi.rffi.recipe import RECIPE, recipe_aug_snr_db, recipe_representation
 
 __all__ = [
     "DEFAULT_REPRESENTATION",
@@ -119,8 +119,10 @@ class TrainConfig:
         Fraction of packets held out for validation.
     augment : tuple of str
         Per-batch augmentation kinds (``awgn``, ``multipath``, ``cfo``).
-    aug_snr_db : tuple of float
-        SNR range of the AWGN augmentation, dB.
+    aug_snr_db : tuple of float or None
+        SNR range of the AWGN augmentation, dB (None: the recipe's for the objective,
+        :func:`lorarffi.rffi.recipe.recipe_aug_snr_db`; a copy made with :func:`dataclasses.replace` keeps the
+        range already chosen).
     seed : int
         Seed of every random draw.
     max_time_s : float or None
@@ -146,7 +148,7 @@ class TrainConfig:
     early_stop_patience: int = RECIPE.early_stop_patience
     val_split: float = RECIPE.val_split
     augment: tuple[str, ...] = RECIPE.augment
-    aug_snr_db: tuple[float, float] = RECIPE.aug_snr_db
+    aug_snr_db: tuple[float, float] | None = None
     seed: int = RECIPE.seed
     max_time_s: float | None = RECIPE.max_time_s
     weight_decay: float = RECIPE.weight_decay
@@ -155,6 +157,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "objective", metric.canonical_objective(self.objective))
         is_metric = metric.is_metric(self.objective)
+        if self.aug_snr_db is None:
+            object.__setattr__(self, "aug_snr_db", recipe_aug_snr_db(is_metric))
         if self.embedding_dim is not None and not (is_metric and self.embedding_dim >= 2):
             raise ConfigError(
                 f"embedding_dim={self.embedding_dim} is not valid with objective={self.objective!r}: a "
