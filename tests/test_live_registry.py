@@ -47,11 +47,19 @@ def world(tmp_path_factory) -> dict:
     ps = simulate_preamble_set(
         fleet, CFG, 40, session=Session(), rng=np.random.default_rng(3), snr_db=(15.0, 30.0), multipath=False
     )
-    # Pinned to the folded representation: 4 epochs of this small network separate the 8 devices on it (the
-    # tests are about live decisions against a registry, not about the default representation).
+    # Pinned to the folded representation and 0-30 dB noise augmentation: 4 epochs of this small network
+    # separate the 8 devices with them (the tests are about live decisions against a registry, not about the
+    # recipe's representation or augmentation).
     folded = {"name": "folded_channel_independent_spectrogram", "params": {}}
     config = TrainConfig(
-        model="rffi_net", representation=folded, objective="triplet", epochs=4, batch_size=16, lr=3e-3, seed=2
+        model="rffi_net",
+        representation=folded,
+        objective="triplet",
+        epochs=4,
+        batch_size=16,
+        lr=3e-3,
+        seed=2,
+        aug_snr_db=(0.0, 30.0),
     )
     train(ps.preambles, ps.device_ids, CFG, d / "model", config)
     emb = load_embedder(d / "model")

@@ -126,8 +126,9 @@ fig
 # threshold.
 #
 # That threshold comes from day-1 enrollment packets, which lie closer together than packets of another day
-# and place: it errs on the safe side, catching the rogues but also calling a good share of the enrolled
-# devices' day-2 packets rogue (the open-set benchmark measured about half; docs/models.md, The threshold).
+# and place: it errs on the safe side, catching the rogues but also calling some of the enrolled devices'
+# day-2 packets rogue (the open-set benchmark measured 5.5 %, mostly below 15 dB SNR; docs/models.md, The
+# threshold).
 # The ROC above shows how much lower that share can be at a measured FAR; multi-packet decisions
 # (`lora-rffi authenticate --packets-per-decision 5`) are the deployable remedy.
 
