@@ -641,7 +641,8 @@ def _report(runs, train_info, results, few, scale, ids, t_data, roc_png, few_png
         f"{N_ENROLL} packets each (day 1) and tested on day 2; {N_ROGUES} rogues ({ids['rogue'].min()}-"
         f"{ids['rogue'].max()}) and {N_TUNED} rogues tuned to the enrolled mean CFO of devices "
         f"{min(ids['target'].values())}-{max(ids['target'].values())}. Simulation took {t_data:.0f} s; CPU, "
-        f"{N_THREADS} threads, one run per system, seed 0. k = {K}; threshold for FAR {FAR:g} chosen from "
+        f"{N_THREADS} threads, one run per system, seed 0 unless the name says seed1. k = {K}; threshold for "
+        f"FAR {FAR:g} chosen from "
         "the enrollment packets alone (leave one device out); CFO gate on (margin 2.5 ppm) for our systems; "
         "M=5: decisions on 5 consecutive packets of one device (mean score, its own threshold for the same "
         "FAR), beside the single-packet figures, which are the claim.",
