@@ -350,8 +350,9 @@ def test_a_batch_size_of_zero_is_a_usage_error(capsys) -> None:
 
 def test_a_reversed_snr_range_is_one_line(data, tmp_path, capsys) -> None:
     argv = ["train", str(data / "train.h5"), "-o", str(tmp_path / "m"), "--augment", "awgn"]
-    fails([*argv, "--aug-snr-db", "40:5"], capsys, "--aug-snr-db 40:5", "low end comes first", "5:40")
-    fails([*argv, "--aug-snr-db", "loud"], capsys, "--aug-snr-db loud is not a range")
+    flag = "--aug-snr-db"
+    usage_error([*argv, flag, "40:5"], capsys, flag, "'40:5'", "low end comes first", "5:40")
+    usage_error([*argv, flag, "loud"], capsys, flag, "'loud' is not an SNR range like 5:30")
     assert not (tmp_path / "m").exists()
 
 

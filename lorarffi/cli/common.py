@@ -27,6 +27,7 @@ __all__ = [
     "gain_arg",
     "int_range",
     "slice_arg",
+    "snr_range_db",
     "positive_int",
     "nonnegative_int",
     "positive_float",
@@ -150,6 +151,22 @@ def int_range(text: str) -> list[int]:
     if not out:
         raise argparse.ArgumentTypeError(f"{text!r} names no integers")
     return sorted(out)
+
+
+def snr_range_db(text: str) -> tuple[float, float]:
+    """Parse an SNR range in dB, ``LO:HI`` (or one number for both ends), low end first."""
+    try:
+        values = [float(v) for v in text.split(":")]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or not all(map(math.isfinite, values)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an SNR range like 5:30 (low:high, dB)")
+    lo, hi = values
+    if hi < lo:
+        raise argparse.ArgumentTypeError(f"{text!r}: the low end comes first, e.g. {hi:g}:{lo:g}")
+    return lo, hi
 
 
 def slice_arg(text: str) -> slice:

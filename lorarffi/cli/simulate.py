@@ -27,29 +27,16 @@ from lorarffi.cli.common import (
     lora_config,
     print_json,
     si_float,
+    snr_range_db,
 )
 from lorarffi.cli.progress import add_progress_arg
 from lorarffi.errors import ConfigError
 
-__all__ = ["HELP", "DESCRIPTION", "add_arguments", "run", "parse_snr_range"]
+__all__ = ["HELP", "DESCRIPTION", "add_arguments", "run"]
 
 log = logging.getLogger(__name__)
 
 _EPOCH_S = 1735689600.0  # 2025-01-01T00:00:00Z: day 1 of simulated captures (capture_time_s is Unix time)
-
-
-def parse_snr_range(text: str) -> tuple[float, float]:
-    """Parse ``A:B`` (or one number ``A``) into an SNR range in dB."""
-    parts = text.split(":")
-    try:
-        values = [float(p) for p in parts]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an SNR range like 10:25") from None
-    if len(values) == 1:
-        values *= 2
-    if len(values) != 2 or values[1] < values[0]:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an SNR range like 10:25 (low:high)")
-    return values[0], values[1]
 
 
 HELP = "make synthetic LoRa devices' preamble sets or a recording with ground truth"
@@ -82,7 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the fleet and the packets (default 0)")
     p.add_argument(
         "--snr-db",
-        type=parse_snr_range,
+        type=snr_range_db,
         default=(10.0, 25.0),
         help="in-band SNR range in dB, low:high (default 10:25; negative: --snr-db=-5:5)",
     )

@@ -25,6 +25,7 @@ from lorarffi.cli.common import (
     positive_int,
     print_json,
     slice_arg,
+    snr_range_db,
 )
 from lorarffi.errors import ConfigError
 from lorarffi.rffi.recipe import EXTRACTOR_AUG_SNR_DB, EXTRACTOR_OBJECTIVE, RECIPE, recipe_representation
@@ -140,6 +141,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ext_snr = f"{EXTRACTOR_AUG_SNR_DB[0]:g}:{EXTRACTOR_AUG_SNR_DB[1]:g}"
     p.add_argument(
         "--aug-snr-db",
+        type=snr_range_db,
         default=None,
         help=f"SNR range of the awgn augmentation, dB (default {snr} for softmax, {ext_snr} for the "
         "embedding objectives)",
@@ -180,23 +182,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_lora_args(p)
 
 
-def _snr_range(text: str) -> tuple[float, float]:
-    """``--aug-snr-db LO:HI`` as (LO, HI), dB."""
-    try:
-        lo, hi = (float(v) for v in text.split(":"))
-    except ValueError:
-        raise ConfigError(f"--aug-snr-db {text} is not a range like 5:40") from None
-    if not lo <= hi:
-        raise ConfigError(f"--aug-snr-db {text}: the low end comes first, e.g. {hi:g}:{lo:g}")
-    return lo, hi
-
-
 def train_config(args: argparse.Namespace):  # -> lorarffi.rffi.train.TrainConfig
     """The :class:`~lorarffi.rffi.train.TrainConfig` the flags ask for (with no flags: ``TrainConfig()``)."""
     from lorarffi.rffi.hybrid import GateParams
     from lorarffi.rffi.train import TrainConfig
 
-    snr_range = None if args.aug_snr_db is None else _snr_range(args.aug_snr_db)
     gate_kw: dict = {}
     if args.cfo_margin_hz is not None:
         gate_kw["margin_hz"] = args.cfo_margin_hz
@@ -225,7 +215,7 @@ def train_config(args: argparse.Namespace):  # -> lorarffi.rffi.train.TrainConfi
         early_stop_patience=args.patience,
         val_split=args.val_split,
         augment=tuple(a.strip() for a in args.augment.split(",") if a.strip()),
-        aug_snr_db=snr_range,
+        aug_snr_db=args.aug_snr_db,
         seed=args.seed,
         max_time_s=args.max_time_s or None,
         gate=gate,
