@@ -137,7 +137,7 @@ def test_help_shows_the_defaults_of_train_and_export_onnx(capsys) -> None:
     from lorarffi.rffi.recipe import RECIPE
 
     for argv, expected in (
-        (["train", "--help"], [f"(default {RECIPE.optimizer})", f"(default {RECIPE.epochs})",
+        (["train", "--help"], [f"(default {RECIPE.optimizer})", f"(default {RECIPE.epochs} for softmax",
                                f"(default {RECIPE.batch_size})", f"(default {RECIPE.lr:g})",
                                f"(default {RECIPE.lr_factor:g})", f"(default {RECIPE.val_split:g})",
                                f"(default {RECIPE.seed})"]),

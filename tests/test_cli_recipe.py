@@ -13,10 +13,11 @@ from lorarffi.cli import build_parser, main
 from lorarffi.cli.train import train_config
 from lorarffi.errors import ConfigError
 from lorarffi.rffi.hybrid import GateParams
-from lorarffi.rffi.recipe import EXTRACTOR_AUG_SNR_DB, RECIPE, Recipe
+from lorarffi.rffi.recipe import EXTRACTOR_AUG_SNR_DB, EXTRACTOR_EPOCHS, EXTRACTOR_MAX_TIME_S, RECIPE, Recipe
 from lorarffi.rffi.train import TrainConfig
 
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_closed_set.py"
+OPEN_SET_BENCH = BENCH.with_name("bench_open_set.py")
 
 
 def _cli_config(*flags: str) -> TrainConfig:
@@ -75,6 +76,28 @@ def test_an_embedding_objective_trains_on_the_extractors_snr_range() -> None:
     assert TrainConfig(objective="supcon").to_dict()["aug_snr_db"] == list(EXTRACTOR_AUG_SNR_DB)
 
 
+def test_an_embedding_objective_trains_with_the_extractors_budget(monkeypatch) -> None:
+    """The metric objectives train for EXTRACTOR_EPOCHS within EXTRACTOR_MAX_TIME_S (the open-set benchmark's
+    budget), softmax for the recipe's; a budget asked for wins (0 s: no cap), and a copy keeps the budget."""
+    assert (TrainConfig().epochs, TrainConfig().max_time_s) == (RECIPE.epochs, RECIPE.max_time_s)
+    assert (EXTRACTOR_EPOCHS, EXTRACTOR_MAX_TIME_S) != (RECIPE.epochs, RECIPE.max_time_s)
+    for objective in ("supcon", "triplet", "arcface"):
+        for tc in (TrainConfig(objective=objective), _cli_config("--objective", objective)):
+            assert (tc.epochs, tc.max_time_s) == (EXTRACTOR_EPOCHS, EXTRACTOR_MAX_TIME_S)
+        tc = _cli_config("--objective", objective, "--epochs", "7", "--max-time-s", "0")
+        assert (tc.epochs, tc.max_time_s) == (7, None)
+    assert TrainConfig(objective="supcon", max_time_s=None).max_time_s is None
+    assert dataclasses.replace(TrainConfig(), objective="supcon").epochs == RECIPE.epochs
+    assert TrainConfig(objective="supcon").to_dict()["max_time_s"] == EXTRACTOR_MAX_TIME_S
+    # the extractor the open-set benchmark reports as ours is the one `train --objective supcon` makes
+    monkeypatch.syspath_prepend(str(OPEN_SET_BENCH.parent))
+    spec = importlib.util.spec_from_file_location("bench_open_set", OPEN_SET_BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "MIN", 1.0)  # the full run (LORARFFI_BENCH_QUICK scales the time caps)
+    assert bench._runs()["supcon"][0] == _cli_config("--objective", "supcon")
+
+
 def test_every_flag_still_changes_its_setting() -> None:
     tc = _cli_config(
         "--model", "rffi_net", "--representation", "spectrogram", "--optimizer", "rmsprop", "--epochs", "3",
@@ -112,8 +135,9 @@ def test_train_help_says_the_defaults_are_the_benchmarked_recipe(capsys) -> None
     assert stop.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "Every default is the recipe of the default model the closed_set benchmark reports" in text
-    assert f"--epochs EPOCHS most epochs (default {RECIPE.epochs})" in text
-    assert "(default awgn,multipath,receiver,cfo)" in text and f"(default {RECIPE.max_time_s:g})" in text
+    assert f"--epochs EPOCHS most epochs (default {RECIPE.epochs} for softmax, {EXTRACTOR_EPOCHS} for" in text
+    assert "(default awgn,multipath,receiver,cfo)" in text
+    assert f"(default {RECIPE.max_time_s:g} for softmax, {EXTRACTOR_MAX_TIME_S:g} for the embedding" in text
     assert "floored 30 dB below each packet's peak" in text
 
 

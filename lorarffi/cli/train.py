@@ -28,7 +28,14 @@ from lorarffi.cli.common import (
     snr_range_db,
 )
 from lorarffi.errors import ConfigError
-from lorarffi.rffi.recipe import EXTRACTOR_AUG_SNR_DB, EXTRACTOR_OBJECTIVE, RECIPE, recipe_representation
+from lorarffi.rffi.recipe import (
+    EXTRACTOR_AUG_SNR_DB,
+    EXTRACTOR_EPOCHS,
+    EXTRACTOR_MAX_TIME_S,
+    EXTRACTOR_OBJECTIVE,
+    RECIPE,
+    recipe_representation,
+)
 
 __all__ = ["HELP", "DESCRIPTION", "EPILOG", "add_arguments", "train_config", "run"]
 
@@ -66,7 +73,6 @@ REPRESENTATIONS = (
 
 # The recipe's numbers: flag, RECIPE field, type, help.
 _RECIPE_NUMBERS = (
-    ("--epochs", "epochs", positive_int, "most epochs"),
     ("--batch-size", "batch_size", positive_int, "global mini-batch size"),
     ("--lr", "lr", positive_float, "initial learning rate"),
     ("--lr-patience", "lr_patience", positive_int, "epochs without improvement before LR x lr-factor"),
@@ -75,6 +81,10 @@ _RECIPE_NUMBERS = (
     ("--val-split", "val_split", float, "fraction of packets held out for validation"),
     ("--seed", "seed", int, "seed of every random draw"),
 )
+
+
+def _seconds(cap: float | None) -> str:
+    return "none" if cap is None else f"{cap:g}"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -117,15 +127,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=("adam", "rmsprop"),
         help="optimiser (default %(default)s)",
     )
+    p.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help=f"most epochs (default {r.epochs} for softmax, {EXTRACTOR_EPOCHS} for the embedding objectives)",
+    )
     for flag, name, kind, text in _RECIPE_NUMBERS:
         p.add_argument(flag, type=kind, default=getattr(r, name), help=f"{text} (default %(default)s)")
     p.add_argument(
         "--max-time-s",
         type=nonnegative_float,
-        default=r.max_time_s,
+        default=None,
         help="stop after the epoch exceeding this wall time of this run, s (a --resume run gets the whole "
-        "budget again); 0 = no cap "
-        f"(default {'none' if r.max_time_s is None else format(r.max_time_s, 'g')})",
+        f"budget again); 0 = no cap (default {_seconds(r.max_time_s)} for softmax, "
+        f"{_seconds(EXTRACTOR_MAX_TIME_S)} for the embedding objectives)",
     )
     p.add_argument("--devices", type=int_range, default=None, help="device ids, e.g. 1-10 (default all)")
     p.add_argument(
@@ -185,7 +201,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def train_config(args: argparse.Namespace):  # -> lorarffi.rffi.train.TrainConfig
     """The :class:`~lorarffi.rffi.train.TrainConfig` the flags ask for (with no flags: ``TrainConfig()``)."""
     from lorarffi.rffi.hybrid import GateParams
-    from lorarffi.rffi.train import TrainConfig
+    from lorarffi.rffi.train import BY_RECIPE, TrainConfig
 
     gate_kw: dict = {}
     if args.cfo_margin_hz is not None:
@@ -217,7 +233,7 @@ def train_config(args: argparse.Namespace):  # -> lorarffi.rffi.train.TrainConfi
         augment=tuple(a.strip() for a in args.augment.split(",") if a.strip()),
         aug_snr_db=args.aug_snr_db,
         seed=args.seed,
-        max_time_s=args.max_time_s or None,
+        max_time_s=BY_RECIPE if args.max_time_s is None else (args.max_time_s or None),
         gate=gate,
     )
 

@@ -42,11 +42,12 @@ from lorarffi.rffi.checkpoint import ModelDirConfig, fingerprint_arrays, save_mo
 from lorarffi.rffi.features import compute_features, shape_hparams
 from lorarffi.rffi.hybrid import DEFAULT_CARRIER_HZ, CfoGate, GateParams
 from lorarffi.rffi.preprocess import preprocess_preambles
-from lorarffi.rffi.recipe import RECIPE, recipe_aug_snr_db, recipe_representation
+from lorarffi.rffi.recipe import RECIPE, recipe_aug_snr_db, recipe_budget, recipe_representation
 
 __all__ = [
     "DEFAULT_REPRESENTATION",
     "STATE_DIR",
+    "BY_RECIPE",
     "TrainConfig",
     "TrainResult",
     "TrainingData",
@@ -81,6 +82,17 @@ DEFAULT_REPRESENTATION: dict[str, Any] = recipe_representation()
 STATE_DIR = "train_state"
 
 
+class _ByRecipe:
+    """Type of :data:`BY_RECIPE`."""
+
+    def __repr__(self) -> str:
+        return "BY_RECIPE"
+
+
+BY_RECIPE = _ByRecipe()
+"""Default of :attr:`TrainConfig.max_time_s`: the recipe's cap for the objective (None there means no cap)."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train (everything but the data). The defaults are the default model's recipe
@@ -107,8 +119,8 @@ class TrainConfig:
         Optimiser.
     lr : float
         Initial learning rate.
-    epochs : int
-        Most epochs.
+    epochs : int or None
+        Most epochs (None: the recipe's for the objective, :func:`lorarffi.rffi.recipe.recipe_budget`).
     batch_size : int
         Global mini-batch size (over all processes).
     lr_factor, lr_patience : float, int
@@ -126,7 +138,8 @@ class TrainConfig:
     seed : int
         Seed of every random draw.
     max_time_s : float or None
-        Stop after the epoch during which this much wall time has passed, s (None: no cap).
+        Stop after the epoch during which this much wall time has passed, s (None: no cap; the default
+        :data:`BY_RECIPE`: the recipe's cap for the objective, :func:`lorarffi.rffi.recipe.recipe_budget`).
     weight_decay : float
         Decoupled (AdamW) or L2 (RMSprop) weight decay.
     gate : GateParams
@@ -141,7 +154,7 @@ class TrainConfig:
     embedding_dim: int | None = None
     optimizer: Literal["adam", "rmsprop"] = RECIPE.optimizer
     lr: float = RECIPE.lr
-    epochs: int = RECIPE.epochs
+    epochs: int | None = None
     batch_size: int = RECIPE.batch_size
     lr_factor: float = RECIPE.lr_factor
     lr_patience: int = RECIPE.lr_patience
@@ -150,7 +163,7 @@ class TrainConfig:
     augment: tuple[str, ...] = RECIPE.augment
     aug_snr_db: tuple[float, float] | None = None
     seed: int = RECIPE.seed
-    max_time_s: float | None = RECIPE.max_time_s
+    max_time_s: float | None | _ByRecipe = BY_RECIPE
     weight_decay: float = RECIPE.weight_decay
     gate: GateParams = field(default_factory=GateParams)
 
@@ -159,6 +172,11 @@ class TrainConfig:
         is_metric = metric.is_metric(self.objective)
         if self.aug_snr_db is None:
             object.__setattr__(self, "aug_snr_db", recipe_aug_snr_db(is_metric))
+        epochs, max_time_s = recipe_budget(is_metric)
+        if self.epochs is None:
+            object.__setattr__(self, "epochs", epochs)
+        if isinstance(self.max_time_s, _ByRecipe):
+            object.__setattr__(self, "max_time_s", max_time_s)
         if self.embedding_dim is not None and not (is_metric and self.embedding_dim >= 2):
             raise ConfigError(
                 f"embedding_dim={self.embedding_dim} is not valid with objective={self.objective!r}: a "
