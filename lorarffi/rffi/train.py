@@ -139,7 +139,8 @@ class TrainConfig:
         Seed of every random draw.
     max_time_s : float or None
         Stop after the epoch during which this much wall time has passed, s (None: no cap; the default
-        :data:`BY_RECIPE`: the recipe's cap for the objective, :func:`lorarffi.rffi.recipe.recipe_budget`).
+        :data:`BY_RECIPE`: the recipe's cap for the objective, :func:`lorarffi.rffi.recipe.recipe_budget`; a
+        copy made with :func:`dataclasses.replace` keeps the budget already chosen, as it keeps ``epochs``).
     weight_decay : float
         Decoupled (AdamW) or L2 (RMSprop) weight decay.
     gate : GateParams
