@@ -14,12 +14,15 @@ from the enrollment packets, CFO gate), except the authors' recipe, scored its o
 
 - ``supcon`` (ours, ``lorarffi.rffi.recipe.EXTRACTOR_OBJECTIVE``): the default recipe
   (``lorarffi.rffi.recipe.RECIPE``: network, representation, augmentation, Adam) with a 128-d embedding head
-  and the supervised contrastive loss, AWGN augmentation at the extractor's 5-30 dB;
+  and the supervised contrastive loss, AWGN augmentation at the extractor's 5-30 dB, 2 pseudo-devices per
+  training device (``lorarffi.rffi.recipe.EXTRACTOR_PSEUDO_DEVICES``);
 - ``triplet``: the same with the triplet loss on semi-hard triplets mined online;
 - ``supcon_seed1``: ``supcon`` trained with seed 1 (initialisation, batches, augmentation draws): how far
   two training runs of one recipe lie apart;
-- ``supcon_snr0``, ``supcon_snr0_seed1``: ``supcon`` with the classifier's noise augmentation (AWGN from 0 dB,
-  not the extractor's 5 dB: ``lorarffi.rffi.recipe.EXTRACTOR_AUG_SNR_DB``), seeds 0 and 1;
+- ``supcon_no_pseudo``, ``supcon_no_pseudo_seed1``: ``supcon`` without pseudo-devices (the 30 training
+  devices alone), seeds 0 and 1;
+- ``supcon_snr0``, ``supcon_snr0_seed1``: ``supcon_no_pseudo`` with the classifier's noise augmentation (AWGN
+  from 0 dB, not the extractor's 5 dB: ``lorarffi.rffi.recipe.EXTRACTOR_AUG_SNR_DB``), seeds 0 and 1;
 - ``softmax``: the default closed-set model (``TrainConfig()``), its normalised penultimate features;
 - ``authors``: the TIFS extractor (``tifs_resnet``, 512-d), random triplets (no miner), RMSprop 1e-3, k-NN
   majority vote with k = 15 for identification and the mean distance to the 15 nearest enrolled embeddings
@@ -117,6 +120,7 @@ def _runs() -> dict:
     from lorarffi.rffi.train import TrainConfig
 
     metric = TrainConfig(objective="supcon", max_time_s=EXTRACTOR_MAX_TIME_S * MIN)  # the recipe's 60 epochs
+    alone = dataclasses.replace(metric, pseudo_devices=0)
     return {
         "supcon": (metric, "ours: the default recipe with an embedding head, supervised contrastive loss"),
         "triplet": (dataclasses.replace(metric, objective="triplet"), "the same, semi-hard triplets"),
@@ -124,12 +128,14 @@ def _runs() -> dict:
             dataclasses.replace(metric, seed=1),
             "ours, seed 1: the spread between training runs",
         ),
+        "supcon_no_pseudo": (alone, "ours without pseudo-devices: the 30 training devices alone"),
+        "supcon_no_pseudo_seed1": (dataclasses.replace(alone, seed=1), "the same, seed 1"),
         "supcon_snr0": (
-            dataclasses.replace(metric, aug_snr_db=RECIPE.aug_snr_db),
-            "ours with the classifier's noise augmentation (from 0 dB instead of 5 dB)",
+            dataclasses.replace(alone, aug_snr_db=RECIPE.aug_snr_db),
+            "ours without pseudo-devices, with the classifier's noise augmentation (from 0 dB, not 5 dB)",
         ),
         "supcon_snr0_seed1": (
-            dataclasses.replace(metric, aug_snr_db=RECIPE.aug_snr_db, seed=1),
+            dataclasses.replace(alone, aug_snr_db=RECIPE.aug_snr_db, seed=1),
             "the same, seed 1",
         ),
         "softmax": (
@@ -652,6 +658,9 @@ def _report(runs, train_info, results, few, scale, ids, t_data, roc_png, few_png
         "Systems:",
         "",
     ]
+    def pseudo(tc) -> str:
+        return f", {tc.pseudo_devices} pseudo-devices per device" if tc.pseudo_devices else ""
+
     for name, (tc, desc) in runs.items():
         ti = train_info[name]
         trained = (
@@ -662,7 +671,7 @@ def _report(runs, train_info, results, few, scale, ids, t_data, roc_png, few_png
         lines.append(
             f"- **{name}** ({results[name]['dim']}-d): {desc} ({tc.model}, {tc.representation['name']}, "
             f"{tc.optimizer} {tc.lr:g}, augmentation {'+'.join(tc.augment)} at {tc.aug_snr_db[0]:g}-"
-            f"{tc.aug_snr_db[1]:g} dB); {trained}"
+            f"{tc.aug_snr_db[1]:g} dB{pseudo(tc)}); {trained}"
         )
     lines += [
         "",

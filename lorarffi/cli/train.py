@@ -21,6 +21,7 @@ from lorarffi.cli.common import (
     check_output,
     int_range,
     nonnegative_float,
+    nonnegative_int,
     positive_float,
     positive_int,
     print_json,
@@ -33,6 +34,7 @@ from lorarffi.rffi.recipe import (
     EXTRACTOR_EPOCHS,
     EXTRACTOR_MAX_TIME_S,
     EXTRACTOR_OBJECTIVE,
+    EXTRACTOR_PSEUDO_DEVICES,
     RECIPE,
     recipe_representation,
 )
@@ -163,6 +165,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "embedding objectives)",
     )
     p.add_argument(
+        "--pseudo-devices",
+        type=nonnegative_int,
+        default=None,
+        help="pseudo-devices per training device of an embedding objective: copies of its packets through "
+        "one fixed transmitter transform each (IQ imbalance, carrier leakage, filter ripple), trained as "
+        f"devices of their own; 0 = none (default {EXTRACTOR_PSEUDO_DEVICES} for the embedding objectives, "
+        "none for softmax)",
+    )
+    p.add_argument(
         "--cfo-margin-ppm",
         type=float,
         default=None,
@@ -232,6 +243,7 @@ def train_config(args: argparse.Namespace):  # -> lorarffi.rffi.train.TrainConfi
         val_split=args.val_split,
         augment=tuple(a.strip() for a in args.augment.split(",") if a.strip()),
         aug_snr_db=args.aug_snr_db,
+        pseudo_devices=args.pseudo_devices,
         seed=args.seed,
         max_time_s=BY_RECIPE if args.max_time_s is None else (args.max_time_s or None),
         gate=gate,

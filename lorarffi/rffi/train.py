@@ -42,7 +42,14 @@ from lorarffi.rffi.checkpoint import ModelDirConfig, fingerprint_arrays, save_mo
 from lorarffi.rffi.features import compute_features, shape_hparams
 from lorarffi.rffi.hybrid import DEFAULT_CARRIER_HZ, CfoGate, GateParams
 from lorarffi.rffi.preprocess import preprocess_preambles
-from lorarffi.rffi.recipe import RECIPE, recipe_aug_snr_db, recipe_budget, recipe_representation
+from lorarffi.rffi.pseudo_devices import add_pseudo_devices
+from lorarffi.rffi.recipe import (
+    RECIPE,
+    recipe_aug_snr_db,
+    recipe_budget,
+    recipe_pseudo_devices,
+    recipe_representation,
+)
 
 __all__ = [
     "DEFAULT_REPRESENTATION",
@@ -143,6 +150,11 @@ class TrainConfig:
         copy made with :func:`dataclasses.replace` keeps the budget already chosen, as it keeps ``epochs``).
     weight_decay : float
         Decoupled (AdamW) or L2 (RMSprop) weight decay.
+    pseudo_devices : int or None
+        Pseudo-devices per training device for a metric objective: copies of its training packets through
+        one fixed transmitter transform each, trained as devices of their own
+        (:mod:`lorarffi.rffi.pseudo_devices`; 0: none; softmax takes none). None: the recipe's for the
+        objective, :func:`lorarffi.rffi.recipe.recipe_pseudo_devices`.
     gate : GateParams
         Parameters of the CFO gate stored with the model.
     """
@@ -166,6 +178,7 @@ class TrainConfig:
     seed: int = RECIPE.seed
     max_time_s: float | None | _ByRecipe = BY_RECIPE
     weight_decay: float = RECIPE.weight_decay
+    pseudo_devices: int | None = None
     gate: GateParams = field(default_factory=GateParams)
 
     def __post_init__(self) -> None:
@@ -178,6 +191,16 @@ class TrainConfig:
             object.__setattr__(self, "epochs", epochs)
         if isinstance(self.max_time_s, _ByRecipe):
             object.__setattr__(self, "max_time_s", max_time_s)
+        if self.pseudo_devices is None:
+            object.__setattr__(self, "pseudo_devices", recipe_pseudo_devices(is_metric))
+        if self.pseudo_devices and not is_metric:
+            raise ConfigError(
+                f"pseudo_devices={self.pseudo_devices} is not valid with objective={self.objective!r}: "
+                "pseudo-devices train an embedding (a metric objective); a classifier's classes are its "
+                "devices"
+            )
+        if self.pseudo_devices < 0:
+            raise ConfigError(f"pseudo_devices={self.pseudo_devices} is not valid: use 0 or more")
         if self.embedding_dim is not None and not (is_metric and self.embedding_dim >= 2):
             raise ConfigError(
                 f"embedding_dim={self.embedding_dim} is not valid with objective={self.objective!r}: a "
@@ -259,6 +282,9 @@ class TrainingData:
         CFO statistics of the training split's preamble rows; None when a device has none (no gate).
     fingerprint : str
         Identity of the data (:func:`~lorarffi.rffi.checkpoint.fingerprint_arrays`).
+
+    With pseudo-devices (``TrainConfig.pseudo_devices``) their packets follow the real ones in ``labels``,
+    ``features`` and ``preprocessed_iq``, with classes from ``K`` up, and are in ``train_idx`` only.
     """
 
     classes: npt.NDArray[np.int64]
@@ -269,6 +295,16 @@ class TrainingData:
     preprocessed_iq: npt.NDArray[np.complex64] | None
     gate: CfoGate | None
     fingerprint: str
+
+    @property
+    def device_train_idx(self) -> npt.NDArray[np.int64]:
+        """The training split's packets of the real devices (without pseudo-devices)."""
+        return self.train_idx[self.labels[self.train_idx] < self.classes.size]
+
+    @property
+    def n_labels(self) -> int:
+        """Classes the training batches hold: the devices and their pseudo-devices."""
+        return int(self.labels.max()) + 1 if self.labels.size else 0
 
 
 @dataclass
@@ -402,13 +438,25 @@ def prepare_data(
     else:
         log.warning("%s: some devices have no preamble row to learn a CFO from: the model gets no CFO gate "
                     "(its hybrid decision is the CNN's)", source)
+    features, x = compute_features(pre.iq, tc.representation), pre.iq
+    if tc.pseudo_devices:
+        extra_iq, extra_labels = add_pseudo_devices(
+            pre.iq[train_idx], labels[train_idx], tc.pseudo_devices, cfg,
+            np.random.default_rng([tc.seed, 0x95E0D]), n_classes=int(classes.size),
+        )
+        features = np.concatenate([features, compute_features(extra_iq, tc.representation)])
+        x = np.concatenate([x, extra_iq])
+        train_idx = np.concatenate([train_idx, labels.size + np.arange(extra_labels.size)])
+        labels = np.concatenate([labels, extra_labels])
+        log.info("%s: %d pseudo-devices per device, %d packets added to the training split", source,
+                 tc.pseudo_devices, extra_labels.size)
     return TrainingData(
         classes=classes,
         labels=labels,
         train_idx=train_idx,
         val_idx=val_idx,
-        features=compute_features(pre.iq, tc.representation),
-        preprocessed_iq=pre.iq if tc.augment else None,
+        features=features,
+        preprocessed_iq=x if tc.augment else None,
         gate=gate,
         fingerprint=fingerprint,
     )
@@ -718,7 +766,8 @@ def model_dir_config(
             "best_val_loss": best["val_loss"],
             "best_val_acc": best["val_acc"],
             "data": data_info or {},
-            "n_train": int(data.train_idx.size),
+            "n_train": int(data.device_train_idx.size),
+            "n_train_pseudo": int(data.train_idx.size - data.device_train_idx.size),
             "n_val": int(data.val_idx.size),
             "world_size": world_size,
         },
@@ -946,7 +995,7 @@ def train(
     hparams = effective_hparams(name, hparams)  # stored: the saved model keeps its architecture
     model = build_network(name, hparams, tc.seed)
     train_model = place_model(model, torch_device, world_size)
-    objective, trainable = _objective(model, tc, int(data.classes.size), world_size, torch_device)
+    objective, trainable = _objective(model, tc, data.n_labels, world_size, torch_device)
     optimizer = build_optimizer(trainable, tc)
     scheduler = build_scheduler(optimizer, tc)
     state = start_or_resume(
@@ -980,7 +1029,7 @@ def train(
                     validate(model, data.features[data.val_idx], data.labels[data.val_idx], torch_device)
                     if objective is None
                     else metric.validate_embeddings(
-                        model, data.features, data.labels, data.train_idx, data.val_idx, torch_device
+                        model, data.features, data.labels, data.device_train_idx, data.val_idx, torch_device
                     )
                 )
                 scheduler.step(val_loss)

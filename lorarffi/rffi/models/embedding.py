@@ -6,7 +6,8 @@ layer to ``embedding_dim`` and the result is L2-normalised: :meth:`EmbeddingNet.
 with 512 dimensions this is the TIFS extractor itself (convolutions, dense 24,000 -> 512, L2
 normalisation). The backbone's own dense layers (``head_modules``) are removed, and with them what
 only they use: the stored hyper-parameters list the backbone's (``dropout`` of ``infocom_cnn_wide``, 0.3,
-included, so the backbone is rebuilt as trained), but a dropout before the removed classifier has no effect here.
+included, so the backbone is rebuilt as trained), but a dropout before the removed classifier has no effect
+here.
 
 So that a metric-trained model also classifies its training devices (evaluation, the CFO-gated hybrid, ONNX),
 ``forward`` gives nearest-centroid logits: ``logit_scale`` times the cosine similarity of the embedding to
