@@ -17,7 +17,6 @@ from lorarffi.rffi.pseudo_devices import (
     apply_pseudo_device,
     draw_pseudo_devices,
 )
-from lorarffi.rffi.recipe import EXTRACTOR_PSEUDO_DEVICES
 from lorarffi.rffi.train import TrainConfig, prepare_data
 from lorarffi.sim import Session, make_fleet, simulate_preamble_set
 from lorarffi.sim.impairments import dc_offset, iq_imbalance
@@ -72,10 +71,9 @@ def test_copies_take_classes_after_the_real_ones_with_one_transform_each() -> No
         add_pseudo_devices(iq, labels, 1, CFG, rng, n_classes=2)
 
 
-def test_the_recipe_gives_pseudo_devices_to_an_embedding_and_none_to_a_classifier() -> None:
-    assert TrainConfig(objective="supcon").pseudo_devices == EXTRACTOR_PSEUDO_DEVICES == 2
-    assert TrainConfig(objective="triplet", pseudo_devices=0).pseudo_devices == 0
-    assert TrainConfig().pseudo_devices == 0
+def test_pseudo_devices_are_asked_for_and_only_by_an_embedding() -> None:
+    assert TrainConfig(objective="supcon").pseudo_devices == 0 == TrainConfig().pseudo_devices
+    assert TrainConfig(objective="triplet", pseudo_devices=2).pseudo_devices == 2
     with pytest.raises(ConfigError, match="pseudo_devices=1 is not valid with objective='softmax'"):
         TrainConfig(objective="softmax", pseudo_devices=1)
     with pytest.raises(ConfigError, match="pseudo_devices=-1 is not valid"):
@@ -88,7 +86,7 @@ def test_pseudo_devices_join_the_training_split_only() -> None:
         fleet, CFG, 20, session=Session(day=1, minutes_since_power_on=20, place=1),
         rng=np.random.default_rng(1), snr_db=(20, 30),
     )
-    tc = TrainConfig(model="rffi_net", objective="supcon", epochs=1, augment=())
+    tc = TrainConfig(model="rffi_net", objective="supcon", epochs=1, augment=(), pseudo_devices=2)
     plain = prepare_data(tr.preambles, tr.device_ids, CFG, dataclasses.replace(tc, pseudo_devices=0))
     data = prepare_data(tr.preambles, tr.device_ids, CFG, tc)
     n, k = tr.device_ids.size, plain.classes.size

@@ -34,7 +34,6 @@ from lorarffi.rffi.recipe import (
     EXTRACTOR_EPOCHS,
     EXTRACTOR_MAX_TIME_S,
     EXTRACTOR_OBJECTIVE,
-    EXTRACTOR_PSEUDO_DEVICES,
     RECIPE,
     recipe_representation,
 )
@@ -167,11 +166,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--pseudo-devices",
         type=nonnegative_int,
-        default=None,
+        default=0,
         help="pseudo-devices per training device of an embedding objective: copies of its packets through "
         "one fixed transmitter transform each (IQ imbalance, carrier leakage, filter ripple), trained as "
-        f"devices of their own; 0 = none (default {EXTRACTOR_PSEUDO_DEVICES} for the embedding objectives, "
-        "none for softmax)",
+        "devices of their own (default %(default)s: none; not for softmax)",
     )
     p.add_argument(
         "--cfo-margin-ppm",

@@ -20,10 +20,8 @@ __all__ = [
     "EXTRACTOR_AUG_SNR_DB",
     "EXTRACTOR_EPOCHS",
     "EXTRACTOR_MAX_TIME_S",
-    "EXTRACTOR_PSEUDO_DEVICES",
     "recipe_aug_snr_db",
     "recipe_budget",
-    "recipe_pseudo_devices",
     "recipe_representation",
 ]
 
@@ -165,22 +163,6 @@ def recipe_budget(metric: bool) -> tuple[int, float | None]:
     """The recipe's ``(epochs, max_time_s)``: :data:`EXTRACTOR_EPOCHS` and :data:`EXTRACTOR_MAX_TIME_S` for an
     objective that trains an embedding (``metric``), else :data:`RECIPE`'s."""
     return (EXTRACTOR_EPOCHS, EXTRACTOR_MAX_TIME_S) if metric else (RECIPE.epochs, RECIPE.max_time_s)
-
-
-EXTRACTOR_PSEUDO_DEVICES = 2
-"""Pseudo-devices per training device when an objective trains an embedding
-(:mod:`lorarffi.rffi.pseudo_devices`): each device's training packets twice more, through one fixed
-transmitter transform per copy (IQ imbalance, carrier leakage, filter ripple), as devices of their own: 90
-identities from the protocol's 30. Within the same time budget (so about a third of the epochs), on the
-open-set benchmark (docs/benchmarks.md, open_set) the extractor accepted more enrolled packets at the same
-false-accept rate on day 2 and under every further shift (all shifts together most). A classifier takes
-none."""
-
-
-def recipe_pseudo_devices(metric: bool) -> int:
-    """The recipe's pseudo-devices per training device: :data:`EXTRACTOR_PSEUDO_DEVICES` for an objective that
-    trains an embedding (``metric``), else 0."""
-    return EXTRACTOR_PSEUDO_DEVICES if metric else 0
 
 
 def recipe_aug_snr_db(metric: bool) -> tuple[float, float]:

@@ -43,13 +43,7 @@ from lorarffi.rffi.features import compute_features, shape_hparams
 from lorarffi.rffi.hybrid import DEFAULT_CARRIER_HZ, CfoGate, GateParams
 from lorarffi.rffi.preprocess import preprocess_preambles
 from lorarffi.rffi.pseudo_devices import add_pseudo_devices
-from lorarffi.rffi.recipe import (
-    RECIPE,
-    recipe_aug_snr_db,
-    recipe_budget,
-    recipe_pseudo_devices,
-    recipe_representation,
-)
+from lorarffi.rffi.recipe import RECIPE, recipe_aug_snr_db, recipe_budget, recipe_representation
 
 __all__ = [
     "DEFAULT_REPRESENTATION",
@@ -150,11 +144,10 @@ class TrainConfig:
         copy made with :func:`dataclasses.replace` keeps the budget already chosen, as it keeps ``epochs``).
     weight_decay : float
         Decoupled (AdamW) or L2 (RMSprop) weight decay.
-    pseudo_devices : int or None
+    pseudo_devices : int
         Pseudo-devices per training device for a metric objective: copies of its training packets through
         one fixed transmitter transform each, trained as devices of their own
-        (:mod:`lorarffi.rffi.pseudo_devices`; 0: none; softmax takes none). None: the recipe's for the
-        objective, :func:`lorarffi.rffi.recipe.recipe_pseudo_devices`.
+        (:mod:`lorarffi.rffi.pseudo_devices`; 0, the default: none; softmax takes none).
     gate : GateParams
         Parameters of the CFO gate stored with the model.
     """
@@ -178,7 +171,7 @@ class TrainConfig:
     seed: int = RECIPE.seed
     max_time_s: float | None | _ByRecipe = BY_RECIPE
     weight_decay: float = RECIPE.weight_decay
-    pseudo_devices: int | None = None
+    pseudo_devices: int = 0
     gate: GateParams = field(default_factory=GateParams)
 
     def __post_init__(self) -> None:
@@ -191,8 +184,6 @@ class TrainConfig:
             object.__setattr__(self, "epochs", epochs)
         if isinstance(self.max_time_s, _ByRecipe):
             object.__setattr__(self, "max_time_s", max_time_s)
-        if self.pseudo_devices is None:
-            object.__setattr__(self, "pseudo_devices", recipe_pseudo_devices(is_metric))
         if self.pseudo_devices and not is_metric:
             raise ConfigError(
                 f"pseudo_devices={self.pseudo_devices} is not valid with objective={self.objective!r}: "
