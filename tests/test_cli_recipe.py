@@ -171,3 +171,13 @@ def test_the_per_symbol_representations_take_the_datas_own_symbol(name: str) -> 
     assert representation_for(ci, LoRaConfig()) is ci
     with pytest.raises(ConfigError, match="hop=100 does not divide the 1024 samples"):
         representation_for({"name": folded["name"], "params": {"hop": 100}}, LoRaConfig())
+
+
+def test_pseudo_devices_are_an_option_of_an_embedding(capsys) -> None:
+    assert _cli_config().pseudo_devices == 0 == _cli_config("--objective", "supcon").pseudo_devices
+    assert _cli_config("--objective", "supcon", "--pseudo-devices", "2").pseudo_devices == 2
+    with pytest.raises(ConfigError, match="pseudo_devices=2 is not valid with objective='softmax'"):
+        _cli_config("--pseudo-devices", "2")
+    with pytest.raises(SystemExit) as exc:
+        _cli_config("--objective", "supcon", "--pseudo-devices", "-1")
+    assert exc.value.code == 2 and "-1 is not valid: use an integer of 0 or more" in capsys.readouterr().err
