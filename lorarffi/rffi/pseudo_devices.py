@@ -140,7 +140,7 @@ def add_pseudo_devices(
         Pseudo-devices per device (0: none).
     cfg : LoRaConfig
     rng : numpy.random.Generator
-        Source of the transforms (drawn device by device, copy by copy).
+        Source of the transforms: copy 1's of every class in class order, then copy 2's, ...
     n_classes : int, optional
         ``K``, the number of real classes (default: the largest label plus one).
 
