@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from lorarffi.dsp.chirp import upchirp
 from lorarffi.dsp.config import LoRaConfig
+from lorarffi.dsp.normalize import rms_normalize
 from lorarffi.errors import ConfigError
 from lorarffi.sim.impairments import dc_offset, iq_imbalance, tx_filter_ripple
 
@@ -96,7 +97,9 @@ def apply_pseudo_device(
     Returns
     -------
     ndarray of complex64, shape (N, L)
-        The transformed preambles, each with the phase and RMS of its input.
+        The transformed preambles, each with the phase of its input and unit RMS (as
+        :func:`~lorarffi.rffi.preprocess.preprocess_preambles` gives them: :func:`~lorarffi.dsp.normalize.
+        rms_normalize`).
     """
     x = np.atleast_2d(np.asarray(iq, dtype=np.complex64))
     length = x.shape[1]
@@ -114,9 +117,7 @@ def apply_pseudo_device(
         ripple_phase_rad=draw.ripple_phase_rad,
         fs_hz=cfg.fs_hz,
     )
-    rms_in = np.sqrt(np.mean(np.abs(x) ** 2, axis=1, keepdims=True))
-    rms_out = np.sqrt(np.mean(np.abs(y) ** 2, axis=1, keepdims=True))
-    return (y * turn * (rms_in / np.maximum(rms_out, np.finfo(np.float32).tiny))).astype(np.complex64)
+    return rms_normalize(y * turn)
 
 
 def add_pseudo_devices(
