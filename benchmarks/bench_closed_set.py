@@ -244,32 +244,25 @@ def _moved(fleet, ppm: float, seed: int):
     ]
 
 
-def _test_sets(fleet, cfg) -> dict:
+def _test_sets(fleet, cfg, keys=None, **extra) -> dict:
+    """The test sets by key (``keys``: only those), ``extra`` passed to every simulation."""
     from lorarffi.sim.receiver import RECEIVERS
 
     sdr = RECEIVERS["sdr_8bit"]
     same_kw = {"day": 1, "minutes": 30.0, "place": 1, "snr": (15.0, 30.0), "interval_s": 8.0}
-    return {
-        "same": _sim(fleet, cfg, N_SAME, 20, **same_kw),
-        "day2": _sim(fleet, cfg, N_TEST, 2),
-        "channel": _sim(fleet, cfg, N_TEST, 2, place=3, channel_family="two_cluster", doppler_hz=5.0),
-        "receiver": _sim(fleet, cfg, N_TEST, 2, receiver=sdr),
-        "same_rx": _sim(fleet, cfg, N_SAME, 20, receiver=sdr, **same_kw),
-        "cfo_env": _sim(fleet, cfg, N_TEST, 2, environment="nlos"),
-        "cfo_2ppm": _sim(_moved(fleet, EXCURSION_PPM, 5), cfg, N_TEST, 2),
-        "low": _sim(fleet, cfg, N_LOW, 3, minutes=30.0, snr=(0.0, 10.0)),
-        "all": _sim(
-            fleet,
-            cfg,
-            N_TEST,
-            2,
-            place=3,
-            channel_family="two_cluster",
-            doppler_hz=5.0,
-            receiver=sdr,
-            environment="nlos",
-        ),
+    two_cluster = {"place": 3, "channel_family": "two_cluster", "doppler_hz": 5.0}
+    plans = {
+        "same": lambda: _sim(fleet, cfg, N_SAME, 20, **same_kw, **extra),
+        "day2": lambda: _sim(fleet, cfg, N_TEST, 2, **extra),
+        "channel": lambda: _sim(fleet, cfg, N_TEST, 2, **two_cluster, **extra),
+        "receiver": lambda: _sim(fleet, cfg, N_TEST, 2, receiver=sdr, **extra),
+        "same_rx": lambda: _sim(fleet, cfg, N_SAME, 20, receiver=sdr, **same_kw, **extra),
+        "cfo_env": lambda: _sim(fleet, cfg, N_TEST, 2, environment="nlos", **extra),
+        "cfo_2ppm": lambda: _sim(_moved(fleet, EXCURSION_PPM, 5), cfg, N_TEST, 2, **extra),
+        "low": lambda: _sim(fleet, cfg, N_LOW, 3, minutes=30.0, snr=(0.0, 10.0), **extra),
+        "all": lambda: _sim(fleet, cfg, N_TEST, 2, **two_cluster, receiver=sdr, environment="nlos", **extra),
     }
+    return {k: plan() for k, plan in plans.items() if keys is None or k in keys}
 
 
 def _fused_accuracy(clf, ps, m: int) -> tuple[float, float]:

@@ -270,3 +270,31 @@ def test_bad_input_is_one_line_and_exit_code_2(fleet, tmp_path, capsys) -> None:
     one_error_line(capsys, "--name", "--device-id")
     assert main(["authenticate", *args[:2], "--registry", str(tmp_path / "missing.db")]) == 2
     one_error_line(capsys, "missing.db", "no such registry")
+
+
+def test_whole_packet_rows_are_read_whole_unless_preamble_only(fleet, registry, tmp_path, capsys) -> None:
+    """A dataset whose rows go on past the preamble is authenticated on every up-chirp of each packet;
+    ``--preamble-only`` reads the preamble alone, as it does a file of preambles."""
+    import h5py
+
+    from lorarffi.dsp.config import LoRaConfig
+    from lorarffi.dsp.packet_symbol import packet_tail_samples
+
+    whole = tmp_path / "whole.h5"
+    common = ["-q", "simulate", "--devices", "12", "--spread", "3", "--seed", "0", "--session", "2"]
+    assert main([*common, "--packets", "8", "--payload-symbols", "12", "--out", str(whole)]) == 0
+    capsys.readouterr()
+    cfg = LoRaConfig()
+    with h5py.File(whole) as f:
+        assert f["preambles"].shape[1] == cfg.preamble_samples + packet_tail_samples(cfg, 12)
+
+    def scores(path, *extra):
+        args = ["authenticate", str(fleet / "model"), str(path), "--registry", str(registry)]
+        assert main([*args, "--devices", "7-12", "--json", *extra]) == 0
+        return np.array([p["score"] for p in json_lines(capsys)[:-1]])
+
+    packets, preamble_only = scores(whole), scores(whole, "--preamble-only")
+    assert packets.shape == preamble_only.shape == (6 * 8,)
+    assert np.all(packets != preamble_only)  # every packet read differently
+    plain = fleet / "test.h5"  # rows of the preamble alone: the flag changes nothing
+    np.testing.assert_array_equal(scores(plain), scores(plain, "--preamble-only"))

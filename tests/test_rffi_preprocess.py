@@ -16,8 +16,11 @@ import pytest
 
 from lorarffi.dsp.cfo import estimate_cfo
 from lorarffi.dsp.chirp import modulate
+from lorarffi.dsp.coherent import coherent_symbol_average
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.dsp.normalize import rms_normalize
+from lorarffi.dsp.packet_symbol import packet_tail_samples
+from lorarffi.errors import ConfigError
 from lorarffi.rffi.preprocess import UPCHIRP_SCORE_MIN, preprocess_preambles, upchirp_score
 from lorarffi.sim import Session, make_fleet, simulate_preamble_set
 from lorarffi.sim.channel import add_awgn
@@ -144,3 +147,46 @@ def test_an_independent_transmitters_packets_pass_at_the_preamble_and_fail_after
     assert np.all(upchirp_score(header, cfg) < UPCHIRP_SCORE_MIN)
     out = preprocess_preambles(header, cfg)
     assert out.n_not_preamble == len(starts) and np.all(np.isnan(out.cfo_hz))
+
+
+def _sim_packets(snr_db: float, payload_symbols: int):
+    fleet = make_fleet(2, seed=8, spread=3)
+    return simulate_preamble_set(
+        fleet, LoRaConfig(), 6, session=Session(day=1, minutes_since_power_on=0.0, place=1),
+        rng=np.random.default_rng(9), snr_db=snr_db, payload_symbols=payload_symbols,
+    )
+
+
+def _aligned_error(rows, truth):
+    turn = np.einsum("ns,ns->n", rows.conj(), truth)
+    return np.mean(np.abs(rows * (turn / np.abs(turn))[:, None] - truth) ** 2, axis=1)
+
+
+def test_whole_packets_give_a_cleaner_preamble_than_the_preamble_alone() -> None:
+    cfg = LoRaConfig()
+    noisy, clean = _sim_packets(5.0, 30), _sim_packets(300.0, 30)  # same draws, noise apart
+    assert noisy.preambles.shape[1] == cfg.preamble_samples + packet_tail_samples(cfg, 30)
+    # the preamble without noise: CFO removed, unit RMS
+    truth = preprocess_preambles(clean.preambles, cfg, packet_symbols=False).iq
+    alone = preprocess_preambles(noisy.preambles, cfg, packet_symbols=False)
+    whole = preprocess_preambles(noisy.preambles, cfg, packet_symbols=True)
+    assert whole.iq.shape == alone.iq.shape == truth.shape
+    cut = noisy.preambles[:, : cfg.preamble_samples]
+    np.testing.assert_array_equal(alone.iq, preprocess_preambles(cut, cfg).iq)
+    np.testing.assert_array_equal(whole.iq, preprocess_preambles(noisy.preambles, cfg).iq)  # the default
+    sps = cfg.samples_per_symbol
+    symbols = whole.iq.reshape(len(whole.iq), cfg.preamble_symbols, sps)
+    assert np.array_equal(symbols, np.broadcast_to(symbols[:, :1], symbols.shape))  # one symbol repeated
+    np.testing.assert_array_equal(whole.cfo_hz, alone.cfo_hz)
+    # Error of one symbol against the true (noiseless) preamble's first symbol; the preamble alone's is its
+    # coherent average's. 8 + 2 + 30 symbols, about a third of the 30 counting fully: > 3 dB less noise.
+    first = truth[:, :sps]
+    e_alone = _aligned_error(coherent_symbol_average(alone.iq, sps), first)
+    e_whole = _aligned_error(symbols[:, 0], first)
+    assert np.mean(e_whole) < np.mean(e_alone) / 2
+
+
+def test_whole_packets_need_the_cfo_removed() -> None:
+    with pytest.raises(ConfigError, match="packet_symbols"):
+        preprocess_preambles(np.ones((1, LoRaConfig().preamble_samples), np.complex64), LoRaConfig(),
+                             compensate=False, packet_symbols=True)

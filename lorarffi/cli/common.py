@@ -42,6 +42,8 @@ __all__ = [
     "add_torch_device_arg",
     "add_json_arg",
     "add_plots_arg",
+    "add_preamble_only_arg",
+    "packet_symbols_of",
     "add_verbosity_args",
     "deprecated_flags",
     "torch_device",
@@ -379,6 +381,21 @@ def add_json_arg(parser: argparse.ArgumentParser, what: str = "one JSON summary 
     """``--json``: machine-readable results on stdout (docs/cli.md: records as JSON lines, then one summary
     object)."""
     parser.add_argument("--json", action="store_true", help=f"print {what} on stdout instead of text")
+
+
+def add_preamble_only_arg(parser: argparse.ArgumentParser) -> None:
+    """``--preamble-only``: a dataset whose rows hold whole packets is read by its preambles alone."""
+    parser.add_argument(
+        "--preamble-only",
+        action="store_true",
+        help="dataset rows that go on past the preamble (whole packets): use each preamble alone (default: "
+        "every up-chirp of the packet, preamble, sync word, header and payload, goes into its fingerprint)",
+    )
+
+
+def packet_symbols_of(args: argparse.Namespace) -> bool | None:
+    """``packet_symbols`` of :func:`lorarffi.rffi.preprocess.preprocess_preambles` for ``--preamble-only``."""
+    return False if getattr(args, "preamble_only", False) else None
 
 
 def add_plots_arg(parser: argparse.ArgumentParser, what: str) -> None:

@@ -13,11 +13,13 @@ from lorarffi.cli.common import (
     add_json_arg,
     add_lora_args,
     add_plots_arg,
+    add_preamble_only_arg,
     add_receiver_offset_arg,
     add_torch_device_arg,
     check_output,
     describe_ids,
     int_range,
+    packet_symbols_of,
     positive_int,
     print_json,
     slice_arg,
@@ -66,6 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_progress_arg(p)
     add_decision_file_arg(p)
     add_recording_args(p)
+    add_preamble_only_arg(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     if is_dataset(args.data):
         sel = load_selection(args, fallback=clf.lora)  # a file stating no LoRa parameters: the model's
         check_model_parameters(sel, clf.lora, args, args.model_dir)
-        rows, ids, start, snr = sel.iq, sel.device_ids, sel.meta.get("start"), sel.meta.get("snr_db")
+        rows = clf.preprocess(sel.iq, source=args.data, packet_symbols=packet_symbols_of(args))
+        ids, start, snr = sel.device_ids, sel.meta.get("start"), sel.meta.get("snr_db")
     else:  # a recording: classify's packets, scored against its annotations' labels
         packets = read_input(argparse.Namespace(**{**vars(args), "input": args.data}), clf)
         if packets.labels is None:

@@ -13,7 +13,15 @@ import argparse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lorarffi.cli.common import add_lora_args, add_torch_device_arg, int_range, lora_config, slice_arg
+from lorarffi.cli.common import (
+    add_lora_args,
+    add_preamble_only_arg,
+    add_torch_device_arg,
+    int_range,
+    lora_config,
+    packet_symbols_of,
+    slice_arg,
+)
 from lorarffi.cli.progress import add_progress_arg
 from lorarffi.errors import ConfigError
 
@@ -96,6 +104,7 @@ def add_input_args(
         help="packet range: per device of a dataset, e.g. 0:100; of the detected packets of a recording",
     )
     add_recording_args(p)
+    add_preamble_only_arg(p)
     add_torch_device_arg(p)
     add_lora_args(p, default_from="the file's, else the model's")
     add_progress_arg(p)
@@ -140,7 +149,7 @@ def _read_dataset(args: argparse.Namespace, embedder: Embedder) -> PacketInput:
     sel_args = argparse.Namespace(**{**vars(args), "data": args.input})
     sel = load_selection(sel_args, fallback=embedder.lora)
     check_model_parameters(sel, embedder.lora, sel_args, embedder.model_dir)
-    pre = embedder.preprocess(sel.iq, source=args.input)
+    pre = embedder.preprocess(sel.iq, source=args.input, packet_symbols=packet_symbols_of(args))
     start, snr = _known(sel.meta.get("start")), _known(sel.meta.get("snr_db"))
     return PacketInput(pre.iq, pre.cfo_hz, sel.device_ids, start, snr, "dataset", args.input)
 

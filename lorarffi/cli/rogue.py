@@ -16,10 +16,12 @@ from lorarffi.cli.common import (
     add_json_arg,
     add_lora_args,
     add_plots_arg,
+    add_preamble_only_arg,
     add_torch_device_arg,
     check_output,
     describe_ids,
     int_range,
+    packet_symbols_of,
     positive_int,
     print_json,
     slice_arg,
@@ -64,6 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_json_arg(p, "one JSON object")
     add_plots_arg(p, "the ROC (roc.png)")
+    add_preamble_only_arg(p)
     add_torch_device_arg(p)
     add_lora_args(p, default_from="the file's, else the model's")
 
@@ -85,7 +88,8 @@ def _embedded(args: argparse.Namespace, emb, path: str, devices, packets):
     sel_args = argparse.Namespace(**{**vars(args), "data": path, "devices": devices, "packets": packets})
     sel = load_selection(sel_args, fallback=emb.lora)
     check_model_parameters(sel, emb.lora, sel_args, args.model_dir)
-    return emb.embed(emb.preprocess(sel.iq, source=path).iq), sel.device_ids
+    pre = emb.preprocess(sel.iq, source=path, packet_symbols=packet_symbols_of(args))
+    return emb.embed(pre.iq), sel.device_ids
 
 
 def run(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from lorarffi.cli.common import (
     add_n_devices_arg,
     check_output,
     lora_config,
+    nonnegative_int,
     print_json,
     si_float,
     snr_range_db,
@@ -126,6 +127,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=868.1e6,
         help="carrier frequency in Hz (default 868.1M)",
     )
+    p.add_argument(
+        "--payload-symbols",
+        type=nonnegative_int,
+        default=0,
+        help="--out: rows go on past the preamble with the sync word, the SFD and this many header/payload "
+        "symbols (random values), for commands that use whole packets (default 0: the preamble alone)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
     add_json_arg(p)
     add_lora_args(p)
@@ -206,6 +214,7 @@ def _run_set(args, cfg, fleet, session, provenance, np) -> int:
         **provenance,
         "packets_per_device": args.packets,
         "packet_interval_s": args.packet_interval_s,
+        "payload_symbols": args.payload_symbols,
     }
     source = f"simulate seed={args.seed} session={args.session}"
     check_output(args.out, overwrite=args.overwrite, flag="-o/--out")
@@ -224,6 +233,7 @@ def _run_set(args, cfg, fleet, session, provenance, np) -> int:
                 multipath=args.multipath,
                 doppler_hz=args.doppler_hz,
                 packet_interval_s=args.packet_interval_s,
+                payload_symbols=args.payload_symbols,
             )
             w.append(
                 ps.preambles,

@@ -45,7 +45,8 @@ from lorarffi.dsp.cfo import compensate_cfo, estimate_cfo
 from lorarffi.dsp.chirp import downchirp
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.dsp.normalize import rms_normalize
-from lorarffi.errors import InputDataError
+from lorarffi.dsp.packet_symbol import packet_symbol_estimate
+from lorarffi.errors import ConfigError, InputDataError
 
 __all__ = [
     "PEAK_DOMINANCE_MIN",
@@ -155,15 +156,17 @@ def upchirp_score(iq: npt.ArrayLike, cfg: LoRaConfig) -> npt.NDArray[np.float64]
 
 
 def preprocess_preambles(
-    iq: npt.ArrayLike, cfg: LoRaConfig, *, compensate: bool = True, source: object = "preambles"
+    iq: npt.ArrayLike, cfg: LoRaConfig, *, compensate: bool = True, source: object = "preambles",
+    packet_symbols: bool | None = None,
 ) -> Preprocessed:
     """Check that rows are preambles, estimate (and by default remove) their CFO, normalise them to unit RMS.
 
     Parameters
     ----------
     iq : array_like of complex, shape (N, L) or (L,)
-        Aligned preambles, first sample = first preamble up-chirp, ``L >= cfg.preamble_samples`` (longer rows
-        are cut to ``cfg.preamble_samples``), not CFO-compensated.
+        Aligned preambles, first sample = first preamble up-chirp, ``L >= cfg.preamble_samples``, not
+        CFO-compensated. Longer rows are whole packets (or their first part) unless ``packet_symbols`` is
+        False, which cuts them to ``cfg.preamble_samples``.
     cfg : LoRaConfig
         LoRa parameters of the capture.
     compensate : bool
@@ -172,6 +175,14 @@ def preprocess_preambles(
         :meth:`lorarffi.rffi.inference.Classifier.preprocess`.
     source : object
         Named in error and warning messages.
+    packet_symbols : bool or None
+        Rows longer than the preamble hold whole packets (or their first part: sync word, SFD, header,
+        payload): estimate each preamble's up-chirp from all of the packet's up-chirps
+        (:func:`~lorarffi.dsp.packet_symbol.packet_symbol_estimate`, after the CFO is removed) and give it
+        repeated ``cfg.preamble_symbols`` times, a preamble with less noise than the packet's own. None (the
+        default): when the rows are longer than the preamble and ``compensate``; True needs ``compensate``;
+        False: the preamble alone. Rows that are not preambles, rows too short to hold the sync word and
+        packets with no further symbol that qualifies keep their first ``cfg.preamble_samples``.
 
     Returns
     -------
@@ -192,6 +203,11 @@ def preprocess_preambles(
             f"preambles hold {x.shape[1]} samples, fewer than the {n_samples} of "
             f"{cfg.preamble_symbols} symbols at SF{cfg.sf}, {cfg.bw_hz:g} Hz, fs {cfg.fs_hz:g} Hz",
         )
+    if packet_symbols and not compensate:
+        raise ConfigError("packet_symbols needs the CFO removed (compensate=True)")
+    if packet_symbols is None:
+        packet_symbols = compensate
+    whole = x
     x = x[:, :n_samples]
     ok = upchirp_score(x, cfg) >= UPCHIRP_SCORE_MIN
     cfo_hz = np.full(x.shape[0], np.nan)
@@ -201,6 +217,14 @@ def preprocess_preambles(
         cfo_hz[ok] = estimate_cfo(x[ok], cfg)
     if compensate:  # rows that are not preambles: 0 Hz removed (multiplied by exactly 1)
         x = np.asarray(compensate_cfo(x, np.where(ok, cfo_hz, 0.0), cfg.fs_hz), dtype=np.complex64)
+    if packet_symbols and ok.any() and whole.shape[1] >= n_samples + 2 * cfg.samples_per_symbol:
+        packets = np.asarray(compensate_cfo(whole[ok], cfo_hz[ok], cfg.fs_hz), dtype=np.complex64)
+        est = packet_symbol_estimate(packets, cfg)
+        gained = est.n_symbols > cfg.preamble_symbols  # the others keep their preamble as it is
+        x[np.flatnonzero(ok)[gained]] = np.tile(est.symbol[gained], (1, cfg.preamble_symbols))
+        log.info("%s: %d of %d packets estimated from %.1f symbols on average (%.1f effective)", source,
+                 int(gained.sum()), int(ok.sum()), float(est.n_symbols.mean()),
+                 float(est.effective_symbols.mean()))
     n_bad = int(ok.size - np.count_nonzero(ok))
     if n_bad:
         log.warning(

@@ -15,6 +15,7 @@ import numpy.typing as npt
 
 from lorarffi.dsp.chirp import packet_layout
 from lorarffi.dsp.config import LoRaConfig
+from lorarffi.dsp.packet_symbol import packet_tail_samples
 from lorarffi.errors import ConfigError
 from lorarffi.sim import channel
 from lorarffi.sim.fleet import DeviceProfile
@@ -31,8 +32,9 @@ class PreambleSet:
 
     Attributes
     ----------
-    preambles : ndarray of complex64, shape (N, cfg.preamble_samples)
-        Each row starts at the first of the ``cfg.preamble_symbols`` up-chirps before the sync word.
+    preambles : ndarray of complex64, shape (N, L)
+        Each row starts at the first of the ``cfg.preamble_symbols`` up-chirps before the sync word; ``L =
+        cfg.preamble_samples``, or longer when the rows go on into the packet (``payload_symbols``).
     device_ids : ndarray of int64, shape (N,)
         1-based device ids.
     cfo_hz : ndarray of float64, shape (N,)
@@ -74,6 +76,7 @@ def simulate_preamble_set(
     packet_interval_s: float = 0.3,
     frame_pairs: bool = False,
     receiver: ReceiverProfile | None = None,
+    payload_symbols: int = 0,
 ) -> PreambleSet:
     """Aligned preamble windows of every device, cut from fully synthesised packets.
 
@@ -117,7 +120,10 @@ def simulate_preamble_set(
         raise ConfigError(f"n_packets_per_device={n_packets_per_device!r} is not valid: use >= 1")
     lo, hi = channel.snr_range_db(snr_db)
     n_per = int(n_packets_per_device)
-    length = cfg.preamble_samples
+    n_pay = int(payload_symbols)
+    if n_pay < 0:
+        raise ConfigError(f"payload_symbols={payload_symbols!r} is not valid: use >= 0")
+    length = cfg.preamble_samples + (packet_tail_samples(cfg, n_pay) if n_pay else 0)
     lay = packet_layout(cfg)
     n_samples = length + 2 * MARGIN_SAMPLES
     t_packets = session.minutes_since_power_on * 60.0 + np.arange(n_per) * packet_interval_s
@@ -147,14 +153,13 @@ def simulate_preamble_set(
         cfo_b = mean_cfo[b0 : b0 + n] + jitter * rng.standard_normal(n)
         frac = rng.uniform(-0.5, 0.5, n)
         t0 = (lay.fingerprint_start - MARGIN_SAMPLES - frac) / cfg.fs_hz
-        x = transmit(
-            profiles, cfg, np.zeros(0, np.int64), t0_s=t0, n_samples=n_samples, cfo_hz=cfo_b, rng=rng
-        )
+        payload = rng.integers(0, cfg.n_chips, n_pay) if n_pay else np.zeros(0, np.int64)
+        x = transmit(profiles, cfg, payload, t0_s=t0, n_samples=n_samples, cfo_hz=cfo_b, rng=rng)
         if multipath:
             ch = channel.MultipathChannel.concatenate([channels[dev.device_id] for dev in profiles])
             x = channel.apply_multipath(x, ch, fs_hz=cfg.fs_hz, t0_s=t_cap)
         window = x[:, MARGIN_SAMPLES : MARGIN_SAMPLES + length]
-        power = np.mean(np.abs(window) ** 2, axis=1, dtype=np.float64)
+        power = np.mean(np.abs(window[:, : cfg.preamble_samples]) ** 2, axis=1, dtype=np.float64)
         snr = rng.uniform(lo, hi, n)
         if receiver is None:
             out[b0 : b0 + n] = channel.add_awgn(window, snr, signal_power=power, **awgn)
