@@ -298,3 +298,54 @@ def test_whole_packet_rows_are_read_whole_unless_preamble_only(fleet, registry, 
     assert np.all(packets != preamble_only)  # every packet read differently
     plain = fleet / "test.h5"  # rows of the preamble alone: the flag changes nothing
     np.testing.assert_array_equal(scores(plain), scores(plain, "--preamble-only"))
+
+
+def test_a_recordings_packets_are_read_whole_up_to_their_end(fleet, tmp_path, capsys) -> None:
+    """Each detected packet's fingerprint takes its sync word and every header/payload symbol the simulator
+    sent (its annotation says how many) that the recording holds, none past its end; ``--preamble-only``
+    keeps the detector's preambles, and a recording read whole scores differently."""
+    from lorarffi.cli.inputs import WHOLE_PACKET_SYMBOLS, _whole_packets
+    from lorarffi.datasets.recording import open_recording
+    from lorarffi.dsp import detect
+    from lorarffi.dsp.cfo import compensate_cfo
+    from lorarffi.dsp.normalize import rms_normalize
+    from lorarffi.rffi.embedding import load_embedder
+
+    rec_path = tmp_path / "stream.sigmf-meta"
+    sim = ["-q", "simulate", "--stream", str(rec_path), "--n-devices", "3", "--duration-s", "3"]
+    assert main([*sim, "--seed", "1", "--spread", "3", "--snr-db", "10:20"]) == 0
+    capsys.readouterr()
+    emb = load_embedder(fleet / "model")
+    with open_recording(str(rec_path)) as rec:
+        n_samples = rec.n_samples
+        packets = detect(rec.read(0, n_samples), emb.lora)
+        preambles = emb.packet_preambles(packets)
+        rows, n_symbols = _whole_packets(rec, packets, preambles, emb, source="test")
+        # the windows read again are the detector's: the same samples, CFO removed, unit RMS (float32
+        # rounding of values about 1 through a few operations: well under 1e-5)
+        for p, pre in zip(packets, preambles, strict=True):
+            x = rec.read(p.fingerprint_start, emb.lora.preamble_samples)
+            again = rms_normalize(compensate_cfo(x, p.cfo_hz, emb.lora.fs_hz))
+            assert np.max(np.abs(again - pre)) < 1e-5
+    anns = sorted(json.loads(rec_path.read_text())["annotations"], key=lambda a: a["core:sample_start"])
+    assert len(anns) == len(packets) > 4
+    sent = np.array([a["lorarffi:n_payload_symbols"] for a in anns])
+    sps = emb.lora.samples_per_symbol
+    payload_start = np.array([a["core:sample_start"] for a in anns]) + int((8 + 4.25) * sps)
+    held = (n_samples - payload_start) // sps  # the last packet may run past the recording's end
+    assert np.any(held < sent)
+    np.testing.assert_array_equal(n_symbols, 8 + 2 + np.minimum(np.minimum(sent, held), WHOLE_PACKET_SYMBOLS))
+    assert rows.shape == preambles.shape and np.all(np.any(rows != preambles, axis=1))
+
+    reg = tmp_path / "rec.db"
+    base = [str(fleet / "model"), str(rec_path), "--registry", str(reg)]
+    assert main(["enroll", *base, "--device-id", "31", "--packets", "0:3"]) == 0
+    assert main(["enroll", *base, "--device-id", "32", "--packets", "3:6"]) == 0
+    capsys.readouterr()
+
+    def scores(*extra):
+        assert main(["authenticate", *base, "--json", *extra]) == 0
+        return np.array([p["score"] for p in json_lines(capsys)[:-1]])
+
+    whole, alone = scores(), scores("--preamble-only")
+    assert whole.shape == alone.shape == (len(packets),) and np.all(whole != alone)

@@ -183,16 +183,19 @@ def _read_recording(args: argparse.Namespace, embedder: Embedder) -> PacketInput
                 advance(chunk.size)
         packets += det.flush()
         annotations = rec.annotations
-    if args.packets is not None:
-        packets = packets[args.packets]
-    if not packets:
-        raise ConfigError(
-            f"{args.input}: no LoRa packet detected" + (" in --packets" if args.packets else "")
-        )
+        if args.packets is not None:
+            packets = packets[args.packets]
+        if not packets:
+            raise ConfigError(
+                f"{args.input}: no LoRa packet detected" + (" in --packets" if args.packets else "")
+            )
+        preambles = embedder.packet_preambles(packets)
+        if packet_symbols_of(args) is not False:
+            preambles = _whole_packets(rec, packets, preambles, embedder, source=args.input)[0]
     start = np.array([p.start for p in packets], np.int64)
     symbol_samples = cfg.n_chips * cfg.fs_hz / cfg.bw_hz
     return PacketInput(
-        embedder.packet_preambles(packets),
+        preambles,
         np.array([p.cfo_hz for p in packets], np.float64),
         _annotation_labels(annotations, start, symbol_samples),
         start,
@@ -200,6 +203,58 @@ def _read_recording(args: argparse.Namespace, embedder: Embedder) -> PacketInput
         "recording",
         args.input,
     )
+
+
+WHOLE_PACKET_SYMBOLS = 64
+"""Header/payload symbols read after a detected packet's SFD for its whole-packet fingerprint (fewer when
+the next packet starts earlier or the recording ends)."""
+_WHOLE_PACKET_BATCH = 256  # packets read and estimated at once: bounds the windows held in memory
+
+
+def _whole_packets(rec, packets, preambles, embedder: Embedder, *, source: str):
+    """``preambles`` with each packet's estimated from all of its up-chirps (module docstring of
+    :mod:`lorarffi.dsp.packet_symbol`): the recording is read again from each packet's first preamble
+    up-chirp up to :data:`WHOLE_PACKET_SYMBOLS` symbols after its SFD, the next detected packet's start or the
+    recording's end. Needs a model that removes the CFO and a recording at its sample rate (else the
+    preambles as they are, said in one log line). Also returns the symbols each packet's row holds."""
+    import logging
+    import math
+
+    import numpy as np
+
+    from lorarffi.dsp.cfo import compensate_cfo
+    from lorarffi.dsp.packet_symbol import packet_tail_samples
+    from lorarffi.rffi.preprocess import whole_packet_preambles
+
+    cfg = embedder.lora
+    log = logging.getLogger(__name__)
+    if not embedder.config.cfo_compensation or not math.isclose(rec.fs_hz, cfg.fs_hz, rel_tol=1e-9):
+        log.info("%s: packets read by their preamble alone (whole packets need a model that removes the CFO "
+                 "and a recording at its %g Hz)", source, cfg.fs_hz)
+        return preambles, np.full(len(packets), cfg.preamble_symbols, np.int64)
+    length = cfg.preamble_samples + packet_tail_samples(cfg, WHOLE_PACKET_SYMBOLS)
+    first = np.array([p.fingerprint_start for p in packets], np.int64)
+    later = np.sort(first[first >= 0])
+    nxt = later[np.minimum(np.searchsorted(later, first, side="right"), later.size - 1)]
+    stop = np.where(nxt > first, np.minimum(first + length, nxt), first + length)
+    if rec.n_samples:
+        stop = np.minimum(stop, rec.n_samples)
+    # whole symbols only: a symbol cut by the next packet or the recording's end stays out
+    sps, pre, head = cfg.samples_per_symbol, cfg.preamble_samples, packet_tail_samples(cfg, 0)
+    held = stop - first
+    stop = first + np.where(held >= pre + head, pre + head + (held - pre - head) // sps * sps,
+                            np.where(held >= pre + 2 * sps, pre + 2 * sps, pre))
+    out = preambles.copy()
+    n_symbols = np.full(len(packets), cfg.preamble_symbols, np.int64)
+    whole = np.flatnonzero(first >= 0)  # a packet cut by the recording's start keeps its (padded) preamble
+    for b0 in range(0, whole.size, _WHOLE_PACKET_BATCH):
+        batch = whole[b0 : b0 + _WHOLE_PACKET_BATCH]
+        rows = np.zeros((batch.size, length), np.complex64)
+        for j, i in enumerate(batch):
+            x = rec.read(int(first[i]), int(max(0, stop[i] - first[i])))
+            rows[j, : x.size] = compensate_cfo(x, packets[i].cfo_hz, cfg.fs_hz)
+        out[batch], n_symbols[batch] = whole_packet_preambles(rows, out[batch], cfg, source=source)
+    return out, n_symbols
 
 
 def _annotation_labels(

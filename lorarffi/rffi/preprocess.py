@@ -54,6 +54,7 @@ __all__ = [
     "Preprocessed",
     "preprocess_preambles",
     "upchirp_score",
+    "whole_packet_preambles",
 ]
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,42 @@ def upchirp_score(iq: npt.ArrayLike, cfg: LoRaConfig) -> npt.NDArray[np.float64]
     return out[0] if one else out
 
 
+def whole_packet_preambles(
+    packets: npt.NDArray[np.complex64], preambles: npt.NDArray[np.complex64], cfg: LoRaConfig, *,
+    source: object = "packets",
+) -> tuple[npt.NDArray[np.complex64], npt.NDArray[np.int64]]:
+    """Each packet's preamble as estimated from all of its up-chirps, where that adds symbols.
+
+    Parameters
+    ----------
+    packets : ndarray of complex64, shape (N, L2)
+        CFO-compensated packets from the first preamble up-chirp on, ``L2 >= cfg.preamble_samples`` (samples
+        past the packet's end, or zeros, are fine: the estimate stops at the first symbol that is not one).
+    preambles : ndarray of complex64, shape (N, cfg.preamble_samples)
+        The same packets' preambles as a model takes them (kept for packets whose later symbols add nothing).
+    cfg : LoRaConfig
+    source : object
+        Named in the log line.
+
+    Returns
+    -------
+    rows : ndarray of complex64, shape (N, cfg.preamble_samples)
+        :func:`~lorarffi.dsp.packet_symbol.packet_symbol_estimate`'s symbol repeated ``cfg.preamble_symbols``
+        times and scaled to unit RMS where it used more symbols than the preamble's, else ``preambles``' row.
+    n_symbols : ndarray of int64, shape (N,)
+        Symbols of each packet in its row (``cfg.preamble_symbols``: the preamble as it was).
+    """
+    out = np.array(preambles, dtype=np.complex64, copy=True)
+    if not len(out):
+        return out, np.zeros(0, np.int64)
+    est = packet_symbol_estimate(packets, cfg)
+    gained = est.n_symbols > cfg.preamble_symbols
+    out[gained] = rms_normalize(np.tile(est.symbol[gained], (1, cfg.preamble_symbols)))
+    log.info("%s: %d of %d packets read whole, %.1f symbols on average (%.1f effective)", source,
+             int(gained.sum()), gained.size, float(est.n_symbols.mean()), float(est.effective_symbols.mean()))
+    return out, np.where(gained, est.n_symbols, cfg.preamble_symbols).astype(np.int64)
+
+
 def preprocess_preambles(
     iq: npt.ArrayLike, cfg: LoRaConfig, *, compensate: bool = True, source: object = "preambles",
     packet_symbols: bool | None = None,
@@ -219,12 +256,7 @@ def preprocess_preambles(
         x = np.asarray(compensate_cfo(x, np.where(ok, cfo_hz, 0.0), cfg.fs_hz), dtype=np.complex64)
     if packet_symbols and ok.any() and whole.shape[1] >= n_samples + 2 * cfg.samples_per_symbol:
         packets = np.asarray(compensate_cfo(whole[ok], cfo_hz[ok], cfg.fs_hz), dtype=np.complex64)
-        est = packet_symbol_estimate(packets, cfg)
-        gained = est.n_symbols > cfg.preamble_symbols  # the others keep their preamble as it is
-        x[np.flatnonzero(ok)[gained]] = np.tile(est.symbol[gained], (1, cfg.preamble_symbols))
-        log.info("%s: %d of %d packets estimated from %.1f symbols on average (%.1f effective)", source,
-                 int(gained.sum()), int(ok.sum()), float(est.n_symbols.mean()),
-                 float(est.effective_symbols.mean()))
+        x[ok] = whole_packet_preambles(packets, x[ok], cfg, source=source)[0]
     n_bad = int(ok.size - np.count_nonzero(ok))
     if n_bad:
         log.warning(
