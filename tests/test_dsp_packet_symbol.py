@@ -1,5 +1,8 @@
 """The packet-wide symbol estimate against its ground truth: the preamble up-chirp of the noiseless packet."""
 
+import json
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -10,6 +13,7 @@ from lorarffi.dsp.packet_symbol import packet_symbol_estimate, packet_tail_sampl
 from lorarffi.errors import ConfigError
 
 CFG = LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1e6)
+GRLORA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "grlora_sdr"
 SPS = CFG.samples_per_symbol
 
 
@@ -102,3 +106,28 @@ def test_a_wrong_sync_word_keeps_the_preamble_average():
 def test_refuses_fractional_oversampling():
     with pytest.raises(ConfigError, match="integer oversampling"):
         packet_symbol_estimate(np.zeros(20000, np.complex64), LoRaConfig(sf=7, bw_hz=125e3, fs_hz=1.1e6))
+
+
+@pytest.mark.parametrize(
+    "name, cfg, n_preamble",
+    [
+        ("sf8_bw125k_fs1M_sync12_pre8", LoRaConfig(sf=8, bw_hz=125e3, fs_hz=1e6, sync_word=0x12), 8),
+        ("sf10_bw125k_fs250k_sync34_pre12", LoRaConfig(sf=10, bw_hz=125e3, fs_hz=250e3, sync_word=0x34), 12),
+    ],
+)
+def test_an_independent_transmitters_packets_give_their_preamble_chirp(name, cfg, n_preamble):
+    """gr-lora_sdr's packets (ideal: no noise, no CFO): every symbol of each packet is read and shifted back
+    onto its preamble's up-chirp; the estimate is that chirp (float32 samples: far below -60 dB)."""
+    from lorarffi.datasets.recording import open_recording
+
+    meta = GRLORA / f"{name}.sigmf-meta"
+    sps = cfg.samples_per_symbol
+    with open_recording(str(meta)) as rec:
+        for ann in json.loads(meta.read_text())["annotations"]:
+            first = ann["core:sample_start"] + (n_preamble - cfg.preamble_symbols) * sps  # the last 8
+            packet = rec.read(first, ann["core:sample_start"] + ann["core:sample_count"] - first)
+            est = packet_symbol_estimate(packet, cfg)
+            n_payload = (ann["core:sample_count"] - (n_preamble + 4.25) * sps) / sps
+            assert n_payload == int(n_payload) > 0
+            assert est.n_symbols == cfg.preamble_symbols + 2 + int(n_payload)
+            assert _aligned_error_db(est.symbol, packet[:sps]) < -60
