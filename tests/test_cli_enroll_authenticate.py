@@ -272,9 +272,9 @@ def test_bad_input_is_one_line_and_exit_code_2(fleet, tmp_path, capsys) -> None:
     one_error_line(capsys, "missing.db", "no such registry")
 
 
-def test_whole_packet_rows_are_read_whole_unless_preamble_only(fleet, registry, tmp_path, capsys) -> None:
-    """A dataset whose rows go on past the preamble is authenticated on every up-chirp of each packet;
-    ``--preamble-only`` reads the preamble alone, as it does a file of preambles."""
+def test_whole_packet_rows_are_read_whole_with_whole_packets(fleet, registry, tmp_path, capsys) -> None:
+    """A dataset whose rows go on past the preamble is authenticated on every up-chirp of each packet with
+    ``--whole-packets``; without, on the preamble alone, as a file of preambles is either way."""
     import h5py
 
     from lorarffi.dsp.config import LoRaConfig
@@ -293,17 +293,17 @@ def test_whole_packet_rows_are_read_whole_unless_preamble_only(fleet, registry, 
         assert main([*args, "--devices", "7-12", "--json", *extra]) == 0
         return np.array([p["score"] for p in json_lines(capsys)[:-1]])
 
-    packets, preamble_only = scores(whole), scores(whole, "--preamble-only")
+    packets, preamble_only = scores(whole, "--whole-packets"), scores(whole)
     assert packets.shape == preamble_only.shape == (6 * 8,)
     assert np.all(packets != preamble_only)  # every packet read differently
     plain = fleet / "test.h5"  # rows of the preamble alone: the flag changes nothing
-    np.testing.assert_array_equal(scores(plain), scores(plain, "--preamble-only"))
+    np.testing.assert_array_equal(scores(plain), scores(plain, "--whole-packets"))
 
 
 def test_a_recordings_packets_are_read_whole_up_to_their_end(fleet, tmp_path, capsys) -> None:
     """Each detected packet's fingerprint takes its sync word and every header/payload symbol the simulator
-    sent (its annotation says how many) that the recording holds, none past its end; ``--preamble-only``
-    keeps the detector's preambles, and a recording read whole scores differently."""
+    sent (its annotation says how many) that the recording holds, none past its end; without
+    ``--whole-packets`` the detector's preambles are used, and a recording read whole scores differently."""
     from lorarffi.cli.inputs import WHOLE_PACKET_SYMBOLS, _whole_packets
     from lorarffi.datasets.recording import open_recording
     from lorarffi.dsp import detect
@@ -347,5 +347,5 @@ def test_a_recordings_packets_are_read_whole_up_to_their_end(fleet, tmp_path, ca
         assert main(["authenticate", *base, "--json", *extra]) == 0
         return np.array([p["score"] for p in json_lines(capsys)[:-1]])
 
-    whole, alone = scores(), scores("--preamble-only")
+    whole, alone = scores("--whole-packets"), scores()
     assert whole.shape == alone.shape == (len(packets),) and np.all(whole != alone)

@@ -173,7 +173,7 @@ def test_whole_packets_give_a_cleaner_preamble_than_the_preamble_alone() -> None
     assert whole.iq.shape == alone.iq.shape == truth.shape
     cut = noisy.preambles[:, : cfg.preamble_samples]
     np.testing.assert_array_equal(alone.iq, preprocess_preambles(cut, cfg).iq)
-    np.testing.assert_array_equal(whole.iq, preprocess_preambles(noisy.preambles, cfg).iq)  # the default
+    np.testing.assert_array_equal(alone.iq, preprocess_preambles(noisy.preambles, cfg).iq)  # the default
     sps = cfg.samples_per_symbol
     symbols = whole.iq.reshape(len(whole.iq), cfg.preamble_symbols, sps)
     assert np.array_equal(symbols, np.broadcast_to(symbols[:, :1], symbols.shape))  # one symbol repeated

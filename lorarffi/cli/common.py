@@ -42,7 +42,7 @@ __all__ = [
     "add_torch_device_arg",
     "add_json_arg",
     "add_plots_arg",
-    "add_preamble_only_arg",
+    "add_whole_packets_arg",
     "packet_symbols_of",
     "add_verbosity_args",
     "deprecated_flags",
@@ -383,19 +383,20 @@ def add_json_arg(parser: argparse.ArgumentParser, what: str = "one JSON summary 
     parser.add_argument("--json", action="store_true", help=f"print {what} on stdout instead of text")
 
 
-def add_preamble_only_arg(parser: argparse.ArgumentParser) -> None:
-    """``--preamble-only``: a dataset whose rows hold whole packets is read by its preambles alone."""
+def add_whole_packets_arg(parser: argparse.ArgumentParser) -> None:
+    """``--whole-packets``: every up-chirp of a packet in its fingerprint (docs/models.md)."""
     parser.add_argument(
-        "--preamble-only",
+        "--whole-packets",
         action="store_true",
-        help="dataset rows that go on past the preamble (whole packets): use each preamble alone (default: "
-        "every up-chirp of the packet, preamble, sync word, header and payload, goes into its fingerprint)",
+        help="put every up-chirp of each packet (preamble, sync word, header, payload) into its fingerprint: "
+        "dataset rows that go on past the preamble, recordings read again after detection (default: the "
+        "preamble alone; measured on simulated packets, not yet on real ones: docs/models.md)",
     )
 
 
-def packet_symbols_of(args: argparse.Namespace) -> bool | None:
-    """``packet_symbols`` of :func:`lorarffi.rffi.preprocess.preprocess_preambles` for ``--preamble-only``."""
-    return False if getattr(args, "preamble_only", False) else None
+def packet_symbols_of(args: argparse.Namespace) -> bool:
+    """``packet_symbols`` of :func:`lorarffi.rffi.preprocess.preprocess_preambles` for ``--whole-packets``."""
+    return bool(getattr(args, "whole_packets", False))
 
 
 def add_plots_arg(parser: argparse.ArgumentParser, what: str) -> None:

@@ -13,9 +13,9 @@ from lorarffi.cli.common import (
     add_json_arg,
     add_lora_args,
     add_plots_arg,
-    add_preamble_only_arg,
     add_receiver_offset_arg,
     add_torch_device_arg,
+    add_whole_packets_arg,
     check_output,
     describe_ids,
     int_range,
@@ -68,7 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_progress_arg(p)
     add_decision_file_arg(p)
     add_recording_args(p)
-    add_preamble_only_arg(p)
+    add_whole_packets_arg(p)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 from lorarffi.cli.common import (
     add_lora_args,
-    add_preamble_only_arg,
     add_torch_device_arg,
+    add_whole_packets_arg,
     int_range,
     lora_config,
     packet_symbols_of,
@@ -104,7 +104,7 @@ def add_input_args(
         help="packet range: per device of a dataset, e.g. 0:100; of the detected packets of a recording",
     )
     add_recording_args(p)
-    add_preamble_only_arg(p)
+    add_whole_packets_arg(p)
     add_torch_device_arg(p)
     add_lora_args(p, default_from="the file's, else the model's")
     add_progress_arg(p)
@@ -190,7 +190,7 @@ def _read_recording(args: argparse.Namespace, embedder: Embedder) -> PacketInput
                 f"{args.input}: no LoRa packet detected" + (" in --packets" if args.packets else "")
             )
         preambles = embedder.packet_preambles(packets)
-        if packet_symbols_of(args) is not False:
+        if packet_symbols_of(args):
             preambles = _whole_packets(rec, packets, preambles, embedder, source=args.input)[0]
     start = np.array([p.start for p in packets], np.int64)
     symbol_samples = cfg.n_chips * cfg.fs_hz / cfg.bw_hz

@@ -16,8 +16,8 @@ from lorarffi.cli.common import (
     add_json_arg,
     add_lora_args,
     add_plots_arg,
-    add_preamble_only_arg,
     add_torch_device_arg,
+    add_whole_packets_arg,
     check_output,
     describe_ids,
     int_range,
@@ -66,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_json_arg(p, "one JSON object")
     add_plots_arg(p, "the ROC (roc.png)")
-    add_preamble_only_arg(p)
+    add_whole_packets_arg(p)
     add_torch_device_arg(p)
     add_lora_args(p, default_from="the file's, else the model's")
 

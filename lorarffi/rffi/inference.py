@@ -154,13 +154,12 @@ class Classifier:
         return np.stack([np.asarray(p.preamble_with_cfo, np.complex64) for p in packets])
 
     def preprocess(self, iq: npt.ArrayLike, *, source: object = "preambles",
-                   packet_symbols: bool | None = None) -> Preprocessed:
+                   packet_symbols: bool = False) -> Preprocessed:
         """Stored preambles (aligned, as received) as this model takes them.
 
         :func:`~lorarffi.rffi.preprocess.preprocess_preambles` with the model's LoRa parameters: CFO
-        estimated, removed only for a model trained with CFO compensation, unit RMS; rows longer than the
-        preamble are whole packets whose up-chirps all go into the preamble's unless ``packet_symbols`` is
-        False (see there).
+        estimated, removed only for a model trained with CFO compensation, unit RMS; ``packet_symbols``: rows
+        longer than the preamble are whole packets whose up-chirps all go into the preamble's (see there).
         """
         return preprocess_preambles(iq, self.lora, compensate=self.config.cfo_compensation, source=source,
                                     packet_symbols=packet_symbols)

@@ -194,7 +194,7 @@ def whole_packet_preambles(
 
 def preprocess_preambles(
     iq: npt.ArrayLike, cfg: LoRaConfig, *, compensate: bool = True, source: object = "preambles",
-    packet_symbols: bool | None = None,
+    packet_symbols: bool = False,
 ) -> Preprocessed:
     """Check that rows are preambles, estimate (and by default remove) their CFO, normalise them to unit RMS.
 
@@ -202,8 +202,7 @@ def preprocess_preambles(
     ----------
     iq : array_like of complex, shape (N, L) or (L,)
         Aligned preambles, first sample = first preamble up-chirp, ``L >= cfg.preamble_samples``, not
-        CFO-compensated. Longer rows are whole packets (or their first part) unless ``packet_symbols`` is
-        False, which cuts them to ``cfg.preamble_samples``.
+        CFO-compensated. Longer rows are cut to ``cfg.preamble_samples`` unless ``packet_symbols``.
     cfg : LoRaConfig
         LoRa parameters of the capture.
     compensate : bool
@@ -212,14 +211,14 @@ def preprocess_preambles(
         :meth:`lorarffi.rffi.inference.Classifier.preprocess`.
     source : object
         Named in error and warning messages.
-    packet_symbols : bool or None
+    packet_symbols : bool
         Rows longer than the preamble hold whole packets (or their first part: sync word, SFD, header,
         payload): estimate each preamble's up-chirp from all of the packet's up-chirps
         (:func:`~lorarffi.dsp.packet_symbol.packet_symbol_estimate`, after the CFO is removed) and give it
-        repeated ``cfg.preamble_symbols`` times, a preamble with less noise than the packet's own. None (the
-        default): when the rows are longer than the preamble and ``compensate``; True needs ``compensate``;
-        False: the preamble alone. Rows that are not preambles, rows too short to hold the sync word and
-        packets with no further symbol that qualifies keep their first ``cfg.preamble_samples``.
+        repeated ``cfg.preamble_symbols`` times, a preamble with less noise than the packet's own. Needs
+        ``compensate``. Off by default: measured on simulated packets only (docs/models.md). Rows that are
+        not preambles, rows too short to hold the sync word and packets with no further symbol that
+        qualifies keep their first ``cfg.preamble_samples``.
 
     Returns
     -------
@@ -242,8 +241,6 @@ def preprocess_preambles(
         )
     if packet_symbols and not compensate:
         raise ConfigError("packet_symbols needs the CFO removed (compensate=True)")
-    if packet_symbols is None:
-        packet_symbols = compensate
     whole = x
     x = x[:, :n_samples]
     ok = upchirp_score(x, cfg) >= UPCHIRP_SCORE_MIN
