@@ -775,9 +775,9 @@ def _packet_report(packets, results, sets) -> list[str]:
         "",
         f"The same extractors ({', '.join(PACKET_SYSTEMS)}: no retraining) and fleet, but every enrollment "
         "and test row goes on past the preamble: sync word, SFD and n header/payload symbols of random "
-        "values. Each packet's up-chirp is "
-        "estimated from all of them (`lora-rffi` `packet_symbols`: each symbol shifted back onto the base "
-        "chirp, and the image and carrier leakage, which turn with the symbol's start phase, fitted apart; "
+        "values. Each packet's up-chirp is estimated from all of them (`--whole-packets`, off by default: "
+        "each symbol shifted back onto the base chirp, and the image and carrier leakage, which turn with "
+        "the symbol's start phase, fitted apart; "
         "docs/models.md) instead of the preamble's 8 alone. Symbols: mean used per day-2 packet, and what "
         "they are worth against the preamble's 8 in noise power.",
         "",
