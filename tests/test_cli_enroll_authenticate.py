@@ -321,6 +321,12 @@ def test_a_recordings_packets_are_read_whole_up_to_their_end(fleet, tmp_path, ca
         packets = detect(rec.read(0, n_samples), emb.lora)
         preambles = emb.packet_preambles(packets)
         rows, n_symbols = _whole_packets(rec, packets, preambles, emb, source="test")
+        # a selection of the packets still ends each one at the next detected packet's start
+        sps = emb.lora.samples_per_symbol
+        p0 = packets[0].fingerprint_start
+        _, cut = _whole_packets(rec, packets[:1], preambles[:1], emb, source="test",
+                                detected_starts=[p0, p0 + int((8 + 4.25 + 5) * sps) + sps // 2])
+        assert cut.tolist() == [8 + 2 + 5]
         # the windows read again are the detector's: the same samples, CFO removed, unit RMS (float32
         # rounding of values about 1 through a few operations: well under 1e-5)
         for p, pre in zip(packets, preambles, strict=True):
@@ -330,7 +336,6 @@ def test_a_recordings_packets_are_read_whole_up_to_their_end(fleet, tmp_path, ca
     anns = sorted(json.loads(rec_path.read_text())["annotations"], key=lambda a: a["core:sample_start"])
     assert len(anns) == len(packets) > 4
     sent = np.array([a["lorarffi:n_payload_symbols"] for a in anns])
-    sps = emb.lora.samples_per_symbol
     payload_start = np.array([a["core:sample_start"] for a in anns]) + int((8 + 4.25) * sps)
     held = (n_samples - payload_start) // sps  # the last packet may run past the recording's end
     assert np.any(held < sent)

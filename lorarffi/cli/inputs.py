@@ -183,6 +183,7 @@ def _read_recording(args: argparse.Namespace, embedder: Embedder) -> PacketInput
                 advance(chunk.size)
         packets += det.flush()
         annotations = rec.annotations
+        detected_starts = [p.fingerprint_start for p in packets]  # all of them bound each packet's end
         if args.packets is not None:
             packets = packets[args.packets]
         if not packets:
@@ -191,7 +192,9 @@ def _read_recording(args: argparse.Namespace, embedder: Embedder) -> PacketInput
             )
         preambles = embedder.packet_preambles(packets)
         if packet_symbols_of(args):
-            preambles = _whole_packets(rec, packets, preambles, embedder, source=args.input)[0]
+            preambles = _whole_packets(
+                rec, packets, preambles, embedder, source=args.input, detected_starts=detected_starts
+            )[0]
     start = np.array([p.start for p in packets], np.int64)
     symbol_samples = cfg.n_chips * cfg.fs_hz / cfg.bw_hz
     return PacketInput(
@@ -211,11 +214,12 @@ the next packet starts earlier or the recording ends)."""
 _WHOLE_PACKET_BATCH = 256  # packets read and estimated at once: bounds the windows held in memory
 
 
-def _whole_packets(rec, packets, preambles, embedder: Embedder, *, source: str):
+def _whole_packets(rec, packets, preambles, embedder: Embedder, *, source: str, detected_starts=None):
     """``preambles`` with each packet's estimated from all of its up-chirps (module docstring of
     :mod:`lorarffi.dsp.packet_symbol`): the recording is read again from each packet's first preamble
     up-chirp up to :data:`WHOLE_PACKET_SYMBOLS` symbols after its SFD, the next detected packet's start or the
-    recording's end. Needs a model that removes the CFO and a recording at its sample rate (else the
+    recording's end (``detected_starts``: the first up-chirps of every detected packet, when ``packets`` is
+    a selection of them). Needs a model that removes the CFO and a recording at its sample rate (else the
     preambles as they are, said in one log line). Also returns the symbols each packet's row holds."""
     import logging
     import math
@@ -234,8 +238,11 @@ def _whole_packets(rec, packets, preambles, embedder: Embedder, *, source: str):
         return preambles, np.full(len(packets), cfg.preamble_symbols, np.int64)
     length = cfg.preamble_samples + packet_tail_samples(cfg, WHOLE_PACKET_SYMBOLS)
     first = np.array([p.fingerprint_start for p in packets], np.int64)
-    later = np.sort(first[first >= 0])
-    nxt = later[np.minimum(np.searchsorted(later, first, side="right"), later.size - 1)]
+    starts = first if detected_starts is None else np.asarray(detected_starts, np.int64)
+    later = np.sort(starts[starts >= 0])
+    nxt = first  # the next detected packet's first up-chirp (itself when there is none)
+    if later.size:
+        nxt = later[np.minimum(np.searchsorted(later, first, side="right"), later.size - 1)]
     stop = np.where(nxt > first, np.minimum(first + length, nxt), first + length)
     if rec.n_samples:
         stop = np.minimum(stop, rec.n_samples)
