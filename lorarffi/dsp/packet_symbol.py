@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from lorarffi.dsp.chirp import sync_word_symbols, upchirp
+from lorarffi.dsp.chirp import downchirp, packet_layout, sync_word_symbols
 from lorarffi.dsp.coherent import coherent_symbol_average
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import ConfigError
@@ -39,7 +39,6 @@ __all__ = ["PacketSymbol", "packet_symbol_estimate", "symbol_start_phase_rad", "
 
 PEAK_DOMINANCE_MIN = 16.0  # dechirped peak (two folded bins) over the mean folded bin: noise alone reaches ~5
 POWER_RATIO_MAX = 2.0  # a symbol's power against the preamble's mean symbol power, either way
-SFD_SYMBOLS = 2.25  # down-chirps between the sync word and the header
 REFINEMENTS = 2  # passes that re-estimate each symbol's phase against the fitted model of it
 _ROWS_PER_BLOCK = 64  # packets processed at once: bounds the (rows, symbols, samples) temporaries
 
@@ -89,8 +88,9 @@ def symbol_start_phase_rad(values: npt.ArrayLike, n_chips: int) -> npt.NDArray[n
 
 def packet_tail_samples(cfg: LoRaConfig, n_payload_symbols: int) -> int:
     """Samples from the end of the preamble's up-chirps to the end of ``n_payload_symbols`` header/payload
-    symbols: the sync word, the SFD and those symbols."""
-    return int(round((2 + SFD_SYMBOLS + int(n_payload_symbols)) * cfg.samples_per_symbol))
+    symbols: the sync word, the SFD and those symbols (:func:`~lorarffi.dsp.chirp.packet_layout`)."""
+    layout = packet_layout(cfg, int(n_payload_symbols))
+    return int(round(layout.stop - layout.sync_start))
 
 
 def _check_cfg(cfg: LoRaConfig) -> int:
@@ -102,10 +102,10 @@ def _check_cfg(cfg: LoRaConfig) -> int:
     return int(round(cfg.oversampling))
 
 
-def _dechirp_values(sym: npt.NDArray[np.complex64], base_conj: npt.NDArray[np.complex64],
+def _dechirp_values(sym: npt.NDArray[np.complex64], down: npt.NDArray[np.complex64],
                     n_chips: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
     """Symbol value and peak check of each (rows, K, sps) symbol: dechirped FFT, bins s and s - n folded."""
-    spec = np.fft.fft(sym * base_conj, axis=-1)
+    spec = np.fft.fft(sym * down, axis=-1)
     power = spec.real**2 + spec.imag**2
     folded = power[..., :n_chips] + power[..., power.shape[-1] - n_chips :]
     value = folded.argmax(-1)
@@ -157,15 +157,15 @@ def _estimate_block(
     rows, length = x.shape
     pre = x[:, : n_pre * sps].reshape(rows, n_pre, sps)
     avg = coherent_symbol_average(x[:, : n_pre * sps], sps)
-    pay0 = n_pre * sps + packet_tail_samples(cfg, 0)
-    n_pay = max(0, (length - pay0) // sps)
     if length < (n_pre + 2) * sps:
         return avg, np.full(rows, n_pre), np.full(rows, float(n_pre))
+    layout = packet_layout(cfg)
+    sync0, pay0 = int(round(layout.sync_start)), int(round(layout.payload_start))
+    n_pay = max(0, (length - pay0) // sps)
     extra = np.concatenate(
-        [x[:, n_pre * sps : (n_pre + 2) * sps].reshape(rows, 2, sps),
+        [x[:, sync0 : sync0 + 2 * sps].reshape(rows, 2, sps),
          x[:, pay0 : pay0 + n_pay * sps].reshape(rows, n_pay, sps)], axis=1)
-    base_conj = np.conj(upchirp(cfg)).astype(np.complex64)
-    value, dominant = _dechirp_values(extra, base_conj, n_chips)
+    value, dominant = _dechirp_values(extra, downchirp(cfg), n_chips)
     pre_power = np.mean(pre.real**2 + pre.imag**2, axis=(1, 2))
     power = np.mean(extra.real**2 + extra.imag**2, axis=-1) / pre_power[:, None]
     ok = dominant & (power <= POWER_RATIO_MAX) & (power >= 1.0 / POWER_RATIO_MAX)
@@ -190,9 +190,8 @@ def _estimate_block(
         model = np.einsum("nkp,nps->nks", design, parts)
     weights = solve.sum(1)
     estimate = parts.sum(1).astype(np.complex64)
-    plain = used[:, :n_pre].sum(1)
     noise_gain = np.sum(np.abs(weights) ** 2, axis=1)
-    fitted = noise_gain < (1.0 - 1e-9) / plain  # the fit beats the preamble's average
+    fitted = noise_gain < (1.0 - 1e-9) / n_pre  # the fit beats the preamble's average
     estimate = np.where(fitted[:, None], estimate, avg)
     n_used = np.where(fitted, used.sum(1), n_pre)
     k_eff = np.where(fitted, 1.0 / noise_gain, float(n_pre))

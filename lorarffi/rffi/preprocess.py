@@ -241,7 +241,8 @@ def preprocess_preambles(
         )
     if packet_symbols and not compensate:
         raise ConfigError("packet_symbols needs the CFO removed (compensate=True)")
-    whole = x
+    whole = packet_symbols and x.shape[1] >= n_samples + 2 * cfg.samples_per_symbol  # sync word held
+    rows = x
     x = x[:, :n_samples]
     ok = upchirp_score(x, cfg) >= UPCHIRP_SCORE_MIN
     cfo_hz = np.full(x.shape[0], np.nan)
@@ -250,10 +251,10 @@ def preprocess_preambles(
     elif ok.any():
         cfo_hz[ok] = estimate_cfo(x[ok], cfg)
     if compensate:  # rows that are not preambles: 0 Hz removed (multiplied by exactly 1)
-        x = np.asarray(compensate_cfo(x, np.where(ok, cfo_hz, 0.0), cfg.fs_hz), dtype=np.complex64)
-    if packet_symbols and ok.any() and whole.shape[1] >= n_samples + 2 * cfg.samples_per_symbol:
-        packets = np.asarray(compensate_cfo(whole[ok], cfo_hz[ok], cfg.fs_hz), dtype=np.complex64)
-        x[ok] = whole_packet_preambles(packets, x[ok], cfg, source=source)[0]
+        rows = compensate_cfo(rows if whole else x, np.where(ok, cfo_hz, 0.0), cfg.fs_hz)
+        x = rows[:, :n_samples]
+    if whole and ok.any():
+        x[ok] = whole_packet_preambles(rows[ok], x[ok], cfg, source=source)[0]
     n_bad = int(ok.size - np.count_nonzero(ok))
     if n_bad:
         log.warning(
