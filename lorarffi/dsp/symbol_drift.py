@@ -33,7 +33,8 @@ def tone_offset_bins(symbols: npt.NDArray[np.complex64], reference: npt.NDArray[
 
     The product ``symbols * conj(reference)`` of a symbol that is the reference moved by ``d`` bins is a tone
     of ``d`` cycles per symbol; its second half turns by ``pi d`` against its first half. Unambiguous for
-    ``|d| < 1``; unbiased for a tone (no window leakage to interpolate).
+    ``|d| < 1``; exact when the reference has a constant modulus (a chirp), with no window leakage to
+    interpolate.
 
     Parameters
     ----------
