@@ -245,7 +245,11 @@ def _estimate_block(
         slope[a] += off.slope_bins_per_symbol
         timing[a] = _best_timing_share(symbols_at, design[a], solve[a], used[a], avg[a],
                                        centre=timing[a], steps=TIMING_SHARE_STEPS[1:])
-        symbols[a] = symbols_at(timing[a])
+        # confirmed by every used symbol (the preamble's 8 tones leave 6 degrees of freedom: heavy tails)
+        confirmed = np.abs(slope[a]) >= DRIFT_SIGNIFICANCE * off.slope_se_bins_per_symbol
+        symbols[a[confirmed]] = symbols_at(timing[a])[confirmed]
+        aligned[a[~confirmed]] = False
+        slope[a[~confirmed]], timing[a[~confirmed]] = 0.0, 1.0
     estimate, weights, _, _ = _fit(symbols, design, solve, used, avg)
     noise_gain = np.sum(np.abs(weights) ** 2, axis=1)
     fitted = noise_gain < (1.0 - 1e-9) / n_pre  # the fit beats the preamble's average
