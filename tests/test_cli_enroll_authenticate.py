@@ -19,6 +19,7 @@ import torch
 from support import json_lines, one_error_line
 
 from lorarffi.cli import main
+from lorarffi.errors import ConfigError
 from lorarffi.rffi.registry import Registry
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -354,3 +355,50 @@ def test_a_recordings_packets_are_read_whole_up_to_their_end(fleet, tmp_path, ca
 
     whole, alone = scores("--whole-packets"), scores()
     assert whole.shape == alone.shape == (len(packets),) and np.all(whole != alone)
+
+
+def test_a_registry_records_how_its_packets_were_read_and_warns_of_the_other_way(
+    fleet, registry, tmp_path, capsys, caplog
+) -> None:
+    """Enrolled from preambles, a registry says so; packets read whole against it get one warning line (its
+    threshold fits fingerprints of another noise level), packets read as enrolled none; enrolling whole
+    packets too makes it ``mixed``, which an export carries to the registry it is imported into."""
+    from lorarffi.rffi.registry import export_registry, import_registry
+
+    with Registry.open(registry) as r:
+        assert r.packet_input == "preamble"
+    assert main(["registry", "list", str(registry), "--json"]) == 0
+    assert json_lines(capsys)[0]["packet_input"] == "preamble"
+
+    whole = tmp_path / "whole.h5"
+    common = ["-q", "simulate", "--n-devices", "12", "--spread", "3", "--seed", "0", "--session", "2"]
+    assert main([*common, "--packets", "4", "--payload-symbols", "12", "--out", str(whole)]) == 0
+    capsys.readouterr()
+
+    def authenticate(path, *extra) -> str:
+        caplog.clear()
+        args = ["authenticate", str(fleet / "model"), str(path), "--registry", str(registry), "--json"]
+        assert main([*args, "--devices", "7-8", *extra]) == 0
+        capsys.readouterr()
+        return "\n".join(r.getMessage() for r in caplog.records)
+
+    err = authenticate(whole, "--whole-packets")
+    warned = [line for line in err.splitlines() if "were enrolled from their preamble alone" in line]
+    assert len(warned) == 1 and "read from whole packets" in warned[0]
+    assert "were enrolled from" not in authenticate(whole)  # read as enrolled
+    assert "were enrolled from" not in authenticate(fleet / "test.h5", "--whole-packets")  # preamble rows
+
+    enroll = ["enroll", str(fleet / "model"), str(whole), "--registry", str(registry), "--devices", "11"]
+    caplog.clear()
+    assert main([*enroll, "--whole-packets"]) == 0
+    mixed = "enrolled from preambles alone and from whole packets"
+    assert any(mixed in r.getMessage() for r in caplog.records)
+    with Registry.open(registry) as r:
+        assert r.packet_input == "mixed"
+        exported = export_registry(r, tmp_path / "fleet.lrreg")
+    copy = tmp_path / "copy.db"
+    import_registry(exported, copy)
+    with Registry.open(copy) as r:
+        assert r.packet_input == "mixed"
+        with pytest.raises(ConfigError, match="packet_input"):
+            r.record_packet_input("payload")

@@ -46,7 +46,7 @@ def test_list_json_and_text(reg_path, capsys) -> None:
     assert main(["registry", "list", str(reg_path), "--json"]) == 0
     doc = _json(capsys)
     assert doc["registry"] == str(reg_path) and doc["model_fingerprint"] == FP and doc["embedding_dim"] == DIM
-    assert doc["threshold"]["value"] == 0.5 and doc["threshold"]["k"] == 15
+    assert doc["threshold"]["value"] == 0.5 and doc["threshold"]["k"] == 15 and doc["packet_input"] is None
     assert [(d["device_id"], d["name"], d["n_embeddings"]) for d in doc["devices"]] == [
         (7, None, 2),
         (21, "pump", 3),
@@ -56,9 +56,10 @@ def test_list_json_and_text(reg_path, capsys) -> None:
     out = capsys.readouterr().out.splitlines()
     assert out[1] == f"model       {FP}, {DIM}-d embeddings"
     assert out[2] == "threshold   0.5 at FAR 0.01 (k=15, leave-one-out)"
-    assert out[3] == "devices     2"
-    assert out[5].split()[:2] == ["7", "-"] and out[6].split()[:2] == ["21", "pump"]
-    assert out[6].split()[-4:] == ["3", "3", "-1005.0", "5.0"]
+    assert out[3] == "enrolled    (not recorded)"  # enroll_device alone: how the packets were read is unknown
+    assert out[4] == "devices     2"
+    assert out[6].split()[:2] == ["7", "-"] and out[7].split()[:2] == ["21", "pump"]
+    assert out[7].split()[-4:] == ["3", "3", "-1005.0", "5.0"]
 
 
 def test_show_rename_remove(reg_path, capsys) -> None:

@@ -53,12 +53,13 @@ def run(args: argparse.Namespace) -> int:
     from lorarffi.cli.classify import check_decision_file, open_registry_decider, write_decision_file
     from lorarffi.cli.inputs import read_input
     from lorarffi.cli.progress import progress_bar, progress_enabled
-    from lorarffi.rffi.authenticate import decide_packets, summarize
+    from lorarffi.rffi.authenticate import check_packet_input, decide_packets, summarize
     from lorarffi.rffi.classify import PacketDecisions
 
     check_decision_file(args.out)
     with open_registry_decider(args) as (emb, reg, auth):
         packets = read_input(args, emb)
+        check_packet_input(reg, packets.packet_input)
         with progress_bar("authenticate", len(packets), enabled=progress_enabled(args)) as advance:
             decisions = decide_packets(  # classify --registry's decisions, appended to the audit log
                 emb,

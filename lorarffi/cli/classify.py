@@ -126,7 +126,8 @@ def open_registry_decider(args: argparse.Namespace) -> Iterator[tuple[Embedder, 
 
     emb = load_embedder(args.model_dir, torch_device=_torch_device(args))
     with Registry.open(args.registry, model_fingerprint=emb.fingerprint or None) as reg:
-        auth = open_authenticator(emb, reg, k=args.k, far=args.far, cfo_gate=not args.no_cfo_gate)
+        auth = open_authenticator(emb, reg, k=args.k, far=args.far, cfo_gate=not args.no_cfo_gate,
+                                  packet_input=None)  # checked once the input is read (check_packet_input)
         yield emb, reg, auth
 
 
@@ -183,6 +184,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             model, registry_label = load_classifier_for(args), None
         packets = read_input(args, model)
+        if auth is not None:
+            from lorarffi.rffi.authenticate import check_packet_input
+
+            check_packet_input(reg, packets.packet_input)
         with progress_bar("classify", len(packets), enabled=progress_enabled(args)) as advance:
             decisions = classify_preambles(
                 model,

@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         names = None if args.name is None else {int(args.device_id): args.name}
         with progress_bar("enroll", len(packets), enabled=progress_enabled(args)) as advance:
             records = enroll(
-                emb, reg, packets.preambles, ids, names=names, cfo_hz=packets.cfo_hz, progress=advance
+                emb, reg, packets.preambles, ids, names=names, cfo_hz=packets.cfo_hz, progress=advance,
+                packet_input=packets.packet_input,
             )
         label = reg.label
     result = {

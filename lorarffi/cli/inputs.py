@@ -65,6 +65,9 @@ class PacketInput:
     kind : {"dataset", "recording"}
     source : str
         The INPUT as given.
+    packet_input : {"preamble", "whole_packets"}
+        ``"whole_packets"`` when some packet's fingerprint came from more up-chirps than its preamble's
+        (``--whole-packets`` on rows or a recording that hold them).
     """
 
     preambles: npt.NDArray[np.complex64]
@@ -74,6 +77,7 @@ class PacketInput:
     snr_db: npt.NDArray[np.float64] | None
     kind: str
     source: str
+    packet_input: str = "preamble"
 
     def __len__(self) -> int:
         return int(self.cfo_hz.size)
@@ -151,7 +155,16 @@ def _read_dataset(args: argparse.Namespace, embedder: Embedder) -> PacketInput:
     check_model_parameters(sel, embedder.lora, sel_args, embedder.model_dir)
     pre = embedder.preprocess(sel.iq, source=args.input, packet_symbols=packet_symbols_of(args))
     start, snr = _known(sel.meta.get("start")), _known(sel.meta.get("snr_db"))
-    return PacketInput(pre.iq, pre.cfo_hz, sel.device_ids, start, snr, "dataset", args.input)
+    return PacketInput(pre.iq, pre.cfo_hz, sel.device_ids, start, snr, "dataset", args.input,
+                       _packet_input(pre.n_symbols, embedder.lora.preamble_symbols))
+
+
+def _packet_input(n_symbols: npt.NDArray[np.int64] | None, preamble_symbols: int) -> str:
+    """``"whole_packets"`` when some row used more up-chirps than its preamble's, else ``"preamble"``."""
+    import numpy as np
+
+    read_whole = n_symbols is not None and bool(np.any(np.asarray(n_symbols) > preamble_symbols))
+    return "whole_packets" if read_whole else "preamble"
 
 
 def _known(values: npt.NDArray | None) -> npt.NDArray | None:
@@ -191,10 +204,11 @@ def _read_recording(args: argparse.Namespace, embedder: Embedder) -> PacketInput
                 f"{args.input}: no LoRa packet detected" + (" in --packets" if args.packets else "")
             )
         preambles = embedder.packet_preambles(packets)
+        n_symbols = None
         if packet_symbols_of(args):
-            preambles = _whole_packets(
+            preambles, n_symbols = _whole_packets(
                 rec, packets, preambles, embedder, source=args.input, detected_starts=detected_starts
-            )[0]
+            )
     start = np.array([p.start for p in packets], np.int64)
     symbol_samples = cfg.n_chips * cfg.fs_hz / cfg.bw_hz
     return PacketInput(
@@ -205,6 +219,7 @@ def _read_recording(args: argparse.Namespace, embedder: Embedder) -> PacketInput
         np.array([p.snr_db for p in packets], np.float64),
         "recording",
         args.input,
+        _packet_input(n_symbols, cfg.preamble_symbols),
     )
 
 

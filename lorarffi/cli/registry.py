@@ -128,8 +128,17 @@ def _overview(reg) -> dict[str, Any]:
         "embedding_dim": reg.embedding_dim,
         "created_at": reg.created_at.isoformat(),
         "threshold": None if threshold is None else threshold.to_dict(),
+        "packet_input": reg.packet_input,
         "devices": [d.to_dict() for d in reg.devices()],
     }
+
+
+_ENROLLED_FROM = {
+    "preamble": "from preambles alone",
+    "whole_packets": "from whole packets (--whole-packets)",
+    "mixed": "from preambles alone and from whole packets",
+    None: "(not recorded)",
+}
 
 
 def _overview_text(reg) -> str:
@@ -143,6 +152,7 @@ def _overview_text(reg) -> str:
             if threshold is None
             else f"{threshold.value:.6g} at FAR {threshold.far:g} (k={threshold.k}, {threshold.method})"
         ),
+        "enrolled    " + _ENROLLED_FROM.get(reg.packet_input, str(reg.packet_input)),
     ]
     devices = reg.devices()
     lines.append(f"devices     {len(devices)}")

@@ -99,6 +99,7 @@ __all__ = [
     "current_threshold",
     "decision_groups",
     "open_authenticator",
+    "check_packet_input",
     "decide_packets",
     "authenticate",
     "audit_rows",
@@ -579,6 +580,20 @@ def _cfo_gate(devices: list[DeviceRecord], params: GateParams | None, tracking: 
 
 
 # -- the one call ---------------------------------------------------------------------------------------
+def check_packet_input(registry: Registry, packet_input: str) -> bool:
+    """Warn in one log line when ``registry``'s devices were enrolled from packets read another way than
+    ``packet_input`` (``"preamble"`` or ``"whole_packets"``): its references and threshold come from
+    fingerprints of another noise level. Returns whether they match (or the registry does not say)."""
+    enrolled = registry.packet_input
+    if enrolled is None or enrolled == packet_input:
+        return True
+    words = {"preamble": "their preamble alone", "whole_packets": "whole packets", "mixed": "both ways"}
+    log.warning("%s: its devices were enrolled from %s and these packets are read from %s: its threshold and "
+                "references fit packets read as enrolled (--whole-packets reads them whole)",
+                registry.label, words.get(enrolled, enrolled), words.get(packet_input, packet_input))
+    return False
+
+
 def open_authenticator(
     embedder: Embedder,
     registry: Registry,
@@ -587,6 +602,7 @@ def open_authenticator(
     far: float | None = None,
     cfo_gate: bool = True,
     drift_tracking: bool = False,
+    packet_input: str | None = "preamble",
 ) -> Authenticator:
     """The :class:`Authenticator` of a registry for the model it is bound to (a registry of another model is
     refused in one line): its references, threshold (:func:`current_threshold`) and the CFO gate with the
@@ -604,8 +620,13 @@ def open_authenticator(
         Apply the CFO gate (False: the embedding score alone decides).
     drift_tracking : bool
         Let :func:`decide_packets` track the devices' CFO drift (module docstring).
+    packet_input : {"preamble", "whole_packets"} or None
+        How the packets to decide are read (:func:`check_packet_input`; None: the caller checks once it
+        knows).
     """
     check_bound(embedder, registry)
+    if packet_input is not None:
+        check_packet_input(registry, packet_input)
     return Authenticator.from_registry(
         registry,
         k=k,
@@ -681,6 +702,7 @@ def authenticate(
     cfo_gate: bool = True,
     batch_size: int = 64,
     audit: bool = True,
+    packet_input: str = "preamble",
 ) -> Decisions:
     """Authenticate packets against a registry and append every decision to its audit log
     (:func:`open_authenticator`, then :func:`decide_packets`).
@@ -714,12 +736,14 @@ def authenticate(
         Packets per network call.
     audit : bool
         Append the decisions to the audit log (one transaction).
+    packet_input : {"preamble", "whole_packets"}
+        How ``preambles`` were read (:func:`check_packet_input`).
 
     Returns
     -------
     Decisions
     """
-    auth = open_authenticator(embedder, registry, k=k, far=far, cfo_gate=cfo_gate)
+    auth = open_authenticator(embedder, registry, k=k, far=far, cfo_gate=cfo_gate, packet_input=packet_input)
     return decide_packets(
         embedder,
         auth,

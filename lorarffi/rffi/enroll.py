@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from lorarffi.errors import ConfigError, ModelError
 from lorarffi.rffi.embedding import Embedder
-from lorarffi.rffi.registry import DeviceRecord, Registry
+from lorarffi.rffi.registry import PACKET_INPUTS, DeviceRecord, Registry
 
 __all__ = ["enroll", "check_bound"]
 
@@ -64,6 +64,7 @@ def enroll(
     carrier_hz: float | None = None,
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
+    packet_input: str = "preamble",
 ) -> list[DeviceRecord]:
     """Enroll (or enroll again) the devices of ``preambles``.
 
@@ -90,6 +91,9 @@ def enroll(
         Packets per network call.
     progress : callable, optional
         Called with the number of packets each network call has embedded (a progress bar's advance).
+    packet_input : {"preamble", "whole_packets"}
+        How ``preambles`` were read (``"whole_packets"``: ``packet_symbols=True`` of the preprocessing),
+        noted in the registry so that authenticating packets read the other way is warned about.
 
     Returns
     -------
@@ -97,6 +101,8 @@ def enroll(
         The devices as stored, in ascending id order.
     """
     check_bound(embedder, registry)
+    if packet_input not in PACKET_INPUTS:
+        raise ConfigError(f"packet_input={packet_input!r} is not valid: use one of {PACKET_INPUTS}")
     ids = np.asarray(device_ids, dtype=np.int64).reshape(-1)
     x = np.asarray(preambles)
     if x.ndim != 2 or x.shape[0] != ids.size:
@@ -125,4 +131,7 @@ def enroll(
             )
         )
         log.info("enrolled device %d from %d packets in %s", int(d), int(rows.sum()), registry.label)
+    if registry.record_packet_input(packet_input) == "mixed":
+        log.warning("%s: holds devices enrolled from preambles alone and from whole packets; authenticate "
+                    "each the way it was enrolled, or enroll them all again one way", registry.label)
     return records

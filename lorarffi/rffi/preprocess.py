@@ -78,11 +78,15 @@ class Preprocessed:
         not a preamble.
     is_preamble : ndarray of bool, shape (N,)
         The row passed the dechirp check (:func:`upchirp_score`).
+    n_symbols : ndarray of int64, shape (N,), or None
+        Up-chirps each row's fingerprint was estimated from, when rows were read as whole packets
+        (``packet_symbols``; ``cfg.preamble_symbols`` for a preamble alone); None otherwise.
     """
 
     iq: npt.NDArray[np.complex64]
     cfo_hz: npt.NDArray[np.float64]
     is_preamble: npt.NDArray[np.bool_]
+    n_symbols: npt.NDArray[np.int64] | None = None
 
     @property
     def n_not_preamble(self) -> int:
@@ -253,8 +257,9 @@ def preprocess_preambles(
     if compensate:  # rows that are not preambles: 0 Hz removed (multiplied by exactly 1)
         rows = compensate_cfo(rows if whole else x, np.where(ok, cfo_hz, 0.0), cfg.fs_hz)
         x = rows[:, :n_samples]
+    n_symbols = np.full(x.shape[0], cfg.preamble_symbols, np.int64) if packet_symbols else None
     if whole and ok.any():
-        x[ok] = whole_packet_preambles(rows[ok], x[ok], cfg, source=source)[0]
+        x[ok], n_symbols[ok] = whole_packet_preambles(rows[ok], x[ok], cfg, source=source)
     n_bad = int(ok.size - np.count_nonzero(ok))
     if n_bad:
         log.warning(
@@ -265,5 +270,5 @@ def preprocess_preambles(
         )
     out = rms_normalize(x)
     if one:
-        return Preprocessed(out[0], cfo_hz[0], ok[0])
-    return Preprocessed(out, cfo_hz, ok)
+        return Preprocessed(out[0], cfo_hz[0], ok[0], None if n_symbols is None else n_symbols[:1])
+    return Preprocessed(out, cfo_hz, ok, n_symbols)

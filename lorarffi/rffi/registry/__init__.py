@@ -13,7 +13,7 @@ that made the embeddings.
 from lorarffi.rffi.registry.portable import ImportSummary, export_registry, import_registry
 from lorarffi.rffi.registry.records import AuditRow, DeviceRecord, Threshold
 from lorarffi.rffi.registry.schema import SCHEMA_VERSION
-from lorarffi.rffi.registry.store import Registry, model_fingerprint
+from lorarffi.rffi.registry.store import PACKET_INPUTS, Registry, model_fingerprint
 
 __all__ = [
     "Registry",
@@ -25,4 +25,5 @@ __all__ = [
     "export_registry",
     "import_registry",
     "SCHEMA_VERSION",
+    "PACKET_INPUTS",
 ]

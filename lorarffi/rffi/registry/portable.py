@@ -4,7 +4,8 @@ The zip holds ``embeddings.npy`` (every reference embedding, float32 little-endi
 the manifest's order, each device's rows in enrollment order) and ``manifest.json``::
 
     {"format": "lora-rffi-registry-export", "format_version": 1, "software_version": "...",
-     "exported_at": "...", "registry": {model_fingerprint, embedding_dim, model_info, created_at, threshold},
+     "exported_at": "...", "registry": {model_fingerprint, embedding_dim, model_info, created_at, threshold,
+     packet_input},
      "devices": [{device_id, name, enrolled_at, n_packets, n_embeddings, cfo_*_hz, carrier_hz, notes}, ...],
      "embeddings": {"file": "embeddings.npy", "shape": [M, D], "dtype": "<f4", "sha256": "<hex>"},
      "content_sha256": "<hex>"}
@@ -91,7 +92,8 @@ def export_registry(registry: Registry, path: str | os.PathLike) -> pathlib.Path
     out = pathlib.Path(path)
     with registry._read() as conn:  # one snapshot: devices and embeddings agree
         records = queries.device_records(conn)
-        threshold = queries.read_meta(conn).get("threshold")
+        meta = queries.read_meta(conn)
+        threshold, packet_input = meta.get("threshold"), meta.get("packet_input")
         _, emb = queries.embedding_matrix(conn, registry.embedding_dim)
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(emb, dtype=EMBEDDING_DTYPE), allow_pickle=False)
@@ -107,6 +109,7 @@ def export_registry(registry: Registry, path: str | os.PathLike) -> pathlib.Path
             "model_info": registry.model_info,
             "created_at": registry.created_at.isoformat(),
             "threshold": threshold,
+            "packet_input": packet_input,
         },
         "devices": [r.to_dict() for r in records],
         "embeddings": {
@@ -167,6 +170,12 @@ def import_registry(
         with registry._write() as conn:
             for d, lo, hi in zip(manifest["devices"], offsets[:-1], offsets[1:], strict=True):
                 queries.store_device(conn, _device_values(path, d), emb[lo:hi])
+            imported_input = reg_meta.get("packet_input")  # absent from exports made before it was kept
+            if imported_input is not None:
+                current = queries.read_meta(conn).get("packet_input")
+                merged = imported_input if current in (None, imported_input) else "mixed"
+                if merged != current:
+                    queries.write_meta(conn, "packet_input", merged)
             if created and reg_meta.get("threshold") is not None:
                 queries.write_meta(conn, "threshold", reg_meta["threshold"])
             elif not created and queries.read_meta(conn).get("threshold") is not None:

@@ -1,7 +1,8 @@
 """The registry's tables, one SQLAlchemy Core schema for SQLite and server databases.
 
 - ``meta``: key -> JSON value: ``format``, ``schema_version``, ``model_fingerprint``, ``embedding_dim``,
-  ``model_info`` (the model's config summary), ``created_at``, ``threshold`` (value, FAR, method, k).
+  ``model_info`` (the model's config summary), ``created_at``, ``threshold`` (value, FAR, method, k),
+  ``packet_input`` (how enrolled packets were read: ``preamble``, ``whole_packets`` or ``mixed``).
 - ``devices``: one row per enrolled device; ``id`` is the device id the operator gives.
 - ``embeddings``: the reference embeddings, one row per (device, row index), each a little-endian float32
   vector of ``embedding_dim`` values; deleting a device deletes its embeddings (``ON DELETE CASCADE``).

@@ -51,7 +51,10 @@ from lorarffi.rffi.registry.schema import FORMAT, SCHEMA_VERSION, devices, metad
 if TYPE_CHECKING:
     from lorarffi.rffi.registry.portable import ImportSummary
 
-__all__ = ["Registry", "model_fingerprint", "MIN_CFO_STD_HZ"]
+__all__ = ["Registry", "model_fingerprint", "MIN_CFO_STD_HZ", "PACKET_INPUTS"]
+
+PACKET_INPUTS = ("preamble", "whole_packets")
+"""How enrolled packets can be read: each one's preamble alone, or its whole packet (``--whole-packets``)."""
 
 MIN_CFO_STD_HZ = 1.0
 """Floor of a stored CFO spread moved by drift tracking, Hz. Each process measures its spread movement from
@@ -384,6 +387,26 @@ class Registry:
             return queries.embedding_matrix(conn, self.embedding_dim)
 
     # -- the operating threshold -------------------------------------------------------------------
+    @property
+    def packet_input(self) -> str | None:
+        """How the enrolled packets were read: ``"preamble"``, ``"whole_packets"`` or ``"mixed"`` (None: not
+        recorded, a registry enrolled before this was kept)."""
+        with self._read() as conn:
+            value = queries.read_meta(conn).get("packet_input")
+        return None if value is None else str(value)
+
+    def record_packet_input(self, packet_input: str) -> str:
+        """Note how packets just enrolled were read (:data:`PACKET_INPUTS`); returns the registry's record
+        (``"mixed"`` once both kinds are enrolled)."""
+        if packet_input not in PACKET_INPUTS:
+            raise ConfigError(f"packet_input={packet_input!r} is not valid: use one of {PACKET_INPUTS}")
+        with self._write() as conn:
+            current = queries.read_meta(conn).get("packet_input")
+            value = packet_input if current in (None, packet_input) else "mixed"
+            if value != current:
+                queries.write_meta(conn, "packet_input", value)
+        return value
+
     def set_threshold(self, value: float, *, far: float, method: str, k: int | None = None) -> Threshold:
         """Store the authenticator's operating threshold and how it was chosen.
 
