@@ -193,6 +193,12 @@ def whole_packet_preambles(
     out[gained] = rms_normalize(np.tile(est.symbol[gained], (1, cfg.preamble_symbols)))
     log.info("%s: %d of %d packets read whole, %.1f symbols on average (%.1f effective)", source,
              int(gained.sum()), gained.size, float(est.n_symbols.mean()), float(est.effective_symbols.mean()))
+    drifting = est.drift_bins_per_symbol != 0
+    if drifting.any():
+        ppm = est.drift_bins_per_symbol[drifting] * 1e6 / cfg.n_chips
+        log.info("%s: a symbol drift undone in %d packets (median %.2f ppm as timing, %.0f %% of it timing)",
+                 source, int(drifting.sum()), float(np.median(ppm)),
+                 100 * float(np.median(est.timing_share[drifting])))
     return out, np.where(gained, est.n_symbols, cfg.preamble_symbols).astype(np.int64)
 
 
