@@ -402,3 +402,33 @@ def test_a_registry_records_how_its_packets_were_read_and_warns_of_the_other_way
         assert r.packet_input == "mixed"
         with pytest.raises(ConfigError, match="packet_input"):
             r.record_packet_input("payload")
+
+
+@pytest.mark.parametrize(
+    "compensation, fs_hz, model_fs_hz, reason",
+    [
+        (False, 1e6, 1e6, "a model that removes the CFO"),
+        (True, 2e6, 1e6, "packets at the model's 1e+06 Hz (these are at 2e+06 Hz)"),
+        (True, 1.1e6, 1.1e6, "an integer number of samples per chip"),
+        (True, 1e6, 1e6, None),
+    ],
+)
+def test_whole_packets_fall_back_to_the_preamble_in_one_warning(caplog, compensation, fs_hz, model_fs_hz,
+                                                                 reason) -> None:
+    """``--whole-packets`` where packets cannot be read whole (a model that keeps the CFO, another sample
+    rate, a fractional number of samples per chip) reads preambles alone and says why in one line."""
+    from types import SimpleNamespace
+
+    from lorarffi.cli.inputs import _can_read_whole
+    from lorarffi.dsp.config import LoRaConfig
+
+    emb = SimpleNamespace(config=SimpleNamespace(cfo_compensation=compensation),
+                          lora=LoRaConfig(fs_hz=model_fs_hz))
+    caplog.clear()
+    assert _can_read_whole(emb, fs_hz, "in.h5") is (reason is None)
+    lines = [r.getMessage() for r in caplog.records]
+    if reason is None:
+        assert lines == []
+    else:
+        assert len(lines) == 1 and reason in lines[0]
+        assert lines[0].startswith("in.h5: --whole-packets: packets read by their preamble alone")

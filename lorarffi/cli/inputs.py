@@ -153,7 +153,8 @@ def _read_dataset(args: argparse.Namespace, embedder: Embedder) -> PacketInput:
     sel_args = argparse.Namespace(**{**vars(args), "data": args.input})
     sel = load_selection(sel_args, fallback=embedder.lora)
     check_model_parameters(sel, embedder.lora, sel_args, embedder.model_dir)
-    pre = embedder.preprocess(sel.iq, source=args.input, packet_symbols=packet_symbols_of(args))
+    whole = packet_symbols_of(args) and _can_read_whole(embedder, embedder.lora.fs_hz, args.input)
+    pre = embedder.preprocess(sel.iq, source=args.input, packet_symbols=whole)
     start, snr = _known(sel.meta.get("start")), _known(sel.meta.get("snr_db"))
     return PacketInput(pre.iq, pre.cfo_hz, sel.device_ids, start, snr, "dataset", args.input,
                        _packet_input(pre.n_symbols, embedder.lora.preamble_symbols))
@@ -229,16 +230,34 @@ the next packet starts earlier or the recording ends)."""
 _WHOLE_PACKET_BATCH = 256  # packets read and estimated at once: bounds the windows held in memory
 
 
+def _can_read_whole(embedder: Embedder, fs_hz: float, source: str) -> bool:
+    """Whether ``--whole-packets`` can read packets sampled at ``fs_hz`` for ``embedder``: a model that
+    removes the CFO, packets at its sample rate, an integer number of samples per chip. Else one warning line
+    says the preambles are used alone."""
+    import logging
+    import math
+
+    cfg = embedder.lora
+    why = None
+    if not embedder.config.cfo_compensation:
+        why = "a model that removes the CFO"
+    elif not math.isclose(fs_hz, cfg.fs_hz, rel_tol=1e-9):
+        why = f"packets at the model's {cfg.fs_hz:g} Hz (these are at {fs_hz:g} Hz)"
+    elif not cfg.is_integer_oversampling:
+        why = f"an integer number of samples per chip (the model's {cfg.fs_hz:g} / {cfg.bw_hz:g} Hz is not)"
+    if why is not None:
+        logging.getLogger(__name__).warning(
+            "%s: --whole-packets: packets read by their preamble alone (whole packets need %s)", source, why)
+    return why is None
+
+
 def _whole_packets(rec, packets, preambles, embedder: Embedder, *, source: str, detected_starts=None):
     """``preambles`` with each packet's estimated from all of its up-chirps (module docstring of
     :mod:`lorarffi.dsp.packet_symbol`): the recording is read again from each packet's first preamble
     up-chirp up to :data:`WHOLE_PACKET_SYMBOLS` symbols after its SFD, the next detected packet's start or the
     recording's end (``detected_starts``: the first up-chirps of every detected packet, when ``packets`` is
-    a selection of them). Needs a model that removes the CFO and a recording at its sample rate (else the
-    preambles as they are, said in one log line). Also returns the symbols each packet's row holds."""
-    import logging
-    import math
-
+    a selection of them). Needs what :func:`_can_read_whole` checks (else the preambles as they are). Also
+    returns the symbols each packet's row holds."""
     import numpy as np
 
     from lorarffi.dsp.cfo import compensate_cfo
@@ -246,10 +265,7 @@ def _whole_packets(rec, packets, preambles, embedder: Embedder, *, source: str, 
     from lorarffi.rffi.preprocess import whole_packet_preambles
 
     cfg = embedder.lora
-    log = logging.getLogger(__name__)
-    if not embedder.config.cfo_compensation or not math.isclose(rec.fs_hz, cfg.fs_hz, rel_tol=1e-9):
-        log.info("%s: packets read by their preamble alone (whole packets need a model that removes the CFO "
-                 "and a recording at its %g Hz)", source, cfg.fs_hz)
+    if not _can_read_whole(embedder, rec.fs_hz, source):
         return preambles, np.full(len(packets), cfg.preamble_symbols, np.int64)
     length = cfg.preamble_samples + packet_tail_samples(cfg, WHOLE_PACKET_SYMBOLS)
     first = np.array([p.fingerprint_start for p in packets], np.int64)
