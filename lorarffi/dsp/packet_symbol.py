@@ -240,8 +240,9 @@ def _estimate_block(
         timing[a] = _best_timing_share(symbols_at, design[a], solve[a], used[a], avg[a])
         # The preamble's slope is a little off (its image moves the other way); every used symbol's tone
         # against its fitted model tells by how much. Then the share once more, about the last one.
-        model = _fit(symbols_at(timing[a]), design[a], solve[a], used[a], avg[a])[3]
-        off = drift_fit(tone_offset_bins(symbols_at(timing[a]), model), t_all, used[a])
+        moved = symbols_at(timing[a])
+        model = _fit(moved, design[a], solve[a], used[a], avg[a])[3]
+        off = drift_fit(tone_offset_bins(moved, model), t_all, used[a])
         slope[a] += off.slope_bins_per_symbol
         timing[a] = _best_timing_share(symbols_at, design[a], solve[a], used[a], avg[a],
                                        centre=timing[a], steps=TIMING_SHARE_STEPS[1:])

@@ -172,10 +172,7 @@ def import_registry(
                 queries.store_device(conn, _device_values(path, d), emb[lo:hi])
             imported_input = reg_meta.get("packet_input")  # absent from exports made before it was kept
             if imported_input is not None:
-                current = queries.read_meta(conn).get("packet_input")
-                merged = imported_input if current in (None, imported_input) else "mixed"
-                if merged != current:
-                    queries.write_meta(conn, "packet_input", merged)
+                queries.merge_packet_input(conn, imported_input)
             if created and reg_meta.get("threshold") is not None:
                 queries.write_meta(conn, "threshold", reg_meta["threshold"])
             elif not created and queries.read_meta(conn).get("threshold") is not None:

@@ -19,6 +19,7 @@ __all__ = [
     "CfoMove",
     "read_meta",
     "write_meta",
+    "merge_packet_input",
     "device_records",
     "embedding_matrix",
     "store_device",
@@ -46,6 +47,16 @@ LABELS = ("name", "notes")
 def read_meta(conn: Connection) -> dict[str, Any]:
     """Every ``meta`` entry, JSON-decoded."""
     return {key: json.loads(value) for key, value in conn.execute(select(meta.c.key, meta.c.value))}
+
+
+def merge_packet_input(conn: Connection, packet_input: str) -> str:
+    """Note in ``meta.packet_input`` that packets read as ``packet_input`` were enrolled: the value stays
+    while every enrollment was read one way, else becomes ``"mixed"``. Returns the stored value."""
+    current = read_meta(conn).get("packet_input")
+    merged = packet_input if current in (None, packet_input) else "mixed"
+    if merged != current:
+        write_meta(conn, "packet_input", merged)
+    return merged
 
 
 def write_meta(conn: Connection, key: str, value: Any) -> None:

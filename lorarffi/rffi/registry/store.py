@@ -401,11 +401,7 @@ class Registry:
         if packet_input not in PACKET_INPUTS:
             raise ConfigError(f"packet_input={packet_input!r} is not valid: use one of {PACKET_INPUTS}")
         with self._write() as conn:
-            current = queries.read_meta(conn).get("packet_input")
-            value = packet_input if current in (None, packet_input) else "mixed"
-            if value != current:
-                queries.write_meta(conn, "packet_input", value)
-        return value
+            return queries.merge_packet_input(conn, packet_input)
 
     def set_threshold(self, value: float, *, far: float, method: str, k: int | None = None) -> Threshold:
         """Store the authenticator's operating threshold and how it was chosen.
