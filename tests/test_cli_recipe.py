@@ -13,7 +13,14 @@ from lorarffi.cli import build_parser, main
 from lorarffi.cli.train import train_config
 from lorarffi.errors import ConfigError
 from lorarffi.rffi.hybrid import GateParams
-from lorarffi.rffi.recipe import EXTRACTOR_AUG_SNR_DB, EXTRACTOR_EPOCHS, EXTRACTOR_MAX_TIME_S, RECIPE, Recipe
+from lorarffi.rffi.recipe import (
+    EXTRACTOR_AUG_SNR_DB,
+    EXTRACTOR_EPOCHS,
+    EXTRACTOR_MAX_TIME_S,
+    EXTRACTOR_REPRESENTATION_PARAMS,
+    RECIPE,
+    Recipe,
+)
 from lorarffi.rffi.train import TrainConfig
 
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_closed_set.py"
@@ -48,16 +55,26 @@ def test_the_cli_defaults_and_trainconfig_defaults_are_the_recipe() -> None:
 
 
 def test_every_objective_floors_the_recipes_spectrogram() -> None:
-    """The floor was measured for the classifier (closed_set) and the extractors (open_set). Naming the
-    recipe's representation gives the same; another representation keeps its own defaults."""
+    """The peak-relative floor was measured for the classifier (closed_set) and the extractors (open_set); the
+    flat-level floor for the extractors only. Naming the recipe's representation gives the same; another
+    representation keeps its own defaults."""
     floored = {"name": RECIPE.representation, "params": {"top_db": 30.0}}
+    flat = {"name": RECIPE.representation, "params": {"top_db": 30.0, "flat_floor_db": 0.0}}
+    assert dict(EXTRACTOR_REPRESENTATION_PARAMS) == flat["params"]
     assert TrainConfig().representation == floored == _cli_config("--representation", RECIPE.representation
                                                                   ).representation
-    for objective in ("classifier", "supcon", "triplet"):
-        assert TrainConfig(objective=objective).representation == floored
-        assert _cli_config("--objective", objective).representation == floored
+    assert TrainConfig(objective="classifier").representation == floored
+    assert _cli_config("--objective", "classifier").representation == floored
+    for objective in ("supcon", "triplet", "arcface"):
+        assert TrainConfig(objective=objective).representation == flat
+        assert _cli_config("--objective", objective).representation == flat
+        assert _cli_config("--objective", objective, "--representation", RECIPE.representation
+                           ).representation == flat
     other = {"name": "spectrogram", "params": {}}
     assert _cli_config("--representation", "spectrogram").representation == other
+    assert _cli_config("--objective", "supcon", "--representation", "spectrogram").representation == other
+    # a copy keeps the representation already chosen, as it keeps the SNR range
+    assert dataclasses.replace(TrainConfig(), objective="supcon").representation == floored
 
 
 def test_an_embedding_objective_trains_on_the_extractors_snr_range() -> None:

@@ -115,7 +115,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=r.representation,
         choices=REPRESENTATIONS,
         help="model input (default %(default)s, floored "
-        f"{_TOP_DB:g} dB below each packet's peak)",
+        f"{_TOP_DB:g} dB below each packet's peak; for the embedding objectives also at the level of a flat "
+        "spectrum)",
     )
     p.add_argument(
         "--no-cfo-compensation",
@@ -210,6 +211,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def train_config(args: argparse.Namespace):  # -> lorarffi.rffi.train.TrainConfig
     """The :class:`~lorarffi.rffi.train.TrainConfig` the flags ask for (with no flags: ``TrainConfig()``)."""
     from lorarffi.rffi.hybrid import GateParams
+    from lorarffi.rffi.metric import is_metric
     from lorarffi.rffi.train import BY_RECIPE, TrainConfig
 
     gate_kw: dict = {}
@@ -227,7 +229,7 @@ def train_config(args: argparse.Namespace):  # -> lorarffi.rffi.train.TrainConfi
     gate = GateParams(**gate_kw)
     return TrainConfig(
         model=args.model,
-        representation=recipe_representation(args.representation),
+        representation=recipe_representation(args.representation, metric=is_metric(args.objective)),
         compensate_cfo=RECIPE.compensate_cfo and not args.no_cfo_compensation,
         objective=args.objective,
         embedding_dim=args.embedding_dim,

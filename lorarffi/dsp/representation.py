@@ -354,10 +354,17 @@ def _folded_channel_independent_spectrogram(iq: Any, *, n_fft: int = 256, hop: i
     return ratio[:, None]
 
 
-@register_representation("coherent_channel_independent_spectrogram", shape=_folded_shape)
+def _coherent_shape(n_samples: int, *, n_fft: int, hop: int, crop: Any, top_db: float, period_frames: int,
+                   flat_floor_db: float | None) -> tuple[int, ...]:
+    return _folded_shape(n_samples, n_fft=n_fft, hop=hop, crop=crop, top_db=top_db,
+                         period_frames=period_frames)
+
+
+@register_representation("coherent_channel_independent_spectrogram", shape=_coherent_shape)
 def _coherent_channel_independent_spectrogram(iq: Any, *, n_fft: int = 256, hop: int = 128,
                                               crop: Any = (0.3, 0.7), top_db: float = 120.0,
-                                              period_frames: int = 8) -> Any:
+                                              period_frames: int = 8,
+                                              flat_floor_db: float | None = None) -> Any:
     """The channel-independent spectrogram of the preamble's coherently averaged symbol: (N, 1, F, P).
 
     The ``K`` whole symbols of ``P = period_frames`` hops each (1024 samples at SF7, 125 kHz, 1 MS/s and
@@ -367,7 +374,16 @@ def _coherent_channel_independent_spectrogram(iq: Any, *, n_fft: int = 256, hop:
     wraps around: ``P`` frames starting at ``0, hop, ..., (P - 1) hop`` of the average followed by its own
     first ``n_fft - hop`` samples. Then the log10 power ratio of adjacent frames, cyclically
     (``log10(P[(j + 1) mod P] / P[j])``); a channel constant over the preamble cancels.
+
+    ``flat_floor_db`` (None: none) raises every bin's power to at least the level of a flat spectrum,
+    ``10 ** (flat_floor_db / 10) / n_fft``: the average is normalised to unit RMS, so each STFT frame holds
+    unit power, and ``1 / n_fft`` is what a bin gets when that power is spread evenly (the mean bin of white
+    noise; about 18 dB below the chirp's peak at SF7, 125 kHz, 1 MS/s). Unlike ``top_db``, which follows the
+    peak, this level rises towards the chirp as noise fills the average, so the bins a noisy packet cannot
+    resolve read the same flat value as in a clean one.
     """
+    if flat_floor_db is not None and not math.isfinite(flat_floor_db):
+        raise ConfigError(f"flat_floor_db={flat_floor_db!r} is not valid: use a finite number of dB or None")
     period = period_frames * hop
     if n_fft - hop > period:
         raise ConfigError(f"n_fft={n_fft} is longer than a symbol ({period} samples) plus a hop: use a "
@@ -380,6 +396,12 @@ def _coherent_channel_independent_spectrogram(iq: Any, *, n_fft: int = 256, hop:
     else:
         periodic = np.concatenate([avg, avg[:, : n_fft - hop]], axis=1)
     log_power = spectrogram(periodic, n_fft=n_fft, hop=hop, crop=crop, top_db=top_db)
+    if flat_floor_db is not None:
+        level = float(flat_floor_db) / 10.0 - math.log10(n_fft)
+        if is_tensor(log_power):
+            log_power = log_power.clamp(min=level)
+        else:
+            log_power = np.maximum(log_power, np.float32(level))
     if is_tensor(log_power):
         import torch
 

@@ -18,6 +18,7 @@ __all__ = [
     "RECIPE",
     "EXTRACTOR_OBJECTIVE",
     "EXTRACTOR_AUG_SNR_DB",
+    "EXTRACTOR_REPRESENTATION_PARAMS",
     "EXTRACTOR_EPOCHS",
     "EXTRACTOR_MAX_TIME_S",
     "recipe_aug_snr_db",
@@ -118,18 +119,30 @@ RECIPE = Recipe(
 )
 
 
-def recipe_representation(name: str | None = None) -> dict[str, Any]:
+EXTRACTOR_REPRESENTATION_PARAMS: tuple[tuple[str, float], ...] = (("top_db", 30.0), ("flat_floor_db", 0.0))
+"""Parameters of :data:`RECIPE`'s representation when an objective trains an embedding (the metric
+objectives): the classifier's 30 dB floor below each packet's peak and, above it, a floor at the level of a
+flat spectrum (``flat_floor_db=0``: every bin of the unit-RMS coherent average raised to at least
+``1 / n_fft``, about 18 dB below the chirp's peak; see the representation's docstring). Measured on the
+open-set benchmark (docs/benchmarks.md, open_set; the exploration in "Training changes tried"). A classifier
+keeps :data:`RECIPE`'s parameters: the closed-set benchmark has not measured the flat floor."""
+
+
+def recipe_representation(name: str | None = None, *, metric: bool = False) -> dict[str, Any]:
     """``{"name", "params"}`` of the representation ``name`` (None: the recipe's) as the recipe trains it.
 
     Every objective floors the coherent CI spectrogram 30 dB below each packet's strongest bin
     (``top_db=30``): measured under every shift on the closed-set benchmark (the classifier gained most on
     the other fleet) and on the open-set one (the supervised-contrastive extractor accepts more enrolled
-    packets at the same false-accept rate; docs/benchmarks.md). Any other representation gets its own
-    defaults.
+    packets at the same false-accept rate; docs/benchmarks.md). An objective that trains an embedding
+    (``metric``) also floors it at the flat level (:data:`EXTRACTOR_REPRESENTATION_PARAMS`). Any other
+    representation gets its own defaults.
     """
     name = RECIPE.representation if name is None else name
-    floor = name == RECIPE.representation
-    return {"name": name, "params": dict(RECIPE.representation_params) if floor else {}}
+    if name != RECIPE.representation:
+        return {"name": name, "params": {}}
+    params = EXTRACTOR_REPRESENTATION_PARAMS if metric else RECIPE.representation_params
+    return {"name": name, "params": dict(params)}
 
 EXTRACTOR_OBJECTIVE = "supcon"
 """Objective of the enrollment extractor the open-set benchmark reports as ours: the recipe above with

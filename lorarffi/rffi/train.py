@@ -105,9 +105,10 @@ class TrainConfig:
         Registered model name.
     model_hparams : dict
         Extra architecture hyper-parameters (``n_classes`` and the input shape are filled in).
-    representation : dict
+    representation : dict or None
         ``{"name": ..., "params": {...}}`` of :class:`lorarffi.dsp.representation.RepresentationConfig`
-        (default: the recipe's, :func:`lorarffi.rffi.recipe.recipe_representation`).
+        (None: the recipe's for the objective, :func:`lorarffi.rffi.recipe.recipe_representation`; a copy made
+        with :func:`dataclasses.replace` keeps the representation already chosen).
     compensate_cfo : bool
         Remove each packet's CFO before the representation (False only to measure what it buys).
     objective : {"softmax", "triplet", "supcon", "arcface"}
@@ -154,7 +155,7 @@ class TrainConfig:
 
     model: str = RECIPE.model
     model_hparams: dict[str, Any] = field(default_factory=dict)
-    representation: dict[str, Any] = field(default_factory=recipe_representation)
+    representation: dict[str, Any] | None = None
     compensate_cfo: bool = RECIPE.compensate_cfo
     objective: str = RECIPE.objective
     embedding_dim: int | None = None
@@ -179,6 +180,8 @@ class TrainConfig:
         is_metric = metric.is_metric(self.objective)
         if self.aug_snr_db is None:
             object.__setattr__(self, "aug_snr_db", recipe_aug_snr_db(is_metric))
+        if self.representation is None:
+            object.__setattr__(self, "representation", recipe_representation(metric=is_metric))
         epochs, max_time_s = recipe_budget(is_metric)
         if self.epochs is None:
             object.__setattr__(self, "epochs", epochs)
