@@ -9,6 +9,7 @@ import torch
 from lorarffi.dsp import LoRaConfig, channel_independent_spectrogram, packet_waveform, spectrogram
 from lorarffi.dsp.coherent import coherent_symbol_average
 from lorarffi.dsp.representation import RepresentationConfig, output_shape, represent
+from lorarffi.dsp.spectrogram import crop_rows
 from lorarffi.errors import ConfigError
 
 U32 = 2.0**-24  # unit roundoff of float32
@@ -132,3 +133,35 @@ def test_torch_and_numpy_give_the_same_representation():
     both = near & np.roll(near, -1, axis=-1)
     assert both.mean() > 0.5
     np.testing.assert_allclose(got.numpy()[:, 0][both], ref[:, 0][both], rtol=0, atol=0.02)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+@pytest.mark.parametrize(("flat_floor_db", "floor_log10"), [
+    (None, -3.0),  # top_db = 30 below the peak (unit power) alone
+    (0.0, -np.log10(256)),  # the flat level 1 / n_fft, above the peak-relative floor
+    (3.0, 0.3 - np.log10(256)),
+    (-6.0, -3.0),  # a flat level below the peak-relative floor leaves that floor
+])
+def test_the_flat_floor_raises_every_bin_to_a_flat_spectrums_level(kind, flat_floor_db, floor_log10):
+    """Ground truth from a symbol of two tones: 512 samples at -10 cycles per 256-sample frame, then 512 at
+    +10. The second tone's bin holds power 0 in the three frames of the first tone alone (their difference is
+    an even number of cycles per half frame: no leakage either), 1/4 in the frames half of each, 1 in those
+    of the second alone; so its largest ratio is log10(1/4) minus the floor's level."""
+    n = np.arange(512)
+    symbol = np.concatenate([np.exp(-2j * np.pi * 10 * n / 256), np.exp(2j * np.pi * 10 * n / 256)])
+    rows = np.tile(symbol, 8)[None].astype(np.complex64)
+    cfg = RepresentationConfig("coherent_channel_independent_spectrogram",
+                               {"top_db": 30.0, "flat_floor_db": flat_floor_db})
+    got = represent(torch.from_numpy(rows) if kind == "torch" else rows, cfg)
+    got = got.numpy() if kind == "torch" else got
+    row = 128 + 10 - crop_rows(256, (0.3, 0.7))[0]  # the +10 bin after fftshift, less the crop's first row
+    expected = np.array([0.0, 0.0, np.log10(0.25) - floor_log10, -np.log10(0.25), 0.0, 0.0, np.log10(0.25),
+                         floor_log10 - np.log10(0.25)])
+    # An FFT's error is at most 57 u of its frame's norm (unit here): bins of amplitude 1/2 or 1 carry a
+    # relative power error below 4 x 57 u, under 1e-5 in log10 with the normalisation's and log10's own u.
+    np.testing.assert_allclose(got[0, 0, row], expected, rtol=0, atol=1e-5)
+
+
+def test_the_flat_floor_must_be_a_finite_number_of_db():
+    with pytest.raises(ConfigError, match="flat_floor_db"):
+        RepresentationConfig("coherent_channel_independent_spectrogram", {"flat_floor_db": float("nan")})
