@@ -27,6 +27,8 @@ import numpy as np
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from model_cache import reuse_cached_model  # noqa: E402
+
 SFS = (7, 8)
 CHANNELS_HZ = (868.1e6, 868.3e6, 868.5e6)
 CENTER_HZ = 868.3e6
@@ -65,11 +67,11 @@ def _extractor(train_fleet, sf: int, out: pathlib.Path) -> tuple[pathlib.Path, s
     from lorarffi.rffi.recipe import EXTRACTOR_OBJECTIVE
     from lorarffi.rffi.train import TrainConfig, train
 
-    if not (out / "config.json").exists():
+    tc = TrainConfig(objective=EXTRACTOR_OBJECTIVE, max_time_s=TRAIN_S)
+    if not reuse_cached_model(tc, _cfg(sf), out):
         ps = _preambles(train_fleet, sf, N_TRAIN_PACKETS, 1)
         t0 = time.perf_counter()
-        result = train(ps.preambles, ps.device_ids, _cfg(sf), out,
-                       TrainConfig(objective=EXTRACTOR_OBJECTIVE, max_time_s=TRAIN_S))
+        result = train(ps.preambles, ps.device_ids, _cfg(sf), out, tc)
         (out / "trained.txt").write_text(
             f"trained {time.perf_counter() - t0:.0f} s, {len(result.history)} epochs ({result.stopped})"
         )

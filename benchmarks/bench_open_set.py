@@ -36,11 +36,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
-import logging
 import os
 import pathlib
-import shutil
 import statistics
 import tempfile
 import time
@@ -49,10 +46,9 @@ import numpy as np
 
 # QUICK (LORARFFI_BENCH_QUICK=1): a smoke test of this script, tiny data and budgets
 from bench_closed_set import N_THREADS, QUICK
+from model_cache import reuse_cached_model
 
 from lorarffi.rffi.recipe import EXTRACTOR_OBJECTIVE
-
-log = logging.getLogger(__name__)
 
 FLEET_SEED = 16
 # devices: training, enrolled, rogues, rogues tuned to an enrolled device's CFO
@@ -207,33 +203,10 @@ def _authors_triplets():
         metric.build_objective = original
 
 
-_CACHE_KEYS = ("model", "objective", "seed", "optimizer", "lr", "augment", "aug_snr_db", "pseudo_devices")
-
-
-def _cached(tc, cfg, out: pathlib.Path) -> bool:
-    """Whether ``out`` holds a model trained with ``tc``'s recipe (representation, objective, seed,
-    augmentation, ...); a model trained another way is removed so that it is trained again."""
-    from lorarffi.rffi.train import TrainConfig, representation_for
-
-    if not (out / "config.json").exists():
-        return False
-    saved = json.loads((out / "config.json").read_text())
-    training = saved.get("training") or {}
-    want = json.loads(json.dumps(tc.to_dict()))
-    default = json.loads(json.dumps(TrainConfig(objective=tc.objective).to_dict()))
-    same = saved.get("representation") == representation_for(tc.representation, cfg) and all(
-        training.get(k, default.get(k)) == want.get(k) for k in _CACHE_KEYS
-    )
-    if not same:
-        log.info("open_set: %s was trained with another recipe: training it again", out)
-        shutil.rmtree(out)
-    return same
-
-
 def _train(name, tc, data, cfg, out: pathlib.Path) -> dict:
     from lorarffi.rffi.train import train
 
-    if _cached(tc, cfg, out):
+    if reuse_cached_model(tc, cfg, out):
         return {"train_s": float("nan"), "epochs": "cached", "stopped": "cached"}
     t0 = time.perf_counter()
     with _authors_triplets() if name == "authors" else contextlib.nullcontext():

@@ -198,3 +198,36 @@ def test_pseudo_devices_are_an_option_of_an_embedding(capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         _cli_config("--objective", "supcon", "--pseudo-devices", "-1")
     assert exc.value.code == 2 and "-1 is not valid: use an integer of 0 or more" in capsys.readouterr().err
+
+
+def test_a_benchmark_reuses_a_cached_model_only_if_trained_with_the_recipe_asked_for(monkeypatch,
+                                                                                    tmp_path) -> None:
+    """The open-set and gateway benchmarks cache models between runs: a model of another representation,
+    objective or seed is removed and trained again, not reported under the new recipe."""
+    import json
+
+    from lorarffi.dsp.config import LoRaConfig
+    from lorarffi.rffi.train import representation_for
+
+    monkeypatch.syspath_prepend(str(OPEN_SET_BENCH.parent))
+    spec = importlib.util.spec_from_file_location("model_cache", OPEN_SET_BENCH.with_name("model_cache.py"))
+    cache = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cache)
+    cfg, tc = LoRaConfig(), TrainConfig(objective="supcon")
+
+    def saved(out: pathlib.Path, trained: TrainConfig) -> pathlib.Path:
+        out.mkdir()
+        (out / "config.json").write_text(json.dumps({
+            "representation": representation_for(trained.representation, cfg),
+            "training": {**trained.to_dict(), "embedding_dim": 128, "best_epoch": 3},
+        }))
+        return out
+
+    assert not cache.reuse_cached_model(tc, cfg, tmp_path / "none")
+    assert cache.reuse_cached_model(tc, cfg, saved(tmp_path / "same", tc))
+    assert (tmp_path / "same" / "config.json").exists()
+    peak_only = dataclasses.replace(tc, representation=TrainConfig().representation)
+    for name, other in [("floor", peak_only), ("seed", dataclasses.replace(tc, seed=1)),
+                        ("objective", TrainConfig(objective="triplet"))]:
+        assert not cache.reuse_cached_model(tc, cfg, saved(tmp_path / name, other)), name
+        assert not (tmp_path / name).exists()
