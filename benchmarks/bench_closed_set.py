@@ -17,7 +17,8 @@ device over 20 minutes, in-band SNR 15-30 dB, an ideal receiver. Test sets (see 
   by 2 ppm; low SNR (0-10 dB), single packet and 5-packet decisions.
 
 Each training run can be kept between invocations: with ``LORARFFI_BENCH_CACHE=DIR`` every trained model is
-kept in ``DIR/<run>/`` and its scores in ``DIR/<run>.json``, read back instead of retraining
+kept in ``DIR/<run>/`` and its scores in ``DIR/<run>.json``, read back instead of retraining when the kept
+model was trained with the run's recipe (``model_cache.reuse_cached_model``; else it is trained again)
 (``LORARFFI_BENCH_RUNS=a,b`` retrains those runs; ``LORARFFI_BENCH_RESCORE=1`` scores the kept models again on
 fresh test sets, e.g. after a change to the gate); the tables name the date each run was trained.
 """
@@ -329,6 +330,7 @@ def _pct(x: float) -> str:
 
 def run() -> str:
     import torch
+    from model_cache import reuse_cached_model
 
     from lorarffi.dsp.config import LoRaConfig
 
@@ -351,14 +353,19 @@ def run() -> str:
         models = pathlib.Path(cache or tmp)
         for name, (tc, _desc, on_other) in runs.items():
             path = pathlib.Path(cache, f"{name}.json") if cache else None
-            if path is not None and path.exists() and name not in only:
+            kept = path is not None and path.exists() and name not in only
+            stale = kept and not (reuse_cached_model(tc, cfg, models / name) and (
+                not on_other or reuse_cached_model(tc, cfg, models / f"{name}_other")))
+            if stale:  # its model is gone or was trained with another recipe: train and score it again
+                path.unlink()
+            if kept and not stale:
                 res = json.loads(path.read_text())
                 if rescore:
                     res["scores"] = {key: _score(models / name, ps) for key, ps in sets.items()}
                     if on_other:
                         res["scores"]["impair"] = _score(models / f"{name}_other", other_sets["impair"])
                 results[name] = res
-            elif not only or name in only:
+            elif not only or name in only or stale:
                 res = _train_and_score(name, tc, train_set, sets, cfg, models)
                 if on_other:
                     res_other = _train_and_score(name + "_other", tc, other_train, other_sets, cfg, models)
