@@ -11,7 +11,10 @@ import shutil
 
 log = logging.getLogger(__name__)
 
-RECIPE_KEYS = ("model", "objective", "seed", "optimizer", "lr", "augment", "aug_snr_db", "pseudo_devices")
+RECIPE_KEYS = (
+    "model", "objective", "seed", "optimizer", "lr", "augment", "aug_snr_db", "pseudo_devices", "epochs",
+    "max_time_s",
+)
 """The ``TrainConfig`` fields a cached model must share with the one asked for (and the representation)."""
 
 

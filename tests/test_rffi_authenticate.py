@@ -50,6 +50,17 @@ def _brute_scores(ids, x, q, k):
     return out
 
 
+def _cohort(d1, d2):
+    """The cohort score by its definition (lorarffi.rffi.knn): d1 / sqrt(min(d2, sqrt 2))."""
+    return d1 / np.sqrt(np.minimum(d2, np.sqrt(2.0)))
+
+
+def _cohort_bound(d1, d2, delta: float):
+    """Error of the cohort score when each distance is within ``delta``: |ds/dd1| delta + |ds/dd2| delta."""
+    d2 = np.minimum(d2, np.sqrt(2.0))
+    return delta * (1 / np.sqrt(d2) + d1 / (2 * d2**1.5)) + 1e-15
+
+
 def _distance_bound(dim: int, d_min: float) -> float:
     """Float32 error of a distance d = sqrt(2 - 2 cos) computed from a float32 dot product of normalised
     vectors: the cosine is within about (dim + 4) u of the exact one (dim products and sums of terms whose
@@ -72,7 +83,15 @@ def test_score_is_the_mean_distance_to_the_k_nearest_references_of_each_device()
     assert np.array_equal(index.counts, np.bincount(np.searchsorted(index.device_ids, ids)))
     near = index.search(q)
     assert near.device_id.tolist() == [100, 105, 109] and np.array_equal(near.index, want.argmin(axis=1))
-    np.testing.assert_allclose(near.score, want.min(axis=1), rtol=0, atol=_distance_bound(16, d_min))
+    delta = _distance_bound(16, d_min)
+    d1, d2 = np.sort(want, axis=1)[:, 0], np.sort(want, axis=1)[:, 1]
+    np.testing.assert_allclose(near.distance, d1, rtol=0, atol=delta)
+    np.testing.assert_allclose(near.runner_up_distance, d2, rtol=0, atol=delta)
+    # the cohort score d1 / sqrt(d2) (d2 < sqrt 2 here), within the bound of the two distances' errors
+    assert np.all(d2 < np.sqrt(2))
+    assert np.all(np.abs(near.score - _cohort(d1, d2)) <= _cohort_bound(d1, d2, delta))
+    knn = ReferenceIndex(ids, x, k=8, n_candidates=4, score="knn").search(q)
+    np.testing.assert_allclose(knn.score, d1, rtol=0, atol=delta)
     # the search scores only its candidates; with them covering every device it is the exhaustive one
     full = ReferenceIndex(ids, x, k=8, n_candidates=12)
     assert np.array_equal(full.search(q).index, got.argmin(axis=1))
@@ -132,8 +151,9 @@ def test_chosen_threshold_gives_the_requested_far_on_held_out_packets_within_bin
     index = ReferenceIndex(ids[enroll], x[enroll])
     held_ids, held = ids[~enroll], x[~enroll]
     own = np.searchsorted(index.device_ids, held_ids)
-    impostor = index.search(held, exclude=own).score
-    genuine = index.device_scores(held, own[:, None])[:, 0]
+    other = index.search(held, exclude=own)  # the nearest device but its own: a genuine packet's runner-up
+    impostor = other.score
+    genuine = index.normalise(index.device_scores(held, own[:, None])[:, 0], other.distance)
     for far in (0.02, 0.1):
         choice = choose_threshold(index, far)
         n_e, n_t = choice.n_impostor, impostor.size
@@ -232,7 +252,33 @@ def test_threshold_is_chosen_once_and_again_after_an_enrollment_or_for_another_f
         reg.enroll_device(100, emb[ids == 100][::2], cfo_hz=[0.0])
         ids2, emb2 = reg.reference_embeddings()
         again = current_threshold(reg, ReferenceIndex(ids2, emb2))
-        assert again.set_at > other.set_at and again.far == 0.2
+        assert again.set_at > other.set_at and again.far == 0.2 and again.score == "cohort"
+        # a threshold chosen on another score is chosen again on this one, and the other way back
+        knn_index = ReferenceIndex(ids2, emb2, score="knn")
+        knn = current_threshold(reg, knn_index)
+        assert knn.score == "knn" and knn.value == choose_threshold(knn_index, 0.2).value != again.value
+        assert current_threshold(reg, knn_index) == knn
+        assert current_threshold(reg, ReferenceIndex(ids2, emb2)).value == again.value
+        # a threshold stored before scores had names was chosen on the distance alone
+        reg.set_threshold(knn.value, far=0.2, method=knn.method, k=15)
+        assert reg.threshold.score is None and current_threshold(reg, knn_index).value == knn.value
+        assert current_threshold(reg, ReferenceIndex(ids2, emb2)).score == "cohort"
+
+
+def test_cohort_score_without_a_runner_up_uses_the_unrelated_distance() -> None:
+    """With one device left to search (two enrolled, one left out), the runner-up's distance is sqrt 2, the
+    distance of orthogonal unit vectors; a runner-up farther than that is capped at it."""
+    ids, x, centres = _clusters(2, 10, 8, 0.1, seed=4)
+    index = ReferenceIndex(ids, x, k=3)
+    q = x[:4]  # device 100's packets, scored as strangers against device 101
+    near = index.search(q, exclude=np.zeros(4, np.int64))
+    assert near.device_id.tolist() == [101] * 4 and np.all(np.isinf(near.runner_up_distance))
+    np.testing.assert_allclose(near.score, near.distance / 2**0.25, rtol=1e-12)
+    far_apart = ReferenceIndex(ids, np.concatenate([x[:10], -x[:10]]), k=3).search(x[:4])
+    assert np.all(far_apart.runner_up_distance > np.sqrt(2))
+    np.testing.assert_allclose(far_apart.score, far_apart.distance / 2**0.25, rtol=1e-12)
+    with pytest.raises(ConfigError, match="score="):
+        ReferenceIndex(ids, x, score="ratio")
 
 
 def test_fused_decisions_average_the_members_scores(tmp_path) -> None:
@@ -251,7 +297,8 @@ def test_fused_decisions_average_the_members_scores(tmp_path) -> None:
     mean = auth.index.score_all(q)[f.members].mean(axis=1)  # (G, K), every device a candidate
     assert np.array_equal(f.nearest_device_id, auth.index.device_ids[mean.argmin(axis=1)])
     # the same float32 distances from other batch shapes (BLAS blocking): within their rounding bound
-    np.testing.assert_allclose(f.score, mean.min(axis=1), rtol=0, atol=_distance_bound(16, 0.3))
+    d1, d2 = np.sort(mean, axis=1)[:, 0], np.sort(mean, axis=1)[:, 1]
+    assert np.all(np.abs(f.score - _cohort(d1, d2)) <= _cohort_bound(d1, d2, _distance_bound(16, 0.3)))
     s = summarize(dec, truth, auth.index.device_ids)
     assert s["fused_n_decisions"] == 16 and s["packets_per_decision"] == 4
     assert (

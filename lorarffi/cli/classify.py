@@ -40,6 +40,7 @@ __all__ = [
     "load_classifier_for",
     "open_registry_decider",
     "add_registry_decision_args",
+    "add_score_arg",
     "add_decision_file_arg",
     "check_decision_file",
     "write_decision_file",
@@ -61,10 +62,25 @@ EPILOG = (
 )
 
 
+def add_score_arg(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    """``--score {cohort,knn}``: what packets are decided on (:mod:`lorarffi.rffi.knn`)."""
+    from lorarffi.rffi.knn import DEFAULT_SCORE, SCORES
+
+    p.add_argument(
+        "--score",
+        choices=SCORES,
+        default=DEFAULT_SCORE,
+        help=prefix + "what packets are decided on: 'cohort' (default), the mean distance to the nearest "
+        "device's k nearest references over the square root of the runner-up device's; 'knn', that distance "
+        "alone (docs/models.md)",
+    )
+
+
 def add_registry_decision_args(p: argparse.ArgumentParser) -> None:
-    """``--k``, ``--far``, ``--no-cfo-gate``: how a registry decides (``classify --registry``,
+    """``--k``, ``--score``, ``--far``, ``--no-cfo-gate``: how a registry decides (``classify --registry``,
     ``authenticate``)."""
     p.add_argument("--k", type=int, default=15, help="registry: neighbours the score averages (default 15)")
+    add_score_arg(p, "registry: ")
     far_help = (
         "registry: false-accept rate of the threshold, chosen from the enrollment packets when the stored "
         "one was chosen for another (default: the stored threshold's, else 0.01)"
@@ -126,8 +142,9 @@ def open_registry_decider(args: argparse.Namespace) -> Iterator[tuple[Embedder, 
 
     emb = load_embedder(args.model_dir, torch_device=_torch_device(args))
     with Registry.open(args.registry, model_fingerprint=emb.fingerprint or None) as reg:
+        # packet_input is checked once the input is read (check_packet_input)
         auth = open_authenticator(emb, reg, k=args.k, far=args.far, cfo_gate=not args.no_cfo_gate,
-                                  packet_input=None)  # checked once the input is read (check_packet_input)
+                                  packet_input=None, score=args.score)
         yield emb, reg, auth
 
 

@@ -150,7 +150,8 @@ def _overview_text(reg) -> str:
         + (
             "not set"
             if threshold is None
-            else f"{threshold.value:.6g} at FAR {threshold.far:g} (k={threshold.k}, {threshold.method})"
+            else f"{threshold.value:.6g} at FAR {threshold.far:g} (k={threshold.k}, score "
+            f"{threshold.score or 'knn'}, {threshold.method})"
         ),
         "enrolled    " + _ENROLLED_FROM.get(reg.packet_input, str(reg.packet_input)),
     ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 
+from lorarffi.cli.classify import add_score_arg
 from lorarffi.cli.common import (
     add_json_arg,
     add_lora_args,
@@ -58,6 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             help=f"packet range per device of {what} (default all)",
         )
     p.add_argument("--k", type=positive_int, default=15, help="neighbours the score averages (default 15)")
+    add_score_arg(p)
     p.add_argument(
         "--far",
         type=_rate,
@@ -104,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.plots, overwrite=True, flag="--plots", directory=True)
     emb = load_embedder(args.model_dir, torch_device=args.device)
     ref, ref_ids = _embedded(args, emb, args.enroll, args.devices, args.enroll_packets)
-    index = ReferenceIndex(ref_ids, ref, k=args.k)
+    index = ReferenceIndex(ref_ids, ref, k=args.k, score=args.score)
     enrolled = index.device_ids
     legit, legit_ids = _embedded(args, emb, args.legit, enrolled.tolist(), args.legit_packets)
     rogue, rogue_ids = _embedded(args, emb, args.rogue, args.rogue_devices, args.rogue_packets)
@@ -119,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
     result = {
         **figures.to_dict(),
         "k": args.k,
+        "score": args.score,
         "n_enrolled_devices": int(enrolled.size),
         "accuracy": float(np.mean(near.device_id == legit_ids)),
         "plots": [],

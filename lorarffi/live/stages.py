@@ -139,6 +139,8 @@ class RegistryStage:
         A rejected packet with an SNR below this is ``"unknown"`` (not alerted), not ``"rogue"``; None: none.
     batch_size : int
         Packets per network call.
+    score : {"cohort", "knn"}, optional
+        What packets are decided on (:mod:`lorarffi.rffi.knn`; None: the default, ``"cohort"``).
     """
 
     def __init__(
@@ -153,9 +155,10 @@ class RegistryStage:
         track: bool = True,
         min_snr_db: float | None = None,
         batch_size: int = 64,
+        score: str | None = None,
     ) -> None:
         from lorarffi.rffi.authenticate import open_authenticator
-        from lorarffi.rffi.knn import DEFAULT_K
+        from lorarffi.rffi.knn import DEFAULT_K, DEFAULT_SCORE
 
         self.embedder = embedder
         self.registry = registry
@@ -169,6 +172,7 @@ class RegistryStage:
             far=far,
             cfo_gate=cfo_gate,
             drift_tracking=track,
+            score=DEFAULT_SCORE if score is None else score,
         )
         self._owns_registry = False
 

@@ -12,7 +12,9 @@ Per packet
 ----------
 1. **Nearest device and score** (:mod:`lorarffi.rffi.knn`): the mean Euclidean distance of the packet's
    embedding to the k nearest reference embeddings of each candidate device; the nearest device is the one
-   with the smallest, and that is the packet's score.
+   with the smallest. The packet's score is that distance over the square root of the runner-up device's
+   (``score="cohort"``, the default: a shift of place, receiver or SNR moves a packet away from every device
+   alike, and the ratio follows it less than the distance does), or the distance alone (``score="knn"``).
 2. **Threshold**: the score must be at most the registry's operating threshold, chosen from the enrollment
    packets for a false-accept rate (:mod:`lorarffi.rffi.threshold`; :func:`current_threshold` chooses it
    again when devices were enrolled since it was set or another rate or k is asked for).
@@ -39,11 +41,11 @@ the single-packet decisions (never instead). Groups: with ``transmitter_ids`` (l
 device ids) each transmitter's packets in input order, cut into runs of M; without them (live or unlabelled
 recordings), each packet is given to its single-packet nearest device and each device's packets are cut into
 runs of M in arrival order. A last run shorter than M is not decided (its packets' fused fields are empty).
-A group's score against a device is the mean of its packets' scores (over the union of their candidate
-devices); its nearest device is the one with the smallest, compared with a threshold chosen for the same
-false-accept rate from groups of M enrollment packets (:meth:`Authenticator.fused_threshold`: a mean of M
-scores varies less, so the threshold differs from the single-packet one), and its CFO is the median of its
-packets' CFOs.
+A group's distance to a device is the mean of its packets' distances (over the union of their candidate
+devices); its nearest device is the one with the smallest, and its score is made from that and the
+runner-up's distance as a packet's is, compared with a threshold chosen for the same false-accept rate from
+groups of M enrollment packets (:meth:`Authenticator.fused_threshold`: a mean of M distances varies less, so
+the threshold differs from the single-packet one), and its CFO is the median of its packets' CFOs.
 
 Drift tracking
 --------------
@@ -82,7 +84,7 @@ from lorarffi.rffi.classify import classify_preambles
 from lorarffi.rffi.embedding import Embedder
 from lorarffi.rffi.enroll import check_bound
 from lorarffi.rffi.hybrid import CfoGate, GateParams
-from lorarffi.rffi.knn import DEFAULT_CANDIDATES, DEFAULT_K, ReferenceIndex, decision_groups
+from lorarffi.rffi.knn import DEFAULT_CANDIDATES, DEFAULT_K, DEFAULT_SCORE, ReferenceIndex, decision_groups
 from lorarffi.rffi.registry import AuditRow, DeviceRecord, Registry, Threshold
 from lorarffi.rffi.registry.queries import CfoMove
 from lorarffi.rffi.threshold import DEFAULT_FAR, choose_threshold
@@ -129,8 +131,9 @@ class Verdicts:
     nearest_device_id : ndarray of int64, shape (U,)
         The nearest enrolled device (accepted or not).
     score : ndarray of float64, shape (U,)
-        Mean distance to the nearest device's k nearest references (:mod:`lorarffi.rffi.knn`); of a group,
-        the mean of its packets' scores.
+        The score (:mod:`lorarffi.rffi.knn`): mean distance to the nearest device's k nearest references,
+        over the square root of the runner-up's (``score="cohort"``) or alone (``"knn"``); of a group, made
+        from the means of its packets' distances.
     threshold : float
         The score threshold used.
     cfo_hz : ndarray of float64, shape (U,)
@@ -284,7 +287,8 @@ def current_threshold(
     devices: list[DeviceRecord] | None = None,
 ) -> Threshold:
     """The registry's operating threshold, chosen again (and stored) when it is missing, was set before the
-    last enrollment, or was chosen for another ``far`` or another k than ``index.k``.
+    last enrollment, or was chosen for another ``far``, another k than ``index.k`` or another score than
+    ``index.score`` (a threshold stored without one was chosen on the ``"knn"`` score).
 
     Parameters
     ----------
@@ -303,6 +307,7 @@ def current_threshold(
     if (
         stored is not None
         and stored.k == index.k
+        and (stored.score or "knn") == index.score
         and abs(stored.far - want) <= 1e-12 * want
         and (last is None or stored.set_at >= last)
     ):
@@ -317,7 +322,7 @@ def current_threshold(
         choice.n_devices,
         choice.frr_estimate,
     )
-    return registry.set_threshold(choice.value, far=want, method=choice.method, k=index.k)
+    return registry.set_threshold(choice.value, far=want, method=choice.method, k=index.k, score=index.score)
 
 
 # -- the authenticator -----------------------------------------------------------------------------------
@@ -378,6 +383,7 @@ class Authenticator:
         cfo_gate: bool = True,
         calibrate_receiver: bool = True,
         drift_tracking: bool = False,
+        score: str = DEFAULT_SCORE,
     ) -> Authenticator:
         """Read a registry's references and devices; take its threshold (choosing it when needed, see
         :func:`current_threshold`).
@@ -399,11 +405,14 @@ class Authenticator:
             Estimate a common receiver offset per call.
         drift_tracking : bool
             Let :meth:`track` move the devices' CFO windows (module docstring).
+        score : {"cohort", "knn"}
+            What packets are decided on (:mod:`lorarffi.rffi.knn`); the stored threshold is chosen again when
+            it was chosen for the other.
         """
         ids, emb = registry.reference_embeddings()
         if ids.size == 0:
             raise ConfigError(f"{registry.label}: no device is enrolled")
-        index = ReferenceIndex(ids, emb, k=k, n_candidates=n_candidates)
+        index = ReferenceIndex(ids, emb, k=k, n_candidates=n_candidates, score=score)
         devices = registry.devices()
         threshold = current_threshold(registry, index, far=far, devices=devices)
         gate = _cfo_gate(devices, gate_params, drift_tracking) if cfo_gate else None
@@ -603,6 +612,7 @@ def open_authenticator(
     cfo_gate: bool = True,
     drift_tracking: bool = False,
     packet_input: str | None = "preamble",
+    score: str = DEFAULT_SCORE,
 ) -> Authenticator:
     """The :class:`Authenticator` of a registry for the model it is bound to (a registry of another model is
     refused in one line): its references, threshold (:func:`current_threshold`) and the CFO gate with the
@@ -623,6 +633,8 @@ def open_authenticator(
     packet_input : {"preamble", "whole_packets"} or None
         How the packets to decide are read (:func:`check_packet_input`; None: the caller checks once it
         knows).
+    score : {"cohort", "knn"}
+        What packets are decided on (:mod:`lorarffi.rffi.knn`).
     """
     check_bound(embedder, registry)
     if packet_input is not None:
@@ -634,6 +646,7 @@ def open_authenticator(
         gate_params=_embedder_gate_params(embedder),
         cfo_gate=cfo_gate,
         drift_tracking=drift_tracking,
+        score=score,
     )
 
 
@@ -703,6 +716,7 @@ def authenticate(
     batch_size: int = 64,
     audit: bool = True,
     packet_input: str = "preamble",
+    score: str = DEFAULT_SCORE,
 ) -> Decisions:
     """Authenticate packets against a registry and append every decision to its audit log
     (:func:`open_authenticator`, then :func:`decide_packets`).
@@ -738,12 +752,16 @@ def authenticate(
         Append the decisions to the audit log (one transaction).
     packet_input : {"preamble", "whole_packets"}
         How ``preambles`` were read (:func:`check_packet_input`).
+    score : {"cohort", "knn"}
+        What packets are decided on (:mod:`lorarffi.rffi.knn`).
 
     Returns
     -------
     Decisions
     """
-    auth = open_authenticator(embedder, registry, k=k, far=far, cfo_gate=cfo_gate, packet_input=packet_input)
+    auth = open_authenticator(
+        embedder, registry, k=k, far=far, cfo_gate=cfo_gate, packet_input=packet_input, score=score
+    )
     return decide_packets(
         embedder,
         auth,

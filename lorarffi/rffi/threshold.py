@@ -3,15 +3,16 @@ false-accept rate (FAR: the share of a stranger's packets accepted as an enrolle
 
 No rogue is at hand when devices are enrolled, but every enrolled device is a stranger to the others: it is
 of the same chip model and was never seen by the extractor, as a rogue would be. So the enrollment packets
-are scored twice (:mod:`lorarffi.rffi.knn`'s score: mean distance to the nearest device's k nearest
-references):
+are scored twice (:mod:`lorarffi.rffi.knn`'s score, the index's ``score``: by default the mean distance to
+the nearest device's k nearest references over the square root of the runner-up's):
 
 - **impostor scores**, leave one device out: each packet against every enrolled device but its own (its own
   device removed from the search). Accepting a packet with ``score <= t`` accepts this share of them: the
   FAR of ``t`` on strangers like the enrolled devices.
-- **genuine scores**, leave one packet out: each packet against its own device's references without itself.
-  Rejecting ``score > t`` rejects this share of them: the false-reject rate (FRR) of ``t``, as far as
-  packets of the enrollment session show it (later sessions, other places and receivers score higher).
+- **genuine scores**, leave one packet out: each packet against its own device's references without itself
+  (its runner-up the nearest other device). Rejecting ``score > t`` rejects this share of them: the
+  false-reject rate (FRR) of ``t``, as far as packets of the enrollment session show it (later sessions,
+  other places and receivers score higher).
 
 The threshold is the largest score that accepts at most ``far`` of the impostor scores (midway between two
 order statistics). Leave-one-out keeps every enrollment packet in the registry (a held-out split would drop
@@ -143,8 +144,8 @@ def enrollment_scores(
     index: ReferenceIndex, *, max_packets: int = _MAX_PACKETS, packets_per_decision: int = 1
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Impostor (leave one device out) and genuine (leave one packet out) scores of enrollment packets, or of
-    groups of ``packets_per_decision`` consecutive enrollment packets of one device (each group's score the
-    mean of its packets', as :meth:`~lorarffi.rffi.knn.ReferenceIndex.search_groups` scores them).
+    groups of ``packets_per_decision`` consecutive enrollment packets of one device (a group's distance to a
+    device the mean of its packets', as :meth:`~lorarffi.rffi.knn.ReferenceIndex.search_groups` scores them).
 
     Returns
     -------
@@ -160,14 +161,16 @@ def enrollment_scores(
         )
     dev, row = _spread_rows(index, max_packets * packets_per_decision)
     x = index.blocks[dev, row]
-    genuine = index.device_scores(x, dev[:, None], leave_out=(dev, row))[:, 0]
+    own = index.device_scores(x, dev[:, None], leave_out=(dev, row))[:, 0]
     if packets_per_decision == 1:
-        impostor = index.search(x, exclude=dev).score
+        other = index.search(x, exclude=dev)
     else:
         groups = decision_groups(dev, packets_per_decision)
-        impostor = index.search_groups(x, groups, exclude=dev[groups[:, 0]]).score
-        genuine = genuine[groups].mean(axis=1)
-    return impostor, genuine[np.isfinite(genuine)]
+        other = index.search_groups(x, groups, exclude=dev[groups[:, 0]])
+        own = own[groups].mean(axis=1)
+    # a genuine packet's runner-up is the nearest device other than its own: the impostor search's nearest
+    genuine = index.normalise(own, other.distance)
+    return other.score, genuine[np.isfinite(genuine)]
 
 
 def choose_threshold(

@@ -142,6 +142,9 @@ class Threshold(_Record):
         Neighbours of the K-NN score it applies to.
     set_at : datetime
         When it was stored, aware, UTC.
+    score : str or None
+        The score it applies to (:data:`lorarffi.rffi.knn.SCORES`; None: stored before scores had names,
+        the ``"knn"`` score).
     """
 
     value: float
@@ -149,6 +152,7 @@ class Threshold(_Record):
     method: str
     k: int | None
     set_at: datetime
+    score: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Threshold:
@@ -158,6 +162,7 @@ class Threshold(_Record):
             method=str(d["method"]),
             k=None if d.get("k") is None else int(d["k"]),
             set_at=as_utc(datetime.fromisoformat(d["set_at"])),
+            score=None if d.get("score") is None else str(d["score"]),
         )
 
 

@@ -403,7 +403,9 @@ class Registry:
         with self._write() as conn:
             return queries.merge_packet_input(conn, packet_input)
 
-    def set_threshold(self, value: float, *, far: float, method: str, k: int | None = None) -> Threshold:
+    def set_threshold(
+        self, value: float, *, far: float, method: str, k: int | None = None, score: str | None = None
+    ) -> Threshold:
         """Store the authenticator's operating threshold and how it was chosen.
 
         Parameters
@@ -416,6 +418,8 @@ class Registry:
             How it was chosen, in words (e.g. ``"leave-one-out enrollment packets"``).
         k : int, optional
             Neighbours of the K-NN score it applies to.
+        score : str, optional
+            The score it applies to (:data:`lorarffi.rffi.knn.SCORES`).
         """
         v = optional_float(value, "threshold")
         if v is None:
@@ -425,7 +429,9 @@ class Registry:
             raise ConfigError(f"far={far!r} must be between 0 and 1 (exclusive)")
         if not isinstance(method, str) or not method.strip():
             raise ConfigError(f"method={method!r} must say in words how the threshold was chosen")
-        threshold = Threshold(v, far_f, method, None if k is None else _count(k, "k"), utc_now())
+        if score is not None and (not isinstance(score, str) or not score.strip()):
+            raise ConfigError(f"score={score!r} must name the score the threshold applies to")
+        threshold = Threshold(v, far_f, method, None if k is None else _count(k, "k"), utc_now(), score)
         with self._write() as conn:
             queries.write_meta(conn, "threshold", threshold.to_dict())
         return threshold
