@@ -9,9 +9,9 @@ devices 46-50 are rogues whose carrier is tuned so that their mean day-2 CFO equ
 devices 31-35. Under shift the same devices are received as the closed-set benchmark's shifted sets define
 (its ``_test_sets``: another channel family, another receiver, another environment, all together, low SNR).
 
-Systems, each enrolled and scored the same way (``lorarffi.rffi.authenticate``: k = 15, the default
-cohort score, threshold for FAR 1 % from the enrollment packets, CFO gate), except the authors' recipe, scored
-its own way:
+Systems, each enrolled and scored the same way (``lorarffi.rffi.authenticate``: k = 15, the default k-NN
+distance score, threshold for FAR 1 % from the enrollment packets, CFO gate), except the authors' recipe,
+scored its own way:
 
 - ``supcon`` (ours, ``lorarffi.rffi.recipe.EXTRACTOR_OBJECTIVE``): the default recipe
   (``lorarffi.rffi.recipe.RECIPE``: network, representation, augmentation, Adam) with a 128-d embedding head
@@ -19,8 +19,9 @@ its own way:
 - ``triplet``: the same with the triplet loss on semi-hard triplets mined online;
 - ``supcon_seed1``: ``supcon`` trained with seed 1 (initialisation, batches, augmentation draws): how far
   two training runs of one recipe lie apart;
-- ``supcon_knn``, ``supcon_seed1_knn``: those two models decided on the k-NN distance alone (``score="knn"``,
-  the score before the cohort one), the same threshold rule: what the score does;
+- ``supcon_cohort``, ``supcon_seed1_cohort``: those two models decided on the cohort score
+  (``score="cohort"``: the distance over the square root of the runner-up device's), the same threshold
+  rule: what that option does;
 - ``softmax``: the default closed-set model (``TrainConfig()``), its normalised penultimate features;
 - ``authors``: the TIFS extractor (``tifs_resnet``, 512-d), random triplets (no miner), RMSprop 1e-3, k-NN
   majority vote with k = 15 for identification and the mean distance to the 15 nearest enrolled embeddings
@@ -150,8 +151,8 @@ def _runs() -> dict:
     }
 
 
-KNN_SCORED = {"supcon_knn": "supcon", "supcon_seed1_knn": "supcon_seed1"}
-"""Systems that are a trained model decided on the k-NN distance alone (``score="knn"``): system -> model."""
+COHORT_SCORED = {"supcon_cohort": "supcon", "supcon_seed1_cohort": "supcon_seed1"}
+"""Systems that are a trained model decided on the cohort score (``score="cohort"``): system -> model."""
 
 
 class _RandomTriplets:
@@ -261,7 +262,7 @@ def _figures(truth, ids, nearest, device, score, threshold) -> dict:
 
 
 def _score(
-    name, model_dir, enroll, sets, ids, tmp: pathlib.Path, packet_symbols: bool = False, score: str = "cohort"
+    name, model_dir, enroll, sets, ids, tmp: pathlib.Path, packet_symbols: bool = False, score: str = "knn"
 ) -> dict:
     from lorarffi.rffi.authenticate import Authenticator
     from lorarffi.rffi.embedding import load_embedder
@@ -612,8 +613,8 @@ def run() -> str:
         for name, (tc, _desc) in runs.items():
             train_info[name] = _train(name, tc, train_set, cfg, models / name)
             results[name] = _score(name, models / name, enroll, sets, ids, tmp)
-        for name, model in KNN_SCORED.items():
-            results[name] = _score(name, models / model, enroll, sets, ids, tmp, score="knn")
+        for name, model in COHORT_SCORED.items():
+            results[name] = _score(name, models / model, enroll, sets, ids, tmp, score="cohort")
         few = {
             name: _few_shot(results[name], DEFAULT_CARRIER_HZ) for name in ("supcon", "triplet", "softmax")
         }
@@ -690,8 +691,8 @@ def _report(runs, train_info, results, few, scale, ids, t_data, roc_png, few_png
     def pseudo(tc) -> str:
         return f", {tc.pseudo_devices} pseudo-devices per device" if tc.pseudo_devices else ""
 
-    for name, model in KNN_SCORED.items():
-        runs = {**runs, name: (runs[model][0], f"the {model} model decided on the k-NN distance alone")}
+    for name, model in COHORT_SCORED.items():
+        runs = {**runs, name: (runs[model][0], f"the {model} model decided on the cohort score")}
         train_info = {**train_info, name: train_info[model]}
     for name, (tc, desc) in runs.items():
         ti = train_info[name]

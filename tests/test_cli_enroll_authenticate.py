@@ -155,6 +155,7 @@ def test_authenticate_json_single_packet_figures_with_fused_ones_beside_them(fle
         assert accepted == (p["score"] <= summary["threshold"]["value"] and p["cfo_ok"])
     t = summary["threshold"]
     assert t["far"] == 0.05 and t["k"] == 15 and "leave-one-device-out" in t["method"]
+    assert t["score"] == "knn"
     assert "fused_accuracy" not in summary
     with Registry.open(registry) as r:
         assert len(r.audit()) == n
@@ -248,12 +249,33 @@ def test_recordings_are_detected_first(fleet, tmp_path, capsys) -> None:
     assert lines[-1]["n_unenrolled_packets"] == n_detected and lines[-1]["accuracy"] is None
 
 
+def test_the_cohort_score_is_an_option(fleet, registry, capsys) -> None:
+    """The default score (knn) is d1, the distance to the nearest device; --score cohort is
+    d1 / sqrt(min(d2, sqrt 2)) with the runner-up's d2 >= d1, so it lies between d1 / 2**(1/4) and
+    max(sqrt(d1), d1 / 2**(1/4)); the nearest device is the same, and each score gets a threshold of its
+    own."""
+    knn, s_knn = _authenticate(fleet, registry, capsys, "--far", "0.05")
+    cohort, s_cohort = _authenticate(fleet, registry, capsys, "--far", "0.05", "--score", "cohort")
+    assert s_knn["threshold"]["score"] == "knn" and s_cohort["threshold"]["score"] == "cohort"
+    assert s_knn["threshold"]["value"] != s_cohort["threshold"]["value"]
+    assert [p["nearest_device"] for p in knn] == [p["nearest_device"] for p in cohort]
+    d1 = np.array([p["score"] for p in knn])
+    s = np.array([p["score"] for p in cohort])
+    # both runs embed the same packets in the same batches: the same float32 distances, then a float64
+    # division and square root apart
+    tol = 1e-12
+    assert np.all(s >= d1 / 2**0.25 - tol) and np.all(s <= np.maximum(np.sqrt(d1), d1 / 2**0.25) + tol)
+    with Registry.open(registry) as r:
+        assert r.threshold.score == "cohort"  # the last one chosen is stored
+
+
 def test_rogue_command_reports_roc_figures_and_a_plot(fleet, tmp_path, capsys) -> None:
     args = ["rogue", str(fleet / "model"), "--enroll", str(fleet / "train.h5"), "--devices", "7-10"]
     args += ["--legit", str(fleet / "test.h5"), "--rogue", str(fleet / "test.h5"), "--rogue-devices", "11-12"]
     assert main([*args, "--json", "--plots", str(tmp_path / "plots")]) == 0
     doc = json_lines(capsys)[0]
     assert {"auc", "eer", "threshold", "frr", "far", "n_legit", "n_rogue"} <= set(doc)
+    assert doc["score"] == "knn"
     assert (doc["n_legit"], doc["n_rogue"], doc["far"]) == (4 * N_TEST, 2 * N_TEST, 0.01)
     assert 0.0 <= doc["auc"] <= 1.0 and 0.0 <= doc["eer"] <= 1.0 and doc["far_measured"] <= 0.01
     assert pathlib.Path(doc["plots"][0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

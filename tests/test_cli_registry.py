@@ -55,7 +55,7 @@ def test_list_json_and_text(reg_path, capsys) -> None:
     assert main(["registry", "list", str(reg_path)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[1] == f"model       {FP}, {DIM}-d embeddings"
-    assert out[2] == "threshold   0.5 at FAR 0.01 (k=15, leave-one-out)"
+    assert out[2] == "threshold   0.5 at FAR 0.01 (k=15, score knn, leave-one-out)"  # stored without a score
     assert out[3] == "enrolled    (not recorded)"  # enroll_device alone: how the packets were read is unknown
     assert out[4] == "devices     2"
     assert out[6].split()[:2] == ["7", "-"] and out[7].split()[:2] == ["21", "pump"]

@@ -87,11 +87,12 @@ def test_score_is_the_mean_distance_to_the_k_nearest_references_of_each_device()
     d1, d2 = np.sort(want, axis=1)[:, 0], np.sort(want, axis=1)[:, 1]
     np.testing.assert_allclose(near.distance, d1, rtol=0, atol=delta)
     np.testing.assert_allclose(near.runner_up_distance, d2, rtol=0, atol=delta)
+    np.testing.assert_allclose(near.score, d1, rtol=0, atol=delta)  # the default score: the distance
     # the cohort score d1 / sqrt(d2) (d2 < sqrt 2 here), within the bound of the two distances' errors
     assert np.all(d2 < np.sqrt(2))
-    assert np.all(np.abs(near.score - _cohort(d1, d2)) <= _cohort_bound(d1, d2, delta))
-    knn = ReferenceIndex(ids, x, k=8, n_candidates=4, score="knn").search(q)
-    np.testing.assert_allclose(knn.score, d1, rtol=0, atol=delta)
+    cohort = ReferenceIndex(ids, x, k=8, n_candidates=4, score="cohort").search(q)
+    assert np.array_equal(cohort.index, near.index)
+    assert np.all(np.abs(cohort.score - _cohort(d1, d2)) <= _cohort_bound(d1, d2, delta))
     # the search scores only its candidates; with them covering every device it is the exhaustive one
     full = ReferenceIndex(ids, x, k=8, n_candidates=12)
     assert np.array_equal(full.search(q).index, got.argmin(axis=1))
@@ -148,8 +149,13 @@ def test_chosen_threshold_gives_the_requested_far_on_held_out_packets_within_bin
     n_dev, n_per, dim = 50, 160, 16
     ids, x, _ = _clusters(n_dev, n_per, dim, 0.2, seed=7)
     enroll = np.arange(ids.size) % n_per < n_per // 2
-    index = ReferenceIndex(ids[enroll], x[enroll])
-    held_ids, held = ids[~enroll], x[~enroll]
+    for score in ("knn", "cohort"):
+        _check_far_on_held_out(ReferenceIndex(ids[enroll], x[enroll], score=score), ids[~enroll], x[~enroll])
+
+
+def _check_far_on_held_out(index: ReferenceIndex, held_ids, held) -> None:
+    """The test above on one score: ``index`` holds half of each device's 160 packets, ``held`` the rest."""
+    n_dev, n_per = len(index), 160
     own = np.searchsorted(index.device_ids, held_ids)
     other = index.search(held, exclude=own)  # the nearest device but its own: a genuine packet's runner-up
     impostor = other.score
@@ -252,29 +258,31 @@ def test_threshold_is_chosen_once_and_again_after_an_enrollment_or_for_another_f
         reg.enroll_device(100, emb[ids == 100][::2], cfo_hz=[0.0])
         ids2, emb2 = reg.reference_embeddings()
         again = current_threshold(reg, ReferenceIndex(ids2, emb2))
-        assert again.set_at > other.set_at and again.far == 0.2 and again.score == "cohort"
+        assert again.set_at > other.set_at and again.far == 0.2 and again.score == "knn"
         # a threshold chosen on another score is chosen again on this one, and the other way back
-        knn_index = ReferenceIndex(ids2, emb2, score="knn")
-        knn = current_threshold(reg, knn_index)
-        assert knn.score == "knn" and knn.value == choose_threshold(knn_index, 0.2).value != again.value
-        assert current_threshold(reg, knn_index) == knn
+        cohort_index = ReferenceIndex(ids2, emb2, score="cohort")
+        cohort = current_threshold(reg, cohort_index)
+        assert cohort.score == "cohort"
+        assert cohort.value == choose_threshold(cohort_index, 0.2).value != again.value
+        assert current_threshold(reg, cohort_index) == cohort
         assert current_threshold(reg, ReferenceIndex(ids2, emb2)).value == again.value
         # a threshold stored before scores had names was chosen on the distance alone
-        reg.set_threshold(knn.value, far=0.2, method=knn.method, k=15)
-        assert reg.threshold.score is None and current_threshold(reg, knn_index).value == knn.value
-        assert current_threshold(reg, ReferenceIndex(ids2, emb2)).score == "cohort"
+        reg.set_threshold(again.value, far=0.2, method=again.method, k=15)
+        assert reg.threshold.score is None
+        assert current_threshold(reg, ReferenceIndex(ids2, emb2)).set_at == reg.threshold.set_at  # kept
+        assert current_threshold(reg, cohort_index).score == "cohort"
 
 
 def test_cohort_score_without_a_runner_up_uses_the_unrelated_distance() -> None:
     """With one device left to search (two enrolled, one left out), the runner-up's distance is sqrt 2, the
     distance of orthogonal unit vectors; a runner-up farther than that is capped at it."""
     ids, x, centres = _clusters(2, 10, 8, 0.1, seed=4)
-    index = ReferenceIndex(ids, x, k=3)
+    index = ReferenceIndex(ids, x, k=3, score="cohort")
     q = x[:4]  # device 100's packets, scored as strangers against device 101
     near = index.search(q, exclude=np.zeros(4, np.int64))
     assert near.device_id.tolist() == [101] * 4 and np.all(np.isinf(near.runner_up_distance))
     np.testing.assert_allclose(near.score, near.distance / 2**0.25, rtol=1e-12)
-    far_apart = ReferenceIndex(ids, np.concatenate([x[:10], -x[:10]]), k=3).search(x[:4])
+    far_apart = ReferenceIndex(ids, np.concatenate([x[:10], -x[:10]]), k=3, score="cohort").search(x[:4])
     assert np.all(far_apart.runner_up_distance > np.sqrt(2))
     np.testing.assert_allclose(far_apart.score, far_apart.distance / 2**0.25, rtol=1e-12)
     with pytest.raises(ConfigError, match="score="):
@@ -297,8 +305,14 @@ def test_fused_decisions_average_the_members_scores(tmp_path) -> None:
     mean = auth.index.score_all(q)[f.members].mean(axis=1)  # (G, K), every device a candidate
     assert np.array_equal(f.nearest_device_id, auth.index.device_ids[mean.argmin(axis=1)])
     # the same float32 distances from other batch shapes (BLAS blocking): within their rounding bound
+    np.testing.assert_allclose(f.score, mean.min(axis=1), rtol=0, atol=_distance_bound(16, 0.3))
+    # on the cohort score, the mean distances of the nearest device and of the runner-up
+    with reg:
+        cohort = Authenticator.from_registry(reg, far=0.05, n_candidates=8, score="cohort")
+        fc = cohort.decide(q, cfo, packets_per_decision=4, transmitter_ids=truth).fused
     d1, d2 = np.sort(mean, axis=1)[:, 0], np.sort(mean, axis=1)[:, 1]
-    assert np.all(np.abs(f.score - _cohort(d1, d2)) <= _cohort_bound(d1, d2, _distance_bound(16, 0.3)))
+    assert np.array_equal(fc.nearest_device_id, f.nearest_device_id)
+    assert np.all(np.abs(fc.score - _cohort(d1, d2)) <= _cohort_bound(d1, d2, _distance_bound(16, 0.3)))
     s = summarize(dec, truth, auth.index.device_ids)
     assert s["fused_n_decisions"] == 16 and s["packets_per_decision"] == 4
     assert (

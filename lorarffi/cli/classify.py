@@ -70,9 +70,10 @@ def add_score_arg(p: argparse.ArgumentParser, prefix: str = "") -> None:
         "--score",
         choices=SCORES,
         default=DEFAULT_SCORE,
-        help=prefix + "what packets are decided on: 'cohort' (default), the mean distance to the nearest "
-        "device's k nearest references over the square root of the runner-up device's; 'knn', that distance "
-        "alone (docs/models.md)",
+        help=prefix + "what packets are decided on: 'knn' (default), the mean distance to the nearest "
+        "device's k nearest references; 'cohort', that distance over the square root of the runner-up "
+        "device's (more accepted under shift in a fleet of look-alikes, fewer in small registries with two "
+        "devices close to each other: docs/models.md)",
     )
 
 

@@ -140,7 +140,7 @@ class RegistryStage:
     batch_size : int
         Packets per network call.
     score : {"cohort", "knn"}, optional
-        What packets are decided on (:mod:`lorarffi.rffi.knn`; None: the default, ``"cohort"``).
+        What packets are decided on (:mod:`lorarffi.rffi.knn`; None: the default, ``"knn"``).
     """
 
     def __init__(

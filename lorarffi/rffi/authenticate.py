@@ -12,9 +12,10 @@ Per packet
 ----------
 1. **Nearest device and score** (:mod:`lorarffi.rffi.knn`): the mean Euclidean distance of the packet's
    embedding to the k nearest reference embeddings of each candidate device; the nearest device is the one
-   with the smallest. The packet's score is that distance over the square root of the runner-up device's
-   (``score="cohort"``, the default: a shift of place, receiver or SNR moves a packet away from every device
-   alike, and the ratio follows it less than the distance does), or the distance alone (``score="knn"``).
+   with the smallest, and that distance is the packet's score (``score="knn"``, the default), or, with
+   ``score="cohort"``, that distance over the square root of the runner-up device's (a shift of place,
+   receiver or SNR moves a packet away from every device alike, and the ratio follows it less than the
+   distance does; it needs a runner-up that is a typical other device, :mod:`lorarffi.rffi.knn`).
 2. **Threshold**: the score must be at most the registry's operating threshold, chosen from the enrollment
    packets for a false-accept rate (:mod:`lorarffi.rffi.threshold`; :func:`current_threshold` chooses it
    again when devices were enrolled since it was set or another rate or k is asked for).
@@ -131,8 +132,8 @@ class Verdicts:
     nearest_device_id : ndarray of int64, shape (U,)
         The nearest enrolled device (accepted or not).
     score : ndarray of float64, shape (U,)
-        The score (:mod:`lorarffi.rffi.knn`): mean distance to the nearest device's k nearest references,
-        over the square root of the runner-up's (``score="cohort"``) or alone (``"knn"``); of a group, made
+        The score (:mod:`lorarffi.rffi.knn`): mean distance to the nearest device's k nearest references
+        (``score="knn"``), or that over the square root of the runner-up's (``"cohort"``); of a group, made
         from the means of its packets' distances.
     threshold : float
         The score threshold used.

@@ -4,7 +4,7 @@ false-accept rate (FAR: the share of a stranger's packets accepted as an enrolle
 No rogue is at hand when devices are enrolled, but every enrolled device is a stranger to the others: it is
 of the same chip model and was never seen by the extractor, as a rogue would be. So the enrollment packets
 are scored twice (:mod:`lorarffi.rffi.knn`'s score, the index's ``score``: by default the mean distance to
-the nearest device's k nearest references over the square root of the runner-up's):
+the nearest device's k nearest references):
 
 - **impostor scores**, leave one device out: each packet against every enrolled device but its own (its own
   device removed from the search). Accepting a packet with ``score <= t`` accepts this share of them: the
