@@ -122,15 +122,15 @@ RECIPE = Recipe(
 EXTRACTOR_REPRESENTATION_PARAMS: tuple[tuple[str, float], ...] = (("top_db", 30.0), ("flat_floor_db", 0.0))
 """Parameters of :data:`RECIPE`'s representation when an objective trains an embedding (the metric
 objectives): the classifier's 30 dB floor below each packet's peak and, above it, a floor at the level of a
-flat spectrum (``flat_floor_db=0``: every bin of the unit-RMS coherent average raised to at least
-``1 / n_fft``, about 18 dB below the chirp's peak; see the representation's docstring). On the open-set
-benchmark (docs/benchmarks.md, open_set, 2026-12-05, against the 04:34 run of the same protocol with the peak
-floor alone; ``supcon`` seeds 0 / 1, single packet, FAR 1 %) it moved day-2 enrolled accuracy from
-94.50 / 95.20 % to 95.90 / 95.00 %, EER from 2.70 / 1.60 % to 2.00 / 1.50 %, and under shift: 0-10 dB from
-21.80 / 18.40 % to 34.20 / 34.60 %, the receiver 94.10 / 94.30 % to 96.60 / 95.80 %, the environment
-93.90 / 94.80 % to 96.00 / 95.00 %, but the other channel from 84.30 / 85.90 % to 81.40 / 82.10 % and all
-shifts together from 82.30 / 84.40 % to 82.50 / 82.70 %; whole packets lost 5 points under the channel shift
-(89.20 / 89.60 % to 84.30 / 84.70 %) and gained 8 at 0-10 dB (62.20 / 61.20 % to 70.20 / 70.20 %). The
+flat spectrum (``flat_floor_db=0``: every bin of the unit-RMS coherent average raised to at least ``1 /
+n_fft``, about 18 dB below the chirp's peak; see the representation's docstring). On the open-set benchmark
+(docs/benchmarks.md, open_set, the run of 2026-12-05 07:47 on the 330 s budget, against the 04:34 run of the
+same protocol with the peak floor alone; ``supcon`` seeds 0 / 1, single packet, FAR 1 %) it moved day-2
+enrolled accuracy from 94.50 / 95.20 % to 95.90 / 95.00 %, EER from 2.70 / 1.60 % to 2.00 / 1.50 %, and under
+shift: 0-10 dB from 21.80 / 18.40 % to 34.20 / 34.60 %, the receiver 94.10 / 94.30 % to 96.60 / 95.80 %, the
+environment 93.90 / 94.80 % to 96.00 / 95.00 %, but the other channel from 84.30 / 85.90 % to 81.40 / 82.10 %
+and all shifts together from 82.30 / 84.40 % to 82.50 / 82.70 %; whole packets lost 5 points under the channel
+shift (89.20 / 89.60 % to 84.30 / 84.70 %) and gained 8 at 0-10 dB (62.20 / 61.20 % to 70.20 / 70.20 %). The
 semi-hard triplet extractor gained most (78.10 % to 94.40 % on day 2). A classifier keeps :data:`RECIPE`'s
 parameters: the closed-set benchmark has not measured the flat floor."""
 
@@ -155,21 +155,22 @@ EXTRACTOR_OBJECTIVE = "supcon"
 """Objective of the enrollment extractor the open-set benchmark reports as ours: the recipe above with
 ``lora-rffi train --objective supcon`` (supervised contrastive loss, 128-d embedding). Of the objectives the
 open-set benchmark compares (with the triplet objective and the softmax model's penultimate features) it
-accepted the most enrolled packets at the same false-accept rate on day 2 and under every shift
-(docs/benchmarks.md, open_set: 95.90 % against triplet's 94.40 % on day 2); its EER, 2.00 %, is triplet's
-(1.80 %) within the binomial error. The demo and the gateway benchmark train their extractors with it."""
+accepted as many enrolled packets at the same false-accept rate on day 2 as triplet (docs/benchmarks.md,
+open_set, 2026-12-05 10:55: 94.40 % each; 95.90 against 94.40 % on the earlier 330 s budget) and more under
+the shifts (78.20 against 77.30 % with all three), with a lower EER (1.40 against 1.90 %). The demo and the
+gateway benchmark train their extractors with it."""
 
 EXTRACTOR_AUG_SNR_DB = (5.0, 30.0)
 """In-band SNR range (dB) of the AWGN augmentation when an objective trains an embedding (the metric
 objectives). Below 5 dB a packet's fingerprint is mostly noise, and the supervised contrastive loss then pulls
-together packets that only the noise makes alike. On the open-set benchmark (docs/benchmarks.md, open_set:
-``supcon`` against ``supcon_snr0``, two seeds each, both on :data:`EXTRACTOR_REPRESENTATION_PARAMS`), on the
-mean of the two seeds 5-30 dB accepted more enrolled packets under the shifts of the channel (81.75 against
-77.55 %) and of all three together (82.60 against 77.70 %), fewer on the protocol's day 2 (95.45 against
-96.60 %), under the receiver (96.20 against 96.60 %) and environment shifts (95.50 against 96.10 %) and at
-0-10 dB (34.40 against 37.40 %). The range is kept for the hardest shifts, where 0-30 dB loses 4-5 points
-(the same held on the peak floor alone: 83.35 against 80.90 % with all shifts); 10-30 dB did worse (one
-seed, peak floor). A classifier keeps :data:`RECIPE`'s range."""
+together packets that only the noise makes alike. On the open-set benchmark (its run of 2026-12-05 07:47 on
+the 330 s budget: ``supcon`` against ``supcon_snr0``, two seeds each, both on
+:data:`EXTRACTOR_REPRESENTATION_PARAMS`), on the mean of the two seeds 5-30 dB accepted more enrolled packets
+under the shifts of the channel (81.75 against 77.55 %) and of all three together (82.60 against 77.70 %),
+fewer on the protocol's day 2 (95.45 against 96.60 %), under the receiver (96.20 against 96.60 %) and
+environment shifts (95.50 against 96.10 %) and at 0-10 dB (34.40 against 37.40 %). The range is kept for the
+hardest shifts, where 0-30 dB loses 4-5 points (the same held on the peak floor alone: 83.35 against 80.90 %
+with all shifts); 10-30 dB did worse (one seed, peak floor). A classifier keeps :data:`RECIPE`'s range."""
 
 
 EXTRACTOR_EPOCHS = 60
