@@ -18,7 +18,7 @@ Per packet
    distance does; it needs a runner-up that is a typical other device, :mod:`lorarffi.rffi.knn`).
 2. **Threshold**: the score must be at most the registry's operating threshold, chosen from the enrollment
    packets for a false-accept rate (:mod:`lorarffi.rffi.threshold`; :func:`current_threshold` chooses it
-   again when devices were enrolled since it was set or another rate or k is asked for).
+   again when devices were enrolled since it was set or another rate, k or score is asked for).
 3. **CFO gate**: the packet's CFO must lie within the nearest device's enrolled CFO window: the device's
    whole enrollment range (at least ``k_sigma`` standard deviations) widened by the margin of
    :class:`~lorarffi.rffi.hybrid.GateParams` (2.5 ppm of the carrier by default), as the hybrid classifier's
