@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import socket
 
 import numpy as np
 import pytest
@@ -40,18 +39,16 @@ TC = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _store(tmp_path: pathlib.Path) -> str:
+    """A fresh file the processes meet through (a file store: no TCP port to pick and release, which another
+    test may take in between)."""
+    return str(tmp_path / "rendezvous")
 
 
-def _join(rank: int, world: int, port: int) -> None:
+def _join(rank: int, world: int, store: str) -> None:
     torch.set_num_threads(1)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    torch.distributed.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
 
 
 # -- the recipe's epoch in float64: equal to the single-process epoch up to rounding --
@@ -81,8 +78,8 @@ def _float64_epoch(rank: int, world_size: int, *, global_batch_norm: bool = True
     return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
 
 
-def _float64_worker(rank: int, world: int, port: int, out: str) -> None:
-    _join(rank, world, port)
+def _float64_worker(rank: int, world: int, store: str, out: str) -> None:
+    _join(rank, world, store)
     try:
         for global_batch_norm in (True, False):
             state = _float64_epoch(rank, world, global_batch_norm=global_batch_norm)
@@ -102,7 +99,7 @@ def _relative_difference(a, b, init) -> float:
 
 @pytest.mark.slow
 def test_a_data_parallel_epoch_equals_the_single_process_epoch(tmp_path: pathlib.Path) -> None:
-    mp.spawn(_float64_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
+    mp.spawn(_float64_worker, args=(2, _store(tmp_path), str(tmp_path / "ddp")), nprocs=2, join=True)
     ddp = dict(np.load(tmp_path / "ddp_True.npz"))
     local = dict(np.load(tmp_path / "ddp_False.npz"))
     one = _float64_epoch(0, 1)
@@ -146,8 +143,8 @@ def _recording_train(iq, ids, out: str, augment: tuple[str, ...]) -> tuple[list[
     return seen, sorted(norms)
 
 
-def _train_worker(rank: int, world: int, port: int, data: str, out: str, augment: tuple[str, ...]) -> None:
-    _join(rank, world, port)
+def _train_worker(rank: int, world: int, store: str, data: str, out: str, augment: tuple[str, ...]) -> None:
+    _join(rank, world, store)
     try:
         d = np.load(data)
         seen, norms = _recording_train(d["iq"], d["ids"], out, augment)
@@ -169,7 +166,7 @@ def test_two_processes_train_on_the_shards_of_the_single_process_batches(
     data = tmp_path / "data.npz"
     np.savez(data, iq=ps.preambles, ids=ps.device_ids)
     out = str(tmp_path / "ddp")
-    mp.spawn(_train_worker, args=(2, _free_port(), str(data), out, augment), nprocs=2, join=True)
+    mp.spawn(_train_worker, args=(2, _store(tmp_path), str(data), out, augment), nprocs=2, join=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the workers: the same feature code on the same data
     try:
