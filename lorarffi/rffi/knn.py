@@ -315,8 +315,8 @@ class ReferenceIndex:
             if cand.size == 0:
                 raise ConfigError("no device left to search: enroll at least two devices to leave one out")
             s = self.device_scores(q[rows], np.broadcast_to(cand, (rows.size, cand.size))).mean(axis=0)
-            best = self._nearest(cand[None, :], s[None, :])
-            index[g], d1[g], d2[g] = best.index[0], best.distance[0], best.runner_up_distance[0]
+            best, d1[g : g + 1], d2[g : g + 1] = _two_smallest(s[None, :])
+            index[g] = cand[best[0]]
         return Neighbours(index, self.device_ids[index], self.normalise(d1, d2), d1, d2)
 
     def normalise(
@@ -332,12 +332,8 @@ class ReferenceIndex:
 
     def _nearest(self, cand: npt.NDArray[np.int64], scores: npt.NDArray[np.float64]) -> Neighbours:
         """The nearest of candidates (N, C) by their ``s_d`` (N, C), with the runner-up's distance."""
-        n = scores.shape[0]
-        order = np.argsort(scores, axis=1, kind="stable")[:, :2]
-        best = order[:, 0]
+        best, d1, d2 = _two_smallest(scores)
         index = np.take_along_axis(cand, best[:, None], axis=1)[:, 0]
-        d1 = scores[np.arange(n), best]
-        d2 = scores[np.arange(n), order[:, 1]] if scores.shape[1] > 1 else np.full(n, np.inf)
         return Neighbours(index, self.device_ids[index], self.normalise(d1, d2), d1, d2)
 
     def score_all(self, queries: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -384,6 +380,18 @@ def decision_groups(transmitter: npt.ArrayLike, packets_per_decision: int) -> np
         rows = np.flatnonzero(who == t)
         groups.append(rows[: rows.size // m * m].reshape(-1, m))
     return np.concatenate(groups)
+
+
+def _two_smallest(
+    scores: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Per row of ``scores`` (N, C): the column of the smallest (the first of ties), the smallest and the
+    second smallest (+inf when C is 1)."""
+    n = scores.shape[0]
+    order = np.argsort(scores, axis=1, kind="stable")[:, :2]
+    best = order[:, 0]
+    second = scores[np.arange(n), order[:, 1]] if scores.shape[1] > 1 else np.full(n, np.inf)
+    return best, scores[np.arange(n), best], second
 
 
 def _mean_of_smallest(
