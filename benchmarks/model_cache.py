@@ -13,9 +13,11 @@ log = logging.getLogger(__name__)
 
 RECIPE_KEYS = (
     "model", "objective", "seed", "optimizer", "lr", "augment", "aug_snr_db", "pseudo_devices", "epochs",
-    "max_time_s",
+    "max_time_s", "members",
 )
 """The ``TrainConfig`` fields a cached model must share with the one asked for (and the representation)."""
+SAVED_BEFORE = {"members": 1}
+"""What a model saved before a field was recorded was trained with."""
 
 
 def reuse_cached_model(tc, cfg, out: pathlib.Path) -> bool:
@@ -30,7 +32,7 @@ def reuse_cached_model(tc, cfg, out: pathlib.Path) -> bool:
     want = json.loads(json.dumps(tc.to_dict()))
     default = json.loads(json.dumps(TrainConfig(objective=tc.objective).to_dict()))
     same = saved.get("representation") == representation_for(tc.representation, cfg) and all(
-        training.get(k, default.get(k)) == want.get(k) for k in RECIPE_KEYS
+        training.get(k, SAVED_BEFORE.get(k, default.get(k))) == want.get(k) for k in RECIPE_KEYS
     )
     if not same:
         log.warning("%s was trained with another recipe: training it again", out)

@@ -25,7 +25,7 @@ N_TEST = 12  # packets per device in test.h5
 # about classify's records, not about the default representation).
 TRAIN = ["--model", "rffi_net", "--objective", "triplet", "--batch-size", "16", "--lr", "3e-3"]
 TRAIN += ["--representation", "folded_channel_independent_spectrogram"]
-TRAIN += ["--threads", "1"]
+TRAIN += ["--threads", "1", "--members", "1"]
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,8 @@ TRAIN = [
     "3e-3",
     "--threads",
     "1",
+    "--members",
+    "1",
 ]
 N_TEST = 20  # packets per device in test.h5
 

@@ -47,6 +47,7 @@ def files(tmp_path_factory) -> pathlib.Path:
     assert main([*sim, "--out", str(d / "data.h5")]) == 0
     train = ["-q", "train", str(d / "data.h5"), "--out", str(d / "model"), "--model", "rffi_net"]
     train += ["--epochs", "1", "--objective", "triplet", "--batch-size", "8", "--threads", "1"]
+    train += ["--members", "1"]
     assert main([*train, "--no-progress"]) == 0
     rec = ["-q", "simulate", "--stream", str(d / "rec.sigmf-meta"), "--n-devices", "2", "--duration-s", "1"]
     assert main([*rec, "--seed", "2"]) == 0

@@ -17,6 +17,7 @@ from lorarffi.rffi.recipe import (
     EXTRACTOR_AUG_SNR_DB,
     EXTRACTOR_EPOCHS,
     EXTRACTOR_MAX_TIME_S,
+    EXTRACTOR_MEMBERS,
     EXTRACTOR_REPRESENTATION_PARAMS,
     RECIPE,
     Recipe,
@@ -191,6 +192,8 @@ def test_the_per_symbol_representations_take_the_datas_own_symbol(name: str) -> 
 
 
 def test_pseudo_devices_are_an_option_of_an_embedding(capsys) -> None:
+    assert _cli_config().members == 1 and _cli_config("--objective", "supcon").members == EXTRACTOR_MEMBERS
+    assert _cli_config("--objective", "triplet", "--members", "3").members == 3
     assert _cli_config().pseudo_devices == 0 == _cli_config("--objective", "supcon").pseudo_devices
     assert _cli_config("--objective", "supcon", "--pseudo-devices", "2").pseudo_devices == 2
     with pytest.raises(ConfigError, match="pseudo_devices=2 is not valid with objective='softmax'"):

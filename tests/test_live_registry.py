@@ -60,6 +60,7 @@ def world(tmp_path_factory) -> dict:
         lr=3e-3,
         seed=2,
         aug_snr_db=(0.0, 30.0),
+        members=1,
     )
     train(ps.preambles, ps.device_ids, CFG, d / "model", config)
     emb = load_embedder(d / "model")

@@ -25,7 +25,9 @@ from lorarffi.sim import Session, make_fleet, simulate_preamble_set
 CFG = LoRaConfig()
 U = 2.0**-24  # float32 unit roundoff
 TRAINED = {
-    objective: TrainConfig(model="rffi_net", objective=objective, epochs=4, batch_size=16, seed=2, lr=3e-3)
+    objective: TrainConfig(
+        model="rffi_net", objective=objective, epochs=4, batch_size=16, seed=2, lr=3e-3, members=1
+    )
     for objective in ("softmax", "triplet")
 }
 

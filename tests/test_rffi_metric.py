@@ -45,6 +45,7 @@ BASE = TrainConfig(
     seed=1,
     lr=3e-3,
     max_time_s=None,
+    members=1,
 )
 U = 2.0**-24  # float32 unit roundoff
 # Median over held-out packets of (distance to the own device's centroid) / (distance to the nearest other
@@ -356,6 +357,8 @@ def test_cli_trains_a_metric_objective_and_refuses_a_bad_one(h5, tmp_path, capsy
         "2",
         "--batch-size",
         "16",
+        "--members",
+        "1",
         "--no-progress",
     ]
     assert main(base + ["--objective", "supcon", "--embedding-dim", "24"]) == 0

@@ -307,8 +307,10 @@ def test_a_trained_model_keeps_its_architecture_when_the_registered_defaults_cha
 
     tr, te = small_sets(n_devices=3, n_train=12, n_test=4)
     out = tmp_path / "m"
-    train(tr.preambles, tr.device_ids, CFG, out,
-          TrainConfig(model="infocom_cnn_wide", objective=objective, epochs=1, batch_size=12, seed=0))
+    tc = TrainConfig(
+        model="infocom_cnn_wide", objective=objective, epochs=1, batch_size=12, seed=0, members=1
+    )
+    train(tr.preambles, tr.device_ids, CFG, out, tc)
     hp = read_config(out).model_hparams
     assert (list(hp["widths"]), hp["dropout"]) == ([32, 64, 128], 0.3)
     emb = load_embedder(out)

@@ -33,6 +33,7 @@ from lorarffi.rffi.recipe import (
     EXTRACTOR_AUG_SNR_DB,
     EXTRACTOR_EPOCHS,
     EXTRACTOR_MAX_TIME_S,
+    EXTRACTOR_MEMBERS,
     EXTRACTOR_OBJECTIVE,
     RECIPE,
     recipe_representation,
@@ -173,6 +174,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "devices of their own (default %(default)s: none; not for softmax)",
     )
     p.add_argument(
+        "--members",
+        type=positive_int,
+        default=None,
+        help="training runs joined into one embedding extractor, member i with seed --seed + i, each under "
+        f"the whole budget (default {EXTRACTOR_MEMBERS} for the embedding objectives, 1 for softmax, which "
+        "takes no other)",
+    )
+    p.add_argument(
         "--cfo-margin-ppm",
         type=float,
         default=None,
@@ -244,6 +253,7 @@ def train_config(args: argparse.Namespace):  # -> lorarffi.rffi.train.TrainConfi
         augment=tuple(a.strip() for a in args.augment.split(",") if a.strip()),
         aug_snr_db=args.aug_snr_db,
         pseudo_devices=args.pseudo_devices,
+        members=args.members,
         seed=args.seed,
         max_time_s=BY_RECIPE if args.max_time_s is None else (args.max_time_s or None),
         gate=gate,
@@ -260,7 +270,7 @@ def _work_dir(args: argparse.Namespace) -> tuple[Path, Path]:
         ``--out`` is a file, holds a model and neither ``--overwrite`` nor ``--resume`` is given, or
         ``--resume`` finds no run to continue.
     """
-    from lorarffi.rffi.train import STATE_DIR
+    from lorarffi.rffi.train import has_train_state
 
     out = Path(args.out)
     partial = out.with_name(f".{out.name}.partial")
@@ -268,7 +278,7 @@ def _work_dir(args: argparse.Namespace) -> tuple[Path, Path]:
         raise ConfigError("--resume continues the model in --out, --overwrite replaces it: give one")
     if args.resume:
         for work in (partial, out):
-            if (work / STATE_DIR / "state.json").is_file():
+            if has_train_state(work):
                 return out, work
         raise ConfigError(
             f"{out}: nothing to resume (no interrupted or finished run of it here): drop --resume to start "
@@ -282,9 +292,9 @@ def _work_dir(args: argparse.Namespace) -> tuple[Path, Path]:
 
 def _interrupted(out: Path, work: Path) -> str:
     """What an interrupted run left, for the Ctrl-C message (an empty partial directory is removed)."""
-    from lorarffi.rffi.train import STATE_DIR
+    from lorarffi.rffi.train import has_train_state
 
-    if (work / STATE_DIR / "state.json").is_file():
+    if has_train_state(work):
         return (
             f"training of {out} stopped; its last finished epoch is kept in {work}: run the same command "
             "with --resume to continue"
@@ -303,6 +313,24 @@ def _finish(out: Path, work: Path) -> None:
     if out.is_dir():
         shutil.rmtree(out)
     os.replace(work, out)
+
+
+def _members_summary(result, out: Path) -> list[dict]:
+    """An ensemble's members in the summary (each's model directory as it is once training ends)."""
+    from lorarffi.rffi.ensemble import member_dir
+
+    return [
+        {
+            "model_dir": str(member_dir(out, i)),
+            "best_epoch": m.best_epoch,
+            "best_val_loss": m.best_val_loss,
+            "best_val_acc": m.best_val_acc,
+            "epochs_run": len(m.history),
+            "stopped": m.stopped,
+            "elapsed_s": round(m.elapsed_s, 2),
+        }
+        for i, m in enumerate(result.members)
+    ]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -338,14 +366,18 @@ def run(args: argparse.Namespace) -> int:
             {
                 "type": "summary",
                 "model_dir": str(out),
-                "best_epoch": result.best_epoch,
+                "best_epoch": float("nan") if result.best_epoch is None else result.best_epoch,
                 "best_val_loss": result.best_val_loss,
                 "best_val_acc": result.best_val_acc,
                 "epochs_run": len(result.history),
                 "stopped": result.stopped,
                 "elapsed_s": round(result.elapsed_s, 2),
+                **({"members": _members_summary(result, out)} if result.members else {}),
             },
-            reasons={"best_val_loss": "no epoch improved on the validation loss"},
+            reasons={
+                "best_val_loss": "no epoch improved on the validation loss",
+                "best_epoch": "an ensemble: each member has its own (members)",
+            },
         )
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

@@ -53,7 +53,7 @@ def export_onnx(
 
     model, config = load_model(model_dir, torch_device="cpu")
     model.eval()
-    hp = config.model_hparams
+    hp = config.model_hparams.get("member_hparams", config.model_hparams)  # an ensemble's input: a member's
     shape = list(hp["input_shape"])
     # Spectrogram models carry in_channels (input (C, F, T)); IQ/FFT models take (2, L) = input_shape.
     sample = [hp["in_channels"], *shape] if "in_channels" in hp else shape

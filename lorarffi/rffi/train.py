@@ -43,7 +43,13 @@ from lorarffi.rffi.features import compute_features, shape_hparams
 from lorarffi.rffi.hybrid import DEFAULT_CARRIER_HZ, CfoGate, GateParams
 from lorarffi.rffi.preprocess import preprocess_preambles
 from lorarffi.rffi.pseudo_devices import add_pseudo_devices
-from lorarffi.rffi.recipe import RECIPE, recipe_aug_snr_db, recipe_budget, recipe_representation
+from lorarffi.rffi.recipe import (
+    RECIPE,
+    recipe_aug_snr_db,
+    recipe_budget,
+    recipe_members,
+    recipe_representation,
+)
 
 __all__ = [
     "DEFAULT_REPRESENTATION",
@@ -55,6 +61,7 @@ __all__ = [
     "TrainState",
     "EpochStats",
     "train",
+    "has_train_state",
     "select_torch_device",
     "split_train_val",
     "prepare_data",
@@ -149,6 +156,10 @@ class TrainConfig:
         Pseudo-devices per training device for a metric objective: copies of its training packets through
         one fixed transmitter transform each, trained as devices of their own
         (:mod:`lorarffi.rffi.pseudo_devices`; 0, the default: none; softmax takes none).
+    members : int or None
+        Training runs joined into the model (:mod:`lorarffi.rffi.ensemble`: member ``i`` trains with seed
+        ``seed + i``, each under the whole budget); more than 1 only for a metric objective (None: the
+        recipe's for the objective, :func:`lorarffi.rffi.recipe.recipe_members`).
     gate : GateParams
         Parameters of the CFO gate stored with the model.
     """
@@ -173,6 +184,7 @@ class TrainConfig:
     max_time_s: float | None | _ByRecipe = BY_RECIPE
     weight_decay: float = RECIPE.weight_decay
     pseudo_devices: int = 0
+    members: int | None = None
     gate: GateParams = field(default_factory=GateParams)
 
     def __post_init__(self) -> None:
@@ -187,6 +199,13 @@ class TrainConfig:
             object.__setattr__(self, "epochs", epochs)
         if isinstance(self.max_time_s, _ByRecipe):
             object.__setattr__(self, "max_time_s", max_time_s)
+        if self.members is None:
+            object.__setattr__(self, "members", recipe_members(is_metric))
+        if self.members < 1 or (self.members > 1 and not is_metric):
+            raise ConfigError(
+                f"members={self.members} is not valid with objective={self.objective!r}: use 1, or more "
+                "with a metric objective (an ensemble joins embeddings)"
+            )
         if self.pseudo_devices and not is_metric:
             raise ConfigError(
                 f"pseudo_devices={self.pseudo_devices} is not valid with objective={self.objective!r}: "
@@ -237,23 +256,27 @@ class TrainResult:
         Where the best model was written.
     history : list of dict
         Per epoch: ``epoch``, ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``lr``, ``time_s``.
-    best_epoch : int
-        Epoch (1-based) of the kept weights.
+    best_epoch : int or None
+        Epoch (1-based) of the kept weights (None for an ensemble: each member has its own).
     best_val_loss, best_val_acc : float
-        Validation loss and accuracy of the kept weights.
+        Validation loss and accuracy of the kept weights (an ensemble: the mean of its members').
     stopped : str
-        ``"epochs"``, ``"early_stop"`` or ``"time_limit"``.
+        ``"epochs"``, ``"early_stop"`` or ``"time_limit"`` (an ensemble: its members', comma-separated).
     elapsed_s : float
         Wall time of this call, s.
+    members : tuple of TrainResult
+        An ensemble's members' results, in member order (empty for one network); ``history`` then holds their
+        epochs one member after the other, each record with its ``member``.
     """
 
     model_dir: pathlib.Path
     history: list[dict[str, float]]
-    best_epoch: int
+    best_epoch: int | None
     best_val_loss: float
     best_val_acc: float
     stopped: str
     elapsed_s: float
+    members: tuple[TrainResult, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -970,6 +993,11 @@ def train(
     tc = tc or TrainConfig()
     tc = dataclasses.replace(tc, representation=representation_for(tc.representation, cfg))
     out = pathlib.Path(out_dir)
+    if tc.members > 1:
+        return _train_ensemble(
+            iq, device_ids, cfg, out, tc, resume=resume, progress=progress, torch_device=torch_device,
+            data_info=data_info, t_start=t_start,
+        )
     rank, world_size = ddp.world()
     torch_device = select_torch_device(torch_device if device is None else device)
     data = prepare_data(iq, device_ids, cfg, tc, data_info)
@@ -1077,6 +1105,64 @@ def train(
         state.best_val_acc,
         stopped,
         time.perf_counter() - t_start,
+    )
+
+
+def _train_ensemble(
+    iq: npt.ArrayLike,
+    device_ids: npt.ArrayLike,
+    cfg: LoRaConfig,
+    out: pathlib.Path,
+    tc: TrainConfig,
+    *,
+    resume: bool,
+    progress: bool,
+    torch_device: Any,
+    data_info: dict[str, Any] | None,
+    t_start: float,
+) -> TrainResult:
+    """Train ``tc.members`` members one after the other into ``out/members/<i>/`` (each resumes its own
+    interrupted run) and join them into the model directory ``out``."""
+    from lorarffi.rffi import ensemble
+
+    results = []
+    for i in range(tc.members):
+        where = ensemble.member_dir(out, i)
+        log.info("ensemble member %d of %d (seed %d) in %s", i + 1, tc.members, tc.seed + i, where)
+        results.append(
+            train(
+                iq,
+                device_ids,
+                cfg,
+                where,
+                ensemble.member_config(tc, i),
+                resume=resume and has_train_state(where),
+                progress=progress,
+                torch_device=torch_device,
+                data_info=data_info,
+            )
+        )
+    ensemble.combine_members([r.model_dir for r in results], out, tc)
+    return TrainResult(
+        out,
+        [{**h, "member": i} for i, r in enumerate(results) for h in r.history],
+        None,
+        float(np.mean([r.best_val_loss for r in results])),
+        float(np.mean([r.best_val_acc for r in results])),
+        ",".join(r.stopped for r in results),
+        time.perf_counter() - t_start,
+        tuple(results),
+    )
+
+
+def has_train_state(out: str | os.PathLike) -> bool:
+    """True if model directory ``out`` holds the state of a run to resume (its own, or one of its ensemble
+    members')."""
+    from lorarffi.rffi.ensemble import MEMBERS_DIR
+
+    p = pathlib.Path(out)
+    return (p / STATE_DIR / "state.json").is_file() or any(
+        (m / STATE_DIR / "state.json").is_file() for m in (p / MEMBERS_DIR).glob("*")
     )
 
 

@@ -81,4 +81,4 @@ def list_models() -> list[str]:
 
 
 # Families register themselves on import (kept at the end: they need register_model).
-from lorarffi.rffi.models import embedding, infocom_cnn, rffi_net, tifs_resnet  # noqa: E402, F401
+from lorarffi.rffi.models import embedding, ensemble, infocom_cnn, rffi_net, tifs_resnet  # noqa: E402, F401
