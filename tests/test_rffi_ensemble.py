@@ -158,6 +158,17 @@ def test_an_ensemble_resumes_each_member(ensemble, sets, tmp_path) -> None:
     result = train(tr.preambles, tr.device_ids, CFG, work, longer, resume=True)
     assert [[h["epoch"] for h in m.history] for m in result.members] == [[1, 2], [1, 2]]
     assert read_config(work).training["epochs"] == 2
+    # interrupted in member 1: member 0 ended and is kept as it is, member 1 continues
+    cut = tmp_path / "cut"
+    shutil.copytree(out, cut)
+    for f in (cut / "config.json", cut / "weights.safetensors", member_dir(cut, 1) / "member_done.json"):
+        f.unlink()
+    kept = (member_dir(cut, 0) / "weights.safetensors").read_bytes()
+    result = train(tr.preambles, tr.device_ids, CFG, cut, longer, resume=True)
+    assert [[h["epoch"] for h in m.history] for m in result.members] == [[1], [1, 2]]
+    assert result.members[0].stopped == "epochs"
+    assert (member_dir(cut, 0) / "weights.safetensors").read_bytes() == kept
+    assert read_config(cut).model_name == ENSEMBLE_MODEL
 
 
 def test_members_that_do_not_fit_together_are_refused(ensemble, sets, tmp_path) -> None:

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from lorarffi.datasets.atomic import write_atomic
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.dsp.normalize import rms_normalize
 from lorarffi.dsp.representation import RepresentationConfig
@@ -88,6 +89,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_REPRESENTATION: dict[str, Any] = recipe_representation()
 STATE_DIR = "train_state"
+_MEMBER_DONE = "member_done.json"  # in an ensemble member's directory once its training ended
 
 
 class _ByRecipe:
@@ -952,7 +954,8 @@ def train(
     device: Any = None,
 ) -> TrainResult:
     """Train a classifier or an embedding extractor (``tc.objective``) on stored preambles and write the model
-    directory ``out_dir``.
+    directory ``out_dir`` (with ``tc.members > 1`` an ensemble: its members trained one after the other in
+    ``out_dir/members/<i>/``, then joined, :mod:`lorarffi.rffi.ensemble`).
 
     Parameters
     ----------
@@ -995,8 +998,8 @@ def train(
     out = pathlib.Path(out_dir)
     if tc.members > 1:
         return _train_ensemble(
-            iq, device_ids, cfg, out, tc, resume=resume, progress=progress, torch_device=torch_device,
-            data_info=data_info, t_start=t_start,
+            iq, device_ids, cfg, out, tc, resume=resume, progress=progress,
+            torch_device=torch_device if device is None else device, data_info=data_info, t_start=t_start,
         )
     rank, world_size = ddp.world()
     torch_device = select_torch_device(torch_device if device is None else device)
@@ -1125,23 +1128,32 @@ def _train_ensemble(
     interrupted run) and join them into the model directory ``out``."""
     from lorarffi.rffi import ensemble
 
+    joined = (out / "config.json").is_file()
     results = []
     for i in range(tc.members):
         where = ensemble.member_dir(out, i)
+        # a member that ended in an interrupted run is kept; a joined ensemble asked to resume trains every
+        # member further, as a finished model does
+        if resume and not joined and (where / _MEMBER_DONE).is_file():
+            log.info("ensemble member %d of %d (seed %d) ended earlier in %s", i + 1, tc.members,
+                     tc.seed + i, where)
+            results.append(_finished_run(where))
+            continue
         log.info("ensemble member %d of %d (seed %d) in %s", i + 1, tc.members, tc.seed + i, where)
-        results.append(
-            train(
-                iq,
-                device_ids,
-                cfg,
-                where,
-                ensemble.member_config(tc, i),
-                resume=resume and has_train_state(where),
-                progress=progress,
-                torch_device=torch_device,
-                data_info=data_info,
-            )
+        (where / _MEMBER_DONE).unlink(missing_ok=True)
+        r = train(
+            iq,
+            device_ids,
+            cfg,
+            where,
+            ensemble.member_config(tc, i),
+            resume=resume and has_train_state(where),
+            progress=progress,
+            torch_device=torch_device,
+            data_info=data_info,
         )
+        write_atomic(where / _MEMBER_DONE, json.dumps({"stopped": r.stopped}) + "\n")
+        results.append(r)
     ensemble.combine_members([r.model_dir for r in results], out, tc)
     return TrainResult(
         out,
@@ -1152,6 +1164,15 @@ def _train_ensemble(
         ",".join(r.stopped for r in results),
         time.perf_counter() - t_start,
         tuple(results),
+    )
+
+
+def _finished_run(out: pathlib.Path) -> TrainResult:
+    """The result of an ensemble member that ended in an earlier run, from its saved state."""
+    state = TrainState.from_dict(json.loads((out / STATE_DIR / "state.json").read_text())["meta"])
+    stopped = json.loads((out / _MEMBER_DONE).read_text())["stopped"]
+    return TrainResult(
+        out, state.history, state.best_epoch, state.best_val_loss, state.best_val_acc, stopped, 0.0
     )
 
 
