@@ -158,9 +158,9 @@ EXTRACTOR_OBJECTIVE = "supcon"
 ``lora-rffi train --objective supcon`` (supervised contrastive loss, 128-d embedding). Of the objectives the
 open-set benchmark compares (with the triplet objective and the softmax model's penultimate features) it
 accepted as many enrolled packets at the same false-accept rate on day 2 as triplet (docs/benchmarks.md,
-open_set, 2026-12-05 10:55: 94.40 % each; 95.90 against 94.40 % on the earlier 330 s budget) and more under
-the shifts (78.20 against 77.30 % with all three), with a lower EER (1.40 against 1.90 %). The demo and the
-gateway benchmark train their extractors with it."""
+open_set, 2026-12-05 10:55, one run each: 94.40 % each; 95.90 against 94.40 % on the earlier 330 s budget) and
+more under the shifts (78.20 against 77.30 % with all three), with a lower EER (1.40 against 1.90 %). The demo
+and the gateway benchmark train their extractors with it."""
 
 EXTRACTOR_AUG_SNR_DB = (5.0, 30.0)
 """In-band SNR range (dB) of the AWGN augmentation when an objective trains an embedding (the metric
@@ -189,14 +189,14 @@ against 95.5 / 93.8 %, and with every shift together 78.2 / 88.9 % against 79.4 
 
 EXTRACTOR_MEMBERS = 2
 """Training runs an embedding extractor is made of (the metric objectives): members trained with seeds
-``seed``, ``seed + 1``, ... whose unit-norm embeddings are joined (:mod:`lorarffi.rffi.ensemble`). Two runs of
-the recipe that differ only in the seed lay 4.5 points apart in day-2 enrolled accuracy on the open-set
-benchmark (94.40 and 98.90 %, the run of 2026-12-05 10:55), and the threshold that their enrollment packets
-chose let in 0.10 and 0.80 % of the rogues' packets: one run is a draw from a wide spread. Joined, the same
-two models (exploratory scoring of the benchmark's embeddings, docs/benchmarks.md "Training changes tried")
-accepted 98.2 % on day 2, caught 98.4 % of the CFO-tuned rogues (93.0 % on seed 1 alone) at AUC 0.9984 and EER
-1.3 %, and 84.7 % with all shifts together (78.2 / 88.9 % alone). It doubles training time and the network's
-cost per packet. A classifier is one network."""
+``seed``, ``seed + 1``, ... whose unit-norm embeddings are joined (:mod:`lorarffi.rffi.ensemble`). Single
+runs of the recipe lie far apart: on the open-set benchmark (docs/benchmarks.md, open_set, the run of
+2026-12-05 12:37) seeds 0-3 accepted 94.40, 98.90, 99.00 and 98.50 % of the enrolled devices' day-2 packets
+at FAR 1 % and 78.20, 88.90, 91.70 and 87.50 % with every shift together. Joined in pairs, runs 0+1
+accepted 98.20 % (their mean alone 96.65 %) and 84.70 % with all shifts (83.55 %), caught 98.40 % of the
+CFO-tuned rogues (96.40 %) at EER 1.30 %; runs 2+3 accepted 99.00 % (98.75 %) and 89.70 % (89.60 %), caught
+93.80 % of the tuned rogues (92.50 %). It doubles training time and the network's cost per packet. A
+classifier is one network."""
 
 
 def recipe_members(metric: bool) -> int:
