@@ -16,8 +16,9 @@ import pathlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from lorarffi import __version__
 from lorarffi.errors import ModelError
-from lorarffi.rffi.checkpoint import ModelDirConfig, load_model, save_model_dir
+from lorarffi.rffi.checkpoint import load_model, save_model_dir
 from lorarffi.rffi.models.ensemble import ENSEMBLE_MODEL
 
 if TYPE_CHECKING:
@@ -95,15 +96,12 @@ def combine_members(
         {"seed": runs[0]["seed"] if tc is None else tc.seed, "embedding_dim": int(model.embedding_dim)}
     )
     training["member_runs"] = runs
-    config = ModelDirConfig(
+    # the members' input, devices, CFO gate and data, with the joined network and settings
+    config = dataclasses.replace(
+        first,
         model_name=ENSEMBLE_MODEL,
         model_hparams=hparams,
-        representation=first.representation,
-        lora=first.lora,
-        device_ids=first.device_ids,
-        cfo_compensation=first.cfo_compensation,
-        hybrid=first.hybrid,
         training=training,
-        data_fingerprint=first.data_fingerprint,
+        software_version=__version__,
     )
     return save_model_dir(out, model, config)
