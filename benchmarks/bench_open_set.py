@@ -223,8 +223,9 @@ def _train(name, tc, data, cfg, out: pathlib.Path) -> dict:
 
     if tc.members > 1:
         parts = [member_config(tc, i) for i in range(tc.members)]
-        infos = [_train(_single_name(m.seed), m, data, cfg, out.parent / _single_name(m.seed)) for m in parts]
-        combine_members([out.parent / _single_name(m.seed) for m in parts], out, tc)
+        dirs = [out.parent / _single_name(m.seed) for m in parts]
+        infos = [_train(d.name, m, data, cfg, d) for m, d in zip(parts, dirs, strict=True)]
+        combine_members(dirs, out, tc)
         if all(i["epochs"] == "cached" for i in infos):
             return infos[0]
         return {

@@ -315,22 +315,25 @@ def _finish(out: Path, work: Path) -> None:
     os.replace(work, out)
 
 
-def _members_summary(result, out: Path) -> list[dict]:
-    """An ensemble's members in the summary (each's model directory as it is once training ends)."""
+def _summary(result, out: Path) -> dict:
+    """A training result in the summary, with an ensemble's members (each with its model directory as it is
+    once training ends)."""
     from lorarffi.rffi.ensemble import member_dir
 
-    return [
-        {
-            "model_dir": str(member_dir(out, i)),
-            "best_epoch": m.best_epoch,
-            "best_val_loss": m.best_val_loss,
-            "best_val_acc": m.best_val_acc,
-            "epochs_run": len(m.history),
-            "stopped": m.stopped,
-            "elapsed_s": round(m.elapsed_s, 2),
-        }
-        for i, m in enumerate(result.members)
-    ]
+    return {
+        "model_dir": str(out),
+        "best_epoch": float("nan") if result.best_epoch is None else result.best_epoch,
+        "best_val_loss": result.best_val_loss,
+        "best_val_acc": result.best_val_acc,
+        "epochs_run": len(result.history),
+        "stopped": result.stopped,
+        "elapsed_s": round(result.elapsed_s, 2),
+        **(
+            {"members": [_summary(m, member_dir(out, i)) for i, m in enumerate(result.members)]}
+            if result.members
+            else {}
+        ),
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -363,17 +366,7 @@ def run(args: argparse.Namespace) -> int:
     if rank == 0:
         _finish(out, work)
         print_json(
-            {
-                "type": "summary",
-                "model_dir": str(out),
-                "best_epoch": float("nan") if result.best_epoch is None else result.best_epoch,
-                "best_val_loss": result.best_val_loss,
-                "best_val_acc": result.best_val_acc,
-                "epochs_run": len(result.history),
-                "stopped": result.stopped,
-                "elapsed_s": round(result.elapsed_s, 2),
-                **({"members": _members_summary(result, out)} if result.members else {}),
-            },
+            {"type": "summary", **_summary(result, out)},
             reasons={
                 "best_val_loss": "no epoch improved on the validation loss",
                 "best_epoch": "an ensemble: each member has its own (members)",

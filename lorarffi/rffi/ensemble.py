@@ -37,7 +37,7 @@ _SAME = (
     "cfo_compensation",
     "data_fingerprint",
 )
-_RUN_KEYS = ("seed", "best_epoch", "best_val_loss", "best_val_acc")
+_BEST_KEYS = ("best_epoch", "best_val_loss", "best_val_acc")
 
 
 def member_config(tc: TrainConfig, i: int) -> TrainConfig:
@@ -89,13 +89,10 @@ def combine_members(
     with torch.no_grad():
         for slot, (member, _) in zip(model.members, loaded, strict=True):
             slot.load_state_dict(member.state_dict(), strict=True)
-    runs = [{k: c.training.get(k) for k in _RUN_KEYS} for _, c in loaded]
-    training: dict[str, Any] = {k: v for k, v in first.training.items() if k not in _RUN_KEYS}
+    training: dict[str, Any] = {k: v for k, v in first.training.items() if k not in _BEST_KEYS}
     training.update(tc.to_dict() if tc is not None else {"members": len(dirs)})
-    training.update(
-        {"seed": runs[0]["seed"] if tc is None else tc.seed, "embedding_dim": int(model.embedding_dim)}
-    )
-    training["member_runs"] = runs
+    training["embedding_dim"] = int(model.embedding_dim)
+    training["member_runs"] = [{k: c.training.get(k) for k in ("seed", *_BEST_KEYS)} for _, c in loaded]
     # the members' input, devices, CFO gate and data, with the joined network and settings
     config = dataclasses.replace(
         first,

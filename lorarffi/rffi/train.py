@@ -830,14 +830,24 @@ def save_train_state(
     os.replace(d / "state.json.tmp", d / "state.json")
 
 
+def _state_file(out: str | os.PathLike) -> pathlib.Path:
+    """The JSON part of the resumable state of the run in model directory ``out``."""
+    return pathlib.Path(out) / STATE_DIR / "state.json"
+
+
+def _state_doc(out: pathlib.Path) -> dict[str, Any]:
+    """``out``'s saved state document (``meta``: the progress; optimiser and scheduler state)."""
+    if not _state_file(out).is_file():
+        raise ModelError(f"{out}: nothing to resume (no {STATE_DIR}/state.json)")
+    return json.loads(_state_file(out).read_text())
+
+
 def load_train_state(out: pathlib.Path, model: Any, optimizer: Any, scheduler: Any) -> TrainState:
     """Load ``out/train_state/`` into ``model``, ``optimizer`` and ``scheduler``; return the progress."""
     from safetensors.torch import load_file
 
     d = out / STATE_DIR
-    if not (d / "state.json").is_file():
-        raise ModelError(f"{out}: nothing to resume (no {STATE_DIR}/state.json)")
-    doc = json.loads((d / "state.json").read_text())
+    doc = _state_doc(out)
     tensors = load_file(str(d / "state.safetensors"))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     opt_state: dict[int, dict[str, Any]] = {}
@@ -882,7 +892,7 @@ def start_or_resume(
 ) -> TrainState:
     """A fresh :class:`TrainState`, or with ``resume`` the interrupted run's (loaded into the model, optimiser
     and scheduler) when ``out`` holds one for the same data and settings. A fresh start clears old state."""
-    if resume and (out / STATE_DIR / "state.json").is_file():
+    if resume and _state_file(out).is_file():
         state = load_train_state(out, model, optimizer, scheduler)
         if state.fingerprint != fingerprint:
             raise ModelError(f"{out}: cannot resume: the training data differ from the interrupted run's")
@@ -1147,7 +1157,7 @@ def _train_ensemble(
             cfg,
             where,
             ensemble.member_config(tc, i),
-            resume=resume and has_train_state(where),
+            resume=resume,
             progress=progress,
             torch_device=torch_device,
             data_info=data_info,
@@ -1169,7 +1179,7 @@ def _train_ensemble(
 
 def _finished_run(out: pathlib.Path) -> TrainResult:
     """The result of an ensemble member that ended in an earlier run, from its saved state."""
-    state = TrainState.from_dict(json.loads((out / STATE_DIR / "state.json").read_text())["meta"])
+    state = TrainState.from_dict(_state_doc(out)["meta"])
     stopped = json.loads((out / _MEMBER_DONE).read_text())["stopped"]
     return TrainResult(
         out, state.history, state.best_epoch, state.best_val_loss, state.best_val_acc, stopped, 0.0
@@ -1181,9 +1191,8 @@ def has_train_state(out: str | os.PathLike) -> bool:
     members')."""
     from lorarffi.rffi.ensemble import MEMBERS_DIR
 
-    p = pathlib.Path(out)
-    return (p / STATE_DIR / "state.json").is_file() or any(
-        (m / STATE_DIR / "state.json").is_file() for m in (p / MEMBERS_DIR).glob("*")
+    return _state_file(out).is_file() or any(
+        _state_file(m).is_file() for m in (pathlib.Path(out) / MEMBERS_DIR).glob("*")
     )
 
 
