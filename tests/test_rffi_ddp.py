@@ -13,6 +13,7 @@ import torch
 import torch.multiprocessing as mp
 
 from lorarffi.dsp.config import LoRaConfig
+from lorarffi.rffi import ddp
 from lorarffi.rffi.checkpoint import read_config
 from lorarffi.rffi.models.infocom_cnn import InfocomIQCNN
 from lorarffi.rffi.train import (
@@ -86,7 +87,7 @@ def _float64_worker(rank: int, world: int, store: str, out: str) -> None:
             if rank == 0:
                 np.savez(f"{out}_{global_batch_norm}.npz", **state)
     finally:
-        torch.distributed.destroy_process_group()
+        ddp.leave()
 
 
 def _relative_difference(a, b, init) -> float:
@@ -151,7 +152,7 @@ def _train_worker(rank: int, world: int, store: str, data: str, out: str, augmen
         np.savez(f"{out}_inputs_{rank}.npz", *seen)
         pathlib.Path(f"{out}_norms_{rank}.json").write_text(json.dumps(norms))
     finally:
-        torch.distributed.destroy_process_group()
+        ddp.leave()
 
 
 @pytest.mark.slow

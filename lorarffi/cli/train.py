@@ -372,6 +372,5 @@ def run(args: argparse.Namespace) -> int:
                 "best_epoch": "an ensemble: each member has its own (members)",
             },
         )
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    ddp.leave()
     return 0

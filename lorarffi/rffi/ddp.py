@@ -7,13 +7,14 @@ trains on the whole batch.
 
 from __future__ import annotations
 
+import gc
 import os
 import warnings
 
 import torch
 from torch import nn
 
-__all__ = ["world", "init_from_env", "GlobalBatchNorm", "convert_batchnorm"]
+__all__ = ["world", "init_from_env", "leave", "GlobalBatchNorm", "convert_batchnorm"]
 
 
 def world() -> tuple[int, int]:
@@ -32,6 +33,16 @@ def init_from_env() -> bool:
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return True
+
+
+def leave() -> None:
+    """Leave the process group, if any: collect garbage first, so that no module, reducer or autograd graph
+    still holding the group is left for the interpreter's exit to free after the group is gone (a gloo process
+    that did so aborted at exit now and then, "terminate called without an active exception")."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    gc.collect()
+    torch.distributed.destroy_process_group()
 
 
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
