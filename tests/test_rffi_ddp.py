@@ -188,3 +188,20 @@ def test_two_processes_train_on_the_shards_of_the_single_process_batches(
     ddp_cfg, one_cfg = read_config(out), read_config(tmp_path / "one")
     assert ddp_cfg.training["world_size"] == 2 and one_cfg.training["world_size"] == 1
     assert ddp_cfg.hybrid == one_cfg.hybrid and ddp_cfg.data_fingerprint == one_cfg.data_fingerprint
+
+
+def test_leave_destroys_the_group_once_and_is_a_no_op_without_one(tmp_path: pathlib.Path) -> None:
+    ddp.leave()  # no group: nothing to do
+    assert not torch.distributed.is_initialized()
+    store = f"file://{_store(tmp_path)}"
+    torch.distributed.init_process_group("gloo", init_method=store, rank=0, world_size=1)
+    try:
+        model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 1))
+        model(torch.ones(1, 2)).sum().backward()  # a reducer and a graph that hold the group
+        assert ddp.world() == (0, 1) and torch.distributed.is_initialized()
+        ddp.leave()
+        assert not torch.distributed.is_initialized() and ddp.world() == (0, 1)
+        ddp.leave()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
