@@ -71,6 +71,7 @@ MIN = 0.1 if QUICK else 1.0  # scale of the training time caps
 SHIFTED = ("channel", "receiver", "cfo_env", "all", "low")  # of bench_closed_set.SETS
 # Whole packets: header/payload symbols after the SFD, and the sets simulated with them
 PACKET_RUNS = ((40, ("day2", *SHIFTED)), (16, ("day2",)))
+OWN_CARRIER = "day2_own_carrier"  # day 2 again, the tuned rogues untuned (scored for the rogue table only)
 OTHER_SEED = f"{EXTRACTOR_OBJECTIVE}_seed{EXTRACTOR_MEMBERS}"  # the recipe again, members apart from ours'
 PACKET_SYSTEMS = (EXTRACTOR_OBJECTIVE, OTHER_SEED)  # scored on whole packets too
 SCALE_DEVICES = 300 if QUICK else 10_000
@@ -124,6 +125,11 @@ def _data(cfg, payload_symbols: int = 0, keys=("day2", *SHIFTED)):
         "tuned": np.array([d.device_id for d in tuned]),
         "target": {t.device_id: enrolled[j].device_id for j, t in enumerate(tuned)},
     }
+    if not payload_symbols and "day2" in keys:
+        # day 2 again (the same draws) with the tuned rogues at their own carrier: paired with "day2"
+        own = _test_sets(enrolled + rogues + fleet[N_TRAIN_DEVICES + N_ENROLLED + N_ROGUES :], cfg, ("day2",))
+        sets[OWN_CARRIER] = own["day2"]
+        keys = (*keys, OWN_CARRIER)
     train = _train_set(train_fleet, cfg) if not payload_symbols else None
     return train, enroll, {k: sets[k] for k in keys}, ids
 
@@ -325,11 +331,16 @@ def _score(
         authors_t = _authors_threshold(ref_ids, ref) if name == "authors" else None
         queries = {}
         for key, ps in sets.items():
+            if key == OWN_CARRIER and name not in PACKET_SYSTEMS:
+                continue
             p = emb.preprocess(ps.preambles, packet_symbols=packet_symbols)
             q = emb.embed(p.iq)
             truth = np.asarray(ps.device_ids)
             # fresh: its receiver calibration is per recording
             auth = Authenticator.from_registry(reg, k=K, score=score)
+            if key == OWN_CARRIER:
+                out["rogue_rows_own"] = _rogue_rows(truth, ids, auth.decide(q, p.cfo_hz))
+                continue
             dec = auth.decide(q, p.cfo_hz, packets_per_decision=FUSE_M, transmitter_ids=truth)
             fig = _figures(truth, ids, dec.nearest_device_id, dec.device_id, dec.score, dec.threshold)
             f = dec.fused
@@ -946,6 +957,46 @@ def _rogue_report(results) -> list[str]:
                 f"{r['median_score']:.3f} / {r['threshold']:.3f} | {_pct(r['cfo_in_window'])}"
             )
         lines.append(f"| {row['rogue']} | {carrier} | " + " | ".join(cells) + " |")
+    own = [n for n in systems if "rogue_rows_own" in results[n]]
+    if not own:
+        return lines
+    lines += [
+        "",
+        "The CFO-tuned rogues again at their own carrier: the same day-2 simulation (the same draws of "
+        "noise, channel and packet times) with only the crystal not moved, so the two figures of a rogue "
+        "differ in the CFO alone. What the tuning gains a rogue is what the CFO gate did against it; the "
+        "target asks that the fingerprint carry the decision.",
+        "",
+        "| rogue | "
+        + " | ".join(f"{n}: accepted, own carrier / tuned | {n}: CFO in window, own / tuned" for n in own)
+        + " |",
+        "|---|" + "---|---|" * len(own),
+    ]
+    for j, row in enumerate(results[own[0]]["rogue_rows"]):
+        if row["target"] is None:
+            continue
+        cells = []
+        for n in own:
+            tuned, mine = results[n]["rogue_rows"][j], results[n]["rogue_rows_own"][j]
+            cells.append(
+                f"{_pct(mine['accepted'])} / {_pct(tuned['accepted'])} | "
+                f"{_pct(mine['cfo_in_window'])} / {_pct(tuned['cfo_in_window'])}"
+            )
+        lines.append(f"| {row['rogue']} (tuned to {row['target']}) | " + " | ".join(cells) + " |")
+    lines.append("")
+    for n in own:
+        pairs = [
+            (t, o)
+            for t, o in zip(results[n]["rogue_rows"], results[n]["rogue_rows_own"], strict=True)
+            if t["target"] is not None
+        ]
+        n_packets = sum(t["n"] for t, _ in pairs)
+        caught_tuned = 1.0 - sum(t["accepted"] * t["n"] for t, _ in pairs) / n_packets
+        caught_own = 1.0 - sum(o["accepted"] * o["n"] for _, o in pairs) / n_packets
+        lines.append(
+            f"- {n}: these rogues' packets caught at their own carrier {_pct(caught_own)}, tuned "
+            f"{_pct(caught_tuned)}"
+        )
     return lines
 
 
