@@ -575,10 +575,11 @@ def _scale(model_dir, tmp: pathlib.Path) -> dict:
     auth = Authenticator(index, threshold, gate, calibrate_receiver=False)
     q_cfo = cfo_mean[q_ids] + 20.0 * rng.standard_normal(q_ids.size)
     n_batch = 1000
-    batch = [time.perf_counter()]
+    t0 = time.perf_counter()
     dec = auth.decide(q[:n_batch], q_cfo[:n_batch])
-    batch.append(time.perf_counter())
-    res["batched_pps"] = n_batch / (batch[1] - batch[0])
+    res["batched_first_pps"] = n_batch / (time.perf_counter() - t0)
+    batches = _timed(lambda: auth.decide(q[n_batch : 2 * n_batch], q_cfo[n_batch : 2 * n_batch]), 5)
+    res["batched_pps"] = n_batch / statistics.median(batches)
     res["accepted_own"] = float(np.mean(dec.device_id == q_ids[:n_batch]))
     single = _timed(lambda: auth.decide(q[:1], q_cfo[:1]), 300)
     res["single_p50_ms"] = 1e3 * statistics.median(single)
@@ -1013,7 +1014,8 @@ def _scale_report(s) -> list[str]:
         "|---|---|",
         f"| index build | {s['build_s']:.2f} s |",
         f"| threshold choice (leave one device out, 5,000 packets) | {s['threshold_s']:.2f} s |",
-        f"| decide, batch of 1,000 (K-NN, threshold, CFO gate) | {s['batched_pps']:,.0f} packets/s |",
+        "| decide, batch of 1,000 (K-NN, threshold, CFO gate): the first call / median of the 5 after it "
+        f"(other packets) | {s['batched_first_pps']:,.0f} / {s['batched_pps']:,.0f} packets/s |",
         f"| decide, one packet: p50 / p99 | {s['single_p50_ms']:.2f} / {s['single_p99_ms']:.2f} ms |",
         f"| same nearest device as the exhaustive search | {_pct(s['agreement'])} |",
         f"| exhaustive, numpy matmul + partition | {s['numpy_exhaustive_pps']:,.0f} packets/s |",
