@@ -97,6 +97,7 @@ def _data(cfg, payload_symbols: int = 0, keys=("day2", *SHIFTED)):
     train_fleet = fleet[:N_TRAIN_DEVICES]
     enrolled = fleet[N_TRAIN_DEVICES : N_TRAIN_DEVICES + N_ENROLLED]
     rogues = fleet[N_TRAIN_DEVICES + N_ENROLLED : N_TRAIN_DEVICES + N_ENROLLED + N_ROGUES]
+    untuned = fleet[N_TRAIN_DEVICES + N_ENROLLED + N_ROGUES :]  # the rogues tuned below, as they come
     enroll = _sim(
         enrolled,
         cfg,
@@ -115,8 +116,7 @@ def _data(cfg, payload_symbols: int = 0, keys=("day2", *SHIFTED)):
     day2 = Session(day=2, minutes_since_power_on=0.0, place=2)
     times = np.arange(N_TEST) * 6.0  # the closed-set test sets' packet times
     tuned = [
-        tuned_to_cfo(dev, enrolled_mean[enrolled[j].device_id], day2, times)
-        for j, dev in enumerate(fleet[N_TRAIN_DEVICES + N_ENROLLED + N_ROGUES :])
+        tuned_to_cfo(dev, enrolled_mean[enrolled[j].device_id], day2, times) for j, dev in enumerate(untuned)
     ]
     sets = _test_sets(enrolled + rogues + tuned, cfg, keys, payload_symbols=payload_symbols)
     ids = {
@@ -127,7 +127,7 @@ def _data(cfg, payload_symbols: int = 0, keys=("day2", *SHIFTED)):
     }
     if not payload_symbols and "day2" in keys:
         # day 2 again (the same draws) with the tuned rogues at their own carrier: paired with "day2"
-        own = _test_sets(enrolled + rogues + fleet[N_TRAIN_DEVICES + N_ENROLLED + N_ROGUES :], cfg, ("day2",))
+        own = _test_sets(enrolled + rogues + untuned, cfg, ("day2",))
         sets[OWN_CARRIER] = own["day2"]
         keys = (*keys, OWN_CARRIER)
     train = _train_set(train_fleet, cfg) if not payload_symbols else None
