@@ -154,7 +154,7 @@ def test_authenticate_json_single_packet_figures_with_fused_ones_beside_them(fle
     for p in packets:
         accepted = p["decision"] != "rogue"
         assert (p["verdict"] == "accept") == accepted and (p["device"] == p["decision"] if accepted else True)
-        assert accepted == (p["score"] <= summary["threshold"]["value"] and p["cfo_ok"])
+        assert accepted == (p["score"] <= summary["threshold"]["value"] and p["cfo_ok"] and p["iq_ok"])
     t = summary["threshold"]
     assert t["far"] == 0.05 and t["k"] == 15 and "leave-one-device-out" in t["method"]
     assert t["score"] == "knn"

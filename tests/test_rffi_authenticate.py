@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from lorarffi.dsp.impairment import TxImpairments
 from lorarffi.errors import ConfigError
 from lorarffi.rffi.authenticate import (
     Authenticator,
@@ -17,6 +18,7 @@ from lorarffi.rffi.authenticate import (
     decision_groups,
     summarize,
 )
+from lorarffi.rffi.iq_gate import DEFAULT_IQ_TOLERANCE, pooled
 from lorarffi.rffi.knn import ReferenceIndex
 from lorarffi.rffi.registry import Registry
 from lorarffi.rffi.rogue import rogue_figures
@@ -227,6 +229,80 @@ def test_cfo_outside_the_nearest_devices_window_is_rogue(tmp_path) -> None:
         # without the gate the CFO does not matter
         no_gate = Authenticator.from_registry(reg, cfo_gate=False).decide(q, cfo)
         assert no_gate.decision == [102] * 4
+
+
+def _iq(image, leakage, se, n, rng):
+    """n packets' measurements about (image, leakage), each with standard error ``se`` (complex)."""
+    noise = se * (rng.standard_normal((2, n)) + 1j * rng.standard_normal((2, n))) / np.sqrt(2)
+    return TxImpairments(image + noise[0], leakage + noise[1], np.full(n, se), np.full(n, se))
+
+
+def _iq_registry(tmp_path, se=0.004):
+    """``_registry``'s clusters with every device's IQ image and leakage: the j-th at (0.01 j, 0.02) * j."""
+    ids, x, centres = _clusters(8, 40, 16, 0.35, seed=5)
+    rng = np.random.default_rng(6)
+    reg = Registry.create(tmp_path / "reg.db", model_fingerprint=FP, embedding_dim=16)
+    for j, d in enumerate(np.unique(ids)):
+        reg.enroll_device(int(d), x[ids == d], cfo_hz=rng.uniform(-10, 10, 40), carrier_hz=CARRIER_HZ,
+                          iq=_iq(0.01j * j, 0.02 * j, se, 40, rng))
+    return reg, centres
+
+
+def test_iq_gate_rejects_a_twin_whose_transmitter_imbalance_is_another(tmp_path) -> None:
+    reg, centres = _iq_registry(tmp_path)
+    rng = np.random.default_rng(7)
+    with reg:
+        rec = reg.device(102)
+        assert rec.iq_image_im == pytest.approx(0.02, abs=5 * 0.004 / np.sqrt(40))
+        assert rec.iq_image_std == pytest.approx(0.004, rel=0.35)  # spread of 40 measurements with se 0.004
+        auth = Authenticator.from_registry(reg, far=0.05)
+        assert auth.iq_gate is not None and auth.iq_gate.tolerance == DEFAULT_IQ_TOLERANCE
+        q = np.repeat(centres[2:3], 200, axis=0)  # at device 102's centre: the score accepts all
+        own = _iq(0.02j, 0.04, 0.004, 100, rng)
+        twin = _iq(0.02j + 0.04, 0.04 - 0.04j, 0.004, 100, rng)  # its imbalance and leakage are its own
+        both = TxImpairments(*(np.concatenate([getattr(own, f), getattr(twin, f)])
+                               for f in ("image", "leakage", "image_se", "leakage_se")))
+        dec = auth.decide(q, np.zeros(200), impairments=both)
+        assert dec.nearest_device_id.tolist() == [102] * 200
+        # z by its definition: the packet's and the device's spread added in quadrature
+        g = auth.iq_gate
+        k = int(np.searchsorted(g.device_ids, 102))
+        z_image2 = np.abs(both.image - g.image_mean[k]) ** 2 / (both.image_se**2 + g.image_std[k] ** 2)
+        z_leak2 = np.abs(both.leakage - g.leakage_mean[k]) ** 2 / (both.leakage_se**2 + g.leakage_std[k] ** 2)
+        z = np.sqrt(z_image2 + z_leak2)
+        np.testing.assert_allclose(dec.iq_z, z, rtol=1e-12)
+        assert np.array_equal(dec.iq_ok, z <= DEFAULT_IQ_TOLERANCE)
+        # own packets: z^2 is about a sum of two chi-square(2)/4 (se and spread alike): past 5 almost never
+        assert np.mean(dec.device_id[:100] == 102) >= 0.99
+        # the twin lies 0.04 away in each, 7 standard errors (sqrt(2) 0.004) in each, 10 in both: rejected
+        assert np.all(dec.device_id[100:] == -1)
+        assert set(np.asarray(dec.reason, dtype=object)[100:][dec.device_id[100:] == -1]) == {"iq"}
+        rec0 = dec.to_records()[150]
+        assert rec0["iq_z"] == pytest.approx(z[150]) and rec0["iq_ok"] == bool(z[150] <= DEFAULT_IQ_TOLERANCE)
+        # unmeasured packets pass; so does everything without the gate
+        assert auth.decide(q[:3], np.zeros(3)).decision == [102] * 3
+        assert auth.decide(q[:3], np.zeros(3), impairments=TxImpairments.unknown(3)).decision == [102] * 3
+        no_gate = Authenticator.from_registry(reg, iq_gate=False)
+        assert no_gate.iq_gate is None
+        assert no_gate.decide(q, np.zeros(200), impairments=both).decision == [102] * 200
+        assert no_gate.decide(q[:1], np.zeros(1)).to_records()[0]["iq_ok"] is None
+        with pytest.raises(ConfigError, match="impairments"):
+            auth.decide(q[:3], np.zeros(3), impairments=TxImpairments.unknown(2))
+        # groups of 4: the twin's pooled measurements are still its own (rejected), the device's its own
+        fused = auth.decide(q, np.zeros(200), impairments=both, packets_per_decision=4,
+                            transmitter_ids=np.repeat([1, 2], 100)).fused
+        assert np.all(fused.device_id[fused.members[:, 0] >= 100] == -1)
+        assert np.all(fused.device_id[fused.members[:, 0] < 100] == 102)
+
+
+def test_pooled_is_the_inverse_variance_mean() -> None:
+    m = TxImpairments(np.array([1.0, 3.0, np.nan]) + 0j, np.array([0.0, 1j, 5.0]),
+                      np.array([1.0, 2.0, 1.0]), np.array([1.0, 1.0, np.nan]))
+    got = pooled(m, np.array([[0, 1], [2, 2]]))
+    assert got.image[0] == pytest.approx((1 / 1 + 3 / 4) / (1 + 1 / 4))
+    assert got.image_se[0] == pytest.approx(1 / np.sqrt(1.25))
+    assert got.leakage[0] == pytest.approx(0.5j) and got.leakage_se[0] == pytest.approx(1 / np.sqrt(2))
+    assert np.isnan(got.image[1]) and np.isnan(got.leakage[1])  # nothing measured in group 1
 
 
 def test_a_common_receiver_offset_is_calibrated_away(tmp_path) -> None:

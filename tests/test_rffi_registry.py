@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from lorarffi.dsp.config import LoRaConfig
+from lorarffi.dsp.impairment import TxImpairments
 from lorarffi.errors import ConfigError, InputDataError, ModelError
 from lorarffi.rffi.checkpoint import ModelDirConfig
 from lorarffi.rffi.registry import (
@@ -406,14 +407,15 @@ def test_a_version_1_registry_is_migrated_on_open(tmp_path) -> None:
             "INSERT INTO embeddings VALUES (4, ?, ?)", [(i, v.tobytes()) for i, v in enumerate(vec)]
         )
     with Registry.open(path, model_fingerprint=FP) as r:
-        assert r.schema_version == SCHEMA_VERSION == 3
+        assert r.schema_version == SCHEMA_VERSION == 4
         (dev,) = r.devices()
-        assert (dev.device_id, dev.name, dev.notes, dev.carrier_hz, dev.cfo_mean_hz) == (
+        assert (dev.device_id, dev.name, dev.notes, dev.carrier_hz, dev.cfo_mean_hz, dev.iq_image_re) == (
             4,
             "v1 device",
             "kept",
             None,
             -900.0,
+            None,
         )
         assert dev.enrolled_at == datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
         assert r.reference_embeddings()[1].tobytes() == vec.tobytes()
@@ -476,7 +478,9 @@ def test_files_that_are_not_registries_are_refused_in_one_line(tmp_path, kind, p
 @pytest.fixture()
 def filled(reg):
     rng = np.random.default_rng(9)
-    reg.enroll_device(3, _emb(rng, 4), name="a", cfo_hz=[1.0, 2.0], carrier_hz=868.1e6, notes="n")
+    image, leakage = np.array([0.01 + 0.02j, 0.03 + 0.02j]), np.array([0.1j, -0.1j])
+    iq = TxImpairments(image, leakage, np.ones(2), np.ones(2))
+    reg.enroll_device(3, _emb(rng, 4), name="a", cfo_hz=[1.0, 2.0], carrier_hz=868.1e6, notes="n", iq=iq)
     reg.enroll_device(11, _emb(rng, 2))
     reg.set_threshold(0.75, far=0.01, method="leave-one-out", k=15)
     reg.append_audit([AuditRow("accept", device_id=3)])
@@ -490,6 +494,11 @@ def test_export_import_round_trip(filled, tmp_path) -> None:
     assert (summary.device_ids, summary.n_embeddings, summary.created) == ((3, 11), 6, True)
     with Registry.open(tmp_path / "site2.db", model_fingerprint=FP) as r:
         assert r.devices() == filled.devices()
+        three, eleven = r.devices()
+        # the IQ statistics travel: complex means and root mean squared distances to them
+        assert (three.iq_image_re, three.iq_image_im, three.iq_image_std) == pytest.approx((0.02, 0.02, 0.01))
+        assert (three.iq_leakage_re, three.iq_leakage_im, three.iq_leakage_std) == pytest.approx((0, 0, 0.1))
+        assert eleven.iq_image_re is None and eleven.iq_leakage_std is None
         assert r.threshold == filled.threshold
         assert r.model_info == filled.model_info and r.embedding_dim == DIM
         a, b = r.reference_embeddings(), filled.reference_embeddings()

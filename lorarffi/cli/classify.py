@@ -78,8 +78,8 @@ def add_score_arg(p: argparse.ArgumentParser, prefix: str = "") -> None:
 
 
 def add_registry_decision_args(p: argparse.ArgumentParser) -> None:
-    """``--k``, ``--score``, ``--far``, ``--no-cfo-gate``: how a registry decides (``classify --registry``,
-    ``authenticate``)."""
+    """``--k``, ``--score``, ``--far``, ``--no-cfo-gate``, ``--no-iq-gate``: how a registry decides
+    (``classify --registry``, ``authenticate``)."""
     p.add_argument("--k", type=int, default=15, help="registry: neighbours the score averages (default 15)")
     add_score_arg(p, "registry: ")
     far_help = (
@@ -87,7 +87,12 @@ def add_registry_decision_args(p: argparse.ArgumentParser) -> None:
         "one was chosen for another (default: the stored threshold's, else 0.01)"
     )
     p.add_argument("--far", type=float, default=None, help=far_help)
-    p.add_argument("--no-cfo-gate", action="store_true", help="registry: decide on the embedding score alone")
+    p.add_argument("--no-cfo-gate", action="store_true", help="registry: no CFO window check")
+    p.add_argument(
+        "--no-iq-gate",
+        action="store_true",
+        help="registry: no check of the transmitter's IQ image and carrier leakage against its enrollment",
+    )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -136,7 +141,8 @@ def load_classifier_for(args: argparse.Namespace) -> Classifier:
 @contextlib.contextmanager
 def open_registry_decider(args: argparse.Namespace) -> Iterator[tuple[Embedder, Any, Authenticator]]:
     """Yield ``args.model_dir``'s embedder, the registry ``args.registry`` (open) and its authenticator
-    (``--k``, ``--far``, ``--no-cfo-gate``); a registry of another model is refused in one line."""
+    (``--k``, ``--far``, ``--no-cfo-gate``, ``--no-iq-gate``); a registry of another model is refused in one
+    line."""
     from lorarffi.rffi.authenticate import open_authenticator
     from lorarffi.rffi.embedding import load_embedder
     from lorarffi.rffi.registry import Registry
@@ -145,7 +151,7 @@ def open_registry_decider(args: argparse.Namespace) -> Iterator[tuple[Embedder, 
     with Registry.open(args.registry, model_fingerprint=emb.fingerprint or None) as reg:
         # packet_input is checked once the input is read (check_packet_input)
         auth = open_authenticator(emb, reg, k=args.k, far=args.far, cfo_gate=not args.no_cfo_gate,
-                                  packet_input=None, score=args.score)
+                                  packet_input=None, score=args.score, iq_gate=not args.no_iq_gate)
         yield emb, reg, auth
 
 

@@ -132,6 +132,8 @@ class RegistryStage:
         False-accept rate of the threshold (None: the stored one's).
     cfo_gate : bool
         Apply the CFO gate.
+    iq_gate : bool
+        Apply the IQ gate (the transmitter's IQ image and carrier leakage against its enrollment).
     track : bool
         Track each enrolled device's CFO drift and store it in the registry
         (:mod:`lorarffi.rffi.authenticate`, "Drift tracking").
@@ -156,6 +158,7 @@ class RegistryStage:
         min_snr_db: float | None = None,
         batch_size: int = 64,
         score: str | None = None,
+        iq_gate: bool = True,
     ) -> None:
         from lorarffi.rffi.authenticate import open_authenticator
         from lorarffi.rffi.knn import DEFAULT_K, DEFAULT_SCORE
@@ -173,6 +176,7 @@ class RegistryStage:
             cfo_gate=cfo_gate,
             drift_tracking=track,
             score=DEFAULT_SCORE if score is None else score,
+            iq_gate=iq_gate,
         )
         self._owns_registry = False
 

@@ -28,12 +28,19 @@ Per packet
    devices seen lie outside their windows and two thirds come back). A packet without a CFO (NaN), or whose
    nearest device was enrolled without one, passes the gate.
 
-A packet passing both is given its nearest device's id (verdict ``accept``); any other is ``rogue``
-(``reason``: ``score``, ``cfo`` or ``score+cfo``), or, with an SNR floor (``min_snr_db``), ``unknown`` when
+4. **IQ gate** (:mod:`lorarffi.rffi.iq_gate`): the packet's IQ image and carrier leakage relative to its
+   chirp (:func:`~lorarffi.dsp.impairment.tx_impairments`) must lie within ``tolerance`` standard errors
+   (5 by default) of the nearest device's enrollment mean. A packet not measured, or whose nearest device was
+   enrolled without these statistics, passes.
+
+A packet passing all three is given its nearest device's id (verdict ``accept``); any other is ``rogue``
+(``reason``: the checks it failed joined by ``+``: ``score``, ``cfo``, ``iq``, ``score+cfo``, ...), or,
+with an SNR floor (``min_snr_db``), ``unknown`` when
 its SNR is below it: too weak a packet to tell a stranger from an enrolled device's noisy fingerprint, so it
-is not called (nor alerted as) a rogue. The gate never accepts anything the score rejects, so
-the false-accept rate is at most the threshold's; it catches a stranger whose fingerprint passes but whose
-carrier is elsewhere (it cannot catch one tuned to an enrolled device's CFO: there the fingerprint decides).
+is not called (nor alerted as) a rogue. The gates never accept anything the score rejects, so
+the false-accept rate is at most the threshold's; the CFO gate catches a stranger whose fingerprint passes but
+whose carrier is elsewhere (it cannot catch one tuned to an enrolled device's CFO), the IQ gate one whose
+spectrogram looks like an enrolled device's but whose transmitter's imbalance and leakage are its own.
 
 Multi-packet decisions
 ----------------------
@@ -46,7 +53,8 @@ A group's distance to a device is the mean of its packets' distances (over the u
 devices); its nearest device is the one with the smallest, and its score is made from that and the
 runner-up's distance as a packet's is, compared with a threshold chosen for the same false-accept rate from
 groups of M enrollment packets (:meth:`Authenticator.fused_threshold`: a mean of M distances varies less, so
-the threshold differs from the single-packet one), and its CFO is the median of its packets' CFOs.
+the threshold differs from the single-packet one), its CFO is the median of its packets' CFOs, and its IQ
+image and leakage the inverse-variance weighted mean of its packets' (:func:`~lorarffi.rffi.iq_gate.pooled`).
 
 Drift tracking
 --------------
@@ -74,20 +82,23 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from lorarffi.dsp.impairment import TxImpairments
 from lorarffi.errors import ConfigError
 from lorarffi.rffi.classify import classify_preambles
 from lorarffi.rffi.embedding import Embedder
 from lorarffi.rffi.enroll import check_bound
 from lorarffi.rffi.hybrid import CfoGate, GateParams
+from lorarffi.rffi.iq_gate import DEFAULT_IQ_TOLERANCE, IqGate, IqStatistics, pooled
 from lorarffi.rffi.knn import DEFAULT_CANDIDATES, DEFAULT_K, DEFAULT_SCORE, ReferenceIndex, decision_groups
 from lorarffi.rffi.registry import AuditRow, DeviceRecord, Registry, Threshold
 from lorarffi.rffi.registry.queries import CfoMove
+from lorarffi.rffi.registry.schema import IQ_COLUMNS
 from lorarffi.rffi.threshold import DEFAULT_FAR, choose_threshold
 
 __all__ = [
@@ -141,6 +152,11 @@ class Verdicts:
         CFO estimate, Hz (NaN: unknown); of a group, the median of its packets'.
     cfo_ok : ndarray of bool, shape (U,)
         The CFO lies in the nearest device's window (or cannot be checked).
+    iq_z : ndarray of float64, shape (U,), or None
+        Distance of the IQ image and leakage to the nearest device's, in standard errors (NaN: not checked;
+        None: no IQ gate).
+    iq_ok : ndarray of bool, shape (U,), or None
+        The IQ gate passed (or could not check); None: no IQ gate.
     """
 
     device_id: npt.NDArray[np.int64]
@@ -149,6 +165,8 @@ class Verdicts:
     threshold: float
     cfo_hz: npt.NDArray[np.float64]
     cfo_ok: npt.NDArray[np.bool_]
+    iq_z: npt.NDArray[np.float64] | None = field(default=None, kw_only=True)
+    iq_ok: npt.NDArray[np.bool_] | None = field(default=None, kw_only=True)
 
     def __len__(self) -> int:
         return int(self.device_id.size)
@@ -170,11 +188,14 @@ class Verdicts:
 
     @property
     def reason(self) -> list[str | None]:
-        """Why each rogue is one (``score``, ``cfo``, ``score+cfo``); None for accepted units."""
-        high = self.score > self.threshold
+        """Why each rogue is one: the checks it failed joined by ``+`` (``score``, ``cfo``, ``iq``, e.g.
+        ``score+cfo``); None for accepted units."""
+        failed = [self.score > self.threshold, ~self.cfo_ok]
+        failed.append(np.zeros(len(self), bool) if self.iq_ok is None else ~self.iq_ok)
+        names = ("score", "cfo", "iq")
         return [
-            None if a else ("score+cfo" if h and not c else "score" if h else "cfo")
-            for a, h, c in zip(self.accepted.tolist(), high.tolist(), self.cfo_ok.tolist(), strict=True)
+            None if a else "+".join(n for n, f in zip(names, fs, strict=True) if f)
+            for a, *fs in zip(self.accepted.tolist(), *(f.tolist() for f in failed), strict=True)
         ]
 
 
@@ -243,7 +264,8 @@ class Decisions(Verdicts):
 
     def to_records(self) -> list[dict[str, Any]]:
         """One JSON-ready dict per packet: ``decision`` (device id or ``"rogue"``), ``verdict``, ``device``,
-        ``nearest_device``, ``score``, ``cfo_hz``, ``cfo_ok``, ``reason``; with fused decisions also
+        ``nearest_device``, ``score``, ``cfo_hz``, ``cfo_ok``, ``iq_z``, ``iq_ok`` (None without an IQ gate),
+        ``reason``; with fused decisions also
         ``fused_group``, ``fused_decision``, ``fused_device``, ``fused_nearest_device``, ``fused_score``
         (None for a packet in no complete group)."""
         out = []
@@ -258,6 +280,8 @@ class Decisions(Verdicts):
                 "score": float(self.score[i]),
                 "cfo_hz": _json_float(self.cfo_hz[i]),
                 "cfo_ok": bool(self.cfo_ok[i]),
+                "iq_z": None if self.iq_z is None else _json_float(self.iq_z[i]),
+                "iq_ok": None if self.iq_ok is None else bool(self.iq_ok[i]),
                 "reason": reasons[i],
             }
             f = self.fused
@@ -328,7 +352,7 @@ def current_threshold(
 
 # -- the authenticator -----------------------------------------------------------------------------------
 class Authenticator:
-    """A registry's devices, threshold and CFO gate, ready to decide packets (module docstring).
+    """A registry's devices, threshold, CFO gate and IQ gate, ready to decide packets (module docstring).
 
     Build it with :meth:`from_registry`; :meth:`decide` takes embeddings, so any extractor's output (or
     synthetic vectors) can be decided.
@@ -346,6 +370,9 @@ class Authenticator:
         it (:meth:`fused_threshold`).
     calibrate_receiver : bool
         Estimate a common receiver offset from each call's accepted packets before gating.
+    iq_gate : IqGate or None
+        The devices' IQ image and leakage statistics (None: no IQ gate); its ``device_ids`` are a subset of
+        the index's.
     """
 
     def __init__(
@@ -356,6 +383,7 @@ class Authenticator:
         *,
         far: float | None = None,
         calibrate_receiver: bool = True,
+        iq_gate: IqGate | None = None,
     ) -> None:
         self.index = index
         self.threshold = float(threshold)
@@ -371,6 +399,15 @@ class Authenticator:
             ):
                 raise ConfigError("the CFO gate holds devices that are not enrolled")
             self._gate_pos[pos] = np.arange(gate.device_ids.size)
+        self.iq_gate = iq_gate
+        self._iq_pos = np.full(len(index), -1, np.int64)  # index position -> IQ gate position
+        if iq_gate is not None:
+            pos = np.searchsorted(index.device_ids, iq_gate.device_ids)
+            if np.any(pos >= len(index)) or np.any(
+                index.device_ids[np.minimum(pos, len(index) - 1)] != iq_gate.device_ids
+            ):
+                raise ConfigError("the IQ gate holds devices that are not enrolled")
+            self._iq_pos[pos] = np.arange(iq_gate.device_ids.size)
 
     @classmethod
     def from_registry(
@@ -385,6 +422,8 @@ class Authenticator:
         calibrate_receiver: bool = True,
         drift_tracking: bool = False,
         score: str = DEFAULT_SCORE,
+        iq_gate: bool = True,
+        iq_tolerance: float = DEFAULT_IQ_TOLERANCE,
     ) -> Authenticator:
         """Read a registry's references and devices; take its threshold (choosing it when needed, see
         :func:`current_threshold`).
@@ -409,6 +448,10 @@ class Authenticator:
         score : {"cohort", "knn"}
             What packets are decided on (:mod:`lorarffi.rffi.knn`); the stored threshold is chosen again when
             it was chosen for the other.
+        iq_gate : bool
+            Apply the IQ gate to the devices enrolled with IQ statistics.
+        iq_tolerance : float
+            The IQ gate's tolerance, standard errors.
         """
         ids, emb = registry.reference_embeddings()
         if ids.size == 0:
@@ -417,7 +460,9 @@ class Authenticator:
         devices = registry.devices()
         threshold = current_threshold(registry, index, far=far, devices=devices)
         gate = _cfo_gate(devices, gate_params, drift_tracking) if cfo_gate else None
-        return cls(index, threshold.value, gate, far=threshold.far, calibrate_receiver=calibrate_receiver)
+        iq = _iq_gate(devices, iq_tolerance) if iq_gate else None
+        return cls(index, threshold.value, gate, far=threshold.far, calibrate_receiver=calibrate_receiver,
+                   iq_gate=iq)
 
     def decide(
         self,
@@ -426,6 +471,7 @@ class Authenticator:
         *,
         packets_per_decision: int = 1,
         transmitter_ids: npt.ArrayLike | None = None,
+        impairments: TxImpairments | None = None,
     ) -> Decisions:
         """Decide N packets from their embeddings (module docstring).
 
@@ -440,6 +486,9 @@ class Authenticator:
         transmitter_ids : array_like of int, shape (N,), optional
             Who sent each packet, when known (labelled data): how groups are formed; default each packet's
             nearest device.
+        impairments : TxImpairments, optional
+            Their IQ image and carrier leakage (:meth:`~lorarffi.rffi.embedding.Embedder.tx_impairments`;
+            None: the IQ gate passes them).
         """
         q = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
         n = q.shape[0]
@@ -449,22 +498,28 @@ class Authenticator:
         m = int(packets_per_decision)
         if m < 1:
             raise ConfigError(f"packets_per_decision={packets_per_decision!r} is not valid: use 1 or more")
+        if impairments is not None and len(impairments) != n:
+            raise ConfigError(f"impairments has {len(impairments)} entries for {n} packets")
         if n == 0:
             empty = np.zeros(0, np.int64)
-            return Decisions(empty, empty, np.zeros(0), self.threshold, cfo, np.zeros(0, bool))
+            no_iq = (None, None) if self.iq_gate is None else (np.zeros(0), np.zeros(0, bool))
+            return Decisions(empty, empty, np.zeros(0), self.threshold, cfo, np.zeros(0, bool),
+                             iq_z=no_iq[0], iq_ok=no_iq[1])
         near = self.index.search(q)
         passed = near.score <= self.threshold
         if self.calibrate_receiver and self.gate is not None:
             gpos = self._gate_pos[near.index]
             self.gate.calibrate_receiver(cfo, gpos, passed.astype(np.float64))
         cfo_ok = self._cfo_ok(cfo, near.index)
-        device = np.where(passed & cfo_ok, near.device_id, -1).astype(np.int64)
+        iq_z, iq_ok = self._iq_check(impairments, near.index)
+        device = np.where(passed & cfo_ok & (True if iq_ok is None else iq_ok), near.device_id, -1)
+        device = device.astype(np.int64)
         fused = None
         if m > 1:
             who = near.device_id if transmitter_ids is None else np.asarray(transmitter_ids).reshape(-1)
             if who.size != n:
                 raise ConfigError(f"transmitter_ids has {who.size} entries for {n} packets")
-            fused = self._fuse(q, cfo, decision_groups(who, m), m)
+            fused = self._fuse(q, cfo, decision_groups(who, m), m, impairments)
         return Decisions(
             device,
             near.device_id,
@@ -474,7 +529,20 @@ class Authenticator:
             cfo_ok,
             receiver_offset_hz=0.0 if self.gate is None else float(self.gate.receiver_offset_hz),
             fused=fused,
+            iq_z=iq_z,
+            iq_ok=iq_ok,
         )
+
+    def _iq_check(
+        self, impairments: TxImpairments | None, index: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.float64] | None, npt.NDArray[np.bool_] | None]:
+        """(N,) each packet's IQ distance to device ``index`` and whether the IQ gate passes it; (None, None)
+        without an IQ gate."""
+        if self.iq_gate is None:
+            return None, None
+        measured = TxImpairments.unknown(index.size) if impairments is None else impairments
+        z = self.iq_gate.distance(measured, self._iq_pos[index])
+        return z, self.iq_gate.passes(z)
 
     def _cfo_ok(self, cfo_hz: npt.NDArray[np.float64], index: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
         """(N,) whether each CFO lies in device ``index``'s window (True where it cannot be checked)."""
@@ -550,7 +618,12 @@ class Authenticator:
         return self._fused_thresholds[m]
 
     def _fuse(
-        self, q: npt.NDArray[np.float32], cfo: npt.NDArray[np.float64], members: npt.NDArray[np.int64], m: int
+        self,
+        q: npt.NDArray[np.float32],
+        cfo: npt.NDArray[np.float64],
+        members: npt.NDArray[np.int64],
+        m: int,
+        impairments: TxImpairments | None,
     ) -> FusedDecisions:
         near = self.index.search_groups(q, members)
         group_cfo = np.full(members.shape[0], np.nan)
@@ -559,12 +632,16 @@ class Authenticator:
             if known.size:
                 group_cfo[g] = float(np.median(known))
         cfo_ok = self._cfo_ok(group_cfo, near.index)
+        group_iq = None if impairments is None else pooled(impairments, members)
+        iq_z, iq_ok = self._iq_check(group_iq, near.index)
         threshold = self.fused_threshold(m)
-        device = np.where((near.score <= threshold) & cfo_ok, near.device_id, -1).astype(np.int64)
+        ok = (near.score <= threshold) & cfo_ok & (True if iq_ok is None else iq_ok)
+        device = np.where(ok, near.device_id, -1).astype(np.int64)
         group = np.full(q.shape[0], -1, np.int64)
         group[members.reshape(-1)] = np.repeat(np.arange(members.shape[0]), m)
         return FusedDecisions(
-            device, near.device_id, near.score, threshold, group_cfo, cfo_ok, m, members, group
+            device, near.device_id, near.score, threshold, group_cfo, cfo_ok, m, members, group,
+            iq_z=iq_z, iq_ok=iq_ok,
         )
 
 
@@ -586,6 +663,18 @@ def _cfo_gate(devices: list[DeviceRecord], params: GateParams | None, tracking: 
         [d.cfo_max_hz for d in known],
         [d.n_packets for d in known],
         params,
+    )
+
+
+def _iq_gate(devices: list[DeviceRecord], tolerance: float) -> IqGate | None:
+    """The IQ statistics of the devices enrolled with them (None when there are none)."""
+    known = [d for d in devices if all(getattr(d, c) is not None for c in IQ_COLUMNS)]
+    if not known:
+        return None
+    return IqGate(
+        [d.device_id for d in known],
+        [IqStatistics(**{c: getattr(d, c) for c in IQ_COLUMNS}) for d in known],
+        tolerance=tolerance,
     )
 
 
@@ -614,6 +703,7 @@ def open_authenticator(
     drift_tracking: bool = False,
     packet_input: str | None = "preamble",
     score: str = DEFAULT_SCORE,
+    iq_gate: bool = True,
 ) -> Authenticator:
     """The :class:`Authenticator` of a registry for the model it is bound to (a registry of another model is
     refused in one line): its references, threshold (:func:`current_threshold`) and the CFO gate with the
@@ -636,6 +726,8 @@ def open_authenticator(
         knows).
     score : {"cohort", "knn"}
         What packets are decided on (:mod:`lorarffi.rffi.knn`).
+    iq_gate : bool
+        Apply the IQ gate (module docstring).
     """
     check_bound(embedder, registry)
     if packet_input is not None:
@@ -648,6 +740,7 @@ def open_authenticator(
         cfo_gate=cfo_gate,
         drift_tracking=drift_tracking,
         score=score,
+        iq_gate=iq_gate,
     )
 
 
@@ -718,6 +811,7 @@ def authenticate(
     audit: bool = True,
     packet_input: str = "preamble",
     score: str = DEFAULT_SCORE,
+    iq_gate: bool = True,
 ) -> Decisions:
     """Authenticate packets against a registry and append every decision to its audit log
     (:func:`open_authenticator`, then :func:`decide_packets`).
@@ -755,13 +849,16 @@ def authenticate(
         How ``preambles`` were read (:func:`check_packet_input`).
     score : {"cohort", "knn"}
         What packets are decided on (:mod:`lorarffi.rffi.knn`).
+    iq_gate : bool
+        Apply the IQ gate (False: no check of the IQ image and leakage).
 
     Returns
     -------
     Decisions
     """
     auth = open_authenticator(
-        embedder, registry, k=k, far=far, cfo_gate=cfo_gate, packet_input=packet_input, score=score
+        embedder, registry, k=k, far=far, cfo_gate=cfo_gate, packet_input=packet_input, score=score,
+        iq_gate=iq_gate,
     )
     return decide_packets(
         embedder,

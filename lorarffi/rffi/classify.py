@@ -314,8 +314,10 @@ def _registry_decisions(
     progress: Callable[[int], None] | None,
 ) -> PacketDecisions:
     vectors = emb.embed(x, batch_size=batch_size, progress=progress)
+    iq = None if auth.iq_gate is None else emb.tx_impairments(x, cfo)
     dec = auth.decide(
-        vectors, cfo, packets_per_decision=packets_per_decision, transmitter_ids=transmitter_ids
+        vectors, cfo, packets_per_decision=packets_per_decision, transmitter_ids=transmitter_ids,
+        impairments=iq,
     )
     return PacketDecisions.of_registry(dec, None if auth.gate is None else float(dec.receiver_offset_hz))
 

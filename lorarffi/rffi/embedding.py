@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from lorarffi.dsp.cfo import compensate_cfo
+from lorarffi.dsp.impairment import TxImpairments, tx_impairments
 from lorarffi.dsp.packet import Packet
 from lorarffi.errors import ModelError
 from lorarffi.rffi.checkpoint import CONFIG_FILE, ModelDirConfig, load_model
@@ -93,6 +95,26 @@ class Embedder(Classifier):
         return self._run_network(
             self._embedding, preambles, self.dim, batch_size=batch_size, progress=progress
         )
+
+    def tx_impairments(self, preambles: npt.ArrayLike, cfo_hz: npt.ArrayLike | None) -> TxImpairments:
+        """The IQ image and carrier leakage of preambles in the model's view (:meth:`embed`'s input), with
+        their CFO estimates (N,), Hz: :func:`~lorarffi.dsp.impairment.tx_impairments` after the CFO is
+        removed when the view keeps it. Rows whose CFO is unknown (NaN: not preambles) are not measured;
+        ``cfo_hz=None``: every row of a CFO-compensated view is, none of a view that keeps the CFO."""
+        x = np.atleast_2d(np.asarray(preambles, np.complex64))
+        if cfo_hz is None:
+            cfo_hz = np.full(x.shape[0], 0.0 if self.config.cfo_compensation else np.nan)
+        cfo = np.asarray(cfo_hz, np.float64).reshape(-1)
+        known = np.isfinite(cfo)
+        out = TxImpairments.unknown(x.shape[0])
+        if known.any():
+            rows = x[known]
+            if not self.config.cfo_compensation:
+                rows = compensate_cfo(rows, cfo[known], self.lora.fs_hz)
+            got = tx_impairments(rows, self.lora)
+            for name in ("image", "leakage", "image_se", "leakage_se"):
+                getattr(out, name)[known] = getattr(got, name)
+        return out
 
     def embed_packets(
         self, packets: Sequence[Packet], *, batch_size: int = 64

@@ -83,7 +83,9 @@ def enroll(
         Names for people, by device id (a device without one keeps its earlier name).
     cfo_hz : array_like of float, shape (N,), optional
         CFO estimate of every packet, Hz: each device's CFO statistics (mean, spread, range), which the CFO
-        gate of authentication uses. NaN entries (rows that are not preambles) are left out.
+        gate of authentication uses. NaN entries (rows that are not preambles) are left out, of these and of
+        the IQ image and carrier leakage statistics the IQ gate uses (measured on every packet,
+        :meth:`~lorarffi.rffi.embedding.Embedder.tx_impairments`).
     carrier_hz : float, optional
         Carrier the devices were enrolled on, Hz (default: the model's training carrier when its gate
         knows it).
@@ -115,6 +117,7 @@ def enroll(
     if carrier_hz is None and embedder.gate is not None:
         carrier_hz = embedder.gate.params.carrier_hz
     emb = embedder.embed(x, batch_size=batch_size, progress=progress)
+    iq = embedder.tx_impairments(x, cfo)
     names = dict(names or {})
     records = []
     for d in np.unique(ids):
@@ -128,6 +131,7 @@ def enroll(
                 cfo_hz=dev_cfo,
                 carrier_hz=carrier_hz,
                 n_packets=int(rows.sum()),
+                iq=iq.take(rows),
             )
         )
         log.info("enrolled device %d from %d packets in %s", int(d), int(rows.sum()), registry.label)

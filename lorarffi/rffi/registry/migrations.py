@@ -6,6 +6,8 @@ Versions:
 1. ``meta``, ``devices`` (without ``carrier_hz``), ``embeddings``, ``audit``.
 2. ``devices.carrier_hz``: the carrier a device was enrolled on, in Hz (NULL for devices enrolled before).
 3. ``audit.packet_key`` and its unique index: the packet a decision is about, written once (NULL before).
+4. ``devices.iq_*``: the enrollment IQ image and carrier leakage statistics (NULL for devices enrolled before:
+   the IQ gate passes their packets until they are enrolled again).
 
 A registry whose version is newer than :data:`~.schema.SCHEMA_VERSION` is refused by the caller; nothing here
 downgrades.
@@ -18,7 +20,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection, Table, text, update
 
-from lorarffi.rffi.registry.schema import SCHEMA_VERSION, audit, audit_packet_key, devices, meta
+from lorarffi.rffi.registry.schema import IQ_COLUMNS, SCHEMA_VERSION, audit, audit_packet_key, devices, meta
 
 __all__ = ["MIGRATIONS", "migrate"]
 
@@ -43,7 +45,12 @@ def _v2_to_v3(conn: Connection) -> None:
     audit_packet_key.create(conn)
 
 
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1_to_v2, _v2_to_v3)
+def _v3_to_v4(conn: Connection) -> None:
+    for name in IQ_COLUMNS:
+        _add_column(conn, devices, name)
+
+
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1_to_v2, _v2_to_v3, _v3_to_v4)
 """``MIGRATIONS[i]`` takes a registry from version ``i + 1`` to ``i + 2``."""
 assert len(MIGRATIONS) == SCHEMA_VERSION - 1, "one migration per version step"
 

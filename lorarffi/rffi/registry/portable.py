@@ -6,7 +6,8 @@ the manifest's order, each device's rows in enrollment order) and ``manifest.jso
     {"format": "lora-rffi-registry-export", "format_version": 1, "software_version": "...",
      "exported_at": "...", "registry": {model_fingerprint, embedding_dim, model_info, created_at, threshold,
      packet_input},
-     "devices": [{device_id, name, enrolled_at, n_packets, n_embeddings, cfo_*_hz, carrier_hz, notes}, ...],
+     "devices": [{device_id, name, enrolled_at, n_packets, n_embeddings, cfo_*_hz, carrier_hz, notes,
+                  iq_* (absent in exports of registries before schema 4)}, ...],
      "embeddings": {"file": "embeddings.npy", "shape": [M, D], "dtype": "<f4", "sha256": "<hex>"},
      "content_sha256": "<hex>"}
 
@@ -35,7 +36,7 @@ from lorarffi.datasets.atomic import atomic_path
 from lorarffi.errors import InputDataError, ModelError
 from lorarffi.rffi.registry import queries
 from lorarffi.rffi.registry.records import as_utc, utc_now
-from lorarffi.rffi.registry.schema import EMBEDDING_DTYPE
+from lorarffi.rffi.registry.schema import EMBEDDING_DTYPE, IQ_COLUMNS
 from lorarffi.rffi.registry.store import Registry
 
 __all__ = ["export_registry", "import_registry", "ImportSummary", "EXPORT_FORMAT"]
@@ -247,6 +248,7 @@ def _device_values(path: object, d: dict[str, Any]) -> dict[str, Any]:
     """Column values of a device as the manifest records it."""
     try:
         values = {k: d[k] for k in _DEVICE_COLUMNS}
+        values |= {k: d.get(k) for k in IQ_COLUMNS}  # exports of registries before schema 4 have none
         values["id"] = int(d["device_id"])
         values["enrolled_at"] = as_utc(datetime.fromisoformat(d["enrolled_at"]))
     except (KeyError, TypeError, ValueError) as exc:

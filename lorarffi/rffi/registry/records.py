@@ -69,6 +69,9 @@ class DeviceRecord(_Record):
         Carrier frequency the device was enrolled on, in Hz.
     notes : str or None
         Free text.
+    iq_image_re, iq_image_im, iq_image_std, iq_leakage_re, iq_leakage_im, iq_leakage_std : float or None
+        The enrollment packets' IQ image and carrier leakage relative to the chirp: complex mean (real and
+        imaginary part) and spread (:func:`~lorarffi.rffi.iq_gate.iq_statistics`); None when not measured.
     """
 
     device_id: int
@@ -82,6 +85,12 @@ class DeviceRecord(_Record):
     cfo_max_hz: float | None
     carrier_hz: float | None
     notes: str | None
+    iq_image_re: float | None = None
+    iq_image_im: float | None = None
+    iq_image_std: float | None = None
+    iq_leakage_re: float | None = None
+    iq_leakage_im: float | None = None
+    iq_leakage_std: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

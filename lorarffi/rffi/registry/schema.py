@@ -3,7 +3,8 @@
 - ``meta``: key -> JSON value: ``format``, ``schema_version``, ``model_fingerprint``, ``embedding_dim``,
   ``model_info`` (the model's config summary), ``created_at``, ``threshold`` (value, FAR, method, k),
   ``packet_input`` (how enrolled packets were read: ``preamble``, ``whole_packets`` or ``mixed``).
-- ``devices``: one row per enrolled device; ``id`` is the device id the operator gives.
+- ``devices``: one row per enrolled device; ``id`` is the device id the operator gives; its CFO statistics
+  and its enrollment packets' IQ image and carrier leakage (``iq_*``, the IQ gate's; NULL when not measured).
 - ``embeddings``: the reference embeddings, one row per (device, row index), each a little-endian float32
   vector of ``embedding_dim`` values; deleting a device deletes its embeddings (``ON DELETE CASCADE``).
 - ``audit``: the append-only decision log. ``device_id`` is not a foreign key: the log outlives devices.
@@ -41,14 +42,20 @@ __all__ = [
     "embeddings",
     "audit",
     "audit_packet_key",
+    "IQ_COLUMNS",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema this code writes; older ones are migrated on open (:mod:`.migrations`)."""
 FORMAT = "lora-rffi-registry"
 """``meta.format`` of every registry."""
 EMBEDDING_DTYPE = "<f4"
 """How an embedding vector is stored: little-endian float32, whatever the host."""
+
+IQ_COLUMNS = (
+    "iq_image_re", "iq_image_im", "iq_image_std", "iq_leakage_re", "iq_leakage_im", "iq_leakage_std"
+)
+"""``devices`` columns of the enrollment IQ image and carrier leakage (:mod:`lorarffi.rffi.iq_gate`)."""
 
 metadata = MetaData()
 
@@ -69,6 +76,7 @@ devices = Table(
     *(Column(f"cfo_{statistic}_hz", Float) for statistic in ("mean", "std", "min", "max")),
     Column("carrier_hz", Float),
     Column("notes", Text),
+    *(Column(name, Float) for name in IQ_COLUMNS),
 )
 
 embeddings = Table(

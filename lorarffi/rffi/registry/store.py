@@ -26,7 +26,9 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import Connection, Engine, delete, inspect, update
 
+from lorarffi.dsp.impairment import TxImpairments
 from lorarffi.errors import ConfigError, InputDataError, ModelError
+from lorarffi.rffi.iq_gate import iq_statistics
 from lorarffi.rffi.registry import queries
 from lorarffi.rffi.registry.engine import (
     WRITE,
@@ -301,6 +303,7 @@ class Registry:
         carrier_hz: float | None = None,
         notes: str | None = None,
         n_packets: int | None = None,
+        iq: TxImpairments | None = None,
     ) -> DeviceRecord:
         """Enroll a device, or enroll it again, in one transaction.
 
@@ -323,6 +326,9 @@ class Registry:
             Free text.
         n_packets : int, optional
             Packets the enrollment used; default N.
+        iq : TxImpairments, optional
+            IQ image and carrier leakage of its enrollment packets
+            (:func:`~lorarffi.dsp.impairment.tx_impairments`): the IQ gate's statistics (None: not measured).
 
         Returns
         -------
@@ -340,6 +346,7 @@ class Registry:
             **asdict(cfo_statistics(cfo_hz)),
             "carrier_hz": optional_float(carrier_hz, "carrier_hz"),
             "notes": _optional_text(notes, "notes"),
+            **asdict(iq_statistics(iq)),
         }
         with self._write() as conn:
             queries.store_device(conn, values, emb)
