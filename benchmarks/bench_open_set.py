@@ -311,6 +311,7 @@ def _score(
 
     emb = load_embedder(model_dir, torch_device="cpu")
     pre = emb.preprocess(enroll.preambles, packet_symbols=packet_symbols)
+    enroll_iq = emb.tx_impairments(pre.iq, pre.cfo_hz)
     reg_path = tmp / f"{name}.db"
     reg_path.unlink(missing_ok=True)
     t0 = time.perf_counter()
@@ -335,14 +336,16 @@ def _score(
                 continue
             p = emb.preprocess(ps.preambles, packet_symbols=packet_symbols)
             q = emb.embed(p.iq)
+            iq = emb.tx_impairments(p.iq, p.cfo_hz)
             truth = np.asarray(ps.device_ids)
             # fresh: its receiver calibration is per recording
             auth = Authenticator.from_registry(reg, k=K, score=score)
             if key == OWN_CARRIER:
-                out["rogue_rows_own"] = _rogue_rows(truth, ids, auth.decide(q, p.cfo_hz))
+                out["rogue_rows_own"] = _rogue_rows(truth, ids, auth.decide(q, p.cfo_hz, impairments=iq))
                 continue
-            dec = auth.decide(q, p.cfo_hz, packets_per_decision=FUSE_M, transmitter_ids=truth)
+            dec = auth.decide(q, p.cfo_hz, packets_per_decision=FUSE_M, transmitter_ids=truth, impairments=iq)
             fig = _figures(truth, ids, dec.nearest_device_id, dec.device_id, dec.score, dec.threshold)
+            fig["no_iq"] = _without_iq_gate(truth, ids, dec)
             f = dec.fused
             g_truth = truth[f.members[:, 0]]
             legit_g = np.isin(g_truth, ids["enrolled"])
@@ -358,17 +361,30 @@ def _score(
                     truth, ids, vote, np.where(d_avg <= authors_t, vote, -1), d_avg, authors_t
                 )
             out["sets"][key] = fig
-            queries[key] = (q, p.cfo_hz, truth)
+            queries[key] = (q, p.cfo_hz, truth, iq)
             if key == "day2":
-                out["embeddings"] = {"q": q, "truth": truth, "cfo": p.cfo_hz}
+                out["embeddings"] = {"q": q, "truth": truth, "cfo": p.cfo_hz, "iq": iq}
                 out["snr_bands"] = _snr_bands(np.asarray(ps.snr_db), truth, ids, dec.device_id)
                 out["rogue_rows"] = _rogue_rows(truth, ids, dec)
         if packet_symbols:
             out["symbols"] = _symbols_used(emb, sets["day2"].preambles)
         if name == OURS:
             out["far_sweep"] = _far_sweep(reg, queries, ids)
-        out["ref"] = (ref_ids, ref, pre.cfo_hz, np.asarray(enroll.device_ids))
+        out["ref"] = (ref_ids, ref, pre.cfo_hz, np.asarray(enroll.device_ids), enroll_iq)
     return out
+
+
+def _without_iq_gate(truth, ids, dec) -> dict:
+    """The single-packet figures the same decisions give without the IQ gate (the gates are independent:
+    a packet is accepted when its score and CFO pass)."""
+    device = np.where((dec.score <= dec.threshold) & dec.cfo_ok, dec.nearest_device_id, -1)
+    legit = np.isin(truth, ids["enrolled"])
+    plain, tuned = np.isin(truth, ids["rogue"]), np.isin(truth, ids["tuned"])
+    return {
+        "acc": float(np.mean(device[legit] == truth[legit])),
+        "caught": float(np.mean(device[plain] < 0)),
+        "caught_tuned": float(np.mean(device[tuned] < 0)),
+    }
 
 
 def _symbols_used(emb, rows) -> tuple[float, float]:
@@ -421,6 +437,8 @@ def _rogue_rows(truth, ids, dec) -> list[dict]:
                 "median_score": float(np.median(dec.score[mine])),
                 "threshold": float(dec.threshold),
                 "cfo_in_window": float(np.mean(dec.cfo_ok[mine])),
+                "median_iq_z": float(np.nanmedian(dec.iq_z[mine])) if dec.iq_z is not None else None,
+                "accepted_no_iq": float(np.mean((dec.score[mine] <= dec.threshold) & dec.cfo_ok[mine])),
             }
         )
     return rows
@@ -435,15 +453,15 @@ def _far_sweep(reg, queries, ids) -> list[dict]:
     def row(far, threshold):
         out = {"far": far, "threshold": threshold}
         for key in SWEEP_SETS:
-            q, cfo, truth = queries[key]
-            dec = Authenticator.from_registry(reg, k=K).decide(q, cfo)
+            q, cfo, truth, iq = queries[key]
+            dec = Authenticator.from_registry(reg, k=K).decide(q, cfo, impairments=iq)
             fig = _figures(truth, ids, dec.nearest_device_id, dec.device_id, dec.score, dec.threshold)
             out[key] = {"acc": fig["acc"], "accepted": 1.0 - fig["caught_all"]}
         return out
 
     rows = [row(far, Authenticator.from_registry(reg, k=K, far=far).threshold) for far in FAR_SWEEP]
     # the oracle: the threshold that accepts FAR of the day-2 rogue packets' scores (known only afterwards)
-    q, cfo, truth = queries["day2"]
+    q, cfo, truth, _ = queries["day2"]
     score = Authenticator.from_registry(reg, k=K).decide(q, cfo).score
     rogue = np.isin(truth, np.concatenate([ids["rogue"], ids["tuned"]]))
     t = threshold_for_far(score[rogue], FAR)
@@ -454,17 +472,18 @@ def _far_sweep(reg, queries, ids) -> list[dict]:
 
 def _few_shot(res, carrier_hz) -> dict:
     """Identification and authenticated accuracy of day-2 packets of enrolled devices against the first n
-    enrollment packets of each device (threshold and CFO windows from those n packets)."""
+    enrollment packets of each device (threshold, CFO windows and IQ statistics from those n packets)."""
     from lorarffi.rffi.authenticate import Authenticator
     from lorarffi.rffi.hybrid import CfoGate, GateParams
+    from lorarffi.rffi.iq_gate import IqGate, iq_statistics
     from lorarffi.rffi.knn import ReferenceIndex
     from lorarffi.rffi.threshold import choose_threshold
 
-    ref_ids, ref, cfo, cfo_ids = res["ref"]
+    ref_ids, ref, cfo, cfo_ids, enroll_iq = res["ref"]
     e = res["embeddings"]
     enrolled = np.unique(ref_ids)
     legit = np.isin(e["truth"], enrolled)
-    q, truth, qcfo = e["q"][legit], e["truth"][legit], e["cfo"][legit]
+    q, truth, qcfo, q_iq = e["q"][legit], e["truth"][legit], e["cfo"][legit], e["iq"].take(legit)
     out = {}
     for n in FEW_SHOT:
         keep = np.concatenate([np.flatnonzero(ref_ids == d)[:n] for d in enrolled])
@@ -477,7 +496,10 @@ def _few_shot(res, carrier_hz) -> dict:
             enrolled,
             GateParams(carrier_hz=carrier_hz, tracking=False),
         )
-        dec = Authenticator(index, t, gate).decide(q, qcfo)
+        iq_gate = IqGate(
+            enrolled, [iq_statistics(enroll_iq.take(np.flatnonzero(cfo_ids == d)[:n])) for d in enrolled]
+        )
+        dec = Authenticator(index, t, gate, iq_gate=iq_gate).decide(q, qcfo, impairments=q_iq)
         out[n] = {
             "id_acc": float(np.mean(dec.nearest_device_id == truth)),
             "acc": float(np.mean(dec.device_id == truth)),
@@ -572,16 +594,18 @@ def _scale(model_dir, tmp: pathlib.Path) -> dict:
     t0 = time.perf_counter()
     threshold = choose_threshold(index, FAR).value
     res["threshold_s"] = time.perf_counter() - t0
-    auth = Authenticator(index, threshold, gate, calibrate_receiver=False)
+    iq_gate, q_iq = _synthetic_iq(rng, q_ids)
+    auth = Authenticator(index, threshold, gate, calibrate_receiver=False, iq_gate=iq_gate)
     q_cfo = cfo_mean[q_ids] + 20.0 * rng.standard_normal(q_ids.size)
     n_batch = 1000
+    first, second, one = (np.arange(n_batch), np.arange(n_batch, 2 * n_batch), np.arange(1))
     t0 = time.perf_counter()
-    dec = auth.decide(q[:n_batch], q_cfo[:n_batch])
+    dec = auth.decide(q[first], q_cfo[first], impairments=q_iq.take(first))
     res["batched_first_pps"] = n_batch / (time.perf_counter() - t0)
-    batches = _timed(lambda: auth.decide(q[n_batch : 2 * n_batch], q_cfo[n_batch : 2 * n_batch]), 5)
+    batches = _timed(lambda: auth.decide(q[second], q_cfo[second], impairments=q_iq.take(second)), 5)
     res["batched_pps"] = n_batch / statistics.median(batches)
     res["accepted_own"] = float(np.mean(dec.device_id == q_ids[:n_batch]))
-    single = _timed(lambda: auth.decide(q[:1], q_cfo[:1]), 300)
+    single = _timed(lambda: auth.decide(q[one], q_cfo[one], impairments=q_iq.take(one)), 300)
     res["single_p50_ms"] = 1e3 * statistics.median(single)
     res["single_p99_ms"] = 1e3 * float(np.percentile(single, 99))
     # the exhaustive search the centroid preselection approximates, and the other backends
@@ -656,7 +680,27 @@ def _scale(model_dir, tmp: pathlib.Path) -> dict:
             t0 = time.perf_counter()
             emb_model.embed(pre.iq)
             res["embed_pps"] = pre.iq.shape[0] / (time.perf_counter() - t0)
+            fits = _timed(lambda: emb_model.tx_impairments(pre.iq, pre.cfo_hz), 5)
+            res["iq_fit_pps"] = pre.iq.shape[0] / statistics.median(fits)
     return res
+
+
+def _synthetic_iq(rng, q_ids):
+    """An IQ gate of SCALE_DEVICES devices (image and leakage about 0.05 apart, spread 0.004) and the
+    queries' measurements (standard error 0.004)."""
+    from lorarffi.dsp.impairment import TxImpairments
+    from lorarffi.rffi.iq_gate import IqGate, IqStatistics
+
+    image = 0.05 * (rng.standard_normal(SCALE_DEVICES) + 1j * rng.standard_normal(SCALE_DEVICES))
+    leakage = 0.05 * (rng.standard_normal(SCALE_DEVICES) + 1j * rng.standard_normal(SCALE_DEVICES))
+    pairs = zip(image, leakage, strict=True)
+    stats = [IqStatistics(i.real, i.imag, 0.004, lk.real, lk.imag, 0.004) for i, lk in pairs]
+    n = q_ids.size
+    noise = 0.004 * (rng.standard_normal((2, n)) + 1j * rng.standard_normal((2, n))) / np.sqrt(2)
+    se = np.full(n, 0.004)
+    return IqGate(np.arange(SCALE_DEVICES), stats), TxImpairments(
+        image[q_ids] + noise[0], leakage[q_ids] + noise[1], se, se.copy()
+    )
 
 
 # -- the report -------------------------------------------------------------------------------------------
@@ -751,7 +795,9 @@ def _report(runs, train_info, results, few, scale, ids, t_data, roc_png, few_png
         f"{min(ids['target'].values())}-{max(ids['target'].values())}. Simulation took {t_data:.0f} s; CPU, "
         f"{N_THREADS} threads, one run per system, seed 0 unless the name says another. k = {K}; threshold "
         f"for FAR {FAR:g} chosen from "
-        "the enrollment packets alone (leave one device out); CFO gate on (margin 2.5 ppm) for our systems; "
+        "the enrollment packets alone (leave one device out); CFO gate (margin 2.5 ppm) and IQ gate "
+        "(tolerance 5 standard errors) on in every row our authenticator decides (all but the authors' own "
+        "vote and score); "
         "M=5: decisions on 5 consecutive packets of one device (mean score, its own threshold for the same "
         "FAR), beside the single-packet figures, which are the claim.",
         "",
@@ -784,7 +830,7 @@ def _report(runs, train_info, results, few, scale, ids, t_data, roc_png, few_png
         "### The protocol's test set: day 2, place 2 (exponential multipath, SNR 10-25 dB)",
         "",
         "Identification: share of enrolled devices' packets whose nearest device is their own (no "
-        "rejection). Enrolled accuracy: share accepted as their own id (score threshold and CFO gate). "
+        "rejection). Enrolled accuracy: share accepted as their own id (score threshold, CFO gate, IQ gate). "
         "Rogues caught: share of rogue packets called rogue.",
         "",
         head,
@@ -821,6 +867,7 @@ def _report(runs, train_info, results, few, scale, ids, t_data, roc_png, few_png
     lines += _far_report(results[OURS]["far_sweep"], SETS)
     lines += _snr_report(results)
     lines += _rogue_report(results)
+    lines += _iq_report(results, SETS)
     lines += [
         "",
         "### Few-shot enrollment (day-2 packets of enrolled devices)",
@@ -937,15 +984,18 @@ def _rogue_report(results) -> list[str]:
         "them lie nearest to in embedding space, their median score against the threshold, and the share "
         "whose CFO lies inside that device's window. A CFO-tuned rogue carries the mean CFO of the device "
         "named. A window is the device's enrollment range widened by the gate's margin (2.5 ppm, 2.2 kHz at "
-        "868 MHz, by default), so it may hold the CFO of other enrolled devices too.",
+        "868 MHz, by default), so it may hold the CFO of other enrolled devices too. IQ distance: of the "
+        "packet's IQ image and carrier leakage to the nearest device's, in standard errors (the gate passes "
+        "5 or less); without the IQ gate: the share the score and the CFO gate alone accept.",
         "",
         "| rogue | carrier | "
         + " | ".join(
-            f"{n}: accepted (as) | {n}: nearest | {n}: median score / threshold | {n}: CFO in window"
+            f"{n}: accepted (as) | {n}: nearest | {n}: median score / threshold | {n}: CFO in window | "
+            f"{n}: median IQ distance | {n}: accepted without the IQ gate"
             for n in systems
         )
         + " |",
-        "|---|---|" + "---|---|---|---|" * len(systems),
+        "|---|---|" + "---|---|---|---|---|---|" * len(systems),
     ]
     for j, row in enumerate(results[systems[0]]["rogue_rows"]):
         carrier = "own" if row["target"] is None else f"tuned to {row['target']}'s CFO"
@@ -953,9 +1003,11 @@ def _rogue_report(results) -> list[str]:
         for n in systems:
             r = results[n]["rogue_rows"][j]
             taken = ", ".join(f"{d}: {c}" for d, c in r["accepted_as"].items())
+            z = "-" if r["median_iq_z"] is None else f"{r['median_iq_z']:.1f}"
             cells.append(
                 f"{_pct(r['accepted'])}{f' ({taken})' if taken else ''} | {r['nearest']} | "
-                f"{r['median_score']:.3f} / {r['threshold']:.3f} | {_pct(r['cfo_in_window'])}"
+                f"{r['median_score']:.3f} / {r['threshold']:.3f} | {_pct(r['cfo_in_window'])} | {z} | "
+                f"{_pct(r['accepted_no_iq'])}"
             )
         lines.append(f"| {row['rogue']} | {carrier} | " + " | ".join(cells) + " |")
     own = [n for n in systems if "rogue_rows_own" in results[n]]
@@ -1001,6 +1053,34 @@ def _rogue_report(results) -> list[str]:
     return lines
 
 
+def _iq_report(results, sets) -> list[str]:
+    systems = [n for n in (OURS, OTHER_SEED) if n in results]
+    lines = [
+        "",
+        "### The IQ gate's share (FAR 1 %)",
+        "",
+        "The same single-packet decisions with the IQ gate and without it (the score and the CFO gate "
+        "alone): "
+        "the gate rejects a packet whose transmitter's IQ image and carrier leakage (fitted on the preamble, "
+        "relative to the chirp) lie more than 5 standard errors from the nearest device's enrollment mean "
+        "(lorarffi.rffi.iq_gate). A frequency-selective channel the enrollment never saw biases the fit: "
+        "what the gate costs enrolled devices there is the price of the rogues it catches.",
+        "",
+        "| set | system | enrolled accuracy: with / without | plain rogues caught: with / without | "
+        "CFO-tuned caught: with / without |",
+        "|---|---|---|---|---|",
+    ]
+    for key in ("day2", *SHIFTED):
+        for n in systems:
+            f = results[n]["sets"][key]
+            w = f["no_iq"]
+            lines.append(
+                f"| {sets[key][0]} | {n} | {_pct(f['acc'])} / {_pct(w['acc'])} | {_pct(f['caught'])} / "
+                f"{_pct(w['caught'])} | {_pct(f['caught_tuned'])} / {_pct(w['caught_tuned'])} |"
+            )
+    return lines
+
+
 def _scale_report(s) -> list[str]:
     lines = [
         "",
@@ -1014,7 +1094,8 @@ def _scale_report(s) -> list[str]:
         "|---|---|",
         f"| index build | {s['build_s']:.2f} s |",
         f"| threshold choice (leave one device out, 5,000 packets) | {s['threshold_s']:.2f} s |",
-        "| decide, batch of 1,000 (K-NN, threshold, CFO gate): the first call / median of the 5 after it "
+        "| decide, batch of 1,000 (K-NN, threshold, CFO gate, IQ gate): the first call / median of the 5 "
+        "after it "
         f"(other packets) | {s['batched_first_pps']:,.0f} / {s['batched_pps']:,.0f} packets/s |",
         f"| decide, one packet: p50 / p99 | {s['single_p50_ms']:.2f} / {s['single_p99_ms']:.2f} ms |",
         f"| same nearest device as the exhaustive search | {_pct(s['agreement'])} |",
@@ -1032,6 +1113,7 @@ def _scale_report(s) -> list[str]:
             f"| enroll one device from 100 packets (embed + one transaction) | {s['enroll_100_s']:.2f} s |",
             f"| audit log: append 1,000 decisions (one transaction) | {s['audit_pps']:,.0f} rows/s |",
             f"| the extractor's network ({OURS}), 100 packets | {s['embed_pps']:,.0f} packets/s |",
+            f"| the IQ image and leakage fit, 100 packets (median of 5) | {s['iq_fit_pps']:,.0f} packets/s |",
         ]
     return lines
 
@@ -1129,6 +1211,13 @@ def _targets(results, few, scale, packets) -> list[str]:
     )
     if OTHER_SEED in results:
         other = results[OTHER_SEED]["sets"]["day2"]
+        other_gap = round(abs(other["caught"] - other["caught_tuned"]), 9)
+        lines.append(
+            "| (not a target) the same recipe trained with seed "
+            f"{EXTRACTOR_MEMBERS}: CFO-tuned rogues caught within 2 points of the others | "
+            f"{'yes' if other_gap <= 0.02 else 'no'} | {_pct(other['caught_tuned'])} vs "
+            f"{_pct(other['caught'])} |"
+        )
         lines.append(
             "| (not a target) enrolled accuracy of the same recipe trained with seed "
             f"{EXTRACTOR_MEMBERS} | - | "

@@ -254,7 +254,8 @@ def test_iq_gate_rejects_a_twin_whose_transmitter_imbalance_is_another(tmp_path)
     with reg:
         rec = reg.device(102)
         assert rec.iq_image_im == pytest.approx(0.02, abs=5 * 0.004 / np.sqrt(40))
-        assert rec.iq_image_std == pytest.approx(0.004, rel=0.35)  # spread of 40 measurements with se 0.004
+        # spread of 40 measurements with se 0.004, and the mean's se (0.004 / sqrt 40) in quadrature
+        assert rec.iq_image_std == pytest.approx(0.004 * np.sqrt(1 + 1 / 40), rel=0.35)
         auth = Authenticator.from_registry(reg, far=0.05)
         assert auth.iq_gate is not None and auth.iq_gate.tolerance == DEFAULT_IQ_TOLERANCE
         q = np.repeat(centres[2:3], 200, axis=0)  # at device 102's centre: the score accepts all

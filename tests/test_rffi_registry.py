@@ -479,7 +479,7 @@ def test_files_that_are_not_registries_are_refused_in_one_line(tmp_path, kind, p
 def filled(reg):
     rng = np.random.default_rng(9)
     image, leakage = np.array([0.01 + 0.02j, 0.03 + 0.02j]), np.array([0.1j, -0.1j])
-    iq = TxImpairments(image, leakage, np.ones(2), np.ones(2))
+    iq = TxImpairments(image, leakage, np.full(2, 0.02), np.full(2, 0.02))
     reg.enroll_device(3, _emb(rng, 4), name="a", cfo_hz=[1.0, 2.0], carrier_hz=868.1e6, notes="n", iq=iq)
     reg.enroll_device(11, _emb(rng, 2))
     reg.set_threshold(0.75, far=0.01, method="leave-one-out", k=15)
@@ -495,9 +495,13 @@ def test_export_import_round_trip(filled, tmp_path) -> None:
     with Registry.open(tmp_path / "site2.db", model_fingerprint=FP) as r:
         assert r.devices() == filled.devices()
         three, eleven = r.devices()
-        # the IQ statistics travel: complex means and root mean squared distances to them
-        assert (three.iq_image_re, three.iq_image_im, three.iq_image_std) == pytest.approx((0.02, 0.02, 0.01))
-        assert (three.iq_leakage_re, three.iq_leakage_im, three.iq_leakage_std) == pytest.approx((0, 0, 0.1))
+        # the IQ statistics travel: complex means; spreads about them with the means' standard error (0.02 /
+        # sqrt 2) added in quadrature
+        spread_image, spread_leakage = np.hypot(0.01, 0.02 / np.sqrt(2)), np.hypot(0.1, 0.02 / np.sqrt(2))
+        assert (three.iq_image_re, three.iq_image_im, three.iq_image_std) == pytest.approx(
+            (0.02, 0.02, spread_image))
+        assert (three.iq_leakage_re, three.iq_leakage_im, three.iq_leakage_std) == pytest.approx(
+            (0, 0, spread_leakage))
         assert eleven.iq_image_re is None and eleven.iq_leakage_std is None
         assert r.threshold == filled.threshold
         assert r.model_info == filled.model_info and r.embedding_dim == DIM

@@ -36,8 +36,11 @@ DEFAULT_IQ_TOLERANCE = 5.0
 
 @dataclass(frozen=True)
 class IqStatistics:
-    """A device's enrollment image and leakage: complex means and spreads (root mean squared distance to the
-    mean), all None when not measured."""
+    """A device's enrollment image and leakage: complex means and spreads, all None when not measured.
+
+    A spread (``*_std``) is how far a new measurement may lie from the mean beyond its own noise: the root
+    mean squared distance of the enrollment packets to their mean, and the mean's own standard error added in
+    quadrature (which is all there is for a device enrolled from one packet)."""
 
     iq_image_re: float | None = None
     iq_image_im: float | None = None
@@ -54,11 +57,16 @@ def iq_statistics(measured: TxImpairments | None) -> IqStatistics:
     ok = np.isfinite(measured.image) & np.isfinite(measured.leakage)
     if not ok.any():
         return IqStatistics()
-    image, leakage = measured.image[ok], measured.leakage[ok]
-    mi, ml = image.mean(), leakage.mean()
+    n = int(ok.sum())
+
+    def mean_and_spread(value, se) -> tuple[float, float, float]:
+        m = value.mean()
+        spread2 = np.mean(np.abs(value - m) ** 2) + np.mean(se**2) / n
+        return float(m.real), float(m.imag), float(np.sqrt(spread2))
+
     return IqStatistics(
-        float(mi.real), float(mi.imag), float(np.sqrt(np.mean(np.abs(image - mi) ** 2))),
-        float(ml.real), float(ml.imag), float(np.sqrt(np.mean(np.abs(leakage - ml) ** 2))),
+        *mean_and_spread(measured.image[ok], measured.image_se[ok]),
+        *mean_and_spread(measured.leakage[ok], measured.leakage_se[ok]),
     )
 
 

@@ -71,7 +71,7 @@ class DeviceRecord(_Record):
         Free text.
     iq_image_re, iq_image_im, iq_image_std, iq_leakage_re, iq_leakage_im, iq_leakage_std : float or None
         The enrollment packets' IQ image and carrier leakage relative to the chirp: complex mean (real and
-        imaginary part) and spread (:func:`~lorarffi.rffi.iq_gate.iq_statistics`); None when not measured.
+        imaginary part) and spread (:class:`~lorarffi.rffi.iq_gate.IqStatistics`); None when not measured.
     """
 
     device_id: int
