@@ -873,7 +873,7 @@ def _report(runs, train_info, results, few, scale, ids, t_data, roc_png, few_png
         "### Few-shot enrollment (day-2 packets of enrolled devices)",
         "",
         f"Identification against the first n enrollment packets of each device; for {OURS} also the share "
-        "accepted as own id with the threshold and CFO windows of those n packets.",
+        "accepted as own id with the threshold, CFO windows and IQ statistics of those n packets.",
         "",
         "| packets per device | " + " | ".join(f"{n} identification" for n in few) + f" | {OURS} accepted |",
         "|---|" + "---|" * (len(few) + 1),
