@@ -75,7 +75,7 @@ def test_tree_has_one_entry_per_parser() -> None:
         (["--config", "dataset", "registry", "l"], {"list"}),  # a flag's value is never a subcommand
         (["live", "--fo"], {"--format"}),
         (["completion", ""], set(SHELLS)),
-        (["classify", "--no-"], {"--no-cfo-gate", "--no-tracking", "--no-progress"}),
+        (["classify", "--no-"], {"--no-cfo-gate", "--no-iq-gate", "--no-tracking", "--no-progress"}),
     ],
 )
 def test_bash_completes_what_is_typed(words: list[str], want: set[str], tmp_path) -> None:
