@@ -18,7 +18,7 @@ from lorarffi.rffi.authenticate import (
     decision_groups,
     summarize,
 )
-from lorarffi.rffi.iq_gate import DEFAULT_IQ_TOLERANCE, pooled
+from lorarffi.rffi.iq_gate import DEFAULT_IQ_TOLERANCE, IqGate, IqStatistics, pooled
 from lorarffi.rffi.knn import ReferenceIndex
 from lorarffi.rffi.registry import Registry
 from lorarffi.rffi.rogue import rogue_figures
@@ -294,6 +294,14 @@ def test_iq_gate_rejects_a_twin_whose_transmitter_imbalance_is_another(tmp_path)
                             transmitter_ids=np.repeat([1, 2], 100)).fused
         assert np.all(fused.device_id[fused.members[:, 0] >= 100] == -1)
         assert np.all(fused.device_id[fused.members[:, 0] < 100] == 102)
+
+
+def test_a_gate_of_devices_not_enrolled_is_refused() -> None:
+    ids, x, _ = _clusters(2, 5, 8, 0.1, seed=4)
+    stats = IqStatistics(0.0, 0.0, 0.01, 0.0, 0.0, 0.01)
+    with pytest.raises(ConfigError, match="IQ gate holds devices that are not enrolled"):
+        Authenticator(ReferenceIndex(ids, x), 0.5, iq_gate=IqGate([100, 999], [stats, stats]))
+    assert Authenticator(ReferenceIndex(ids, x), 0.5, iq_gate=IqGate([101], [stats])).iq_gate is not None
 
 
 def test_pooled_is_the_inverse_variance_mean() -> None:

@@ -391,23 +391,9 @@ class Authenticator:
         self._fused_thresholds: dict[int, float] = {}
         self.gate = gate
         self.calibrate_receiver = bool(calibrate_receiver)
-        self._gate_pos = np.full(len(index), -1, np.int64)  # index position -> gate position
-        if gate is not None:
-            pos = np.searchsorted(index.device_ids, gate.device_ids)
-            if np.any(pos >= len(index)) or np.any(
-                index.device_ids[np.minimum(pos, len(index) - 1)] != gate.device_ids
-            ):
-                raise ConfigError("the CFO gate holds devices that are not enrolled")
-            self._gate_pos[pos] = np.arange(gate.device_ids.size)
+        self._gate_pos = _gate_positions(index, None if gate is None else gate.device_ids, "CFO gate")
         self.iq_gate = iq_gate
-        self._iq_pos = np.full(len(index), -1, np.int64)  # index position -> IQ gate position
-        if iq_gate is not None:
-            pos = np.searchsorted(index.device_ids, iq_gate.device_ids)
-            if np.any(pos >= len(index)) or np.any(
-                index.device_ids[np.minimum(pos, len(index) - 1)] != iq_gate.device_ids
-            ):
-                raise ConfigError("the IQ gate holds devices that are not enrolled")
-            self._iq_pos[pos] = np.arange(iq_gate.device_ids.size)
+        self._iq_pos = _gate_positions(index, None if iq_gate is None else iq_gate.device_ids, "IQ gate")
 
     @classmethod
     def from_registry(
@@ -643,6 +629,20 @@ class Authenticator:
             device, near.device_id, near.score, threshold, group_cfo, cfo_ok, m, members, group,
             iq_z=iq_z, iq_ok=iq_ok,
         )
+
+
+def _gate_positions(
+    index: ReferenceIndex, gate_ids: npt.NDArray[np.int64] | None, what: str
+) -> npt.NDArray[np.int64]:
+    """(len(index),) each index position's position among a gate's devices (-1: not in the gate)."""
+    out = np.full(len(index), -1, np.int64)
+    if gate_ids is None:
+        return out
+    pos = np.searchsorted(index.device_ids, gate_ids)
+    if np.any(pos >= len(index)) or np.any(index.device_ids[np.minimum(pos, len(index) - 1)] != gate_ids):
+        raise ConfigError(f"the {what} holds devices that are not enrolled")
+    out[pos] = np.arange(gate_ids.size)
+    return out
 
 
 def _cfo_gate(devices: list[DeviceRecord], params: GateParams | None, tracking: bool) -> CfoGate | None:
