@@ -374,17 +374,16 @@ def _score(
     return out
 
 
+def _device_without_iq_gate(dec) -> np.ndarray:
+    """(N,) the device each packet of ``dec`` is accepted as without the IQ gate, -1 for rogue (the gates are
+    independent: a packet is accepted when its score and CFO pass)."""
+    return np.where((dec.score <= dec.threshold) & dec.cfo_ok, dec.nearest_device_id, -1)
+
+
 def _without_iq_gate(truth, ids, dec) -> dict:
-    """The single-packet figures the same decisions give without the IQ gate (the gates are independent:
-    a packet is accepted when its score and CFO pass)."""
-    device = np.where((dec.score <= dec.threshold) & dec.cfo_ok, dec.nearest_device_id, -1)
-    legit = np.isin(truth, ids["enrolled"])
-    plain, tuned = np.isin(truth, ids["rogue"]), np.isin(truth, ids["tuned"])
-    return {
-        "acc": float(np.mean(device[legit] == truth[legit])),
-        "caught": float(np.mean(device[plain] < 0)),
-        "caught_tuned": float(np.mean(device[tuned] < 0)),
-    }
+    """The single-packet figures the same decisions give without the IQ gate."""
+    fig = _figures(truth, ids, dec.nearest_device_id, _device_without_iq_gate(dec), dec.score, dec.threshold)
+    return {k: fig[k] for k in ("acc", "caught", "caught_tuned")}
 
 
 def _symbols_used(emb, rows) -> tuple[float, float]:
@@ -438,7 +437,7 @@ def _rogue_rows(truth, ids, dec) -> list[dict]:
                 "threshold": float(dec.threshold),
                 "cfo_in_window": float(np.mean(dec.cfo_ok[mine])),
                 "median_iq_z": float(np.nanmedian(dec.iq_z[mine])) if dec.iq_z is not None else None,
-                "accepted_no_iq": float(np.mean((dec.score[mine] <= dec.threshold) & dec.cfo_ok[mine])),
+                "accepted_no_iq": float(np.mean(_device_without_iq_gate(dec)[mine] >= 0)),
             }
         )
     return rows

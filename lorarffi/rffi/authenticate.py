@@ -488,9 +488,9 @@ class Authenticator:
             raise ConfigError(f"impairments has {len(impairments)} entries for {n} packets")
         if n == 0:
             empty = np.zeros(0, np.int64)
-            no_iq = (None, None) if self.iq_gate is None else (np.zeros(0), np.zeros(0, bool))
+            iq_z, iq_ok = self._iq_check(None, empty)
             return Decisions(empty, empty, np.zeros(0), self.threshold, cfo, np.zeros(0, bool),
-                             iq_z=no_iq[0], iq_ok=no_iq[1])
+                             iq_z=iq_z, iq_ok=iq_ok)
         near = self.index.search(q)
         passed = near.score <= self.threshold
         if self.calibrate_receiver and self.gate is not None:
