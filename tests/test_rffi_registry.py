@@ -407,7 +407,7 @@ def test_a_version_1_registry_is_migrated_on_open(tmp_path) -> None:
             "INSERT INTO embeddings VALUES (4, ?, ?)", [(i, v.tobytes()) for i, v in enumerate(vec)]
         )
     with Registry.open(path, model_fingerprint=FP) as r:
-        assert r.schema_version == SCHEMA_VERSION == 4
+        assert r.schema_version == SCHEMA_VERSION == 5
         (dev,) = r.devices()
         assert (dev.device_id, dev.name, dev.notes, dev.carrier_hz, dev.cfo_mean_hz, dev.iq_image_re) == (
             4,
@@ -508,6 +508,42 @@ def test_export_import_round_trip(filled, tmp_path) -> None:
         a, b = r.reference_embeddings(), filled.reference_embeddings()
         assert a[0].tolist() == b[0].tolist() and a[1].tobytes() == b[1].tobytes()
         assert r.audit() == []  # the audit log stays at its site
+
+
+def test_iq_statistics_of_an_earlier_fit_are_cleared_by_the_migration(filled, path, caplog) -> None:
+    """A schema-4 registry's IQ statistics came from the one-step fit: version 5 clears them (the gate then
+    passes those devices until they are enrolled again); everything else is kept."""
+    before = filled.devices()
+    filled.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    with caplog.at_level("WARNING"), Registry.open(path, model_fingerprint=FP) as r:
+        three, eleven = r.devices()
+        assert r.schema_version == 5 and three.iq_image_re is None and three.iq_leakage_std is None
+        assert (three.name, three.cfo_mean_hz, three.n_packets) == (before[0].name, before[0].cfo_mean_hz, 4)
+        assert r.reference_embeddings()[1].shape == (6, DIM)
+    assert "1 device(s) had IQ statistics of an earlier IQ fit: cleared" in caplog.text
+
+
+def test_an_export_of_another_iq_fit_imports_without_its_iq_statistics(filled, tmp_path, caplog) -> None:
+    from lorarffi.rffi.registry import portable
+
+    out = export_registry(filled, tmp_path / "fleet.lrr")
+    with zipfile.ZipFile(out) as zf:
+        manifest, npy = json.loads(zf.read("manifest.json")), zf.read("embeddings.npy")
+    del manifest["registry"]["iq_fit"]  # as exports made before the fit was named
+    body = {k: v for k, v in manifest.items() if k != "content_sha256"}
+    manifest["content_sha256"] = portable._content_sha256(body)
+    old = tmp_path / "old.lrr"
+    with zipfile.ZipFile(old, "w") as zf:
+        zf.writestr("manifest.json", json.dumps(manifest))
+        zf.writestr("embeddings.npy", npy)
+    with caplog.at_level("WARNING"):
+        import_registry(old, tmp_path / "site3.db")
+    assert "IQ statistics of 1 device(s) were measured by another IQ fit" in caplog.text
+    with Registry.open(tmp_path / "site3.db") as r:
+        three, _ = r.devices()
+        assert three.iq_image_re is None and three.cfo_mean_hz == 1.5 and three.name == "a"
 
 
 def test_import_merges_into_a_registry_of_the_same_model(filled, tmp_path) -> None:

@@ -8,6 +8,9 @@ Versions:
 3. ``audit.packet_key`` and its unique index: the packet a decision is about, written once (NULL before).
 4. ``devices.iq_*``: the enrollment IQ image and carrier leakage statistics (NULL for devices enrolled before:
    the IQ gate passes their packets until they are enrolled again).
+5. ``devices.iq_*`` cleared: they were measured by the one-step fit, which leaves a frequency-selective
+   channel's shape in them (:data:`~lorarffi.dsp.impairment.IQ_FIT` names today's); enroll the devices again
+   to gate them.
 
 A registry whose version is newer than :data:`~.schema.SCHEMA_VERSION` is refused by the caller; nothing here
 downgrades.
@@ -16,13 +19,16 @@ downgrades.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 
-from sqlalchemy import Connection, Table, text, update
+from sqlalchemy import Connection, Table, func, select, text, update
 
 from lorarffi.rffi.registry.schema import IQ_COLUMNS, SCHEMA_VERSION, audit, audit_packet_key, devices, meta
 
 __all__ = ["MIGRATIONS", "migrate"]
+
+log = logging.getLogger(__name__)
 
 
 def _add_column(conn: Connection, table: Table, name: str) -> None:
@@ -50,7 +56,18 @@ def _v3_to_v4(conn: Connection) -> None:
         _add_column(conn, devices, name)
 
 
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1_to_v2, _v2_to_v3, _v3_to_v4)
+def _v4_to_v5(conn: Connection) -> None:
+    measured = devices.c.iq_image_re.is_not(None)
+    n = conn.execute(select(func.count()).select_from(devices).where(measured)).scalar_one()
+    conn.execute(update(devices).where(measured).values({name: None for name in IQ_COLUMNS}))
+    if n:
+        log.warning(
+            "%d device(s) had IQ statistics of an earlier IQ fit: cleared; the IQ gate passes their packets "
+            "until they are enrolled again", n,
+        )
+
+
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1_to_v2, _v2_to_v3, _v3_to_v4, _v4_to_v5)
 """``MIGRATIONS[i]`` takes a registry from version ``i + 1`` to ``i + 2``."""
 assert len(MIGRATIONS) == SCHEMA_VERSION - 1, "one migration per version step"
 

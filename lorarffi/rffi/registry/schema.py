@@ -45,7 +45,7 @@ __all__ = [
     "IQ_COLUMNS",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The schema this code writes; older ones are migrated on open (:mod:`.migrations`)."""
 FORMAT = "lora-rffi-registry"
 """``meta.format`` of every registry."""
