@@ -1062,8 +1062,9 @@ def _iq_report(results, sets) -> list[str]:
         "alone): "
         "the gate rejects a packet whose transmitter's IQ image and carrier leakage (fitted on the preamble, "
         "relative to the chirp) lie more than 5 standard errors from the nearest device's enrollment mean "
-        "(lorarffi.rffi.iq_gate). A frequency-selective channel the enrollment never saw biases the fit: "
-        "what the gate costs enrolled devices there is the price of the rogues it catches.",
+        "(lorarffi.rffi.iq_gate). The fit models the channel's response across the band "
+        "(lorarffi.dsp.impairment): an enrolled packet the gate rejects under a channel the enrollment never "
+        "saw is what that model leaves out.",
         "",
         "| set | system | enrolled accuracy: with / without | plain rogues caught: with / without | "
         "CFO-tuned caught: with / without |",

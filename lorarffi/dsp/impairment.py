@@ -52,7 +52,7 @@ a two-cluster channel; from 2 to 6 the figures are flat; 2 is the smallest degre
 IQ_FIT = f"chirp-response-legendre-{CHANNEL_DEGREE}"
 """Names the measurement: statistics stored by another fit (a registry's, an export's) are not compared."""
 
-_ROWS_PER_BLOCK = 1024  # packets fitted at once: bounds the complex128 temporaries to about 100 MB at SF7
+_SAMPLES_PER_BLOCK = 1 << 20  # symbol samples fitted at once: the complex128 temporaries stay near 100 MB
 
 
 @dataclass(frozen=True)
@@ -142,8 +142,9 @@ def tx_impairments(
     chirp, pinv, poly, poly_mirror, poly_zero = _design(cfg, int(channel_degree))
     k = int(channel_degree) + 1
     x = x[:, : (x.shape[1] // sps) * sps].astype(np.complex64, copy=False)
-    for b0 in range(0, n, _ROWS_PER_BLOCK):
-        rows = slice(b0, b0 + _ROWS_PER_BLOCK)
+    block = max(1, _SAMPLES_PER_BLOCK // sps)
+    for b0 in range(0, n, block):
+        rows = slice(b0, b0 + block)
         avg = coherent_symbol_average(x[rows], sps).astype(np.complex128)  # (B, sps)
         response = (avg @ pinv.T)[:, :k]  # (B, k): the chirp's response G as Legendre coefficients
         basis = np.stack(  # (B, sps, 3): G(f) x, G(-f) conj(x), 1
