@@ -50,7 +50,9 @@ Measured on the open-set benchmark's simulated fleets (docs/models.md): degree 1
 a two-cluster channel; from 2 to 6 the figures are flat; 2 is the smallest degree on that plateau."""
 
 IQ_FIT = f"chirp-response-legendre-{CHANNEL_DEGREE}"
-"""Names the measurement: statistics stored by another fit (a registry's, an export's) are not compared."""
+"""Names the measurement. Exports carry it and statistics of another fit are not imported; a registry's
+statistics of an earlier fit are cleared by its schema migration (:mod:`lorarffi.rffi.registry.migrations`).
+"""
 
 _SAMPLES_PER_BLOCK = 1 << 20  # symbol samples fitted at once: the complex128 temporaries stay near 100 MB
 
