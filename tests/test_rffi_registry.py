@@ -510,40 +510,64 @@ def test_export_import_round_trip(filled, tmp_path) -> None:
         assert r.audit() == []  # the audit log stays at its site
 
 
-def test_iq_statistics_of_an_earlier_fit_are_cleared_by_the_migration(filled, path, caplog) -> None:
-    """A schema-4 registry's IQ statistics came from the one-step fit: version 5 clears them (the gate then
-    passes those devices until they are enrolled again); everything else is kept."""
+def test_iq_statistics_of_schema_4_are_kept_as_the_one_step_fits_and_left_out_of_the_gate(
+    filled, path, caplog
+) -> None:
+    """A schema-4 registry's IQ statistics came from the one-step fit: version 5 names them so, and the IQ
+    gate, which compares packets only with statistics of the fit that measures them, leaves them out."""
+    from lorarffi.dsp.impairment import IQ_FIT, iq_fit_name
+    from lorarffi.rffi.authenticate import Authenticator
+
     before = filled.devices()
+    assert before[0].iq_fit == IQ_FIT and before[1].iq_fit is None
     filled.close()
     with sqlite3.connect(path) as db:
+        db.execute("ALTER TABLE devices DROP COLUMN iq_fit")
         db.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
-    with caplog.at_level("WARNING"), Registry.open(path, model_fingerprint=FP) as r:
+    with Registry.open(path, model_fingerprint=FP) as r:
         three, eleven = r.devices()
-        assert r.schema_version == 5 and three.iq_image_re is None and three.iq_leakage_std is None
-        assert (three.name, three.cfo_mean_hz, three.n_packets) == (before[0].name, before[0].cfo_mean_hz, 4)
-        assert r.reference_embeddings()[1].shape == (6, DIM)
-    assert "1 device(s) had IQ statistics of an earlier IQ fit: cleared" in caplog.text
+        assert r.schema_version == 5
+        assert (three.iq_fit, eleven.iq_fit) == (iq_fit_name(0), None)
+        assert three.iq_image_re == before[0].iq_image_re and three.iq_leakage_std == before[0].iq_leakage_std
+        with caplog.at_level("WARNING"):
+            auth = Authenticator.from_registry(r, k=2)
+        assert auth.iq_gate is None  # no device with statistics of today's fit
+        warning = f"1 device(s) have IQ statistics of another IQ fit ({iq_fit_name(0)}, not {IQ_FIT})"
+        assert warning in caplog.text
+        r.enroll_device(3, _emb(np.random.default_rng(1), 4), iq=_iq(4))  # enrolled again: gated
+        assert r.device(3).iq_fit == IQ_FIT
+        assert Authenticator.from_registry(r, k=2).iq_gate.device_ids.tolist() == [3]
 
 
-def test_an_export_of_another_iq_fit_imports_without_its_iq_statistics(filled, tmp_path, caplog) -> None:
+def _iq(n: int) -> TxImpairments:
+    rng = np.random.default_rng(n)
+    z = rng.standard_normal((2, n)) + 1j * rng.standard_normal((2, n))
+    return TxImpairments(0.05 + 0.01 * z[0], 0.1 + 0.01 * z[1], np.full(n, 0.01), np.full(n, 0.01))
+
+
+def test_an_export_made_before_schema_5_imports_its_iq_statistics_as_the_one_step_fits(
+    filled, tmp_path
+) -> None:
+    from lorarffi.dsp.impairment import IQ_FIT, iq_fit_name
     from lorarffi.rffi.registry import portable
 
     out = export_registry(filled, tmp_path / "fleet.lrr")
     with zipfile.ZipFile(out) as zf:
         manifest, npy = json.loads(zf.read("manifest.json")), zf.read("embeddings.npy")
-    del manifest["registry"]["iq_fit"]  # as exports made before the fit was named
+    assert [d["iq_fit"] for d in manifest["devices"]] == [IQ_FIT, None]
+    for d in manifest["devices"]:
+        del d["iq_fit"]  # as exports made before the fit was kept
     body = {k: v for k, v in manifest.items() if k != "content_sha256"}
     manifest["content_sha256"] = portable._content_sha256(body)
     old = tmp_path / "old.lrr"
     with zipfile.ZipFile(old, "w") as zf:
         zf.writestr("manifest.json", json.dumps(manifest))
         zf.writestr("embeddings.npy", npy)
-    with caplog.at_level("WARNING"):
-        import_registry(old, tmp_path / "site3.db")
-    assert "IQ statistics of 1 device(s) were measured by another IQ fit" in caplog.text
+    import_registry(old, tmp_path / "site3.db")
     with Registry.open(tmp_path / "site3.db") as r:
-        three, _ = r.devices()
-        assert three.iq_image_re is None and three.cfo_mean_hz == 1.5 and three.name == "a"
+        three, eleven = r.devices()
+        assert (three.iq_fit, eleven.iq_fit) == (iq_fit_name(0), None)
+        assert three.iq_image_re == filled.device(3).iq_image_re and three.name == "a"
 
 
 def test_import_merges_into_a_registry_of_the_same_model(filled, tmp_path) -> None:

@@ -41,7 +41,7 @@ from lorarffi.dsp.coherent import coherent_symbol_average
 from lorarffi.dsp.config import LoRaConfig
 from lorarffi.errors import ConfigError
 
-__all__ = ["CHANNEL_DEGREE", "IQ_FIT", "TxImpairments", "tx_impairments"]
+__all__ = ["CHANNEL_DEGREE", "IQ_FIT", "TxImpairments", "iq_fit_name", "tx_impairments"]
 
 CHANNEL_DEGREE = 2
 """Degree of the polynomial (in frequency across the band) that models the channel's response in the fit.
@@ -49,10 +49,16 @@ CHANNEL_DEGREE = 2
 Measured on the open-set benchmark's simulated fleets (docs/models.md): degree 1 biases more than none under
 a two-cluster channel; from 2 to 6 the figures are flat; 2 is the smallest degree on that plateau."""
 
-IQ_FIT = f"chirp-response-legendre-{CHANNEL_DEGREE}"
-"""Names the measurement. Exports carry it and statistics of another fit are not imported; a registry's
-statistics of an earlier fit are cleared by its schema migration (:mod:`lorarffi.rffi.registry.migrations`).
-"""
+
+
+def iq_fit_name(channel_degree: int) -> str:
+    """The name of the fit with a channel response of ``channel_degree`` (0: the one-step fit)."""
+    return f"chirp-response-legendre-{int(channel_degree)}"
+
+
+IQ_FIT = iq_fit_name(CHANNEL_DEGREE)
+"""Names the default measurement. A registry keeps, with each device's IQ statistics, the name of the fit
+that made them; the IQ gate compares a packet only with statistics of the fit that measured it."""
 
 _SAMPLES_PER_BLOCK = 1 << 20  # symbol samples fitted at once: the complex128 temporaries stay near 100 MB
 

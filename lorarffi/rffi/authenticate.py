@@ -88,7 +88,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from lorarffi.dsp.impairment import TxImpairments
+from lorarffi.dsp.impairment import IQ_FIT, TxImpairments
 from lorarffi.errors import ConfigError
 from lorarffi.rffi.classify import classify_preambles
 from lorarffi.rffi.embedding import Embedder
@@ -667,8 +667,16 @@ def _cfo_gate(devices: list[DeviceRecord], params: GateParams | None, tracking: 
 
 
 def _iq_gate(devices: list[DeviceRecord], tolerance: float) -> IqGate | None:
-    """The IQ statistics of the devices enrolled with them (None when there are none)."""
-    known = [d for d in devices if all(getattr(d, c) is not None for c in IQ_COLUMNS)]
+    """The IQ statistics of the devices enrolled with them by today's fit (None when there are none); devices
+    whose statistics another fit made are left out (the gate passes their packets), with a warning."""
+    measured = [d for d in devices if all(getattr(d, c) is not None for c in IQ_COLUMNS)]
+    known = [d for d in measured if d.iq_fit == IQ_FIT]
+    if len(known) < len(measured):
+        other = sorted({str(d.iq_fit) for d in measured if d.iq_fit != IQ_FIT})
+        log.warning(
+            "%d device(s) have IQ statistics of another IQ fit (%s, not %s): the IQ gate passes their "
+            "packets until they are enrolled again", len(measured) - len(known), ", ".join(other), IQ_FIT,
+        )
     if not known:
         return None
     return IqGate(

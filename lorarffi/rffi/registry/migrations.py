@@ -8,9 +8,10 @@ Versions:
 3. ``audit.packet_key`` and its unique index: the packet a decision is about, written once (NULL before).
 4. ``devices.iq_*``: the enrollment IQ image and carrier leakage statistics (NULL for devices enrolled before:
    the IQ gate passes their packets until they are enrolled again).
-5. ``devices.iq_*`` cleared: they were measured by the one-step fit, which leaves a frequency-selective
-   channel's shape in them (:data:`~lorarffi.dsp.impairment.IQ_FIT` names today's); enroll the devices again
-   to gate them.
+5. ``devices.iq_fit``: the fit that measured a device's IQ statistics. Those of version 4 were measured by
+   the one-step fit (``iq_fit_name(0)``), which leaves a frequency-selective channel's shape in them: they
+   are kept under its name, and the IQ gate, which compares a packet only with statistics of the fit that
+   measured it, passes those devices until they are enrolled again.
 
 A registry whose version is newer than :data:`~.schema.SCHEMA_VERSION` is refused by the caller; nothing here
 downgrades.
@@ -19,16 +20,14 @@ downgrades.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 
-from sqlalchemy import Connection, Table, func, select, text, update
+from sqlalchemy import Connection, Table, text, update
 
+from lorarffi.dsp.impairment import iq_fit_name
 from lorarffi.rffi.registry.schema import IQ_COLUMNS, SCHEMA_VERSION, audit, audit_packet_key, devices, meta
 
 __all__ = ["MIGRATIONS", "migrate"]
-
-log = logging.getLogger(__name__)
 
 
 def _add_column(conn: Connection, table: Table, name: str) -> None:
@@ -57,14 +56,8 @@ def _v3_to_v4(conn: Connection) -> None:
 
 
 def _v4_to_v5(conn: Connection) -> None:
-    measured = devices.c.iq_image_re.is_not(None)
-    n = conn.execute(select(func.count()).select_from(devices).where(measured)).scalar_one()
-    conn.execute(update(devices).where(measured).values({name: None for name in IQ_COLUMNS}))
-    if n:
-        log.warning(
-            "%d device(s) had IQ statistics of an earlier IQ fit: cleared; the IQ gate passes their packets "
-            "until they are enrolled again", n,
-        )
+    _add_column(conn, devices, "iq_fit")
+    conn.execute(update(devices).where(devices.c.iq_image_re.is_not(None)).values(iq_fit=iq_fit_name(0)))
 
 
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1_to_v2, _v2_to_v3, _v3_to_v4, _v4_to_v5)

@@ -5,14 +5,14 @@ the manifest's order, each device's rows in enrollment order) and ``manifest.jso
 
     {"format": "lora-rffi-registry-export", "format_version": 1, "software_version": "...",
      "exported_at": "...", "registry": {model_fingerprint, embedding_dim, model_info, created_at, threshold,
-     packet_input, iq_fit},
+     packet_input},
      "devices": [{device_id, name, enrolled_at, n_packets, n_embeddings, cfo_*_hz, carrier_hz, notes,
-                  iq_* (absent in exports of registries before schema 4)}, ...],
+                  iq_* (absent in exports of registries before schema 4), iq_fit (before schema 5)}, ...],
      "embeddings": {"file": "embeddings.npy", "shape": [M, D], "dtype": "<f4", "sha256": "<hex>"},
      "content_sha256": "<hex>"}
 
-``iq_fit`` names the IQ measurement (:data:`~lorarffi.dsp.impairment.IQ_FIT`): the IQ statistics of an
-export made with another (or before it was named) are not imported, with a warning.
+A device's ``iq_fit`` names the fit that measured its IQ statistics; exports made before it was kept carry
+statistics of the one-step fit and are imported under that name (the IQ gate leaves them out).
 
 ``content_sha256`` is the SHA-256 of the manifest without it (canonical JSON: sorted keys, no spaces), so
 an edited manifest or embeddings file is refused on import. The audit log stays at its site. The file is
@@ -36,7 +36,7 @@ import numpy as np
 
 from lorarffi import __version__
 from lorarffi.datasets.atomic import atomic_path
-from lorarffi.dsp.impairment import IQ_FIT
+from lorarffi.dsp.impairment import iq_fit_name
 from lorarffi.errors import InputDataError, ModelError
 from lorarffi.rffi.registry import queries
 from lorarffi.rffi.registry.records import as_utc, utc_now
@@ -115,7 +115,6 @@ def export_registry(registry: Registry, path: str | os.PathLike) -> pathlib.Path
             "created_at": registry.created_at.isoformat(),
             "threshold": threshold,
             "packet_input": packet_input,
-            "iq_fit": IQ_FIT,
         },
         "devices": [r.to_dict() for r in records],
         "embeddings": {
@@ -173,17 +172,9 @@ def import_registry(
     )
     with registry:
         offsets = np.cumsum([0] + [d["n_embeddings"] for d in manifest["devices"]])
-        same_fit = reg_meta.get("iq_fit") == IQ_FIT
-        stale = sum(d.get("iq_image_re") is not None for d in manifest["devices"]) if not same_fit else 0
-        if stale:
-            log.warning(
-                "%s: IQ statistics of %d device(s) were measured by another IQ fit (%s): not imported; the "
-                "IQ gate passes their packets until they are enrolled again", path, stale,
-                reg_meta.get("iq_fit", "the one-step fit"),
-            )
         with registry._write() as conn:
             for d, lo, hi in zip(manifest["devices"], offsets[:-1], offsets[1:], strict=True):
-                queries.store_device(conn, _device_values(path, d, keep_iq=same_fit), emb[lo:hi])
+                queries.store_device(conn, _device_values(path, d), emb[lo:hi])
             imported_input = reg_meta.get("packet_input")  # absent from exports made before it was kept
             if imported_input is not None:
                 queries.merge_packet_input(conn, imported_input)
@@ -257,11 +248,13 @@ def _verify_manifest(path: pathlib.Path, manifest: Any) -> None:
         raise InputDataError(path, "the manifest does not match its content_sha256 (edited or damaged)")
 
 
-def _device_values(path: object, d: dict[str, Any], *, keep_iq: bool) -> dict[str, Any]:
-    """Column values of a device as the manifest records it (its IQ statistics only with ``keep_iq``)."""
+def _device_values(path: object, d: dict[str, Any]) -> dict[str, Any]:
+    """Column values of a device as the manifest records it."""
     try:
         values = {k: d[k] for k in _DEVICE_COLUMNS}
-        values |= {k: d.get(k) if keep_iq else None for k in IQ_COLUMNS}
+        values |= {k: d.get(k) for k in IQ_COLUMNS}  # exports of registries before schema 4 have none
+        measured = values["iq_image_re"] is not None
+        values["iq_fit"] = d.get("iq_fit", iq_fit_name(0) if measured else None)  # before schema 5: one-step
         values["id"] = int(d["device_id"])
         values["enrolled_at"] = as_utc(datetime.fromisoformat(d["enrolled_at"]))
     except (KeyError, TypeError, ValueError) as exc:

@@ -72,6 +72,8 @@ class DeviceRecord(_Record):
     iq_image_re, iq_image_im, iq_image_std, iq_leakage_re, iq_leakage_im, iq_leakage_std : float or None
         The enrollment packets' IQ image and carrier leakage relative to the chirp: complex mean (real and
         imaginary part) and spread (:class:`~lorarffi.rffi.iq_gate.IqStatistics`); None when not measured.
+    iq_fit : str or None
+        The fit that measured them (:func:`~lorarffi.dsp.impairment.iq_fit_name`); None when not measured.
     """
 
     device_id: int
@@ -91,6 +93,7 @@ class DeviceRecord(_Record):
     iq_leakage_re: float | None = None
     iq_leakage_im: float | None = None
     iq_leakage_std: float | None = None
+    iq_fit: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,8 @@
   ``model_info`` (the model's config summary), ``created_at``, ``threshold`` (value, FAR, method, k),
   ``packet_input`` (how enrolled packets were read: ``preamble``, ``whole_packets`` or ``mixed``).
 - ``devices``: one row per enrolled device; ``id`` is the device id the operator gives; its CFO statistics
-  and its enrollment packets' IQ image and carrier leakage (``iq_*``, the IQ gate's; NULL when not measured).
+  and its enrollment packets' IQ image and carrier leakage (``iq_*``, the IQ gate's; NULL when not measured)
+  with the name of the fit that measured them (``iq_fit``, :data:`~lorarffi.dsp.impairment.IQ_FIT`).
 - ``embeddings``: the reference embeddings, one row per (device, row index), each a little-endian float32
   vector of ``embedding_dim`` values; deleting a device deletes its embeddings (``ON DELETE CASCADE``).
 - ``audit``: the append-only decision log. ``device_id`` is not a foreign key: the log outlives devices.
@@ -77,6 +78,7 @@ devices = Table(
     Column("carrier_hz", Float),
     Column("notes", Text),
     *(Column(name, Float) for name in IQ_COLUMNS),
+    Column("iq_fit", String(64)),
 )
 
 embeddings = Table(

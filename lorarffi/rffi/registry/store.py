@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import Connection, Engine, delete, inspect, update
 
-from lorarffi.dsp.impairment import TxImpairments
+from lorarffi.dsp.impairment import IQ_FIT, TxImpairments
 from lorarffi.errors import ConfigError, InputDataError, ModelError
 from lorarffi.rffi.iq_gate import iq_statistics
 from lorarffi.rffi.registry import queries
@@ -346,7 +346,8 @@ class Registry:
             **asdict(cfo_statistics(cfo_hz)),
             "carrier_hz": optional_float(carrier_hz, "carrier_hz"),
             "notes": _optional_text(notes, "notes"),
-            **asdict(iq_statistics(iq)),
+            **asdict(stats := iq_statistics(iq)),
+            "iq_fit": IQ_FIT if stats.iq_image_re is not None else None,
         }
         with self._write() as conn:
             queries.store_device(conn, values, emb)
