@@ -14,8 +14,8 @@ tuned to an enrolled device's carrier. A packet not measured (NaN) or a device e
 statistics passes.
 
 What it costs and gains on the simulated fleets (benchmarks/bench_open_set.py, docs/benchmarks.md): the
-tolerance trades rogues caught against enrolled packets of a channel the enrollment never saw (a
-frequency-selective channel biases the fit beyond its residual); the benchmark lists both.
+tolerance trades rogues caught against enrolled packets whose fit a channel the enrollment never saw moves
+beyond its residual (what the fit's model of the channel's response leaves out); the benchmark lists both.
 """
 
 from __future__ import annotations
